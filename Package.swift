@@ -1,0 +1,118 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// One list of settings for every target (house style): strict existentials and explicit imports.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let serviceLifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+
+let package = Package(
+    name: "ConnectionVault",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "connvaultd", targets: ["connvaultd"]),
+        .executable(name: "connvaultctl", targets: ["connvaultctl"]),
+        .library(name: "VaultClient", targets: ["VaultClient"]),
+        .library(name: "VaultAPI", targets: ["VaultAPI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+    ],
+    targets: [
+        // MARK: - C libraries
+        .systemLibrary(
+            name: "CSodium",
+            pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"])]
+        ),
+        .target(name: "CVaultShims"),
+
+        // MARK: - Libraries
+        .target(name: "VaultCrypto", dependencies: ["CSodium"], swiftSettings: swiftSettings),
+        .target(
+            name: "VaultStore",
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift"), logging],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "VaultAPI", swiftSettings: swiftSettings),
+        .target(
+            name: "VaultCore",
+            dependencies: ["VaultCrypto", "VaultStore", "VaultAPI", "PersonioAuth", logging],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PersonioAuth",
+            dependencies: [
+                "VaultCrypto", nioCore, nioHTTP1, logging,
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "VaultServer",
+            dependencies: [
+                "VaultCore", "VaultAPI", "VaultCrypto", "CVaultShims",
+                nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "VaultClient", dependencies: ["VaultAPI", "CVaultShims"], swiftSettings: swiftSettings),
+        /// A faithful stand-in for Personio's auth API, for tests and benchmarks (loopback only).
+        .target(name: "PersonioStandIn", dependencies: [nioCore, nioPosix, nioHTTP1], swiftSettings: swiftSettings),
+
+        // MARK: - Executables
+        .executableTarget(
+            name: "connvaultd",
+            dependencies: ["VaultServer", argumentParser, logging, serviceLifecycle],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "connvaultctl",
+            dependencies: ["VaultClient", "VaultAPI", argumentParser],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: - Tests
+        .target(
+            name: "TestSupport",
+            dependencies: ["VaultClient", "VaultAPI", "PersonioStandIn"],
+            path: "Tests/TestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: swiftSettings),
+        .testTarget(name: "VaultStoreTests", dependencies: ["VaultStore", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "VaultCoreTests",
+            dependencies: ["VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "TestSupport", logging],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "PersonioAuthTests",
+            dependencies: ["PersonioAuth", "PersonioStandIn", "VaultCrypto", "TestSupport", logging],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VaultServerTests",
+            dependencies: ["VaultServer", "VaultCore", "VaultClient", "VaultAPI", "TestSupport", logging],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["VaultClient", "VaultAPI", "TestSupport", "PersonioStandIn"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,321 @@
+/// How a secret appears in an admin view: never its value.
+public struct SecretFieldView: Codable, Sendable, Equatable {
+    public var set: Bool
+    /// Keyed BLAKE2b of the value under a subkey of the master key, first 8 bytes as hex.
+    public var fingerprint: String
+    public var updatedAt: String
+
+    public init(set: Bool, fingerprint: String, updatedAt: String) {
+        self.set = set
+        self.fingerprint = fingerprint
+        self.updatedAt = updatedAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case set, fingerprint
+        case updatedAt = "updated_at"
+    }
+}
+
+/// The masked view of a connection on the admin socket (DESIGN §7).
+public struct ConnectionView: Codable, Sendable, Equatable {
+    public var id: String
+    public var provider: Provider
+    public var state: ConnectionState
+    public var revision: Int
+    public var settings: ConnectionSettings
+    public var secrets: [String: SecretFieldView]
+    public var grants: Grants
+    public var createdAt: String
+    public var updatedAt: String
+    public var lastError: String?
+    public var disabledReason: String?
+
+    public init(
+        id: String, provider: Provider, state: ConnectionState, revision: Int, settings: ConnectionSettings,
+        secrets: [String: SecretFieldView], grants: Grants, createdAt: String, updatedAt: String,
+        lastError: String?, disabledReason: String?
+    ) {
+        self.id = id
+        self.provider = provider
+        self.state = state
+        self.revision = revision
+        self.settings = settings
+        self.secrets = secrets
+        self.grants = grants
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.lastError = lastError
+        self.disabledReason = disabledReason
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, provider, state, revision, settings, secrets, grants
+        case createdAt = "created_at"
+        case updatedAt = "updated_at"
+        case lastError = "last_error"
+        case disabledReason = "disabled_reason"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(self.id, forKey: .id)
+        try container.encode(self.provider, forKey: .provider)
+        try container.encode(self.state, forKey: .state)
+        try container.encode(self.revision, forKey: .revision)
+        try container.encode(self.settings, forKey: .settings)
+        try container.encode(self.secrets, forKey: .secrets)
+        try container.encode(self.grants, forKey: .grants)
+        try container.encode(self.createdAt, forKey: .createdAt)
+        try container.encode(self.updatedAt, forKey: .updatedAt)
+        // Always present, null when unset: scripts can rely on the member.
+        try container.encode(self.lastError, forKey: .lastError)
+        try container.encode(self.disabledReason, forKey: .disabledReason)
+    }
+}
+
+/// `GET /v1/connections` on the admin socket.
+public struct ConnectionList: Codable, Sendable, Equatable {
+    public var connections: [ConnectionView]
+    public init(connections: [ConnectionView]) { self.connections = connections }
+}
+
+/// Who did something, from the socket's peer credentials.
+public struct AuditActor: Codable, Sendable, Equatable {
+    public var uid: UInt32
+    public var pid: Int32
+    public var comm: String
+    public var unit: String?
+
+    public init(uid: UInt32, pid: Int32, comm: String, unit: String? = nil) {
+        self.uid = uid
+        self.pid = pid
+        self.comm = comm
+        self.unit = unit
+    }
+
+    /// The daemon itself (start-up, broker decisions).
+    public static let daemon = AuditActor(uid: 0, pid: 0, comm: "connvaultd")
+}
+
+/// One row of the audit trail.
+public struct AuditEntry: Codable, Sendable, Equatable {
+    public var seq: Int64
+    public var time: String
+    public var actor: AuditActor
+    public var action: String
+    public var connection: String?
+    public var outcome: String
+    public var detail: String
+    public var hash: String
+
+    public init(seq: Int64, time: String, actor: AuditActor, action: String, connection: String?, outcome: String, detail: String, hash: String) {
+        self.seq = seq
+        self.time = time
+        self.actor = actor
+        self.action = action
+        self.connection = connection
+        self.outcome = outcome
+        self.detail = detail
+        self.hash = hash
+    }
+}
+
+/// `GET /v1/audit`.
+public struct AuditList: Codable, Sendable, Equatable {
+    public var entries: [AuditEntry]
+    public init(entries: [AuditEntry]) { self.entries = entries }
+}
+
+/// `GET /v1/audit/verify`: whether the hash chain is intact, and where it breaks.
+public struct AuditVerification: Codable, Sendable, Equatable {
+    public var intact: Bool
+    public var entries: Int
+    public var head: String?
+    public var brokenAt: Int64?
+    public var reason: String?
+
+    public init(intact: Bool, entries: Int, head: String?, brokenAt: Int64?, reason: String?) {
+        self.intact = intact
+        self.entries = entries
+        self.head = head
+        self.brokenAt = brokenAt
+        self.reason = reason
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case intact, entries, head, reason
+        case brokenAt = "broken_at"
+    }
+}
+
+/// `POST /v1/keys/rotate`.
+public struct KeyRotationResult: Codable, Sendable, Equatable {
+    public var keyID: Int64
+    public var rewrappedDataKeys: Int
+
+    public init(keyID: Int64, rewrappedDataKeys: Int) {
+        self.keyID = keyID
+        self.rewrappedDataKeys = rewrappedDataKeys
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case keyID = "key_id"
+        case rewrappedDataKeys = "rewrapped_data_keys"
+    }
+}
+
+/// `GET /v1/status`.
+public struct StatusView: Codable, Sendable, Equatable {
+    public var version: String
+    public var pid: Int32
+    public var uptimeSeconds: Int
+    public var connections: Int
+    public var byState: [String: Int]
+    public var needsReset: [String]
+    public var masterKeyID: Int64
+    public var masterKeyCreatedAt: String
+    public var aead: String
+    public var auditEntries: Int
+    public var databaseBytes: Int64
+
+    public init(
+        version: String, pid: Int32, uptimeSeconds: Int, connections: Int, byState: [String: Int], needsReset: [String],
+        masterKeyID: Int64, masterKeyCreatedAt: String, aead: String, auditEntries: Int, databaseBytes: Int64
+    ) {
+        self.version = version
+        self.pid = pid
+        self.uptimeSeconds = uptimeSeconds
+        self.connections = connections
+        self.byState = byState
+        self.needsReset = needsReset
+        self.masterKeyID = masterKeyID
+        self.masterKeyCreatedAt = masterKeyCreatedAt
+        self.aead = aead
+        self.auditEntries = auditEntries
+        self.databaseBytes = databaseBytes
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case version, pid, connections, aead
+        case uptimeSeconds = "uptime_seconds"
+        case byState = "by_state"
+        case needsReset = "needs_reset"
+        case masterKeyID = "master_key_id"
+        case masterKeyCreatedAt = "master_key_created_at"
+        case auditEntries = "audit_entries"
+        case databaseBytes = "database_bytes"
+    }
+}
+
+/// `GET /v1/connections/{id}/token` on the app socket (DESIGN §7).
+public struct TokenResponse: Codable, Sendable, Equatable {
+    public var connection: String
+    public var tokenType: String
+    public var accessToken: String
+    public var expiresAt: String
+    public var expiresIn: Int
+    public var scope: String?
+    public var apiBaseURL: String
+    /// Headers to send with the token, ready to use (`Authorization`, `X-Personio-App-ID`, …).
+    public var headers: [String: String]
+
+    public init(connection: String, tokenType: String, accessToken: String, expiresAt: String, expiresIn: Int, scope: String?, apiBaseURL: String, headers: [String: String]) {
+        self.connection = connection
+        self.tokenType = tokenType
+        self.accessToken = accessToken
+        self.expiresAt = expiresAt
+        self.expiresIn = expiresIn
+        self.scope = scope
+        self.apiBaseURL = apiBaseURL
+        self.headers = headers
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case connection, scope, headers
+        case tokenType = "token_type"
+        case accessToken = "access_token"
+        case expiresAt = "expires_at"
+        case expiresIn = "expires_in"
+        case apiBaseURL = "api_base_url"
+    }
+}
+
+/// A connection as an app sees it in `GET /v1/connections` on the app socket: metadata only.
+public struct AppConnectionView: Codable, Sendable, Equatable {
+    public var id: String
+    public var provider: Provider
+    public var state: ConnectionState
+    public var apiBaseURL: String
+    public var scope: String?
+    public var tokenExportable: Bool
+
+    public init(id: String, provider: Provider, state: ConnectionState, apiBaseURL: String, scope: String?, tokenExportable: Bool) {
+        self.id = id
+        self.provider = provider
+        self.state = state
+        self.apiBaseURL = apiBaseURL
+        self.scope = scope
+        self.tokenExportable = tokenExportable
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, provider, state, scope
+        case apiBaseURL = "api_base_url"
+        case tokenExportable = "token_exportable"
+    }
+}
+
+/// `GET /v1/connections` on the app socket.
+public struct AppConnectionList: Codable, Sendable, Equatable {
+    public var connections: [AppConnectionView]
+    public init(connections: [AppConnectionView]) { self.connections = connections }
+}
+
+/// `POST /v1/connections/{id}/verify` on the admin socket.
+public struct VerifyResult: Codable, Sendable, Equatable {
+    public var connection: String
+    public var ok: Bool
+    public var expiresIn: Int?
+    public var expiresAt: String?
+    public var scope: String?
+    /// Personio's error, never containing a secret.
+    public var error: Problem?
+    public var state: ConnectionState
+
+    public init(connection: String, ok: Bool, expiresIn: Int?, expiresAt: String?, scope: String?, error: Problem?, state: ConnectionState) {
+        self.connection = connection
+        self.ok = ok
+        self.expiresIn = expiresIn
+        self.expiresAt = expiresAt
+        self.scope = scope
+        self.error = error
+        self.state = state
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case connection, ok, scope, error, state
+        case expiresIn = "expires_in"
+        case expiresAt = "expires_at"
+    }
+}
+
+/// `GET /v1/health`.
+public struct HealthView: Codable, Sendable, Equatable {
+    public var status: String
+    public init(status: String) { self.status = status }
+}
+
+/// The routes, spelled once for server, client and docs.
+public enum Routes {
+    public static let connections = "/v1/connections"
+    public static func connection(_ id: String) -> String { "/v1/connections/\(id)" }
+    public static func action(_ id: String, _ action: String) -> String { "/v1/connections/\(id)/\(action)" }
+    public static func token(_ id: String) -> String { "/v1/connections/\(id)/token" }
+    public static let rotateKey = "/v1/keys/rotate"
+    public static let audit = "/v1/audit"
+    public static let auditVerify = "/v1/audit/verify"
+    public static let status = "/v1/status"
+    public static let health = "/v1/health"
+    public static let metrics = "/metrics"
+}
