@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "VaultAPI", swiftSettings: swiftSettings),
         .target(
             name: "VaultCore",
-            dependencies: ["VaultCrypto", "VaultStore", "VaultAPI", "PersonioAuth", logging],
+            dependencies: ["VaultCrypto", "VaultStore", "VaultAPI", logging],
             swiftSettings: swiftSettings
         ),
         .target(

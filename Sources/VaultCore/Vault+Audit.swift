@@ -1,0 +1,51 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import VaultAPI
+import VaultCrypto
+import VaultStore
+
+extension Vault {
+    /// Audit rows, oldest first, after `since`, optionally of one connection (also after it was disconnected).
+    public func audit(connection: String?, since: Int64?, limit: Int) async throws -> [AuditEntry] {
+        if let connection, !ConnectionID.isValid(connection) { throw Self.invalidID }
+        let limit = max(1, min(limit, 1000))
+        return try await self.read { tx in
+            try tx.audit(connection: connection, since: since, limit: limit).map(Self.auditEntryView)
+        }
+    }
+
+    /// Walks the hash chain: intact, or where it breaks and why.
+    public func verifyAudit() async throws -> AuditVerification {
+        let report = try await self.read { tx in try tx.verifyAuditChain() }
+        return AuditVerification(
+            intact: report.brokenAt == nil, entries: report.entries, head: report.head.map(Hashing.hex),
+            brokenAt: report.brokenAt, reason: report.reason)
+    }
+
+    /// Counts, key and database facts for `connvaultctl status`.
+    public func status() async throws -> StatusView {
+        let (counts, needsReset, auditCount, key) = try await self.read { tx in
+            (
+                try tx.connectionCountsByState(),
+                try tx.connections().filter { $0.state == ConnectionState.needsReset.rawValue }.map(\.id),
+                try tx.auditCount(),
+                try tx.activeMasterKey()
+            )
+        }
+        var byState: [String: Int] = [:]
+        for state in ConnectionState.allCases { byState[state.rawValue] = counts[state.rawValue] ?? 0 }
+        let uptime = ContinuousClock.now - self.startedAt
+        return StatusView(
+            version: Self.version, pid: getpid(), uptimeSeconds: Int(uptime.components.seconds),
+            connections: counts.values.reduce(0, +), byState: byState, needsReset: needsReset,
+            masterKeyID: key?.id ?? 0, masterKeyCreatedAt: key?.createdAt ?? "", aead: AEADAlgorithm.preferred.description,
+            auditEntries: auditCount, databaseBytes: self.database.fileSize())
+    }
+
+    /// `PRAGMA integrity_check` of the database ("ok" when sound).
+    public func integrityCheck() async throws -> String {
+        try await self.database.integrityCheck()
+    }
+}

@@ -1,0 +1,78 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import Synchronization
+import VaultAPI
+import VaultCrypto
+import VaultStore
+
+extension Vault {
+    /// Rotates the master key online: a new key re-wraps every data key in one transaction while token requests
+    /// continue (they wait for the transaction, microseconds per connection).
+    ///
+    /// Crash safety: the new key is written to `<key file>.new` first; the database commit then makes it the
+    /// active key; only after the commit is the file renamed over the old one. A crash between the two steps is
+    /// finished at the next start (`Vault.open` recognises the staged key by its check value).
+    /// - Throws: `key_file_read_only` when the key file's directory cannot take the new key (e.g. a read-only
+    ///   systemd credential); nothing changes then.
+    public func rotateMasterKey(by actor: AuditActor) async throws -> KeyRotationResult {
+        let path = self.configuration.keyFilePath
+        guard KeyFile.isDirectoryWritable(for: path) else {
+            throw VaultError(
+                .keyFileReadOnly,
+                "cannot rotate: the directory of the master key file \(path) is not writable (a read-only credential?); provision a new key file instead")
+        }
+        let result: KeyRotationResult
+        do {
+            result = try await self.write { tx in
+                let old = self.masterKey.withLock { $0 }
+                let newID = (try tx.masterKeys().map(\.id).max() ?? old.id) + 1
+                let new = MasterKey.generate(id: newID)
+                try Self.mapKeyFileError { try KeyFile.stage(path: path, key: new) }
+                var count = 0
+                for wrapped in try tx.dataKeys() {
+                    guard let record = try tx.connection(wrapped.connectionID) else { continue }
+                    let dataKey = try Envelope.unwrap(
+                        SealedBox(algorithm: try AEADAlgorithm.stored(wrapped.algorithm), nonce: wrapped.nonce, ciphertext: wrapped.wrapped),
+                        with: old, connectionID: wrapped.connectionID, revision: wrapped.revision)
+                    let rewrapped = try Envelope.wrap(dataKey: dataKey, with: new, connectionID: wrapped.connectionID, revision: wrapped.revision)
+                    try tx.putDataKey(
+                        DataKeyRecord(
+                            connectionID: wrapped.connectionID, revision: wrapped.revision, keyID: new.id,
+                            algorithm: Int(rewrapped.algorithm.rawValue), nonce: rewrapped.nonce, wrapped: rewrapped.ciphertext))
+                    // Fingerprints are keyed by a subkey of the master key: recompute them under the new one.
+                    self.masterKey.withLock { $0 = new }
+                    defer { self.masterKey.withLock { $0 = old } }
+                    for (field, value) in try self.openSecrets(tx, record) {
+                        try tx.updateFingerprint(of: record.id, field: field.rawValue, fingerprint: new.fingerprint(of: value))
+                    }
+                    count += 1
+                }
+                try tx.activateMasterKey(MasterKeyRecord(id: new.id, createdAt: Timestamp.now(), state: "active", checkValue: new.checkValue))
+                try tx.appendAudit(Self.auditEntry(
+                    actor, action: "key.rotate", connection: nil, detail: "master key \(old.id) -> \(new.id); \(count) data keys re-wrapped"))
+                // The store runs one transaction at a time and nothing runs between this closure and its COMMIT,
+                // so no other transaction can see the new key before the commit. A failed commit restores the old
+                // key below.
+                self.masterKey.withLock { $0 = new }
+                return KeyRotationResult(keyID: new.id, rewrappedDataKeys: count)
+            }
+        } catch {
+            if let active = try? await self.database.read({ try $0.activeMasterKey() }), active.id != self.masterKey.withLock({ $0.id }) {
+                // Unreachable in practice (see above), but never keep a key the database does not know.
+                self.logger.critical("master key in memory does not match the database after a failed rotation")
+            }
+            KeyFile.discardStaged(path: path)
+            throw error
+        }
+        do {
+            try KeyFile.commitStaged(path: path)
+        } catch {
+            // The database already uses the new key; the staged file is picked up at the next start.
+            self.logger.critical("new master key committed but not yet renamed into place; it will be at the next start", metadata: ["error": "\(error)"])
+        }
+        self.logger.notice("master key rotated", metadata: ["key.id": "\(result.keyID)", "data_keys": "\(result.rewrappedDataKeys)"])
+        return result
+    }
+}

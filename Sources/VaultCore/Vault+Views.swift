@@ -1,0 +1,80 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import VaultAPI
+import VaultCrypto
+import VaultStore
+
+extension Vault {
+    /// The masked admin view: secrets only as set / fingerprint / updated_at.
+    func view(_ tx: StoreTransaction, _ record: ConnectionRecord) throws -> ConnectionView {
+        var secrets: [String: SecretFieldView] = [:]
+        for secret in try tx.secrets(of: record.id) {
+            secrets[secret.field] = SecretFieldView(set: true, fingerprint: secret.fingerprint, updatedAt: secret.updatedAt)
+        }
+        return ConnectionView(
+            id: record.id, provider: try Self.provider(record), state: try Self.state(record), revision: Int(record.revision),
+            settings: try Self.settings(record), secrets: secrets, grants: Self.grants(try tx.grants(of: record.id)),
+            createdAt: record.createdAt, updatedAt: record.updatedAt, lastError: record.lastError,
+            disabledReason: record.disabledReason)
+    }
+
+    static func provider(_ record: ConnectionRecord) throws(VaultError) -> Provider {
+        guard let provider = Provider(rawValue: record.provider) else {
+            throw VaultError(.internalError, "connection '\(record.id)' has unknown provider in the database")
+        }
+        return provider
+    }
+
+    static func state(_ record: ConnectionRecord) throws(VaultError) -> ConnectionState {
+        guard let state = ConnectionState(rawValue: record.state) else {
+            throw VaultError(.internalError, "connection '\(record.id)' has unknown state in the database")
+        }
+        return state
+    }
+
+    static func settings(_ record: ConnectionRecord) throws(VaultError) -> ConnectionSettings {
+        do {
+            return try VaultJSON.decoder().decode(ConnectionSettings.self, from: Data(record.settingsJSON.utf8))
+        } catch {
+            throw VaultError(.internalError, "connection '\(record.id)' has unreadable settings in the database")
+        }
+    }
+
+    static func settingsJSON(_ settings: ConnectionSettings) throws(VaultError) -> String {
+        do {
+            return String(decoding: try VaultJSON.encoder().encode(settings), as: UTF8.self)
+        } catch {
+            throw VaultError(.internalError, "cannot encode settings")
+        }
+    }
+
+    static func grants(_ records: [GrantRecord]) -> Grants {
+        var grants = Grants()
+        for record in records {
+            switch record.kind {
+            case .uid: if let uid = UInt32(record.value) { grants.uids.append(uid) }
+            case .group: grants.groups.append(record.value)
+            case .unit: grants.units.append(record.value)
+            }
+        }
+        return grants.normalized
+    }
+
+    static func grantRecords(_ grants: Grants) -> [GrantRecord] {
+        grants.uids.map { GrantRecord(kind: .uid, value: String($0)) }
+            + grants.groups.map { GrantRecord(kind: .group, value: $0) }
+            + grants.units.map { GrantRecord(kind: .unit, value: $0) }
+    }
+
+    static func auditEntryView(_ record: AuditRecord) -> AuditEntry {
+        AuditEntry(
+            seq: record.seq, time: record.time,
+            actor: AuditActor(uid: UInt32(truncatingIfNeeded: record.actorUID), pid: Int32(truncatingIfNeeded: record.actorPID), comm: record.actorComm, unit: record.actorUnit),
+            action: record.action, connection: record.connectionID, outcome: record.outcome, detail: record.detail,
+            hash: Hashing.hex(record.hash))
+    }
+}
+
