@@ -7,11 +7,14 @@ public struct VaultError: Error, Sendable, CustomStringConvertible, Equatable {
     public var message: String
     /// The underlying error's description, for logs only; already free of secrets by construction.
     public var cause: String?
+    /// Seconds after which a retry may succeed (`Retry-After` on 503 `upstream_unavailable`).
+    public var retryAfter: Int?
 
-    public init(_ code: ProblemCode, _ message: String, cause: (any Error)? = nil) {
+    public init(_ code: ProblemCode, _ message: String, cause: (any Error)? = nil, retryAfter: Int? = nil) {
         self.code = code
         self.message = message
         self.cause = cause.map { String(describing: $0) }
+        self.retryAfter = retryAfter
     }
 
     public var description: String {
