@@ -111,7 +111,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["VaultClient", "VaultAPI", "TestSupport", "PersonioStandIn"],
+            dependencies: ["VaultClient", "VaultAPI", "VaultStore", "TestSupport", "PersonioStandIn", logging],
             swiftSettings: swiftSettings
         ),
     ]

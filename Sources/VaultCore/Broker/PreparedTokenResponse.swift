@@ -1,0 +1,44 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import VaultAPI
+
+/// A token response body prepared once per cached token, so that serving it costs two copies and one integer:
+/// only `expires_in` changes between requests. Members are in sorted order, like every other JSON the vault writes.
+public struct PreparedTokenResponse: Sendable {
+    /// Everything up to and including `"expires_in":`.
+    public let prefix: [UInt8]
+    /// Everything after the `expires_in` number.
+    public let suffix: [UInt8]
+    public let expiresAt: ContinuousClock.Instant
+
+    init(connection: String, token: CachedToken, settings: ConnectionSettings) {
+        func json(_ string: String) -> String {
+            let data = (try? JSONEncoder().encode(string)) ?? Data("\"\"".utf8)
+            return String(decoding: data, as: UTF8.self)
+        }
+        var headers: [(String, String)] = [("Authorization", "Bearer \(token.accessToken)")]
+        if let appID = settings.appID { headers.append(("X-Personio-App-ID", appID)) }
+        if let partnerID = settings.partnerID { headers.append(("X-Personio-Partner-ID", partnerID)) }
+        let headerJSON = headers.sorted { $0.0 < $1.0 }.map { "\(json($0.0)):\(json($0.1))" }.joined(separator: ",")
+        let prefix = "{\"access_token\":\(json(token.accessToken)),\"api_base_url\":\(json(settings.effectiveAPIBaseURL)),"
+            + "\"connection\":\(json(connection)),\"expires_at\":\(json(Timestamp.format(secondsSince1970: token.expiresAtWall))),"
+            + "\"expires_in\":"
+        let suffix = ",\"headers\":{\(headerJSON)},\"scope\":\(token.scope.map(json) ?? "null"),\"token_type\":\(json(token.tokenType))}"
+        self.prefix = Array(prefix.utf8)
+        self.suffix = Array(suffix.utf8)
+        self.expiresAt = token.expiresAt
+    }
+
+    /// Whole seconds left at `now` (never negative).
+    public func expiresIn(at now: ContinuousClock.Instant) -> Int {
+        max(0, Int((self.expiresAt - now).components.seconds))
+    }
+
+    /// The whole body at `now`.
+    public func body(at now: ContinuousClock.Instant) -> [UInt8] {
+        self.prefix + Array(String(self.expiresIn(at: now)).utf8) + self.suffix
+    }
+}
