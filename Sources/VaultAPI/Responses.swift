@@ -93,9 +93,6 @@ public struct AuditActor: Codable, Sendable, Equatable {
         self.comm = comm
         self.unit = unit
     }
-
-    /// The daemon itself (start-up, broker decisions).
-    public static let daemon = AuditActor(uid: 0, pid: 0, comm: "connvaultd")
 }
 
 /// One row of the audit trail.

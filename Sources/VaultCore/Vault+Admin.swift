@@ -167,7 +167,7 @@ extension Vault {
             record.updatedAt = Timestamp.now()
             try tx.updateConnection(record)
             try tx.appendAudit(Self.auditEntry(
-                .daemon, action: "connection.needs_reset", connection: id, outcome: "rejected",
+                Self.daemonActor, action: "connection.needs_reset", connection: id, outcome: "rejected",
                 detail: "Personio rejected the credentials of revision \(revision): \(error)"))
             return true
         }

@@ -127,7 +127,7 @@ public final class Vault: Sendable {
         do {
             try database.writeNow { tx in
                 try tx.activateMasterKey(MasterKeyRecord(id: masterKey.id, createdAt: Timestamp.now(), state: "active", checkValue: masterKey.checkValue))
-                try tx.appendAudit(Self.auditEntry(.daemon, action: "vault.init", connection: nil, detail: "master key \(masterKey.id)"))
+                try tx.appendAudit(Self.auditEntry(Self.daemonActor, action: "vault.init", connection: nil, detail: "master key \(masterKey.id)"))
             }
         } catch {
             throw VaultError(.storageFailed, "cannot initialise database \(configuration.databasePath)", cause: error)
@@ -171,6 +171,9 @@ public final class Vault: Sendable {
             throw VaultError(.storageFailed, "the vault could not read its database", cause: error)
         }
     }
+
+    /// The daemon itself, as the actor of what it decides on its own (start-up, Personio's rejections).
+    static var daemonActor: AuditActor { AuditActor(uid: getuid(), pid: getpid(), comm: "connvaultd") }
 
     static func auditEntry(_ actor: AuditActor, action: String, connection: String?, outcome: String = "ok", detail: String) -> NewAuditEntry {
         NewAuditEntry(
