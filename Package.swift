@@ -20,6 +20,8 @@ let package = Package(
     products: [
         .executable(name: "connvaultd", targets: ["connvaultd"]),
         .executable(name: "connvaultctl", targets: ["connvaultctl"]),
+        .executable(name: "connvault-bench", targets: ["connvault-bench"]),
+        .executable(name: "bench-nio-server", targets: ["bench-nio-server"]),
         .library(name: "VaultClient", targets: ["VaultClient"]),
         .library(name: "VaultAPI", targets: ["VaultAPI"]),
     ],
@@ -50,7 +52,7 @@ let package = Package(
         .target(name: "VaultAPI", swiftSettings: swiftSettings),
         .target(
             name: "VaultCore",
-            dependencies: ["VaultCrypto", "VaultStore", "VaultAPI", logging],
+            dependencies: ["VaultCrypto", "VaultStore", "VaultAPI", "PersonioAuth", logging],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -66,6 +68,7 @@ let package = Package(
             dependencies: [
                 "VaultCore", "VaultAPI", "VaultCrypto", "CVaultShims",
                 nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -85,10 +88,24 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: - Benchmarks
+        /// `make bench`: load generator and harness measuring the token path beside nginx and a bare NIO server.
+        .executableTarget(
+            name: "connvault-bench",
+            dependencies: [nioCore, nioPosix, nioHTTP1, argumentParser],
+            swiftSettings: swiftSettings
+        ),
+        /// The bare SwiftNIO baseline: a fixed JSON body for every request on a Unix socket.
+        .executableTarget(
+            name: "bench-nio-server",
+            dependencies: [nioCore, nioPosix, nioHTTP1, argumentParser],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: - Tests
         .target(
             name: "TestSupport",
-            dependencies: ["VaultClient", "VaultAPI", "PersonioStandIn"],
+            dependencies: ["VaultClient", "VaultAPI", "PersonioStandIn", logging],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
@@ -101,14 +118,18 @@ let package = Package(
         ),
         .testTarget(
             name: "PersonioAuthTests",
-            dependencies: ["PersonioAuth", "PersonioStandIn", "VaultCrypto", "TestSupport", logging],
+            dependencies: [
+                "PersonioAuth", "PersonioStandIn", "VaultCrypto", "TestSupport", logging, nioCore, nioHTTP1,
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "VaultServerTests",
-            dependencies: ["VaultServer", "VaultCore", "VaultClient", "VaultAPI", "TestSupport", logging],
+            dependencies: ["VaultServer", "VaultCore", "VaultClient", "VaultAPI", "TestSupport", logging, nioCore, nioHTTP1],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "VaultClientTests", dependencies: ["VaultClient", "VaultAPI", "connvaultctl"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["VaultClient", "VaultAPI", "VaultStore", "TestSupport", "PersonioStandIn", logging],

@@ -49,3 +49,12 @@ extension Vault {
         try await self.database.integrityCheck()
     }
 }
+
+extension Vault {
+    /// Records the outcome of `verify` (which changes no connection state by itself).
+    public func recordVerification(_ id: String, by actor: AuditActor, ok: Bool, detail: String) async throws {
+        _ = try await self.write { tx in
+            try tx.appendAudit(Self.auditEntry(actor, action: "connection.verify", connection: id, outcome: ok ? "ok" : "failed", detail: detail))
+        }
+    }
+}

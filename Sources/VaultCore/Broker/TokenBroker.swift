@@ -1,0 +1,347 @@
+import Logging
+import PersonioAuth
+import Synchronization
+import VaultAPI
+import VaultCrypto
+
+/// Hands out short-lived Personio access tokens for connections, caching them in memory per connection revision.
+///
+/// - Cached tokens are served synchronously (`cachedResponse`), without touching the database or the network.
+/// - A cold connection makes exactly one upstream call however many callers ask at once (single flight).
+/// - Tokens are refreshed ahead of expiry by `run()` (about two thirds of their lifetime, with jitter).
+/// - After a failure: a cool-down, then capped exponential back-off, while a still-valid token keeps being served;
+///   never more upstream calls per connection than Personio's limit.
+/// - A disable, reset, edit or disconnect drops the cached token at once and revokes it upstream (v2).
+public final class TokenBroker: Sendable {
+    let vault: Vault
+    let auth: PersonioAuthClient
+    let logger: Logger
+    let policy: @Sendable (Provider) -> RefreshPolicy
+    let entries: Mutex<[String: Entry]>
+    let revocations: AsyncStream<Revocation>
+    let revocationQueue: AsyncStream<Revocation>.Continuation
+
+    /// What the broker knows of one connection.
+    struct Entry: Sendable {
+        var snapshot: ConnectionSnapshot
+        /// gids of the groups the grants name, resolved when the entry was loaded.
+        var grantedGIDs: Set<UInt32>
+        var state = TokenState()
+        var prepared: PreparedTokenResponse?
+        /// Callers waiting for the upstream call under way.
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    struct Revocation: Sendable {
+        var token: String
+        var settings: ConnectionSettings
+    }
+
+    /// - Parameters:
+    ///   - vault: where credentials come from; the broker registers for its change notifications.
+    ///   - auth: the Personio client.
+    ///   - policy: refresh and back-off rules per provider (tests shorten them).
+    public init(
+        vault: Vault, auth: PersonioAuthClient, logger: Logger,
+        policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider
+    ) {
+        self.vault = vault
+        self.auth = auth
+        self.logger = logger
+        self.policy = policy
+        self.entries = Mutex([:])
+        (self.revocations, self.revocationQueue) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1024))
+        vault.observeChanges { [weak self] change in self?.connectionChanged(change) }
+    }
+
+    // MARK: - Token requests
+
+    /// The answer to a token request when it can be given without waiting: a cached token or a refusal.
+    public enum FastAnswer: Sendable {
+        case token(PreparedTokenResponse)
+        case refused(VaultError)
+    }
+
+    /// Answers from memory when possible; nil means "call `token(_:for:minTTL:)`".
+    public func cachedResponse(_ id: String, for caller: Caller, minTTL: Int) -> FastAnswer? {
+        let now = ContinuousClock.now
+        return self.entries.withLock { entries -> FastAnswer? in
+            guard let entry = entries[id] else { return nil }
+            if let refusal = Self.refusal(entry, caller: caller) { return .refused(refusal) }
+            guard let prepared = entry.prepared, prepared.expiresAt - now >= .seconds(minTTL) else { return nil }
+            return .token(prepared)
+        }
+    }
+
+    /// A token for `caller`, fetching one from Personio when none is cached (or it expires within `minTTL`).
+    /// - Throws: `VaultError`: `forbidden` (unknown or not granted alike), `connection_disabled`,
+    ///   `connection_needs_reset`, `token_not_exportable`, `upstream_rejected`, `upstream_unavailable`.
+    public func token(_ id: String, for caller: Caller, minTTL: Int) async throws -> PreparedTokenResponse {
+        let minTTL = Duration.seconds(max(0, minTTL))
+        try await self.loadEntry(id)
+        while true {
+            let decision = try self.entries.withLock { entries throws(VaultError) -> TokenState.Decision in
+                guard var entry = entries[id] else { throw Self.forbidden }
+                if let refusal = Self.refusal(entry, caller: caller) { throw refusal }
+                let decision = entry.state.decide(now: .now, minTTL: minTTL, policy: self.policy(entry.snapshot.provider))
+                entries[id] = entry
+                return decision
+            }
+            switch decision {
+            case .serve(let token):
+                let prepared = self.entries.withLock { entries -> PreparedTokenResponse? in
+                    guard let entry = entries[id] else { return nil }
+                    return entry.prepared ?? PreparedTokenResponse(connection: id, token: token, settings: entry.snapshot.settings)
+                }
+                if let prepared { return prepared }
+            case .wait:
+                await self.waitForCall(id)
+            case .unavailable(let retryAfter, let lastError):
+                throw VaultError(
+                    .upstreamUnavailable, "Personio is not answering token requests for '\(id)'" + (lastError.map { ": \($0)" } ?? ""),
+                    retryAfter: max(1, Int(retryAfter.components.seconds) + (retryAfter.components.attoseconds > 0 ? 1 : 0)))
+            case .fetch:
+                try await self.fetch(id)
+            }
+        }
+    }
+
+    /// The connections `caller` may use, as metadata.
+    public func connections(for caller: Caller) async throws -> [AppConnectionView] {
+        try await self.vault.snapshots().compactMap { snapshot in
+            let gids = Set(snapshot.grants.groups.compactMap(GroupDirectory.gid(named:)))
+            guard Self.isGranted(snapshot.grants, gids: gids, caller: caller) else { return nil }
+            return AppConnectionView(
+                id: snapshot.id, provider: snapshot.provider, state: snapshot.state,
+                apiBaseURL: snapshot.settings.effectiveAPIBaseURL, scope: snapshot.settings.scope,
+                tokenExportable: snapshot.provider.isTokenExportable)
+        }
+    }
+
+    // MARK: - Authorization
+
+    static let forbidden = VaultError(.forbidden, "no such connection, or it is not granted to you")
+
+    /// Why `caller` may not have a token of `entry` now, or nil.
+    static func refusal(_ entry: Entry, caller: Caller) -> VaultError? {
+        guard Self.isGranted(entry.snapshot.grants, gids: entry.grantedGIDs, caller: caller) else { return Self.forbidden }
+        switch entry.snapshot.state {
+        case .disabled: return VaultError(.connectionDisabled, "connection '\(entry.snapshot.id)' is disabled")
+        case .needsReset:
+            return VaultError(.connectionNeedsReset, "Personio rejected the credentials of '\(entry.snapshot.id)'; an admin must reset them")
+        case .active: break
+        }
+        guard entry.snapshot.provider.isTokenExportable else {
+            return VaultError(
+                .tokenNotExportable,
+                "'\(entry.snapshot.id)' is a recruiting connection: its key is never handed out; use /v1/connections/\(entry.snapshot.id)/proxy/…")
+        }
+        return nil
+    }
+
+    /// A grant names the caller's uid, one of its groups (primary or supplementary), or its systemd unit.
+    static func isGranted(_ grants: Grants, gids: Set<UInt32>, caller: Caller) -> Bool {
+        if grants.uids.contains(caller.uid) { return true }
+        if gids.contains(caller.gid) || caller.groups.contains(where: gids.contains) { return true }
+        if let unit = caller.unit, grants.units.contains(unit) { return true }
+        return false
+    }
+
+    // MARK: - Upstream calls
+
+    /// Loads the connection's metadata into the cache unless it is there.
+    func loadEntry(_ id: String) async throws {
+        if self.entries.withLock({ $0[id] != nil }) { return }
+        guard let snapshot = try await self.vault.snapshot(id) else { throw Self.forbidden }
+        let gids = Set(snapshot.grants.groups.compactMap(GroupDirectory.gid(named:)))
+        self.entries.withLock { entries in
+            // A concurrent load may have won; keep its state (and any token) rather than replace it.
+            if entries[id] == nil || entries[id]!.snapshot.revision < snapshot.revision {
+                entries[id] = Entry(snapshot: snapshot, grantedGIDs: gids)
+            }
+        }
+    }
+
+    func waitForCall(_ id: String) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waiting = self.entries.withLock { entries -> Bool in
+                guard entries[id]?.state.inFlight == true else { return false }
+                entries[id]!.waiters.append(continuation)
+                return true
+            }
+            if !waiting { continuation.resume() }
+        }
+    }
+
+    /// Makes the one upstream call for `id` and folds in its result; wakes every waiter either way.
+    func fetch(_ id: String) async throws {
+        var outcome: Result<Void, VaultError> = .success(())
+        do {
+            let credentials = try await self.vault.credentials(id)
+            outcome = await self.exchange(credentials)
+        } catch let error as VaultError {
+            outcome = .failure(error)
+            self.entries.withLock { entries in
+                entries[id]?.state.failed(now: .now, error: error.message, retryAfter: nil, policy: RefreshPolicy())
+            }
+        } catch {
+            outcome = .failure(VaultError(.internalError, "token request failed", cause: error))
+        }
+        let waiters = self.entries.withLock { entries -> [CheckedContinuation<Void, Never>] in
+            let waiters = entries[id]?.waiters ?? []
+            entries[id]?.waiters = []
+            if entries[id]?.state.inFlight == true { entries[id]?.state.inFlight = false }
+            return waiters
+        }
+        for waiter in waiters { waiter.resume() }
+        try outcome.get()
+    }
+
+    /// Exchanges credentials and records the result in the cache (and the vault, on rejection).
+    func exchange(_ credentials: ConnectionCredentials) async -> Result<Void, VaultError> {
+        let snapshot = credentials.snapshot
+        let id = snapshot.id
+        let policy = self.policy(snapshot.provider)
+        do {
+            let issued = try await self.auth.exchange(Self.personioCredentials(credentials))
+            let token = Self.cachedToken(issued, revision: snapshot.revision, policy: policy)
+            let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
+            let stored = self.entries.withLock { entries -> Bool in
+                // A reset or edit during the call made this token stale: do not cache it.
+                guard var entry = entries[id], entry.snapshot.revision == snapshot.revision else { return false }
+                entry.state.succeeded(token)
+                entry.prepared = prepared
+                entries[id] = entry
+                return true
+            }
+            self.logger.debug(
+                "token obtained",
+                metadata: ["connection.id": "\(id)", "token.expires_in": "\(issued.expiresIn)", "token.cached": "\(stored)"])
+            return stored ? .success(()) : .failure(VaultError(.upstreamUnavailable, "the connection changed during the token request; retry", retryAfter: 1))
+        } catch let error as PersonioAuthError {
+            return await self.failed(snapshot, error: error, policy: policy)
+        } catch {
+            return .failure(VaultError(.internalError, "token request failed", cause: error))
+        }
+    }
+
+    func failed(_ snapshot: ConnectionSnapshot, error: PersonioAuthError, policy: RefreshPolicy) async -> Result<Void, VaultError> {
+        let id = snapshot.id
+        let text = error.message
+        self.entries.withLock { entries in
+            entries[id]?.state.failed(now: .now, error: text, retryAfter: error.retryAfter, policy: policy)
+        }
+        self.logger.warning("Personio token request failed", metadata: ["connection.id": "\(id)", "error": "\(text)"])
+        switch error.code {
+        case .credentialsRejected:
+            do {
+                try await self.vault.markNeedsReset(id, revision: snapshot.revision, error: text)
+            } catch {
+                self.logger.error("could not record needs_reset", metadata: ["connection.id": "\(id)", "error": "\(error)"])
+            }
+            return .failure(VaultError(.upstreamRejected, "Personio rejected the credentials of '\(id)': \(text)"))
+        case .unavailable:
+            let retry = self.entries.withLock { entries in entries[id]?.state.retryAt.map { $0 - .now } } ?? .seconds(1)
+            try? await self.vault.recordLastError(id, revision: snapshot.revision, error: text)
+            return .failure(VaultError(.upstreamUnavailable, "Personio is unavailable: \(text)", retryAfter: max(1, Int(retry.components.seconds) + 1)))
+        default:
+            try? await self.vault.recordLastError(id, revision: snapshot.revision, error: text)
+            return .failure(VaultError(.upstreamRejected, "Personio refused the token request for '\(id)': \(text)"))
+        }
+    }
+
+    static func personioCredentials(_ credentials: ConnectionCredentials) throws -> PersonioCredentials {
+        let snapshot = credentials.snapshot
+        guard let clientID = credentials.secrets[.clientID], let clientSecret = credentials.secrets[.clientSecret] else {
+            throw VaultError(.tokenNotExportable, "connection '\(snapshot.id)' has no client credentials")
+        }
+        return PersonioCredentials(
+            api: snapshot.provider == .personioV1 ? .v1 : .v2, clientID: clientID, clientSecret: clientSecret,
+            baseURL: snapshot.settings.effectiveAPIBaseURL, appID: snapshot.settings.appID,
+            partnerID: snapshot.settings.partnerID, scope: snapshot.settings.scope)
+    }
+
+    static func cachedToken(_ issued: IssuedToken, revision: Int64, policy: RefreshPolicy) -> CachedToken {
+        let lifetime = Duration.seconds(max(1, issued.expiresIn))
+        let jitterRange = policy.jitterFraction * Double(max(1, issued.expiresIn))
+        let jitter = jitterRange > 0 ? Double.random(in: -jitterRange...jitterRange) : 0
+        let refreshAfter = max(0.5, policy.refreshFraction * Double(issued.expiresIn) + jitter)
+        return CachedToken(
+            accessToken: issued.accessToken, tokenType: issued.tokenType, scope: issued.scope, revision: revision,
+            obtainedAt: issued.issuedAt, expiresAt: issued.issuedAt + lifetime,
+            expiresAtWall: issued.expiresAtEpochSeconds,
+            refreshAt: issued.issuedAt + .milliseconds(Int64(refreshAfter * 1000)))
+    }
+
+    // MARK: - Changes
+
+    /// Drops what the broker knows of a changed connection; queues an upstream revoke of its token (v2) when the
+    /// change withdraws the credentials.
+    func connectionChanged(_ change: ConnectionChange) {
+        let dropped = self.entries.withLock { entries -> (CachedToken?, ConnectionSnapshot?) in
+            guard var entry = entries.removeValue(forKey: change.id) else { return (nil, nil) }
+            let token = entry.state.invalidate()
+            for waiter in entry.waiters { waiter.resume() }
+            entry.waiters = []
+            return (token, entry.snapshot)
+        }
+        guard let token = dropped.0, let snapshot = dropped.1 else { return }
+        switch change.kind {
+        case .disabled, .reset, .disconnected, .edited, .needsReset:
+            if snapshot.provider == .personioV2 {
+                self.revocationQueue.yield(Revocation(token: token.accessToken, settings: snapshot.settings))
+            }
+        case .created, .enabled, .grantsChanged:
+            break
+        }
+    }
+
+    // MARK: - Background work
+
+    /// Revokes withdrawn tokens and refreshes tokens ahead of expiry until cancelled (run it in the service group).
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await revocation in self.revocations {
+                    await self.revoke(revocation)
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(500))
+                    await self.refreshDue()
+                }
+                self.revocationQueue.finish()
+            }
+        }
+    }
+
+    func revoke(_ revocation: Revocation) async {
+        do {
+            try await self.auth.revoke(
+                token: revocation.token, api: .v2, baseURL: revocation.settings.effectiveAPIBaseURL,
+                appID: revocation.settings.appID, partnerID: revocation.settings.partnerID)
+            self.logger.debug("token revoked upstream")
+        } catch {
+            self.logger.warning("token revoke failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Refreshes every token past its refresh point, one upstream call per connection.
+    func refreshDue() async {
+        let now = ContinuousClock.now
+        let due = self.entries.withLock { entries -> [String] in
+            var due: [String] = []
+            for (id, var entry) in entries where entry.state.shouldRefresh(now: now, policy: self.policy(entry.snapshot.provider)) {
+                entries[id] = entry
+                due.append(id)
+            }
+            return due
+        }
+        await withDiscardingTaskGroup { group in
+            for id in due {
+                group.addTask { try? await self.fetch(id) }
+            }
+        }
+    }
+}
