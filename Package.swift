@@ -92,7 +92,7 @@ let package = Package(
         /// `make bench`: load generator and harness measuring the token path beside nginx and a bare NIO server.
         .executableTarget(
             name: "connvault-bench",
-            dependencies: [nioCore, nioPosix, nioHTTP1, argumentParser],
+            dependencies: ["PersonioStandIn", nioCore, nioPosix, nioHTTP1, argumentParser],
             swiftSettings: swiftSettings
         ),
         /// The bare SwiftNIO baseline: a fixed JSON body for every request on a Unix socket.
@@ -113,7 +113,9 @@ let package = Package(
         .testTarget(name: "VaultStoreTests", dependencies: ["VaultStore", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "VaultCoreTests",
-            dependencies: ["VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "TestSupport", logging],
+            dependencies: [
+                "VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "PersonioAuth", "PersonioStandIn", "TestSupport", logging,
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -126,7 +128,10 @@ let package = Package(
         ),
         .testTarget(
             name: "VaultServerTests",
-            dependencies: ["VaultServer", "VaultCore", "VaultClient", "VaultAPI", "TestSupport", logging, nioCore, nioHTTP1],
+            dependencies: [
+                "VaultServer", "VaultCore", "VaultClient", "VaultAPI", "TestSupport", logging, nioCore, nioHTTP1,
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "VaultClientTests", dependencies: ["VaultClient", "VaultAPI", "connvaultctl"], swiftSettings: swiftSettings),

@@ -30,6 +30,8 @@ extension Vault {
                 let newID = (try tx.masterKeys().map(\.id).max() ?? old.id) + 1
                 let new = MasterKey.generate(id: newID)
                 try Self.mapKeyFileError { try KeyFile.stage(path: path, key: new) }
+                // The new key's row comes first: every re-wrapped data key references it (foreign key).
+                try tx.activateMasterKey(MasterKeyRecord(id: new.id, createdAt: Timestamp.now(), state: "active", checkValue: new.checkValue))
                 var count = 0
                 for wrapped in try tx.dataKeys() {
                     guard let record = try tx.connection(wrapped.connectionID) else { continue }
@@ -49,7 +51,6 @@ extension Vault {
                     }
                     count += 1
                 }
-                try tx.activateMasterKey(MasterKeyRecord(id: new.id, createdAt: Timestamp.now(), state: "active", checkValue: new.checkValue))
                 try tx.appendAudit(Self.auditEntry(
                     actor, action: "key.rotate", connection: nil, detail: "master key \(old.id) -> \(new.id); \(count) data keys re-wrapped"))
                 // The store runs one transaction at a time and nothing runs between this closure and its COMMIT,

@@ -204,11 +204,16 @@ public final class TokenBroker: Sendable {
         let policy = self.policy(snapshot.provider)
         do {
             let issued = try await self.auth.exchange(Self.personioCredentials(credentials))
-            let token = Self.cachedToken(issued, revision: snapshot.revision, policy: policy)
+            var token = Self.cachedToken(issued, revision: snapshot.revision, policy: policy)
             let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
             let stored = self.entries.withLock { entries -> Bool in
                 // A reset or edit during the call made this token stale: do not cache it.
                 guard var entry = entries[id], entry.snapshot.revision == snapshot.revision else { return false }
+                if entry.state.token?.accessToken == token.accessToken {
+                    // Personio hands out the same token for a credential pair until it expires: asking again before
+                    // then cannot renew it, so the next refresh is due when it expires.
+                    token.refreshAt = token.expiresAt
+                }
                 entry.state.succeeded(token)
                 entry.prepared = prepared
                 entries[id] = entry
