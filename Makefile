@@ -34,9 +34,14 @@ test: deps
 	$(SWIFT) build --build-tests
 	CONNVAULT_BIN_DIR=$(BIN) $(SWIFT) test --skip-build
 
+# `swift build` builds only the last of several --product flags, hence one command per product.
+# Extra flags for the harness: make bench BENCH_ARGS="--duration 10" (see connvault-bench --help).
 bench: bench-deps
-	$(SWIFT) build -c release --product connvaultd --product connvaultctl --product connvault-bench
-	$(CURDIR)/.build/release/connvault-bench --bin-dir $(CURDIR)/.build/release
+	$(SWIFT) build -c release --product connvaultd
+	$(SWIFT) build -c release --product connvaultctl
+	$(SWIFT) build -c release --product bench-nio-server
+	$(SWIFT) build -c release --product connvault-bench
+	$(CURDIR)/.build/release/connvault-bench --bin-dir $(CURDIR)/.build/release $(BENCH_ARGS)
 
 fuzz: deps
 	$(SWIFT) build --build-tests

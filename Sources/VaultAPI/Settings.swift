@@ -126,16 +126,40 @@ public struct ConnectionSettings: Codable, Sendable, Equatable {
         if authority.isEmpty || authority.contains("@") { return "must name a host (and no user info)" }
         if rest.contains("?") || rest.contains("#") { return "must not have a query or fragment" }
         let host: Substring
+        let port: Substring
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else { return "has an unterminated IPv6 address" }
             host = authority[authority.index(after: authority.startIndex)..<close]
+            port = authority[authority.index(after: close)...]
         } else {
             host = authority.prefix { $0 != ":" }
+            port = authority.dropFirst(host.count)
         }
-        if scheme == "http" && !(host == "localhost" || host == "::1" || host.hasPrefix("127.")) {
+        if host.isEmpty { return "must name a host (and no user info)" }
+        if !port.isEmpty {
+            let digits = port.dropFirst()
+            guard port.first == ":", (1...5).contains(digits.count), Self.isDigits(digits),
+                let number = Int(digits), (1...65535).contains(number)
+            else { return "has an invalid port" }
+        }
+        if scheme == "http" && !Self.isLoopback(host) {
             return "must use https:// (plain http:// only to a loopback host)"
         }
         return nil
+    }
+
+    /// `localhost`, `::1` or an IPv4 literal in 127.0.0.0/8. A name that merely starts with "127." (such as
+    /// `127.0.0.1.example.com`) resolves wherever its owner wants, so it is not loopback.
+    static func isLoopback(_ host: Substring) -> Bool {
+        if host == "localhost" || host == "::1" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { octet in
+            (1...3).contains(octet.count) && Self.isDigits(octet) && Int(octet).map { $0 <= 255 } == true
+        }
+    }
+
+    static func isDigits(_ value: Substring) -> Bool {
+        value.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
     }
 
     static func isHeaderToken(_ value: String) -> Bool {

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import GRDB
 import Logging
+import Synchronization
 
 /// The vault's SQLite file: schema, migrations, and one serial writer.
 ///
@@ -11,6 +12,9 @@ import Logging
 /// The store knows ciphertext and never plaintext.
 public final class VaultDatabase: Sendable {
     private let queue: DatabaseQueue
+    /// Set by `close()`. GRDB treats any use of a closed queue as a programming error (it crashes in SQLite), so
+    /// every entry point checks this first and throws instead.
+    private let closed = Atomic<Bool>(false)
     public let path: String
     let chainHash: @Sendable ([UInt8]) -> [UInt8]
 
@@ -33,7 +37,11 @@ public final class VaultDatabase: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
             try db.execute(sql: "PRAGMA secure_delete = ON")
         }
-        self.queue = try DatabaseQueue(path: path, configuration: configuration)
+        let queue = try DatabaseQueue(path: path, configuration: configuration)
+        // GRDB's WAL set-up runs after `prepareDatabase` and lowers synchronous to NORMAL; put FULL back on the one
+        // connection a DatabaseQueue keeps.
+        try queue.inDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        self.queue = queue
         self.path = path
         self.chainHash = chainHash
         try Self.migrator.migrate(self.queue)
@@ -41,26 +49,39 @@ public final class VaultDatabase: Sendable {
     }
 
     /// Closes the database; further use throws.
-    public func close() throws { try self.queue.close() }
+    public func close() throws {
+        self.closed.store(true, ordering: .sequentiallyConsistent)
+        try self.queue.close()
+    }
+
+    private func ensureOpen() throws {
+        if self.closed.load(ordering: .sequentiallyConsistent) {
+            throw StoreError(.io, "database \(self.path) is closed")
+        }
+    }
 
     /// Runs `body` in one write transaction: everything it does commits together, or nothing does.
     public func write<T: Sendable>(_ body: @escaping @Sendable (StoreTransaction) throws -> T) async throws -> T {
-        try await self.queue.write { db in try body(StoreTransaction(db: db, chainHash: self.chainHash)) }
+        try self.ensureOpen()
+        return try await self.queue.write { db in try body(StoreTransaction(db: db, chainHash: self.chainHash)) }
     }
 
     /// Runs `body` with a consistent read-only view.
     public func read<T: Sendable>(_ body: @escaping @Sendable (StoreTransaction) throws -> T) async throws -> T {
-        try await self.queue.read { db in try body(StoreTransaction(db: db, chainHash: self.chainHash)) }
+        try self.ensureOpen()
+        return try await self.queue.read { db in try body(StoreTransaction(db: db, chainHash: self.chainHash)) }
     }
 
     /// Synchronous write, for start-up only.
     public func writeNow<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
-        try self.queue.write { db in try body(StoreTransaction(db: db, chainHash: self.chainHash)) }
+        try self.ensureOpen()
+        return try self.queue.write { db in try body(StoreTransaction(db: db, chainHash: self.chainHash)) }
     }
 
     /// Moves every WAL frame into the database file and truncates the WAL, so that shredded ciphertext does not
     /// linger in the WAL after a disconnect or a credential change.
     public func checkpointTruncate() async throws {
+        try self.ensureOpen()
         _ = try await self.queue.writeWithoutTransaction { db in
             try db.checkpoint(.truncate)
         }
@@ -68,7 +89,8 @@ public final class VaultDatabase: Sendable {
 
     /// `PRAGMA integrity_check`: "ok" when the file is sound.
     public func integrityCheck() async throws -> String {
-        try await self.queue.read { db in
+        try self.ensureOpen()
+        return try await self.queue.read { db in
             try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: "; ")
         }
     }

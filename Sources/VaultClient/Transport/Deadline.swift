@@ -1,0 +1,28 @@
+/// A point in time after which a request gives up.
+struct Deadline: Sendable {
+    let instant: ContinuousClock.Instant
+    let timeout: Duration
+
+    init(after timeout: Duration) {
+        self.timeout = timeout
+        self.instant = ContinuousClock.now.advanced(by: timeout)
+    }
+
+    var hasPassed: Bool { ContinuousClock.now >= self.instant }
+
+    /// Milliseconds left for `poll(2)`, rounded up so a sub-millisecond rest still waits, capped at `slice`.
+    func pollMilliseconds(slice: Int32) -> Int32 {
+        let left = ContinuousClock.now.duration(to: self.instant)
+        if left <= .zero { return 0 }
+        let (seconds, attoseconds) = left.components
+        let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Int32(clamping: min(milliseconds, Int64(slice)))
+    }
+
+    /// The time-out for messages: `30 s`, `250 ms`.
+    var timeoutDescription: String {
+        let (seconds, attoseconds) = self.timeout.components
+        if attoseconds == 0 { return "\(seconds) s" }
+        return "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000) ms"
+    }
+}

@@ -1,0 +1,211 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One connected, non-blocking `AF_UNIX` stream socket. The only owner of its file descriptor: closed explicitly by
+/// `close()`.
+///
+/// `@unchecked Sendable`: the descriptor is mutable state, but every use goes through ``Connection``'s mutex (or a
+/// single local scope), so no two threads touch one socket at the same time.
+final class UnixSocket: @unchecked Sendable {
+    /// How long one `poll(2)` waits before the loop re-checks the deadline and cancellation.
+    private static let pollSlice: Int32 = 100
+
+    private var descriptor: Int32
+    let path: String
+
+    /// Connects to `path`, waiting at most until `deadline` when the listen backlog is full.
+    ///
+    /// - Throws: `VaultClientError` `.cannotConnect` (missing, refused, permission denied), `.invalidRequest`
+    ///   (path too long), `.timedOut`; `CancellationError` when `cancellation` is set.
+    init(connectingTo path: String, kind: SocketKind?, deadline: Deadline, cancellation: CancellationFlag?) throws {
+        try SocketPath.validate(path, kind: kind)
+        self.path = path
+        #if canImport(Glibc)
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+        #else
+        let type = SOCK_STREAM
+        #endif
+        let descriptor = socket(AF_UNIX, type, 0)
+        guard descriptor >= 0 else {
+            throw Self.cannotConnect(path, kind: kind, errno: errno)
+        }
+        self.descriptor = descriptor
+
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: path.utf8)
+            raw[path.utf8.count] = 0
+        }
+        do {
+            while true {
+                let result = withUnsafePointer(to: &address) { pointer in
+                    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    }
+                }
+                if result == 0 { break }
+                let error = errno
+                switch error {
+                case EINTR:
+                    continue
+                case EAGAIN:
+                    // AF_UNIX answers EAGAIN while the listener's backlog is full: wait a little and retry.
+                    try Self.check(deadline: deadline, cancellation: cancellation, path: path)
+                    usleep(5_000)
+                case EINPROGRESS:
+                    try self.waitUntil(POLLOUT, deadline: deadline, cancellation: cancellation)
+                    var pending: Int32 = 0
+                    var length = socklen_t(MemoryLayout<Int32>.size)
+                    getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &pending, &length)
+                    if pending != 0 { throw Self.cannotConnect(path, kind: kind, errno: pending) }
+                    return
+                default:
+                    throw Self.cannotConnect(path, kind: kind, errno: error)
+                }
+            }
+        } catch {
+            self.close()
+            throw error
+        }
+    }
+
+    deinit {
+        if self.descriptor >= 0 {
+            assertionFailure("UnixSocket for \(self.path) was not closed")
+            closeDescriptor(self.descriptor)
+        }
+    }
+
+    var isOpen: Bool { self.descriptor >= 0 }
+
+    func close() {
+        guard self.descriptor >= 0 else { return }
+        closeDescriptor(self.descriptor)
+        self.descriptor = -1
+    }
+
+    /// Writes all of `bytes`. `MSG_NOSIGNAL`: a peer that went away yields `EPIPE`, never a process-killing SIGPIPE.
+    ///
+    /// - Throws: `SocketIOError.closed` when the peer is gone, `VaultClientError` `.timedOut`, `CancellationError`.
+    func writeAll(_ bytes: UnsafeRawBufferPointer, deadline: Deadline, cancellation: CancellationFlag?) throws {
+        guard let base = bytes.baseAddress else { return }
+        var offset = 0
+        while offset < bytes.count {
+            let written = send(self.descriptor, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            if written > 0 {
+                offset += written
+                continue
+            }
+            let error = errno
+            switch error {
+            case EINTR:
+                continue
+            case EAGAIN, EWOULDBLOCK:
+                try self.waitUntil(POLLOUT, deadline: deadline, cancellation: cancellation)
+            case EPIPE, ECONNRESET:
+                throw SocketIOError.closed
+            default:
+                throw VaultClientError(
+                    .invalidResponse, "writing to \(self.path) failed: \(Self.errorText(error))", socketPath: self.path,
+                    osError: error)
+            }
+        }
+    }
+
+    /// Reads what is available into `buffer`, waiting for at least one byte.
+    ///
+    /// - Returns: The number of bytes read; 0 when the peer closed the connection.
+    func read(
+        into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline, cancellation: CancellationFlag?
+    ) throws -> Int {
+        while true {
+            let count = recv(self.descriptor, buffer.baseAddress, buffer.count, 0)
+            if count >= 0 { return count }
+            let error = errno
+            switch error {
+            case EINTR:
+                continue
+            case EAGAIN, EWOULDBLOCK:
+                try self.waitUntil(POLLIN, deadline: deadline, cancellation: cancellation)
+            case ECONNRESET:
+                throw SocketIOError.closed
+            default:
+                throw VaultClientError(
+                    .invalidResponse, "reading from \(self.path) failed: \(Self.errorText(error))",
+                    socketPath: self.path,
+                    osError: error)
+            }
+        }
+    }
+
+    /// Whether an idle kept-alive connection was closed (or sent something unexpected) since its last response.
+    var isStale: Bool {
+        var descriptor = pollfd(fd: self.descriptor, events: Int16(POLLIN), revents: 0)
+        let ready = poll(&descriptor, 1, 0)
+        return ready != 0
+    }
+
+    // MARK: - Waiting
+
+    private func waitUntil(_ event: Int32, deadline: Deadline, cancellation: CancellationFlag?) throws {
+        while true {
+            try Self.check(deadline: deadline, cancellation: cancellation, path: self.path)
+            var descriptor = pollfd(fd: self.descriptor, events: Int16(event), revents: 0)
+            let ready = poll(&descriptor, 1, deadline.pollMilliseconds(slice: Self.pollSlice))
+            if ready > 0 { return }
+            if ready < 0 && errno != EINTR {
+                let error = errno
+                throw VaultClientError(
+                    .invalidResponse, "waiting on \(self.path) failed: \(Self.errorText(error))", socketPath: self.path,
+                    osError: error)
+            }
+        }
+    }
+
+    private static func check(deadline: Deadline, cancellation: CancellationFlag?, path: String) throws {
+        if cancellation?.isCancelled == true { throw CancellationError() }
+        if deadline.hasPassed {
+            throw VaultClientError(
+                .timedOut, "no answer from \(path) within \(deadline.timeoutDescription)", socketPath: path)
+        }
+    }
+
+    // MARK: - Errors
+
+    static func errorText(_ error: Int32) -> String {
+        String(cString: strerror(error))
+    }
+
+    static func cannotConnect(_ path: String, kind: SocketKind?, errno error: Int32) -> VaultClientError {
+        var message = "cannot connect to \(path): \(Self.errorText(error))"
+        switch error {
+        case ENOENT, ECONNREFUSED:
+            message += "; is connvaultd running?"
+        case EACCES, EPERM:
+            message += "; this user may not open the socket"
+        default:
+            break
+        }
+        if let kind {
+            message += " (choose the socket with \(kind.optionName) or \(kind.environmentVariable))"
+        }
+        return VaultClientError(.cannotConnect, message, socketPath: path, osError: error)
+    }
+}
+
+/// A socket-level event the connection handles itself (a kept-alive connection closed under it).
+enum SocketIOError: Error {
+    case closed
+}
+
+private func closeDescriptor(_ descriptor: Int32) {
+    #if canImport(Glibc)
+    _ = Glibc.close(descriptor)
+    #else
+    _ = Darwin.close(descriptor)
+    #endif
+}

@@ -1,0 +1,68 @@
+import VaultAPI
+
+/// An error from the vault client: the daemon could not be reached, did not answer in time, answered something that
+/// is not HTTP/JSON, or answered with a problem. Descriptions never contain a secret.
+public struct VaultClientError: Error, Sendable, CustomStringConvertible, Equatable {
+    /// What went wrong, stable for callers to switch on.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Value: String, Hashable, Sendable {
+            case cannotConnect = "cannot_connect"
+            case timedOut = "timed_out"
+            case invalidResponse = "invalid_response"
+            case invalidRequest = "invalid_request"
+            case problem
+        }
+
+        private let value: Value
+        private init(_ value: Value) { self.value = value }
+
+        /// The socket is missing, refuses connections, or may not be opened by this user.
+        public static let cannotConnect = Code(.cannotConnect)
+        /// No complete answer arrived within the time-out.
+        public static let timedOut = Code(.timedOut)
+        /// The peer answered, but not with well-formed HTTP/1.1 or the expected JSON.
+        public static let invalidResponse = Code(.invalidResponse)
+        /// The request could not be sent as asked (socket path too long, a secret that is not UTF-8, …).
+        public static let invalidRequest = Code(.invalidRequest)
+        /// The daemon answered with an `application/problem+json` error; see ``VaultClientError/problem``.
+        public static let problem = Code(.problem)
+
+        /// The snake_case name, as printed by `connvaultctl`.
+        public var description: String { self.value.rawValue }
+    }
+
+    public var code: Code
+    /// One line for a human, without the code.
+    public var message: String
+    /// The socket the request went to, when known.
+    public var socketPath: String?
+    /// The daemon's problem, when `code == .problem`.
+    public var problem: Problem?
+    /// The `errno` behind a `cannotConnect`, when there was one.
+    public var osError: Int32?
+
+    public init(
+        _ code: Code, _ message: String, socketPath: String? = nil, problem: Problem? = nil, osError: Int32? = nil
+    ) {
+        self.code = code
+        self.message = message
+        self.socketPath = socketPath
+        self.problem = problem
+        self.osError = osError
+    }
+
+    /// The daemon refused the request; the message is the problem's `detail`.
+    public static func problem(_ problem: Problem, socketPath: String? = nil) -> VaultClientError {
+        VaultClientError(.problem, problem.detail, socketPath: socketPath, problem: problem)
+    }
+
+    /// The code to show a user: the problem's own code for `.problem`, the client's code otherwise.
+    public var displayCode: String { self.problem?.code.rawValue ?? self.code.description }
+
+    public var description: String { "\(self.message) (\(self.displayCode))" }
+
+    /// Equal by code (and problem code), as the house style asks.
+    public static func == (lhs: VaultClientError, rhs: VaultClientError) -> Bool {
+        lhs.code == rhs.code && lhs.problem?.code == rhs.problem?.code
+    }
+}

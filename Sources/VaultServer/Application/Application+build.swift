@@ -1,0 +1,124 @@
+import Logging
+import ServiceLifecycle
+import UnixSignals
+import VaultCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Opens the vault, binds both sockets and assembles the services; the returned application serves from now on and
+/// stops when its ``Application/run()`` sees a shutdown.
+///
+/// The admin socket is created with mode 0600, or 0660 and the admin group's gid when `adminGroup` is set; the app
+/// socket with mode 0666. Sockets passed by systemd are used as they are.
+///
+/// - Parameters:
+///   - configuration: Paths, sockets and options.
+///   - logger: The daemon's logger; every request logs through it with `request.id` and `peer.*` metadata.
+/// - Returns: The application, to be run.
+/// - Throws: `StartupError` naming what is wrong (an unknown group, a socket in use, a path too long, a missing or
+///   unsafe key file, …); nothing is left open or bound when it throws.
+public func buildApplication(configuration: ServerConfiguration, logger: Logger) async throws -> Application {
+    let adminGID = try configuration.adminGroup.map(resolveAdminGroup)
+    let inheritedApp = configuration.inheritedSockets["app"]
+    let inheritedAdmin = configuration.inheritedSockets["admin"]
+    // Cheap checks first, so that a typo in a path fails before the vault is opened.
+    if inheritedApp == nil { try UnixSocketFile.checkLength(configuration.appSocketPath) }
+    if inheritedAdmin == nil { try UnixSocketFile.checkLength(configuration.adminSocketPath) }
+
+    let vault: Vault
+    do {
+        vault = try await Vault.open(configuration.vault, logger: logger)
+    } catch let error as VaultError {
+        throw StartupError(error.message)
+    }
+    do {
+        var bound: [ListeningSocket] = []
+        let admin: ListeningSocket
+        let app: ListeningSocket
+        do {
+            if let inheritedAdmin {
+                admin = ListeningSocket(descriptor: inheritedAdmin)
+            } else {
+                admin = try UnixSocketFile.bind(
+                    path: configuration.adminSocketPath, mode: adminGID == nil ? 0o600 : 0o660, group: adminGID)
+                bound.append(admin)
+            }
+            if let inheritedApp {
+                app = ListeningSocket(descriptor: inheritedApp)
+            } else {
+                app = try UnixSocketFile.bind(path: configuration.appSocketPath, mode: 0o666, group: nil)
+                bound.append(app)
+            }
+        } catch {
+            for socket in bound {
+                UnixSocketFile.remove(socket)
+                close(socket.descriptor)
+            }
+            throw error
+        }
+
+        let metrics = ServerMetrics()
+        let authorization = AdminAuthorization(daemonUID: geteuid(), adminGID: adminGID)
+        var adminLogger = logger
+        adminLogger[metadataKey: "server.socket"] = "admin"
+        var appLogger = logger
+        appLogger[metadataKey: "server.socket"] = "app"
+        let adminDispatcher = RequestDispatcher(
+            socket: "admin", router: AdminRoutes(vault: vault, metrics: metrics).router,
+            authorize: { authorization.allows($0) }, metrics: metrics, logger: adminLogger)
+        let appDispatcher = RequestDispatcher(socket: "app", router: AppRoutes.router(), metrics: metrics, logger: appLogger)
+
+        let server: HTTPServer
+        do {
+            server = try await HTTPServer.start(
+                [.init(socket: admin, dispatcher: adminDispatcher), .init(socket: app, dispatcher: appDispatcher)],
+                group: configuration.eventLoopGroup, logger: logger, drainTimeout: configuration.drainTimeout)
+        } catch {
+            for socket in bound { UnixSocketFile.remove(socket) }
+            throw StartupError("cannot serve the sockets: \(error)")
+        }
+        let adminWhere = inheritedAdmin == nil ? configuration.adminSocketPath : "systemd socket"
+        let appWhere = inheritedApp == nil ? configuration.appSocketPath : "systemd socket"
+        logger.info(
+            "listening",
+            metadata: [
+                "server.admin_socket": "\(adminWhere)", "server.app_socket": "\(appWhere)",
+                "vault.database": "\(configuration.vault.databasePath)", "vault.key_file": "\(configuration.vault.keyFilePath)",
+                "server.admin_group": "\(configuration.adminGroup ?? "-")",
+            ])
+
+        let notifier = SystemdNotifier(
+            configuration: configuration.notify, eventLoopGroup: configuration.eventLoopGroup,
+            status: "serving admin on \(adminWhere), apps on \(appWhere)", logger: logger)
+        let serviceGroup = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                // Shut down in reverse: tell systemd first, then drain the sockets.
+                services: [
+                    .init(service: server, serviceName: "http-server"),
+                    .init(service: notifier, serviceName: "systemd-notifier"),
+                ],
+                gracefulShutdownSignals: configuration.handlesSignals ? [.sigterm, .sigint] : [],
+                logger: logger))
+        return Application(
+            vault: vault, appSocketPath: configuration.appSocketPath, adminSocketPath: configuration.adminSocketPath,
+            serviceGroup: serviceGroup, logger: logger)
+    } catch {
+        try? await vault.close()
+        throw error
+    }
+}
+
+/// The gid of `--admin-group`.
+/// - Throws: `StartupError` naming the group when it does not exist.
+func resolveAdminGroup(_ name: String) throws(StartupError) -> UInt32 {
+    let gid: UInt32?
+    do {
+        gid = try GroupLookup.gid(named: name)
+    } catch {
+        throw StartupError("cannot look up admin group '\(name)': \(error)")
+    }
+    guard let gid else { throw StartupError("admin group '\(name)' does not exist (--admin-group)") }
+    return gid
+}

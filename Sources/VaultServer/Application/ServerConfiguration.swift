@@ -1,0 +1,51 @@
+import NIOCore
+import NIOPosix
+import VaultCore
+
+/// Everything ``buildApplication(configuration:logger:)`` needs.
+public struct ServerConfiguration: Sendable {
+    /// The database and key file.
+    public var vault: VaultConfiguration
+    /// Where to bind the app socket (mode 0666: callers are told apart by peer credentials).
+    public var appSocketPath: String
+    /// Where to bind the admin socket (mode 0600, or 0660 with ``adminGroup``).
+    public var adminSocketPath: String
+    /// `--admin-group`: a group whose members may use the admin socket.
+    public var adminGroup: String?
+    /// Sockets passed by systemd, by name (`app`, `admin`); they take precedence over the paths.
+    public var inheritedSockets: [String: Int32]
+    /// Where to send systemd notifications; nil for none.
+    public var notify: SystemdNotifier.Configuration?
+    /// Shut down gracefully on SIGTERM and SIGINT. Tests that run the application in-process turn it off.
+    public var handlesSignals: Bool
+    /// How long requests in progress may take to finish at shutdown.
+    public var drainTimeout: Duration
+    /// The event loops serving the sockets.
+    public var eventLoopGroup: any EventLoopGroup
+
+    /// - Parameters:
+    ///   - vault: The database and key file.
+    ///   - appSocketPath: The app socket's path.
+    ///   - adminSocketPath: The admin socket's path.
+    ///   - adminGroup: The admin group's name, if any.
+    ///   - inheritedSockets: Sockets from ``SocketActivation/take()``.
+    ///   - notify: From ``SystemdNotifier/Configuration/fromProcessEnvironment()``.
+    ///   - handlesSignals: Whether SIGTERM and SIGINT shut the application down.
+    ///   - drainTimeout: The grace period for requests in progress at shutdown.
+    ///   - eventLoopGroup: NIO's shared group unless given.
+    public init(
+        vault: VaultConfiguration, appSocketPath: String, adminSocketPath: String, adminGroup: String? = nil,
+        inheritedSockets: [String: Int32] = [:], notify: SystemdNotifier.Configuration? = nil, handlesSignals: Bool = true,
+        drainTimeout: Duration = .seconds(10), eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
+        self.vault = vault
+        self.appSocketPath = appSocketPath
+        self.adminSocketPath = adminSocketPath
+        self.adminGroup = adminGroup
+        self.inheritedSockets = inheritedSockets
+        self.notify = notify
+        self.handlesSignals = handlesSignals
+        self.drainTimeout = drainTimeout
+        self.eventLoopGroup = eventLoopGroup
+    }
+}

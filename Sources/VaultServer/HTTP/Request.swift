@@ -1,0 +1,129 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Logging
+import NIOCore
+import NIOHTTP1
+import Synchronization
+import VaultAPI
+import VaultCore
+
+/// One HTTP request, complete with its body, as a route sees it.
+public struct Request: Sendable {
+    /// A random id for this request, in every log line about it and in 500 answers.
+    public var id: String
+    public var method: HTTPMethod
+    /// The path without the query, exactly as sent (not percent-decoded).
+    public var path: Substring
+    /// The query without the `?`, exactly as sent.
+    public var query: Substring
+    public var headers: HTTPHeaders
+    /// Who sent it, from the connection's peer credentials.
+    public var caller: Caller
+    /// The `{name}` segments of the matched route.
+    public var parameters: [String: String]
+    /// The body; empty when none was sent.
+    public var body: RequestBody
+    /// A logger with `request.id` and the peer's metadata.
+    public var logger: Logger
+
+    /// The path parameter `name`; routes only ask for names in their own pattern.
+    public func parameter(_ name: String) -> String {
+        guard let value = self.parameters[name] else { preconditionFailure("route has no parameter \(name)") }
+        return value
+    }
+
+    /// Decodes the JSON body as `T`.
+    ///
+    /// - Parameter containsSecrets: When true the body's bytes are zeroed right after decoding (they are zeroed when
+    ///   the request ends in any case).
+    /// - Throws: ``RequestDecodingError`` when the body is not a valid `T`; the error boundary turns it into a 400
+    ///   that names the member and the kind of problem, never the body's content.
+    public func decode<T: Decodable & Sendable>(_ type: T.Type, containsSecrets: Bool = false) throws -> T {
+        defer { if containsSecrets { self.body.zero() } }
+        return try self.body.decode(type)
+    }
+
+    /// Decodes the JSON body as `T`, or returns nil when there is none.
+    public func decodeIfPresent<T: Decodable & Sendable>(_ type: T.Type, containsSecrets: Bool = false) throws -> T? {
+        self.body.isEmpty ? nil : try self.decode(type, containsSecrets: containsSecrets)
+    }
+}
+
+/// A request body, owned by one request. Its bytes are zeroed on ``zero()`` and when the last reference goes: bodies
+/// may carry secrets (create, edit, reset), and the buffer is the first place they land in the daemon.
+public final class RequestBody: Sendable {
+    private let buffer: Mutex<ByteBuffer>
+    /// The number of bytes, fixed when the body is complete.
+    public let count: Int
+
+    /// - Parameter buffer: The body; the caller must hold no other reference to its storage, or zeroing it here
+    ///   would zero a copy.
+    init(_ buffer: ByteBuffer) {
+        self.count = buffer.readableBytes
+        self.buffer = Mutex(buffer)
+    }
+
+    /// No body.
+    static let empty = RequestBody(ByteBuffer())
+
+    public var isEmpty: Bool { self.count == 0 }
+
+    /// Overwrites every byte of the body with zeroes.
+    public func zero() {
+        self.buffer.withLock { buffer in
+            guard buffer.readableBytes > 0 else { return }
+            buffer.withUnsafeMutableReadableBytes { bytes in
+                zeroBytes(bytes)
+            }
+        }
+    }
+
+    /// A copy of the bytes, for tests.
+    func snapshot() -> [UInt8] {
+        self.buffer.withLock { Array($0.readableBytesView) }
+    }
+
+    func decode<T: Decodable & Sendable>(_ type: T.Type) throws -> T {
+        try self.buffer.withLock { buffer in
+            try buffer.withUnsafeReadableBytes { bytes in
+                guard let base = bytes.baseAddress, bytes.count > 0 else {
+                    throw RequestDecodingError.empty
+                }
+                // Decode straight from the buffer: a `Data` copy would be one more copy of a secret to zero.
+                let data = Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: bytes.count, deallocator: .none)
+                do {
+                    return try VaultJSON.decoder().decode(type, from: data)
+                } catch let error as UnknownFieldError {
+                    throw RequestDecodingError.unknownField(error)
+                } catch let error as DecodingError {
+                    throw RequestDecodingError.decoding(error)
+                }
+            }
+        }
+    }
+
+    deinit {
+        self.zero()
+    }
+}
+
+/// Not inlined, so that the optimiser cannot drop the stores to a buffer it sees freed right after.
+@inline(never)
+func zeroBytes(_ bytes: UnsafeMutableRawBufferPointer) {
+    guard let base = bytes.baseAddress else { return }
+    base.initializeMemory(as: UInt8.self, repeating: 0, count: bytes.count)
+}
+
+/// A request body that is not the JSON its route expects. Mapped to a problem at the error boundary
+/// (``ErrorResponse``), which never includes the body's content.
+public enum RequestDecodingError: Error, Sendable {
+    /// The route requires a body and none was sent.
+    case empty
+    /// A member the type does not define.
+    case unknownField(UnknownFieldError)
+    /// Not JSON, or JSON of the wrong shape.
+    case decoding(DecodingError)
+}

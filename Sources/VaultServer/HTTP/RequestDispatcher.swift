@@ -1,0 +1,151 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import VaultAPI
+import VaultCore
+
+/// Everything one socket needs to answer requests: its route table, who may use it, its counters and logger.
+///
+/// The dispatcher checks, in this order: the caller's authorization, the route, `{id}` parameters, the body's
+/// presence and media type; then it runs the route's action. Every failure on the way is thrown to
+/// ``ErrorResponse``, the one place that turns errors into responses.
+public struct RequestDispatcher: Sendable {
+    /// The socket's name in logs and metrics: `admin` or `app`.
+    public var socket: String
+    public var router: Router
+    /// Whether a caller may use this socket at all. The admin socket refuses everyone but admins on every route.
+    public var authorize: @Sendable (Caller) -> Bool
+    public var metrics: ServerMetrics
+    public var logger: Logger
+    /// The largest request body accepted (DESIGN §7: 64 KiB).
+    public var bodyLimit: Int
+
+    public static let defaultBodyLimit = 64 * 1024
+
+    public init(
+        socket: String, router: Router, authorize: @escaping @Sendable (Caller) -> Bool = { _ in true },
+        metrics: ServerMetrics, logger: Logger, bodyLimit: Int = Self.defaultBodyLimit
+    ) {
+        self.socket = socket
+        self.router = router
+        self.authorize = authorize
+        self.metrics = metrics
+        self.logger = logger
+        self.bodyLimit = bodyLimit
+    }
+
+    /// A response now, or one to wait for.
+    enum Outcome {
+        case immediate(Response)
+        case deferred(EventLoopFuture<Response>)
+    }
+
+    /// What the connection handler needs to finish a request: the outcome, and names for the log and metrics.
+    struct Dispatch {
+        var outcome: Outcome
+        var requestID: String
+        /// The matched route's name, or a fixed word when none matched.
+        var route: String
+        var logger: Logger
+    }
+
+    /// Runs the request described by `head` and `body` for `caller`.
+    ///
+    /// Synchronous routes and every refusal answer at once on the calling event loop; asynchronous routes run in a
+    /// task whose result is delivered on `eventLoop`.
+    func dispatch(head: HTTPRequestHead, body: RequestBody, caller: Caller, logger connectionLogger: Logger, on eventLoop: any EventLoop) -> Dispatch {
+        let requestID = Self.makeRequestID()
+        var logger = connectionLogger
+        logger[metadataKey: "request.id"] = "\(requestID)"
+        var routeName = "unmatched"
+        do {
+            guard self.authorize(caller) else {
+                routeName = "forbidden"
+                throw HTTPError(
+                    .forbidden,
+                    "uid \(caller.uid) may not use the \(self.socket) socket: it serves only root, the daemon's own user and members of its admin group")
+            }
+            let (path, query) = Self.split(head.uri)
+            let route: Route
+            let parameters: [String: String]
+            switch self.router.match(method: head.method, path: path) {
+            case .notFound:
+                throw HTTPError(.notFound, "no such route: \(head.method.rawValue) \(DecodingProblem.printable(String(path)))")
+            case .methodNotAllowed(let allowed):
+                let names = allowed.map(\.rawValue).joined(separator: ", ")
+                throw HTTPError(
+                    .methodNotAllowed, "\(head.method.rawValue) is not allowed here; allowed: \(names)",
+                    headers: ["Allow": names])
+            case .matched(let matched, let matchedParameters):
+                route = matched
+                parameters = matchedParameters
+            }
+            routeName = route.name
+            if let id = parameters["id"] {
+                guard ConnectionID.isValid(id) else {
+                    throw HTTPError(.invalidID, "connection ids are 1 to 63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
+                }
+                logger[metadataKey: "connection.id"] = "\(id)"
+            }
+            try Self.checkBody(body, of: head, for: route)
+            let request = Request(
+                id: requestID, method: head.method, path: path, query: query, headers: head.headers, caller: caller,
+                parameters: parameters, body: body, logger: logger)
+            switch route.action {
+            case .sync(let action):
+                return Dispatch(outcome: .immediate(try action(request)), requestID: requestID, route: routeName, logger: logger)
+            case .async(let action):
+                let requestLogger = logger
+                let promise = eventLoop.makePromise(of: Response.self)
+                promise.completeWithTask {
+                    do {
+                        return try await action(request)
+                    } catch {
+                        return ErrorResponse.response(for: error, requestID: requestID, logger: requestLogger)
+                    }
+                }
+                return Dispatch(
+                    outcome: .deferred(promise.futureResult), requestID: requestID, route: routeName, logger: requestLogger)
+            }
+        } catch {
+            let response = ErrorResponse.response(for: error, requestID: requestID, logger: logger)
+            return Dispatch(outcome: .immediate(response), requestID: requestID, route: routeName, logger: logger)
+        }
+    }
+
+    /// Refuses a body the route does not take, a missing required body, and a body that is not JSON.
+    static func checkBody(_ body: RequestBody, of head: HTTPRequestHead, for route: Route) throws(HTTPError) {
+        if body.isEmpty {
+            if route.body == .required { throw HTTPError(.invalidJSON, "a JSON body is required") }
+            return
+        }
+        guard route.body != .none else {
+            throw HTTPError(.badRequest, "\(route.name) takes no request body")
+        }
+        guard let contentType = head.headers.first(name: "Content-Type"), Self.isJSON(contentType) else {
+            throw HTTPError(.unsupportedMediaType, "request bodies must be application/json")
+        }
+    }
+
+    /// `application/json`, with or without parameters such as `; charset=utf-8`, in any letter case.
+    static func isJSON(_ contentType: String) -> Bool {
+        let mediaType = contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false)[0]
+        return mediaType.trimmingWhitespace().lowercased() == "application/json"
+    }
+
+    /// The request target split into path and query. Only origin-form targets (`/path?query`) can match a route:
+    /// clients of a Unix socket have no reason to send any other form.
+    static func split(_ uri: String) -> (path: Substring, query: Substring) {
+        var target = Substring(uri)
+        if let fragment = target.firstIndex(of: "#") { target = target[..<fragment] }
+        guard let question = target.firstIndex(of: "?") else { return (target, target[target.endIndex...]) }
+        return (target[..<question], target[target.index(after: question)...])
+    }
+
+    /// 16 hex digits from the system's CSPRNG: unguessable, so a request id in an answer says nothing about others.
+    static func makeRequestID() -> String {
+        let value = UInt64.random(in: .min ... .max)
+        let hex = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}

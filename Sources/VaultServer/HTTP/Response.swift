@@ -1,0 +1,51 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import NIOCore
+import NIOHTTP1
+import VaultAPI
+
+/// An HTTP response before it is written. The connection handler adds `Content-Length`, `Cache-Control: no-store`
+/// and `Connection` when it writes it.
+public struct Response: Sendable {
+    public var status: HTTPResponseStatus
+    public var headers: HTTPHeaders
+    public var body: ByteBuffer?
+
+    public init(status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// `value` as `application/json`.
+    /// - Throws: `EncodingError` (never for the API's own types).
+    public static func json<Value: Encodable>(_ value: Value, status: HTTPResponseStatus = .ok) throws -> Response {
+        let data = try VaultJSON.encoder().encode(value)
+        return Response(
+            status: status, headers: ["Content-Type": "application/json"], body: ByteBuffer(bytes: data))
+    }
+
+    /// `problem` as `application/problem+json`.
+    public static func problem(_ problem: Problem, headers extra: HTTPHeaders = [:]) -> Response {
+        var headers: HTTPHeaders = ["Content-Type": "application/problem+json"]
+        headers.add(contentsOf: extra)
+        // Encoding a struct of strings and an int cannot fail; fall back to a fixed body rather than trap.
+        let data =
+            (try? VaultJSON.encoder().encode(problem))
+            ?? Data(#"{"code":"internal_error","status":500,"title":"Internal Server Error"}"#.utf8)
+        return Response(status: HTTPResponseStatus(statusCode: problem.status), headers: headers, body: ByteBuffer(bytes: data))
+    }
+
+    /// 204 without a body.
+    public static let noContent = Response(status: .noContent)
+
+    /// Plain text, for `/metrics` (Prometheus text exposition format 0.0.4).
+    public static func prometheus(_ text: String) -> Response {
+        Response(
+            status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
+            body: ByteBuffer(string: text))
+    }
+}

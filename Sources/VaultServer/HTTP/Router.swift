@@ -1,0 +1,119 @@
+import NIOCore
+import NIOHTTP1
+
+/// What a route does with a request: answer at once on the event loop, or await.
+public enum RouteAction: Sendable {
+    /// Runs on the connection's event loop and answers without a task hop: for answers that need nothing but memory
+    /// (health, a cached token). Must never block or wait.
+    case sync(@Sendable (Request) throws -> Response)
+    /// Runs in a task; the answer is written back on the event loop when it is ready.
+    case async(@Sendable (Request) async throws -> Response)
+}
+
+/// Whether a route takes a request body.
+public enum BodyPolicy: Sendable, Equatable {
+    /// Any body is refused with 400 `bad_request`.
+    case none
+    /// A JSON body or none at all.
+    case optional
+    /// A JSON body is required; an empty one is 400 `invalid_json`.
+    case required
+}
+
+/// A path pattern such as `/v1/connections/{id}/grants`: literal segments and `{name}` parameters, each matching
+/// exactly one non-empty segment.
+public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
+    enum Segment: Sendable, Equatable {
+        case literal(String)
+        case parameter(String)
+    }
+
+    let segments: [Segment]
+    /// The pattern as written: the route's name in logs and metrics.
+    public let description: String
+
+    /// - Parameter pattern: An absolute path whose segments are literals or `{name}`.
+    public init(_ pattern: String) {
+        precondition(pattern.hasPrefix("/"), "route patterns are absolute paths")
+        self.description = pattern
+        self.segments = pattern.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map { segment in
+            if segment.hasPrefix("{") && segment.hasSuffix("}") {
+                return .parameter(String(segment.dropFirst().dropLast()))
+            }
+            return .literal(String(segment))
+        }
+    }
+
+    /// The parameters when `segments` (the request path split at `/`, without the leading empty one) match.
+    func match(_ segments: [Substring]) -> [String: String]? {
+        guard segments.count == self.segments.count else { return nil }
+        var parameters: [String: String] = [:]
+        for (pattern, segment) in zip(self.segments, segments) {
+            switch pattern {
+            case .literal(let literal):
+                guard segment == literal else { return nil }
+            case .parameter(let name):
+                guard !segment.isEmpty else { return nil }
+                parameters[name] = String(segment)
+            }
+        }
+        return parameters
+    }
+}
+
+/// One entry of a route table.
+public struct Route: Sendable {
+    public var method: HTTPMethod
+    public var pattern: PathPattern
+    public var body: BodyPolicy
+    public var action: RouteAction
+
+    /// The route's name in logs and metrics: `GET /v1/connections/{id}`.
+    public var name: String { "\(self.method.rawValue) \(self.pattern)" }
+
+    public init(_ method: HTTPMethod, _ pattern: String, body: BodyPolicy = .none, _ action: RouteAction) {
+        self.method = method
+        self.pattern = PathPattern(pattern)
+        self.body = body
+        self.action = action
+    }
+}
+
+/// The outcome of looking a request up in a ``Router``.
+public enum RouteMatch: Sendable {
+    case matched(Route, parameters: [String: String])
+    /// The path exists, but not with this method; `allowed` lists the methods it has.
+    case methodNotAllowed(allowed: [HTTPMethod])
+    case notFound
+}
+
+/// A small explicit route table: method and path pattern to an action. Routes are tried in order; a table of a few
+/// dozen routes is matched faster by a linear scan than by anything that needs hashing the path.
+public struct Router: Sendable {
+    public private(set) var routes: [Route]
+
+    public init(_ routes: [Route] = []) {
+        self.routes = routes
+    }
+
+    /// Adds `route` at the end of the table.
+    public mutating func add(_ route: Route) {
+        precondition(
+            !self.routes.contains { $0.method == route.method && $0.pattern == route.pattern },
+            "duplicate route \(route.name)")
+        self.routes.append(route)
+    }
+
+    /// The route for `method` and `path` (without its query).
+    public func match(method: HTTPMethod, path: Substring) -> RouteMatch {
+        guard path.first == "/" else { return .notFound }
+        let segments = Array(path.split(separator: "/", omittingEmptySubsequences: false).dropFirst())
+        var allowed: [HTTPMethod] = []
+        for route in self.routes {
+            guard let parameters = route.pattern.match(segments) else { continue }
+            if route.method == method { return .matched(route, parameters: parameters) }
+            allowed.append(route.method)
+        }
+        return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed: allowed)
+    }
+}

@@ -1,0 +1,19 @@
+import ArgumentParser
+import VaultAPI
+import VaultClient
+
+/// `connvaultctl enable ID`.
+struct EnableCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "enable", abstract: "Enable a disabled connection (enabling an active one changes nothing).")
+
+    @Argument(help: "The connection id.")
+    var id: String
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let view = try await self.global.adminClient.enable(self.id)
+        try Output.stateChange(view, global: self.global)
+    }
+}

@@ -1,0 +1,20 @@
+import ArgumentParser
+import VaultAPI
+import VaultClient
+
+/// `connvaultctl status`.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show the daemon's status: connections by state, master key, audit size.")
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let status = try await self.global.adminClient.status()
+        if self.global.json {
+            try Console.json(status)
+        } else {
+            Console.output(ViewRenderer.status(status))
+        }
+    }
+}

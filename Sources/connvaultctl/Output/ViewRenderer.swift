@@ -1,0 +1,141 @@
+import VaultAPI
+
+/// Human-readable renderings of the daemon's views. Secrets appear only as `set  fingerprint  updated_at`.
+enum ViewRenderer {
+    static let none = "-"
+
+    // MARK: - Connections
+
+    static func connection(_ view: ConnectionView) -> String {
+        var sections: [String] = []
+        var summary = TableFormatter()
+        summary.append(["id", view.id])
+        summary.append(["provider", view.provider.rawValue])
+        summary.append(["state", view.state.rawValue])
+        if let reason = view.disabledReason { summary.append(["disabled reason", reason]) }
+        summary.append(["revision", String(view.revision)])
+        summary.append(["created", view.createdAt])
+        summary.append(["updated", view.updatedAt])
+        summary.append(["last error", view.lastError ?? Self.none])
+        sections.append(summary.render())
+
+        var settings = TableFormatter(indent: 2)
+        let values = view.settings
+        let baseURL = values.apiBaseURL ?? "\(ConnectionSettings.defaultAPIBaseURL) (default)"
+        settings.append(["api_base_url", baseURL])
+        if let appID = values.appID { settings.append(["app_id", appID]) }
+        if let partnerID = values.partnerID { settings.append(["partner_id", partnerID]) }
+        if let scope = values.scope { settings.append(["scope", scope]) }
+        if let companyID = values.companyID { settings.append(["company_id", companyID]) }
+        let permissions = values.permissions ?? []
+        settings.append(["permissions", permissions.isEmpty ? Self.none : permissions.joined(separator: ", ")])
+        sections.append("settings\n" + settings.render())
+
+        var secrets = TableFormatter(indent: 2)
+        for (field, secret) in view.secrets.sorted(by: { $0.key < $1.key }) {
+            secrets.append([field, secret.set ? "set" : "unset", secret.fingerprint, secret.updatedAt])
+        }
+        sections.append("secrets\n" + (secrets.rows.isEmpty ? "  " + Self.none : secrets.render()))
+
+        sections.append("grants\n" + Self.grants(view.grants))
+        return sections.joined(separator: "\n")
+    }
+
+    static func grants(_ grants: Grants) -> String {
+        var table = TableFormatter(indent: 2)
+        table.append(["uids", Self.list(grants.uids.map(String.init))])
+        table.append(["groups", Self.list(grants.groups)])
+        table.append(["units", Self.list(grants.units)])
+        return table.render()
+    }
+
+    static func connectionList(_ list: ConnectionList) -> String {
+        guard !list.connections.isEmpty else { return "no connections" }
+        var table = TableFormatter(header: ["ID", "PROVIDER", "STATE", "REVISION", "GRANTS", "UPDATED", "LAST ERROR"])
+        for view in list.connections {
+            let grantCount = view.grants.uids.count + view.grants.groups.count + view.grants.units.count
+            table.append([
+                view.id, view.provider.rawValue, view.state.rawValue, String(view.revision), String(grantCount),
+                view.updatedAt, view.lastError ?? Self.none,
+            ])
+        }
+        return table.render()
+    }
+
+    /// One line after a state change: `acme: disabled (revision 4)`.
+    static func stateLine(_ view: ConnectionView) -> String {
+        "\(TableFormatter.sanitize(view.id)): \(view.state.rawValue) (revision \(view.revision))"
+    }
+
+    // MARK: - Vault
+
+    static func audit(_ list: AuditList) -> String {
+        guard !list.entries.isEmpty else { return "no audit entries" }
+        var table = TableFormatter(header: ["SEQ", "TIME", "ACTOR", "ACTION", "CONNECTION", "OUTCOME", "DETAIL"])
+        for entry in list.entries {
+            var actor = "\(entry.actor.comm)[\(entry.actor.pid)] uid=\(entry.actor.uid)"
+            if let unit = entry.actor.unit { actor += " \(unit)" }
+            table.append([
+                String(entry.seq), entry.time, actor, entry.action, entry.connection ?? Self.none, entry.outcome,
+                entry.detail.isEmpty ? Self.none : entry.detail,
+            ])
+        }
+        return table.render()
+    }
+
+    static func auditVerification(_ verification: AuditVerification) -> String {
+        if verification.intact {
+            let head = verification.head.map { ", head \($0)" } ?? ""
+            return "audit trail intact: \(verification.entries) entries\(head)"
+        }
+        return "audit trail broken" + Self.breakDescription(verification)
+    }
+
+    static func breakDescription(_ verification: AuditVerification) -> String {
+        let location = verification.brokenAt.map { " at seq \($0)" } ?? ""
+        let reason = verification.reason.map { ": \(TableFormatter.sanitize($0))" } ?? ""
+        return location + reason
+    }
+
+    static func status(_ status: StatusView) -> String {
+        var table = TableFormatter()
+        table.append(["version", status.version])
+        table.append(["pid", String(status.pid)])
+        table.append(["uptime", Self.duration(status.uptimeSeconds)])
+        let states = status.byState.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        table.append(["connections", states.isEmpty ? String(status.connections) : "\(status.connections) (\(states))"])
+        table.append(["needs reset", Self.list(status.needsReset)])
+        table.append(["master key", "id \(status.masterKeyID), created \(status.masterKeyCreatedAt)"])
+        table.append(["aead", status.aead])
+        table.append(["audit entries", String(status.auditEntries)])
+        table.append(["database", "\(status.databaseBytes) bytes"])
+        return table.render()
+    }
+
+    static func keyRotation(_ result: KeyRotationResult) -> String {
+        "master key rotated: new key id \(result.keyID), \(result.rewrappedDataKeys) data keys re-wrapped"
+    }
+
+    static func verification(_ result: VerifyResult) -> String {
+        var line = "\(TableFormatter.sanitize(result.connection)): credentials accepted by Personio"
+        if let expiresIn = result.expiresIn { line += "; token valid for \(expiresIn) s" }
+        if let scope = result.scope { line += " (scope \(TableFormatter.sanitize(scope)))" }
+        return line
+    }
+
+    // MARK: - Helpers
+
+    static func list(_ items: [String]) -> String {
+        items.isEmpty ? Self.none : items.joined(separator: ", ")
+    }
+
+    static func duration(_ seconds: Int) -> String {
+        let days = seconds / 86_400
+        let hours = seconds % 86_400 / 3_600
+        let minutes = seconds % 3_600 / 60
+        if days > 0 { return "\(days)d \(hours)h \(minutes)m" }
+        if hours > 0 { return "\(hours)h \(minutes)m" }
+        if minutes > 0 { return "\(minutes)m \(seconds % 60)s" }
+        return "\(seconds)s"
+    }
+}

@@ -1,0 +1,100 @@
+import ArgumentParser
+import Logging
+import VaultCore
+import VaultServer
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `connvaultd`: parses flags and wires the daemon together; everything else lives in `VaultServer`.
+@main
+struct ConnVaultDaemon: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "connvaultd",
+        abstract: "Keep Personio credentials encrypted and hand out short-lived tokens over Unix sockets."
+    )
+
+    @Option(help: "State directory (database, and the key file unless systemd passes it). Default: /var/lib/connvault.")
+    var stateDir: String?
+
+    @Option(help: "Path of the app socket (token requests). Default: /run/connvault/app.sock.")
+    var appSocket: String?
+
+    @Option(help: "Path of the admin socket (connvaultctl). Default: /run/connvault/admin.sock.")
+    var adminSocket: String?
+
+    @Option(help: "Master key file. Default: $CREDENTIALS_DIRECTORY/master.key under systemd, else <state-dir>/master.key.")
+    var keyFile: String?
+
+    @Option(help: ArgumentHelp("Group whose members may use the admin socket (besides root and the daemon's user).", valueName: "name"))
+    var adminGroup: String?
+
+    @Option(help: "Lowest level to log: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: LogLevel = .info
+
+    @Flag(help: "Development mode: state and sockets in ./.connvault/, key file created on first start.")
+    var dev = false
+
+    @Flag(name: .customLong("init"), help: "Create the state directory, key file and database, then exit.")
+    var initialize = false
+
+    func run() async throws {
+        let level = self.logLevel.level
+        LoggingSystem.bootstrap { label in StandardErrorLogHandler(label: label, level: level) }
+        let logger = Logger(label: "connvaultd")
+        do {
+            try await self.start(logger: logger)
+        } catch {
+            let reason = (error as? VaultError)?.message ?? "\(error)"
+            Self.writeToStandardError("connvaultd: \(reason)\n")
+            throw ExitCode.failure
+        }
+    }
+
+    private func start(logger: Logger) async throws {
+        try ProcessHardening.apply(logger: logger)
+        let layout = DaemonLayout.resolve(
+            stateDirectory: self.stateDir, appSocket: self.appSocket, adminSocket: self.adminSocket, keyFile: self.keyFile,
+            dev: self.dev, environment: ProcessEnvironment.current(), workingDirectory: DaemonLayout.currentDirectory())
+        if self.initialize {
+            try await VaultSetup.initialize(layout, logger: logger)
+            print("initialised a new vault: database \(layout.databasePath), master key \(layout.keyFilePath)")
+            return
+        }
+        try VaultSetup.prepareStateDirectory(layout.stateDirectory)
+        let configuration = ServerConfiguration(
+            vault: VaultConfiguration(
+                databasePath: layout.databasePath, keyFilePath: layout.keyFilePath,
+                createKeyIfMissing: layout.createKeyIfMissing),
+            appSocketPath: layout.appSocketPath, adminSocketPath: layout.adminSocketPath, adminGroup: self.adminGroup,
+            inheritedSockets: try SocketActivation.take(), notify: SystemdNotifier.Configuration.fromProcessEnvironment())
+        let application = try await buildApplication(configuration: configuration, logger: logger)
+        if self.dev { Self.printQuickStart(layout) }
+        try await application.run()
+    }
+
+    /// Where everything is and three commands to try, on standard output.
+    static func printQuickStart(_ layout: DaemonLayout) {
+        print(
+            """
+            connvaultd is running in development mode
+              admin socket  \(layout.adminSocketPath)
+              app socket    \(layout.appSocketPath)
+              database      \(layout.databasePath)
+              key file      \(layout.keyFilePath)
+            Quick start (in another shell):
+              export CONNVAULT_ADMIN_SOCKET=\(layout.adminSocketPath) CONNVAULT_APP_SOCKET=\(layout.appSocketPath)
+              printf '%s\\n' "$CLIENT_SECRET" | connvaultctl add acme --provider personio-v2 --client-id ID --secret-stdin
+              connvaultctl list
+            """)
+        // Standard output is a file or pipe under a supervisor: flush now, not at exit.
+        fflush(nil)
+    }
+
+    /// One `write(2)` to standard error, without touching C's `stderr` stream.
+    static func writeToStandardError(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+    }
+}

@@ -1,0 +1,257 @@
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Testing
+import VaultAPI
+import VaultCore
+
+@testable import VaultServer
+
+/// The connection handler on an embedded channel: framing, limits and refusals without a socket.
+@Suite("HTTP connection handling")
+struct HTTPConnectionHandlerTests {
+    static let limit = 64 * 1024
+
+    /// A router whose routes answer synchronously (an embedded event loop cannot take completions from tasks).
+    static func router() -> Router {
+        Router([
+            Route(.GET, "/v1/health", .sync { _ in try .json(HealthView(status: "ok")) }),
+            Route(.POST, "/echo", body: .optional, .sync { request in
+                try .json(["bytes": request.body.count])
+            }),
+            Route(.POST, "/v1/connections", body: .required, .sync { request in
+                let create = try request.decode(CreateConnectionRequest.self, containsSecrets: true)
+                return try .json(["id": create.id])
+            }),
+            Route(.GET, "/v1/connections/{id}", .sync { request in try .json(["id": request.parameter("id")]) }),
+        ])
+    }
+
+    func makeChannel(authorize: @escaping @Sendable (Caller) -> Bool = { _ in true }, metrics: ServerMetrics = ServerMetrics()) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        let dispatcher = RequestDispatcher(
+            socket: "admin", router: Self.router(), authorize: authorize, metrics: metrics, logger: Logger(label: "test"),
+            bodyLimit: Self.limit)
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+        try channel.pipeline.syncOperations.addHandler(
+            HTTPConnectionHandler(
+                dispatcher: dispatcher, caller: Caller(uid: 1000, gid: 1000, pid: 42, comm: "test"), logger: Logger(label: "test")))
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x.sock")).wait()
+        return channel
+    }
+
+    /// Sends `bytes` and returns everything written back.
+    func exchange(_ channel: EmbeddedChannel, _ bytes: [UInt8]) throws -> String {
+        try channel.writeInbound(ByteBuffer(bytes: bytes))
+        var output = ""
+        while let part = try channel.readOutbound(as: IOData.self) {
+            if case .byteBuffer(let buffer) = part { output += String(buffer: buffer) }
+        }
+        return output
+    }
+
+    func exchange(_ channel: EmbeddedChannel, _ text: String) throws -> String {
+        try self.exchange(channel, Array(text.utf8))
+    }
+
+    static func post(_ path: String, _ body: String, contentType: String? = "application/json", extra: String = "") -> String {
+        let type = contentType.map { "Content-Type: \($0)\r\n" } ?? ""
+        return "POST \(path) HTTP/1.1\r\nHost: x\r\n\(type)Content-Length: \(body.utf8.count)\r\n\(extra)\r\n\(body)"
+    }
+
+    static func statusLines(_ output: String) -> [String] {
+        output.split(separator: "\r\n").filter { $0.hasPrefix("HTTP/1.") }.map(String.init)
+    }
+
+    // MARK: - Keep-alive and framing
+
+    @Test("keep-alive: several requests on one connection, each with Content-Length and no-store")
+    func keepAlive() throws {
+        let channel = try self.makeChannel()
+        let request = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        let output = try self.exchange(channel, request + request + request)
+        #expect(Self.statusLines(output) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+        #expect(output.contains("Content-Length: 15\r\n"))
+        #expect(output.contains("Cache-Control: no-store\r\n"))
+        #expect(output.contains("Content-Type: application/json\r\n"))
+        #expect(channel.isActive)
+        _ = try? channel.finish()
+    }
+
+    @Test("Connection: close closes after the response; HTTP/1.0 closes unless asked to keep alive")
+    func close() throws {
+        let channel = try self.makeChannel()
+        let output = try self.exchange(channel, "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        #expect(output.hasPrefix("HTTP/1.1 200 OK"))
+        #expect(output.contains("Connection: close"))
+        #expect(!channel.isActive)
+
+        let old = try self.makeChannel()
+        let oldOutput = try self.exchange(old, "GET /v1/health HTTP/1.0\r\n\r\n")
+        #expect(oldOutput.hasPrefix("HTTP/1.0 200 OK"))
+        #expect(!old.isActive)
+
+        let kept = try self.makeChannel()
+        let keptOutput = try self.exchange(kept, "GET /v1/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        #expect(keptOutput.contains("Connection: keep-alive"))
+        #expect(kept.isActive)
+        _ = try? kept.finish()
+    }
+
+    @Test("the peer's half-close ends the connection after the answer")
+    func halfClose() throws {
+        let channel = try self.makeChannel()
+        channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(!channel.isActive)
+    }
+
+    // MARK: - Body limit
+
+    @Test("a body of exactly 64 KiB is read")
+    func bodyAtLimit() throws {
+        let channel = try self.makeChannel()
+        let output = try self.exchange(channel, Self.post("/echo", String(repeating: "a", count: Self.limit)))
+        #expect(output.hasPrefix("HTTP/1.1 200 OK"))
+        #expect(output.hasSuffix(#"{"bytes":65536}"#))
+        _ = try? channel.finish()
+    }
+
+    @Test("a Content-Length over 64 KiB is refused with 413 from the head, and the connection closes")
+    func declaredTooLarge() throws {
+        let channel = try self.makeChannel()
+        let head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(Self.limit + 1)\r\n\r\n"
+        let output = try self.exchange(channel, head)
+        #expect(output.hasPrefix("HTTP/1.1 413 Payload Too Large"))
+        #expect(output.contains("application/problem+json"))
+        #expect(output.contains(#""code":"payload_too_large""#))
+        #expect(output.contains("Connection: close"))
+        #expect(!channel.isActive)
+    }
+
+    @Test("a chunked body that grows past 64 KiB is refused with 413 and the connection closes")
+    func chunkedTooLarge() throws {
+        let channel = try self.makeChannel()
+        var output = try self.exchange(channel, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        #expect(output.isEmpty)
+        let chunk = "8000\r\n" + String(repeating: "b", count: 0x8000) + "\r\n"
+        output += try self.exchange(channel, chunk + chunk)
+        #expect(output.isEmpty, "64 KiB exactly is still allowed")
+        output += try self.exchange(channel, "1\r\nc\r\n")
+        #expect(output.hasPrefix("HTTP/1.1 413 Payload Too Large"))
+        #expect(!channel.isActive)
+    }
+
+    @Test("a chunked body within the limit is read")
+    func chunkedWithinLimit() throws {
+        let channel = try self.makeChannel()
+        let output = try self.exchange(
+            channel,
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        #expect(output.hasPrefix("HTTP/1.1 200 OK"))
+        #expect(output.hasSuffix(#"{"bytes":11}"#))
+        _ = try? channel.finish()
+    }
+
+    @Test("Expect: 100-continue gets 100 before the final answer")
+    func expectContinue() throws {
+        let channel = try self.makeChannel()
+        let head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        var output = try self.exchange(channel, head)
+        #expect(output.hasPrefix("HTTP/1.1 100 Continue"))
+        output += try self.exchange(channel, "{}")
+        #expect(Self.statusLines(output) == ["HTTP/1.1 100 Continue", "HTTP/1.1 200 OK"])
+        _ = try? channel.finish()
+    }
+
+    // MARK: - Refusals
+
+    struct Refusal: Sendable, CustomTestStringConvertible {
+        var name: String
+        var request: String
+        var status: String
+        var code: String
+        var testDescription: String { self.name }
+    }
+
+    static let refusals: [Refusal] = [
+        Refusal(name: "unknown route", request: "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", status: "404 Not Found", code: "not_found"),
+        Refusal(name: "wrong method", request: "DELETE /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", status: "405 Method Not Allowed", code: "method_not_allowed"),
+        Refusal(
+            name: "invalid id", request: "GET /v1/connections/..%2Fetc HTTP/1.1\r\nHost: x\r\n\r\n", status: "400 Bad Request",
+            code: "invalid_id"),
+        Refusal(
+            name: "upper-case id", request: "GET /v1/connections/ACME HTTP/1.1\r\nHost: x\r\n\r\n", status: "400 Bad Request",
+            code: "invalid_id"),
+        Refusal(
+            name: "form body", request: post("/v1/connections", "id=x", contentType: "application/x-www-form-urlencoded"),
+            status: "415 Unsupported Media Type", code: "unsupported_media_type"),
+        Refusal(
+            name: "body without a type", request: post("/v1/connections", "{}", contentType: nil),
+            status: "415 Unsupported Media Type", code: "unsupported_media_type"),
+        Refusal(name: "missing body", request: post("/v1/connections", ""), status: "400 Bad Request", code: "invalid_json"),
+        Refusal(
+            name: "body on a route without one",
+            request: "GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+            status: "400 Bad Request", code: "bad_request"),
+        Refusal(name: "unknown field", request: post("/v1/connections", #"{"id":"x","colour":1}"#), status: "400 Bad Request", code: "unknown_field"),
+    ]
+
+    @Test("refusals are problem+json with the right status and code, and keep the connection", arguments: refusals)
+    func refusal(_ refusal: Refusal) throws {
+        let channel = try self.makeChannel()
+        let output = try self.exchange(channel, refusal.request)
+        #expect(output.hasPrefix("HTTP/1.1 \(refusal.status)"), "\(output)")
+        #expect(output.contains("Content-Type: application/problem+json"))
+        #expect(output.contains(#""code":"\#(refusal.code)""#))
+        #expect(channel.isActive)
+        if refusal.code == "method_not_allowed" { #expect(output.contains("Allow: GET")) }
+        _ = try? channel.finish()
+    }
+
+    static let garbageInputs: [[UInt8]] = [
+        [0x16, 0x03, 0x01, 0x00, 0xff, 0x00, 0x0d, 0x0a, 0x0d, 0x0a],
+        Array("\r\n\r\n/v1/connections HTTP/1.1\r\n\r\n".utf8),
+        Array("GET /v1/health HTTP/9.9\r\n\r\n".utf8),
+        Array("GET /v1/health HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".utf8),
+        Array("GET /v1/health HTTP/1.1\r\nBad Header\r\n\r\n".utf8),
+    ]
+
+    @Test("bytes that are not HTTP get 400 and the connection closes", arguments: garbageInputs)
+    func garbage(_ bytes: [UInt8]) throws {
+        let channel = try self.makeChannel()
+        let output = try self.exchange(channel, bytes)
+        #expect(output.hasPrefix("HTTP/1.1 400 Bad Request"), "\(output)")
+        #expect(output.contains("application/problem+json"))
+        #expect(output.contains("Connection: close"))
+        #expect(!channel.isActive)
+    }
+
+    @Test("a caller who may not use the socket gets 403 on every route, known or not")
+    func forbidden() throws {
+        let metrics = ServerMetrics()
+        for request in [
+            "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+            "DELETE /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", Self.post("/v1/connections", #"{"id":"x"}"#),
+        ] {
+            let channel = try self.makeChannel(authorize: { _ in false }, metrics: metrics)
+            let output = try self.exchange(channel, request)
+            #expect(output.hasPrefix("HTTP/1.1 403 Forbidden"), "\(output)")
+            #expect(output.contains(#""code":"forbidden""#))
+            _ = try? channel.finish()
+        }
+        #expect(metrics.render(status: nil).contains(#"route="forbidden",status="403"} 4"#))
+    }
+
+    @Test("metrics count by route pattern, never by concrete path")
+    func metricsByPattern() throws {
+        let metrics = ServerMetrics()
+        let channel = try self.makeChannel(metrics: metrics)
+        _ = try self.exchange(channel, "GET /v1/connections/acme HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/connections/other HTTP/1.1\r\nHost: x\r\n\r\n")
+        let text = metrics.render(status: nil)
+        #expect(text.contains(#"connvault_http_requests_total{socket="admin",route="GET /v1/connections/{id}",status="200"} 2"#))
+        #expect(!text.contains("acme"))
+        #expect(text.contains("connvault_process_uptime_seconds "))
+        _ = try? channel.finish()
+    }
+}

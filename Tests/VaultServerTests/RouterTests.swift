@@ -1,0 +1,94 @@
+import NIOHTTP1
+import Testing
+
+@testable import VaultServer
+
+@Suite("Route matching")
+struct RouterTests {
+    static let router = Router([
+        Route(.GET, "/v1/health", .sync { _ in .noContent }),
+        Route(.POST, "/v1/connections", body: .required, .sync { _ in .noContent }),
+        Route(.GET, "/v1/connections", .sync { _ in .noContent }),
+        Route(.GET, "/v1/connections/{id}", .sync { _ in .noContent }),
+        Route(.PATCH, "/v1/connections/{id}", body: .required, .sync { _ in .noContent }),
+        Route(.DELETE, "/v1/connections/{id}", .sync { _ in .noContent }),
+        Route(.POST, "/v1/connections/{id}/disable", body: .optional, .sync { _ in .noContent }),
+        Route(.PUT, "/v1/connections/{id}/grants", body: .required, .sync { _ in .noContent }),
+        Route(.GET, "/v1/audit/verify", .sync { _ in .noContent }),
+    ])
+
+    struct Case: Sendable, CustomTestStringConvertible {
+        var method: HTTPMethod
+        var path: String
+        /// The matched route's name, `405 <allowed>`, or `404`.
+        var expected: String
+        var parameters: [String: String] = [:]
+        var testDescription: String { "\(self.method.rawValue) \(self.path)" }
+    }
+
+    static let cases: [Case] = [
+        Case(method: .GET, path: "/v1/health", expected: "GET /v1/health"),
+        Case(method: .GET, path: "/v1/connections", expected: "GET /v1/connections"),
+        Case(method: .POST, path: "/v1/connections", expected: "POST /v1/connections"),
+        Case(method: .GET, path: "/v1/connections/acme", expected: "GET /v1/connections/{id}", parameters: ["id": "acme"]),
+        Case(method: .PATCH, path: "/v1/connections/a.b-c_d", expected: "PATCH /v1/connections/{id}", parameters: ["id": "a.b-c_d"]),
+        Case(method: .DELETE, path: "/v1/connections/x", expected: "DELETE /v1/connections/{id}", parameters: ["id": "x"]),
+        Case(method: .POST, path: "/v1/connections/x/disable", expected: "POST /v1/connections/{id}/disable", parameters: ["id": "x"]),
+        Case(method: .PUT, path: "/v1/connections/x/grants", expected: "PUT /v1/connections/{id}/grants", parameters: ["id": "x"]),
+        Case(method: .GET, path: "/v1/audit/verify", expected: "GET /v1/audit/verify"),
+        // Parameters are taken raw: validating them is the dispatcher's job.
+        Case(method: .GET, path: "/v1/connections/..%2Fetc", expected: "GET /v1/connections/{id}", parameters: ["id": "..%2Fetc"]),
+        // Wrong method on a known path.
+        Case(method: .PUT, path: "/v1/connections", expected: "405 POST,GET"),
+        Case(method: .POST, path: "/v1/connections/x", expected: "405 GET,PATCH,DELETE"),
+        Case(method: .GET, path: "/v1/connections/x/disable", expected: "405 POST"),
+        Case(method: .HEAD, path: "/v1/health", expected: "405 GET"),
+        // Unknown paths.
+        Case(method: .GET, path: "/v2/everything", expected: "404"),
+        Case(method: .GET, path: "/v1/connections/", expected: "404"),
+        Case(method: .GET, path: "/v1/connections//disable", expected: "404"),
+        Case(method: .GET, path: "/v1/health/", expected: "404"),
+        Case(method: .GET, path: "//v1/health", expected: "404"),
+        Case(method: .GET, path: "v1/health", expected: "404"),
+        Case(method: .GET, path: "", expected: "404"),
+        Case(method: .GET, path: "/", expected: "404"),
+        Case(method: .POST, path: "/v1/connections/x/verify", expected: "404"),
+    ]
+
+    @Test("method and path select the route, 405 lists the allowed methods, anything else is 404", arguments: cases)
+    func match(_ testCase: Case) {
+        switch Self.router.match(method: testCase.method, path: Substring(testCase.path)) {
+        case .matched(let route, let parameters):
+            #expect(route.name == testCase.expected)
+            #expect(parameters == testCase.parameters)
+        case .methodNotAllowed(let allowed):
+            #expect("405 \(allowed.map(\.rawValue).joined(separator: ","))" == testCase.expected)
+        case .notFound:
+            #expect(testCase.expected == "404")
+        }
+    }
+
+    @Test("the app socket's table has only health until the token broker adds its routes")
+    func appTable() {
+        let names = Set(AppRoutes.router().routes.map(\.name))
+        #expect(names == ["GET /v1/health"])
+    }
+
+    @Test("request targets split into path and query")
+    func split() {
+        #expect(RequestDispatcher.split("/v1/audit?since=3&limit=5") == ("/v1/audit", "since=3&limit=5"))
+        #expect(RequestDispatcher.split("/v1/audit") == ("/v1/audit", ""))
+        #expect(RequestDispatcher.split("/v1/audit?") == ("/v1/audit", ""))
+        #expect(RequestDispatcher.split("/v1/health#x") == ("/v1/health", ""))
+    }
+
+    @Test("application/json with parameters and any case is JSON; nothing else is")
+    func mediaTypes() {
+        #expect(RequestDispatcher.isJSON("application/json"))
+        #expect(RequestDispatcher.isJSON("Application/JSON; charset=utf-8"))
+        #expect(RequestDispatcher.isJSON(" application/json ;charset=UTF-8"))
+        #expect(!RequestDispatcher.isJSON("application/jsonx"))
+        #expect(!RequestDispatcher.isJSON("text/plain"))
+        #expect(!RequestDispatcher.isJSON("application/x-www-form-urlencoded"))
+    }
+}

@@ -1,0 +1,121 @@
+import Dispatch
+import Logging
+import TestSupport
+import VaultClient
+import VaultCore
+import VaultServer
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An application started in this process on real Unix sockets in a short temporary directory.
+struct LiveApplication: Sendable {
+    let application: Application
+    let directory: TemporaryDirectory
+    let logs: LogCapture
+
+    var adminSocket: String { self.directory.file("admin.sock") }
+    var appSocket: String { self.directory.file("app.sock") }
+    var admin: AdminClient { AdminClient(socketPath: self.adminSocket, timeout: .seconds(20)) }
+
+    static func configuration(in directory: TemporaryDirectory, adminGroup: String? = nil, notify: SystemdNotifier.Configuration? = nil) -> ServerConfiguration {
+        ServerConfiguration(
+            vault: VaultConfiguration(
+                databasePath: directory.file("vault.sqlite3"), keyFilePath: directory.file("master.key"), createKeyIfMissing: true),
+            appSocketPath: directory.file("app.sock"), adminSocketPath: directory.file("admin.sock"), adminGroup: adminGroup,
+            notify: notify, handlesSignals: false, drainTimeout: .seconds(5))
+    }
+
+    /// Builds and runs an application for `body`, then shuts it down gracefully and waits until it has stopped.
+    static func with(
+        adminGroup: String? = nil, notify: SystemdNotifier.Configuration? = nil,
+        _ body: @Sendable (LiveApplication) async throws -> Void
+    ) async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let logs = LogCapture()
+        let application = try await buildApplication(
+            configuration: Self.configuration(in: directory, adminGroup: adminGroup, notify: notify), logger: logs.logger())
+        let live = LiveApplication(application: application, directory: directory, logs: logs)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await application.run() }
+            do {
+                try await body(live)
+            } catch {
+                await application.shutdown()
+                try? await group.waitForAll()
+                throw error
+            }
+            await application.shutdown()
+            try await group.waitForAll()
+        }
+    }
+}
+
+/// Runs blocking socket and process calls on a dispatch thread, off Swift's cooperative pool: the application's
+/// routes need that pool to answer, and a test blocking it would wait for itself.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: Result { try body() })
+        }
+    }
+}
+
+/// A raw request over a Unix socket, read until the server closes or `timeout` passes.
+enum RawSocket {
+    static func exchange(_ path: String, _ request: String, timeout: Duration = .seconds(10)) throws -> String {
+        try self.exchange(path, Array(request.utf8), timeout: timeout)
+    }
+
+    static func exchange(_ path: String, _ bytes: [UInt8], timeout: Duration = .seconds(10)) throws -> String {
+        let fd = try Self.connect(path)
+        defer { close(fd) }
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard count > 0 else { break }
+            sent += count
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, 100) >= 0 else { break }
+            guard poller.revents != 0 else { continue }
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { break }
+            received.append(contentsOf: buffer[0..<count])
+        }
+        return String(decoding: received, as: UTF8.self)
+    }
+
+    static func connect(_ path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestSupportError("socket failed") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard result == 0 else {
+            close(fd)
+            throw TestSupportError("connect \(path): \(String(cString: strerror(errno)))")
+        }
+        return fd
+    }
+}
+
+/// A file's permission bits and group.
+func fileMode(_ path: String) -> (mode: UInt32, gid: UInt32)? {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return nil }
+    return (UInt32(info.st_mode & 0o7777), info.st_gid)
+}

@@ -1,0 +1,177 @@
+import Foundation
+import Testing
+import TestSupport
+import VaultAPI
+
+@testable import VaultServer
+
+/// The parts that meet the operating system: systemd notifications, socket activation and peer credentials of
+/// another uid.
+@Suite("System integration", .timeLimit(.minutes(3)))
+struct SystemIntegrationTests {
+    /// A datagram socket standing in for systemd's notification socket.
+    final class NotifySocket: @unchecked Sendable {
+        // @unchecked Sendable: the descriptor is only read from one test at a time.
+        let descriptor: Int32
+        let path: String
+
+        /// Binds a datagram socket at `path`, or in the abstract namespace when `path` starts with `@`.
+        init(path: String) throws {
+            self.path = path
+            self.descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            var bytes = Array(path.utf8)
+            if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
+            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+            let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes[0] == 0 ? 0 : 1))
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(self.descriptor, $0, length) }
+            }
+            guard result == 0 else { throw TestSupportError("bind \(path): \(String(cString: strerror(errno)))") }
+        }
+
+        /// The next datagram, or nil after `timeout`.
+        func receive(timeout: Duration = .seconds(10)) -> String? {
+            var poller = pollfd(fd: self.descriptor, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, Int32(timeout.components.seconds * 1000)) == 1 else { return nil }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = buffer.withUnsafeMutableBytes { recv(self.descriptor, $0.baseAddress, $0.count, 0) }
+            return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : nil
+        }
+
+        deinit { close(self.descriptor) }
+    }
+
+    @Test("READY=1 once the sockets listen, WATCHDOG=1 while running, STOPPING=1 at shutdown", arguments: [false, true])
+    func notify(abstract: Bool) async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = abstract ? "@cv-test-notify-\(getpid())-\(UInt32.random(in: 0...UInt32.max))" : directory.file("notify")
+        let notify = try NotifySocket(path: path)
+        try await LiveApplication.with(notify: .init(socketPath: path, watchdogInterval: .milliseconds(50))) { live in
+            let ready = try await offPool { notify.receive() }
+            let message = try #require(ready)
+            #expect(message.hasPrefix("READY=1\n"))
+            #expect(message.contains("MAINPID=\(getpid())"))
+            #expect(message.contains("STATUS=serving admin on \(live.adminSocket)"))
+            let health = try await offPool { try RawHTTP.request(socket: live.adminSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n") }
+            #expect(health.status == 200)
+            #expect(try await offPool { notify.receive() } == "WATCHDOG=1")
+        }
+        var last: String?
+        while let message = notify.receive(timeout: .seconds(1)) { last = message }
+        #expect(last == "STOPPING=1")
+    }
+
+    @Test("another uid is refused with 403 on the admin socket, even when its mode lets it connect",
+          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")))
+    func otherUID() async throws {
+        try await self.asNobody(adminGroup: nil) { status, body in
+            #expect(status == 403)
+            let problem = try VaultJSON.decoder().decode(Problem.self, from: Data(body.utf8))
+            #expect(problem.code == .forbidden)
+            #expect(problem.detail.contains("uid 65534"))
+        }
+    }
+
+    @Test("members of the admin group are served",
+          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")))
+    func adminGroupMember() async throws {
+        guard let name = ["nogroup", "nobody"].first(where: { (try? GroupLookup.gid(named: $0)) == 65534 }) else { return }
+        try await self.asNobody(adminGroup: name) { status, body in
+            #expect(status == 200)
+            #expect(body.contains(#""connections":[]"#))
+        }
+    }
+
+    /// Runs `GET /v1/connections` on the admin socket as uid and gid 65534 with no supplementary groups.
+    func asNobody(adminGroup: String?, _ check: @Sendable (Int, String) throws -> Void) async throws {
+        try await LiveApplication.with(adminGroup: adminGroup) { live in
+            // Let uid 65534 reach the socket through the file system, so that only peer credentials can refuse it.
+            chmod(live.directory.path, 0o755)
+            chmod(live.adminSocket, 0o666)
+            let socket = live.adminSocket
+            let result = try await offPool { try Self.runAsNobody(socket: socket, path: "/v1/connections") }
+            try #require(result.status == 0, "\(result)")
+            let lines = result.stdout.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false)
+            try check(Int(lines[0]) ?? 0, lines.count > 1 ? String(lines[1]) : "")
+        }
+    }
+
+    /// Prints the status code, a newline and the body of `GET path` on `socket`, as uid 65534, with python3 or curl.
+    static func runAsNobody(socket: String, path: String) throws -> CommandResult {
+        let setpriv = ["--reuid", "65534", "--regid", "65534", "--clear-groups"]
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") {
+            let script = """
+                import socket, sys
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(sys.argv[1])
+                s.sendall(("GET " + sys.argv[2] + " HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n").encode())
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk: break
+                    data += chunk
+                head, _, body = data.partition(b"\\r\\n\\r\\n")
+                print(head.split(b" ")[1].decode())
+                print(body.decode())
+                """
+            return try Command.run("/usr/bin/setpriv", setpriv + ["/usr/bin/python3", "-c", script, socket, path])
+        }
+        return try Command.run(
+            "/usr/bin/setpriv",
+            setpriv + ["/usr/bin/curl", "-s", "-w", "%{http_code}\n", "-o", "/dev/stderr", "--unix-socket", socket, "http://x\(path)"])
+    }
+
+    static var socketActivateAvailable: Bool {
+        FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate")
+            && FileManager.default.isExecutableFile(atPath: Binaries.daemon)
+    }
+
+    @Test("sockets passed by systemd take precedence over the paths", .enabled(if: socketActivateAvailable))
+    func socketActivation() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let appSocket = directory.file("passed-app.sock")
+        let adminSocket = directory.file("passed-admin.sock")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
+        process.arguments = [
+            "-l", appSocket, "-l", adminSocket, "--fdname=app:admin", Binaries.daemon, "--dev", "--log-level", "debug",
+            "--app-socket", directory.file("unused-app.sock"), "--admin-socket", directory.file("unused-admin.sock"),
+        ]
+        process.currentDirectoryURL = URL(fileURLWithPath: directory.path)
+        let log = directory.file("daemon.log")
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        defer {
+            if process.isRunning {
+                kill(process.processIdentifier, SIGTERM)
+                process.waitUntilExit()
+            }
+        }
+        // systemd-socket-activate starts the daemon at the first connection.
+        var health: RawHTTP.Response?
+        for _ in 0..<100 where health?.status != 200 {
+            health = try? await offPool { try RawHTTP.request(socket: adminSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n") }
+            if health?.status != 200 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(health?.status == 200, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        let status = try await offPool { try RawHTTP.request(socket: adminSocket, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n") }
+        #expect(status.status == 200)
+        let app = try await offPool { try RawHTTP.request(socket: appSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n") }
+        #expect(app.status == 200)
+        #expect(fileMode(directory.file("unused-app.sock")) == nil)
+        #expect(fileMode(directory.file("unused-admin.sock")) == nil)
+
+        kill(process.processIdentifier, SIGTERM)
+        try await offPool { process.waitUntilExit() }
+        #expect(process.terminationStatus == 0)
+        // The daemon does not remove sockets it did not create.
+        #expect(fileMode(adminSocket) != nil)
+    }
+}
