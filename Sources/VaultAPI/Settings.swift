@@ -153,9 +153,8 @@ public struct ConnectionSettings: Codable, Sendable, Equatable {
     static func isLoopback(_ host: Substring) -> Bool {
         if host == "localhost" || host == "::1" { return true }
         let octets = host.split(separator: ".", omittingEmptySubsequences: false)
-        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { octet in
-            (1...3).contains(octet.count) && Self.isDigits(octet) && Int(octet).map { $0 <= 255 } == true
-        }
+        guard octets.count == 4, octets[0] == "127" else { return false }
+        return octets.allSatisfy { (1...3).contains($0.count) && Self.isDigits($0) && (Int($0) ?? 256) <= 255 }
     }
 
     static func isDigits(_ value: Substring) -> Bool {

@@ -31,7 +31,9 @@ extension Vault {
                 let new = MasterKey.generate(id: newID)
                 try Self.mapKeyFileError { try KeyFile.stage(path: path, key: new) }
                 // The new key's row comes first: every re-wrapped data key references it (foreign key).
-                try tx.activateMasterKey(MasterKeyRecord(id: new.id, createdAt: Timestamp.now(), state: "active", checkValue: new.checkValue))
+                let newRecord = MasterKeyRecord(
+                    id: new.id, createdAt: Timestamp.now(), state: "active", checkValue: new.checkValue)
+                try tx.activateMasterKey(newRecord)
                 var count = 0
                 for wrapped in try tx.dataKeys() {
                     guard let record = try tx.connection(wrapped.connectionID) else { continue }
@@ -60,9 +62,17 @@ extension Vault {
                 return KeyRotationResult(keyID: new.id, rewrappedDataKeys: count)
             }
         } catch {
-            if let active = try? await self.database.read({ try $0.activeMasterKey() }), active.id != self.masterKey.withLock({ $0.id }) {
-                // Unreachable in practice (see above), but never keep a key the database does not know.
-                self.logger.critical("master key in memory does not match the database after a failed rotation")
+            // The closure may have installed the new key before its COMMIT failed. The key file still holds the
+            // key the database kept (the new one is only staged), so take that one back.
+            if let active = try? await self.database.read({ try $0.activeMasterKey() }),
+                active.id != self.masterKey.withLock({ $0.id })
+            {
+                if let bytes = try? KeyFile.load(path: path), MasterKey(id: active.id, key: bytes).checkValue == active.checkValue {
+                    self.masterKey.withLock { $0 = MasterKey(id: active.id, key: bytes) }
+                    self.logger.error("master key rotation failed to commit; the previous key stays in force")
+                } else {
+                    self.logger.critical("master key in memory does not match the database after a failed rotation")
+                }
             }
             KeyFile.discardStaged(path: path)
             throw error

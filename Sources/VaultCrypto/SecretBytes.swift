@@ -72,8 +72,8 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, Eq
             guard bytes.allSatisfy({ $0 >= 0x20 && $0 != 0x7F }) else { return false }
             // C1 controls (U+0080...U+009F, e.g. U+0085 NEXT LINE) are control characters too; in valid UTF-8 they
             // are exactly the pairs 0xC2 0x80...0x9F.
-            for index in bytes.indices.dropLast() where bytes[index] == 0xC2 && (0x80...0x9F).contains(bytes[index + 1]) {
-                return false
+            for index in bytes.indices.dropLast() where bytes[index] == 0xC2 {
+                if (0x80...0x9F).contains(bytes[index + 1]) { return false }
             }
             return String(validating: bytes, as: UTF8.self) != nil
         }

@@ -22,8 +22,12 @@ public struct CapturingLogHandler: LogHandler {
         if let metadata = event.metadata { merged.merge(metadata) { _, new in new } }
         self.capture.append(
             LogCapture.Entry(
-                level: event.level, message: event.message.description,
-                metadata: merged.mapValues { "\($0)" }, source: event.source,
-                error: event.error.map { String(describing: $0) }))
+                level: event.level,
+                message: event.message.description,
+                metadata: merged.mapValues { "\($0)" },
+                source: event.source,
+                error: event.error.map { String(describing: $0) }
+            )
+        )
     }
 }

@@ -13,7 +13,9 @@ struct BadInput: Sendable, CustomTestStringConvertible {
     var testDescription: String { "\(self.name) → \(self.code)" }
 
     static func create(
-        _ name: String, _ code: ProblemCode, _ request: @escaping @Sendable () -> CreateConnectionRequest
+        _ name: String,
+        _ code: ProblemCode,
+        _ request: @escaping @Sendable () -> CreateConnectionRequest
     ) -> BadInput {
         BadInput(name: "create: \(name)", code: code) { vault in _ = try await vault.create(request(), by: admin) }
     }
@@ -31,13 +33,20 @@ struct BadInput: Sendable, CustomTestStringConvertible {
     }
 
     static func edit(
-        _ name: String, _ code: ProblemCode, id: String = "seed",
+        _ name: String,
+        _ code: ProblemCode,
+        id: String = "seed",
         _ request: @escaping @Sendable () -> EditConnectionRequest
     ) -> BadInput {
         BadInput(name: "edit: \(name)", code: code) { vault in _ = try await vault.edit(id, request(), by: admin) }
     }
 
-    static func reset(_ name: String, _ code: ProblemCode, id: String = "seed", _ values: [SecretField: String])
+    static func reset(
+        _ name: String,
+        _ code: ProblemCode,
+        id: String = "seed",
+        _ values: [SecretField: String]
+    )
         -> BadInput
     {
         BadInput(name: "reset: \(name)", code: code) { vault in
@@ -98,13 +107,18 @@ struct BadInput: Sendable, CustomTestStringConvertible {
             .create("client id with a newline", .invalidSecret) { v2Request("fresh", clientID: "fake\nid") },
             .create("recruiting_token on personio-v2", .invalidSecret) {
                 CreateConnectionRequest(
-                    id: "fresh", provider: .personioV2,
-                    secrets: secrets([.clientID: "fake", .clientSecret: "fake", .recruitingToken: "fake"]))
+                    id: "fresh",
+                    provider: .personioV2,
+                    secrets: secrets([.clientID: "fake", .clientSecret: "fake", .recruitingToken: "fake"])
+                )
             },
             .create("client_secret on personio-recruiting", .invalidSecret) {
                 CreateConnectionRequest(
-                    id: "fresh", provider: .personioRecruiting, settings: ConnectionSettings(companyID: "1"),
-                    secrets: secrets([.recruitingToken: "fake", .clientSecret: "fake"]))
+                    id: "fresh",
+                    provider: .personioRecruiting,
+                    settings: ConnectionSettings(companyID: "1"),
+                    secrets: secrets([.recruitingToken: "fake", .clientSecret: "fake"])
+                )
             },
             .create("missing client_secret", .missingSecret) {
                 CreateConnectionRequest(id: "fresh", provider: .personioV2, secrets: secrets([.clientID: "fake"]))
@@ -117,8 +131,11 @@ struct BadInput: Sendable, CustomTestStringConvertible {
             },
             .create("missing recruiting_token", .missingSecret) {
                 CreateConnectionRequest(
-                    id: "fresh", provider: .personioRecruiting, settings: ConnectionSettings(companyID: "1"),
-                    secrets: secrets([.webhookToken: "fake"]))
+                    id: "fresh",
+                    provider: .personioRecruiting,
+                    settings: ConnectionSettings(companyID: "1"),
+                    secrets: secrets([.webhookToken: "fake"])
+                )
             },
         ]
 
@@ -126,51 +143,81 @@ struct BadInput: Sendable, CustomTestStringConvertible {
         cases += [
             .create("recruiting without company_id", .invalidSetting) {
                 CreateConnectionRequest(
-                    id: "fresh", provider: .personioRecruiting, secrets: secrets([.recruitingToken: "fake"]))
+                    id: "fresh",
+                    provider: .personioRecruiting,
+                    secrets: secrets([.recruitingToken: "fake"])
+                )
             },
             .create("recruiting with a non-numeric company_id", .invalidSetting) {
                 recruitingRequest("fresh", companyID: "acme")
             },
             .create("recruiting with a scope", .invalidSetting) {
                 CreateConnectionRequest(
-                    id: "fresh", provider: .personioRecruiting,
+                    id: "fresh",
+                    provider: .personioRecruiting,
                     settings: ConnectionSettings(scope: "x", companyID: "1"),
-                    secrets: secrets([.recruitingToken: "fake"]))
+                    secrets: secrets([.recruitingToken: "fake"])
+                )
             },
             .createV2("company_id on personio-v2", .invalidSetting, settings: ConnectionSettings(companyID: "1")),
             .createV2(
-                "http:// to a remote host", .invalidSetting,
-                settings: ConnectionSettings(apiBaseURL: "http://api.personio.de")),
+                "http:// to a remote host",
+                .invalidSetting,
+                settings: ConnectionSettings(apiBaseURL: "http://api.personio.de")
+            ),
             .createV2(
-                "http:// to a name that starts with 127.", .invalidSetting,
-                settings: ConnectionSettings(apiBaseURL: "http://127.0.0.1.example.com")),
+                "http:// to a name that starts with 127.",
+                .invalidSetting,
+                settings: ConnectionSettings(apiBaseURL: "http://127.0.0.1.example.com")
+            ),
             .createV2(
-                "api_base_url with user info", .invalidSetting,
-                settings: ConnectionSettings(apiBaseURL: "https://user:pass@api.personio.de")),
+                "api_base_url with user info",
+                .invalidSetting,
+                settings: ConnectionSettings(apiBaseURL: "https://user:pass@api.personio.de")
+            ),
             .createV2(
-                "api_base_url with a query", .invalidSetting,
-                settings: ConnectionSettings(apiBaseURL: "https://api.personio.de?a=b")),
+                "api_base_url with a query",
+                .invalidSetting,
+                settings: ConnectionSettings(apiBaseURL: "https://api.personio.de?a=b")
+            ),
             .createV2(
-                "api_base_url not a URL", .invalidSetting, settings: ConnectionSettings(apiBaseURL: "api.personio.de")),
+                "api_base_url not a URL",
+                .invalidSetting,
+                settings: ConnectionSettings(apiBaseURL: "api.personio.de")
+            ),
             .createV2(
-                "scope with bad characters", .invalidSetting,
-                settings: ConnectionSettings(scope: "personio:persons:read;drop")),
+                "scope with bad characters",
+                .invalidSetting,
+                settings: ConnectionSettings(scope: "personio:persons:read;drop")
+            ),
             .createV2("scope with a double space", .invalidSetting, settings: ConnectionSettings(scope: "a  b")),
             .createV2("empty scope", .invalidSetting, settings: ConnectionSettings(scope: "")),
             .createV2(
-                "unknown permission area", .invalidSetting, settings: ConnectionSettings(permissions: ["payroll:read"])),
+                "unknown permission area",
+                .invalidSetting,
+                settings: ConnectionSettings(permissions: ["payroll:read"])
+            ),
             .createV2(
-                "unknown permission right", .invalidSetting,
-                settings: ConnectionSettings(permissions: ["employees:delete"])),
+                "unknown permission right",
+                .invalidSetting,
+                settings: ConnectionSettings(permissions: ["employees:delete"])
+            ),
             .createV2(
-                "write on a read-only area", .invalidSetting,
-                settings: ConnectionSettings(permissions: ["reports:write"])),
+                "write on a read-only area",
+                .invalidSetting,
+                settings: ConnectionSettings(permissions: ["reports:write"])
+            ),
             .createV2(
-                "permission without a right", .invalidSetting, settings: ConnectionSettings(permissions: ["employees"])),
+                "permission without a right",
+                .invalidSetting,
+                settings: ConnectionSettings(permissions: ["employees"])
+            ),
             .createV2("app_id with a space", .invalidSetting, settings: ConnectionSettings(appID: "fake app")),
             .createV2(
-                "partner_id too long", .invalidSetting,
-                settings: ConnectionSettings(partnerID: String(repeating: "p", count: 65))),
+                "partner_id too long",
+                .invalidSetting,
+                settings: ConnectionSettings(partnerID: String(repeating: "p", count: 65))
+            ),
         ]
 
         // MARK: Grants
@@ -223,7 +270,10 @@ struct BadInput: Sendable, CustomTestStringConvertible {
             .reset("with nothing", .missingSecret, [:]),
             .reset("secret with a newline", .invalidSecret, [.clientSecret: "fake\nsecret"]),
             .reset(
-                "recruiting_token on personio-v2", .invalidSecret, [.clientSecret: "fake", .recruitingToken: "fake"]),
+                "recruiting_token on personio-v2",
+                .invalidSecret,
+                [.clientSecret: "fake", .recruitingToken: "fake"]
+            ),
             .reset("recruiting without its token", .missingSecret, id: "seedrec", [.webhookToken: "fake"]),
             .reset("unknown connection", .notFound, id: "nobody", [.clientSecret: "fake"]),
             BadInput(name: "disable: reason with a newline", code: .badRequest) {
@@ -255,10 +305,14 @@ struct BadInput: Sendable, CustomTestStringConvertible {
         try await VaultFixture.with { fixture, vault in
             _ = try await vault.create(
                 CreateConnectionRequest(
-                    id: "seed", provider: .personioV2, settings: ConnectionSettings(scope: "personio:persons:read"),
+                    id: "seed",
+                    provider: .personioV2,
+                    settings: ConnectionSettings(scope: "personio:persons:read"),
                     secrets: secrets([.clientID: "fake-id", .clientSecret: "fake-secret", .webhookToken: "fake-hook"]),
-                    grants: Grants(uids: [1000])),
-                by: admin)
+                    grants: Grants(uids: [1000])
+                ),
+                by: admin
+            )
             _ = try await vault.create(recruitingRequest("seedrec"), by: admin)
             try await body(fixture, vault)
         }
@@ -296,16 +350,25 @@ struct BadInput: Sendable, CustomTestStringConvertible {
                 v2Request(
                     "local",
                     settings: ConnectionSettings(
-                        apiBaseURL: "http://127.0.0.1:8080", appID: "fake-app.1", partnerID: "P_1",
+                        apiBaseURL: "http://127.0.0.1:8080",
+                        appID: "fake-app.1",
+                        partnerID: "P_1",
                         scope: "personio:persons:read personio:absences:read",
-                        permissions: ["employees:read", "employees:write", "reports:read"]),
-                    grants: Grants(uids: [0], groups: ["hr-staff_1"], units: ["app@1.service"])),
-                by: admin)
+                        permissions: ["employees:read", "employees:write", "reports:read"]
+                    ),
+                    grants: Grants(uids: [0], groups: ["hr-staff_1"], units: ["app@1.service"])
+                ),
+                by: admin
+            )
             _ = try await vault.create(
                 CreateConnectionRequest(
-                    id: "rec.2", provider: .personioRecruiting, settings: ConnectionSettings(companyID: "0123"),
-                    secrets: secrets([.recruitingToken: "fake", .webhookToken: "fake-hook"])),
-                by: admin)
+                    id: "rec.2",
+                    provider: .personioRecruiting,
+                    settings: ConnectionSettings(companyID: "0123"),
+                    secrets: secrets([.recruitingToken: "fake", .webhookToken: "fake-hook"])
+                ),
+                by: admin
+            )
             _ = try await vault.disable("seed", reason: String(repeating: "r", count: 500), by: admin)
             #expect(try await vault.list().count == 7)
         }

@@ -43,15 +43,21 @@ import VaultCrypto
             "create",
             try await vault.create(
                 CreateConnectionRequest(
-                    id: "canary", provider: .personioV2, settings: ConnectionSettings(scope: "personio:persons:read"),
+                    id: "canary",
+                    provider: .personioV2,
+                    settings: ConnectionSettings(scope: "personio:persons:read"),
                     secrets: secrets([
                         .clientID: "\(marker)-id", .clientSecret: "\(marker)-secret", .webhookToken: "\(marker)-hook",
                     ]),
-                    grants: Grants(uids: [1000])),
-                by: admin))
+                    grants: Grants(uids: [1000])
+                ),
+                by: admin
+            )
+        )
         try seen.record(
             "create recruiting",
-            try await vault.create(recruitingRequest("canary-rec", token: "\(marker)-recruiting"), by: admin))
+            try await vault.create(recruitingRequest("canary-rec", token: "\(marker)-recruiting"), by: admin)
+        )
         try seen.snapshotFiles(fixture, "after create")
 
         // Refused operations carrying the canary: their errors must not echo it.
@@ -60,7 +66,10 @@ import VaultCrypto
             { _ = try await vault.create(v2Request("canary", clientSecret: "\(marker)-dup"), by: admin) },
             {
                 _ = try await vault.edit(
-                    "canary", EditConnectionRequest(secrets: secrets([.recruitingToken: "\(marker)-wrong"])), by: admin)
+                    "canary",
+                    EditConnectionRequest(secrets: secrets([.recruitingToken: "\(marker)-wrong"])),
+                    by: admin
+                )
             },
             { _ = try await vault.reset("canary", secrets: secrets([.clientSecret: "\(marker)-\u{07}"]), by: admin) },
             { _ = try await vault.create(v2Request("Canary", clientSecret: "\(marker)-id"), by: admin) },
@@ -75,19 +84,26 @@ import VaultCrypto
         }
         _ = try? VaultJSON.decoder().decode(
             CreateConnectionRequest.self,
-            from: Data(#"{"id":"x","provider":"personio-v2","secrets":{"client_secret":"\#(marker)","bad":1}}"#.utf8))
+            from: Data(#"{"id":"x","provider":"personio-v2","secrets":{"client_secret":"\#(marker)","bad":1}}"#.utf8)
+        )
 
         // Every operation, with views recorded as the admin socket would send them.
         try seen.record(
             "edit",
             try await vault.edit(
-                "canary", EditConnectionRequest(secrets: secrets([.clientSecret: "\(marker)-edited"])), by: admin))
+                "canary",
+                EditConnectionRequest(secrets: secrets([.clientSecret: "\(marker)-edited"])),
+                by: admin
+            )
+        )
         try seen.record("disable", try await vault.disable("canary", reason: "fake maintenance", by: admin))
         try seen.record("disable again", try await vault.disable("canary", reason: nil, by: admin))
         try seen.record("enable", try await vault.enable("canary", by: admin))
         try await vault.markNeedsReset("canary", revision: 2, error: "invalid_client")
         try seen.record(
-            "reset", try await vault.reset("canary", secrets: secrets([.clientSecret: "\(marker)-reset"]), by: admin))
+            "reset",
+            try await vault.reset("canary", secrets: secrets([.clientSecret: "\(marker)-reset"]), by: admin)
+        )
         try seen.record("grants", try await vault.setGrants("canary", Grants(groups: ["hr"]), by: admin))
         try seen.record("rotate", try await vault.rotateMasterKey(by: admin))
         #expect(try await decrypted(vault, "canary", .clientSecret) == "\(marker)-reset", "the canary is really stored")
@@ -109,7 +125,9 @@ import VaultCrypto
         try seen.record("list after reopen", ConnectionList(connections: try await reopened.list()))
         try seen.record("audit", AuditList(entries: try await reopened.audit(connection: nil, since: nil, limit: 1000)))
         try seen.record(
-            "audit canary", AuditList(entries: try await reopened.audit(connection: "canary", since: nil, limit: 1000)))
+            "audit canary",
+            AuditList(entries: try await reopened.audit(connection: "canary", since: nil, limit: 1000))
+        )
         try seen.record("status after reopen", try await reopened.status())
         try seen.snapshotFiles(fixture, "after reopen")
         try await reopened.disconnect("canary-rec", by: admin)

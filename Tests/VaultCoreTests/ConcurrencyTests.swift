@@ -25,7 +25,10 @@ import VaultStore
                     }
                     group.addTask {
                         let view = try await vault.edit(
-                            id, EditConnectionRequest(secrets: secrets([.clientSecret: "fake-\(id)-v2"])), by: admin)
+                            id,
+                            EditConnectionRequest(secrets: secrets([.clientSecret: "fake-\(id)-v2"])),
+                            by: admin
+                        )
                         #expect(view.revision == 2)
                         return nil
                     }
@@ -64,7 +67,10 @@ import VaultStore
                 group.addTask {
                     for n in 1...8 {
                         _ = try await vault.edit(
-                            "hot", EditConnectionRequest(secrets: secrets([.clientSecret: "fake-\(n)"])), by: admin)
+                            "hot",
+                            EditConnectionRequest(secrets: secrets([.clientSecret: "fake-\(n)"])),
+                            by: admin
+                        )
                     }
                     _ = try await vault.rotateMasterKey(by: admin)
                 }

@@ -31,20 +31,26 @@ import VaultCore
     static let cases: [Case] = [
         // Unknown members, at every level.
         Case(
-            body: .create, json: #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"extra":1}"#,
-            expected: .unknownField("extra")),
+            body: .create,
+            json: #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"extra":1}"#,
+            expected: .unknownField("extra")
+        ),
         Case(
             body: .create,
             json: #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"settings":{"base_url":"https://x"}}"#,
-            expected: .unknownField("settings.base_url")),
+            expected: .unknownField("settings.base_url")
+        ),
         Case(
             body: .create,
             json:
                 #"{"id":"fresh","provider":"personio-v2","secrets":{"client_id":"a","client_secret":"b","password":"c"}}"#,
-            expected: .unknownField("secrets.password")),
+            expected: .unknownField("secrets.password")
+        ),
         Case(
-            body: .create, json: #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"grants":{"users":[1]}}"#,
-            expected: .unknownField("grants.users")),
+            body: .create,
+            json: #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"grants":{"users":[1]}}"#,
+            expected: .unknownField("grants.users")
+        ),
         Case(body: .edit, json: #"{"secret":{"client_secret":"x"}}"#, expected: .unknownField("secret")),
         Case(body: .edit, json: #"{"settings":{"scopes":"x"}}"#, expected: .unknownField("settings.scopes")),
         Case(body: .edit, json: #"{"secrets":{"clientsecret":"x"}}"#, expected: .unknownField("secrets.clientsecret")),
@@ -55,73 +61,99 @@ import VaultCore
 
         // Wrong shapes.
         Case(
-            body: .create, json: #"{"id":"fresh","provider":"personio-v3",\#(v2Secrets)}"#,
-            expected: .undecodable("provider")),
+            body: .create,
+            json: #"{"id":"fresh","provider":"personio-v3",\#(v2Secrets)}"#,
+            expected: .undecodable("provider")
+        ),
         Case(
-            body: .create, json: #"{"id":"fresh","provider":"Personio-V2",\#(v2Secrets)}"#,
-            expected: .undecodable("provider")),
+            body: .create,
+            json: #"{"id":"fresh","provider":"Personio-V2",\#(v2Secrets)}"#,
+            expected: .undecodable("provider")
+        ),
         Case(body: .create, json: #"{"provider":"personio-v2",\#(v2Secrets)}"#, expected: .undecodable("")),
         Case(body: .create, json: #"{"id":5,"provider":"personio-v2",\#(v2Secrets)}"#, expected: .undecodable("id")),
         Case(
-            body: .create, json: #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"grants":{"uids":[-1]}}"#,
-            expected: .undecodable(nil)),
+            body: .create,
+            json: #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"grants":{"uids":[-1]}}"#,
+            expected: .undecodable(nil)
+        ),
         Case(
             body: .create,
             json: #"{"id":"fresh","provider":"personio-v2","secrets":{"client_id":"a","client_secret":7}}"#,
-            expected: .undecodable("secrets.client_secret")),
+            expected: .undecodable("secrets.client_secret")
+        ),
         Case(body: .edit, json: #"{"settings":{"scope":5}}"#, expected: .undecodable("settings.scope")),
         Case(body: .edit, json: #"[]"#, expected: .undecodable("")),
 
         // Decodes, then refused by the vault.
         Case(
-            body: .create, json: #"{"id":"fresh","provider":"personio-v2","secrets":{"client_id":"fake-id"}}"#,
-            expected: .refused(.missingSecret)),
+            body: .create,
+            json: #"{"id":"fresh","provider":"personio-v2","secrets":{"client_id":"fake-id"}}"#,
+            expected: .refused(.missingSecret)
+        ),
         Case(
-            body: .create, json: #"{"id":"fresh","provider":"personio-v2","secrets":{"client_secret":"fake-secret"}}"#,
-            expected: .refused(.missingSecret)),
+            body: .create,
+            json: #"{"id":"fresh","provider":"personio-v2","secrets":{"client_secret":"fake-secret"}}"#,
+            expected: .refused(.missingSecret)
+        ),
         Case(
             body: .create,
             json: #"{"id":"fresh","provider":"personio-recruiting","secrets":{"recruiting_token":"fake"}}"#,
-            expected: .refused(.invalidSetting)),
+            expected: .refused(.invalidSetting)
+        ),
         Case(
             body: .create,
             json:
                 #"{"id":"fresh","provider":"personio-v2","secrets":{"client_id":"a","client_secret":"b","recruiting_token":"c"}}"#,
-            expected: .refused(.invalidSecret)),
+            expected: .refused(.invalidSecret)
+        ),
         Case(
             body: .create,
             json: #"{"id":"fresh","provider":"personio-v2","secrets":{"client_id":"a","client_secret":"b\nc"}}"#,
-            expected: .refused(.invalidSecret)),
+            expected: .refused(.invalidSecret)
+        ),
         Case(
             body: .create,
             json: #"{"id":"fresh","provider":"personio-v2","secrets":{"client_id":"a","client_secret":"b\u0000c"}}"#,
-            expected: .refused(.invalidSecret)),
+            expected: .refused(.invalidSecret)
+        ),
         Case(
             body: .create,
             json:
                 #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"settings":{"api_base_url":"http://api.personio.de"}}"#,
-            expected: .refused(.invalidSetting)),
+            expected: .refused(.invalidSetting)
+        ),
         Case(
             body: .create,
             json: #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"settings":{"permissions":["hr:read"]}}"#,
-            expected: .refused(.invalidSetting)),
+            expected: .refused(.invalidSetting)
+        ),
         Case(
-            body: .create, json: #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"grants":{"units":["app"]}}"#,
-            expected: .refused(.invalidGrant)),
+            body: .create,
+            json: #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"grants":{"units":["app"]}}"#,
+            expected: .refused(.invalidGrant)
+        ),
         Case(
             body: .create,
             json: #"{"id":"fresh","provider":"personio-v2",\#(v2Secrets),"grants":{"groups":["hr staff"]}}"#,
-            expected: .refused(.invalidGrant)),
+            expected: .refused(.invalidGrant)
+        ),
         Case(
-            body: .create, json: #"{"id":"Fresh","provider":"personio-v2",\#(v2Secrets)}"#,
-            expected: .refused(.invalidID)),
+            body: .create,
+            json: #"{"id":"Fresh","provider":"personio-v2",\#(v2Secrets)}"#,
+            expected: .refused(.invalidID)
+        ),
         Case(
-            body: .create, json: #"{"id":"seed","provider":"personio-v2",\#(v2Secrets)}"#,
-            expected: .refused(.alreadyExists)),
+            body: .create,
+            json: #"{"id":"seed","provider":"personio-v2",\#(v2Secrets)}"#,
+            expected: .refused(.alreadyExists)
+        ),
         Case(body: .edit, json: #"{}"#, expected: .refused(.badRequest)),
         Case(
-            body: .edit, json: #"{"settings":{"api_base_url":"https://u@x.example"}}"#,
-            expected: .refused(.invalidSetting)),
+            body: .edit,
+            json: #"{"settings":{"api_base_url":"https://u@x.example"}}"#,
+            expected: .refused(.invalidSetting)
+        ),
         Case(body: .reset, json: #"{"client_id":"fake-id"}"#, expected: .refused(.missingSecret)),
         Case(body: .disable, json: #"{"reason":"two\nlines"}"#, expected: .refused(.badRequest)),
         Case(body: .grants, json: #"{"units":["app"]}"#, expected: .refused(.invalidGrant)),
@@ -138,7 +170,10 @@ import VaultCore
             _ = try await vault.edit("seed", try decoder.decode(EditConnectionRequest.self, from: data), by: admin)
         case .disable:
             _ = try await vault.disable(
-                "seed", reason: try decoder.decode(DisableRequest.self, from: data).reason, by: admin)
+                "seed",
+                reason: try decoder.decode(DisableRequest.self, from: data).reason,
+                by: admin
+            )
         case .reset:
             _ = try await vault.reset("seed", secrets: try decoder.decode(ResetRequest.self, from: data), by: admin)
         case .grants:

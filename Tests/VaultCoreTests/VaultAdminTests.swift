@@ -13,10 +13,13 @@ import VaultStore
         try await VaultFixture.with { fixture, vault in
             let view = try await vault.create(
                 v2Request(
-                    "acme", clientSecret: "fake-masked-secret",
+                    "acme",
+                    clientSecret: "fake-masked-secret",
                     settings: ConnectionSettings(appID: "fake-app", scope: "personio:persons:read"),
-                    grants: Grants(uids: [1000])),
-                by: admin)
+                    grants: Grants(uids: [1000])
+                ),
+                by: admin
+            )
             #expect(view.id == "acme")
             #expect(view.provider == .personioV2)
             #expect(view.state == .active)
@@ -31,7 +34,9 @@ import VaultStore
                 #expect(secret.set)
                 #expect(secret.fingerprint.count == 16)
                 #expect(
-                    secret.fingerprint == key.fingerprint(of: secretBytes(value)), "the keyed fingerprint of the value")
+                    secret.fingerprint == key.fingerprint(of: secretBytes(value)),
+                    "the keyed fingerprint of the value"
+                )
                 #expect(secret.updatedAt.hasSuffix("Z"))
                 #expect(secret.updatedAt >= view.createdAt)
             }
@@ -64,11 +69,14 @@ import VaultStore
             _ = try await vault.create(v2Request("v2"), by: admin)
             _ = try await vault.create(
                 CreateConnectionRequest(
-                    id: "v1", provider: .personioV1,
+                    id: "v1",
+                    provider: .personioV1,
                     secrets: secrets([
                         .clientID: "fake-id", .clientSecret: "fake-secret", .webhookToken: "fake-webhook",
-                    ])),
-                by: admin)
+                    ])
+                ),
+                by: admin
+            )
             _ = try await vault.create(recruitingRequest("rec"), by: admin)
             let views = try await vault.list()
             #expect(views.map(\.id) == ["rec", "v1", "v2"])
@@ -95,14 +103,17 @@ import VaultStore
         try await VaultFixture.with { fixture, vault in
             let created = try await vault.create(
                 CreateConnectionRequest(
-                    id: "acme", provider: .personioV2,
+                    id: "acme",
+                    provider: .personioV2,
                     secrets: secrets([.clientID: "fake-id", .clientSecret: "fake-secret-1", .webhookToken: "fake-hook"])
                 ),
-                by: admin)
+                by: admin
+            )
             // Mark the unchanged fields' timestamps, so that "kept" is distinguishable from "rewritten in the same second".
             try await fixture.store { tx in
                 try tx.executeForTesting(
-                    "UPDATE secrets SET updated_at = '2001-01-01T00:00:00Z' WHERE connection_id = 'acme'")
+                    "UPDATE secrets SET updated_at = '2001-01-01T00:00:00Z' WHERE connection_id = 'acme'"
+                )
             }
             let (secretsBefore, keyBefore) = try await fixture.store { tx in
                 (try tx.secrets(of: "acme"), try tx.dataKey(of: "acme"))
@@ -111,8 +122,10 @@ import VaultStore
             var patch = SettingsPatch()
             patch.scope = .set("personio:persons:read")
             let edited = try await vault.edit(
-                "acme", EditConnectionRequest(settings: patch, secrets: secrets([.clientSecret: "fake-secret-2"])),
-                by: admin)
+                "acme",
+                EditConnectionRequest(settings: patch, secrets: secrets([.clientSecret: "fake-secret-2"])),
+                by: admin
+            )
 
             #expect(edited.revision == 2)
             #expect(edited.settings.scope == "personio:persons:read")
@@ -174,10 +187,16 @@ import VaultStore
         try await VaultFixture.with { _, vault in
             _ = try await vault.create(v2Request("acme", grants: Grants(uids: [1])), by: admin)
             let edited = try await vault.edit(
-                "acme", EditConnectionRequest(grants: Grants(groups: ["hr", "hr"], units: ["app.service"])), by: admin)
+                "acme",
+                EditConnectionRequest(grants: Grants(groups: ["hr", "hr"], units: ["app.service"])),
+                by: admin
+            )
             #expect(edited.grants == Grants(groups: ["hr"], units: ["app.service"]))
             let kept = try await vault.edit(
-                "acme", EditConnectionRequest(secrets: secrets([.webhookToken: "fake-hook"])), by: admin)
+                "acme",
+                EditConnectionRequest(secrets: secrets([.webhookToken: "fake-hook"])),
+                by: admin
+            )
             #expect(kept.grants == Grants(groups: ["hr"], units: ["app.service"]))
             #expect(kept.revision == 3)
         }
@@ -257,7 +276,10 @@ import VaultStore
         try await VaultFixture.with { _, vault in
             _ = try await vault.create(v2Request("acme"), by: admin)
             _ = try await vault.edit(
-                "acme", EditConnectionRequest(secrets: secrets([.clientSecret: "fake-new"])), by: admin)
+                "acme",
+                EditConnectionRequest(secrets: secrets([.clientSecret: "fake-new"])),
+                by: admin
+            )
             let before = try await vault.view("acme")
             let count0 = try await vault.status().auditEntries
             try await vault.markNeedsReset("acme", revision: 1, error: "invalid_client")
@@ -296,7 +318,9 @@ import VaultStore
     @Test func resetReplacesTheSecretKeepsTheClientIDAndReturnsToActive() async throws {
         try await VaultFixture.with { fixture, vault in
             let created = try await vault.create(
-                v2Request("acme", clientID: "fake-id", clientSecret: "fake-old"), by: admin)
+                v2Request("acme", clientID: "fake-id", clientSecret: "fake-old"),
+                by: admin
+            )
             try await vault.markNeedsReset("acme", revision: 1, error: "invalid_client")
             let keyBefore = try await fixture.store { try $0.dataKey(of: "acme") }
 
@@ -315,7 +339,10 @@ import VaultStore
             #expect(entry.detail == "secrets client_secret; revision 2")
 
             let both = try await vault.reset(
-                "acme", secrets: secrets([.clientID: "fake-id-2", .clientSecret: "fake-new-2"]), by: admin)
+                "acme",
+                secrets: secrets([.clientID: "fake-id-2", .clientSecret: "fake-new-2"]),
+                by: admin
+            )
             #expect(both.revision == 3)
             #expect(try await decrypted(vault, "acme", .clientID) == "fake-id-2")
         }
@@ -346,7 +373,10 @@ import VaultStore
             _ = try await vault.create(v2Request("acme", grants: Grants(uids: [1000], groups: ["hr"])), by: admin)
             _ = try await vault.create(v2Request("beta", grants: Grants(uids: [1000])), by: admin)
             _ = try await vault.edit(
-                "acme", EditConnectionRequest(secrets: secrets([.clientSecret: "fake-2"])), by: admin)
+                "acme",
+                EditConnectionRequest(secrets: secrets([.clientSecret: "fake-2"])),
+                by: admin
+            )
 
             try await vault.disconnect("acme", by: admin)
             // Measured before anything else touches the file.
@@ -386,11 +416,15 @@ import VaultStore
             let view = try await vault.setGrants(
                 "acme",
                 Grants(
-                    uids: [1000, 5, 1000], groups: ["hr", "admins", "hr"],
-                    units: ["b.service", "a.service", "b.service"]),
-                by: admin)
+                    uids: [1000, 5, 1000],
+                    groups: ["hr", "admins", "hr"],
+                    units: ["b.service", "a.service", "b.service"]
+                ),
+                by: admin
+            )
             #expect(
-                view.grants == Grants(uids: [5, 1000], groups: ["admins", "hr"], units: ["a.service", "b.service"]))
+                view.grants == Grants(uids: [5, 1000], groups: ["admins", "hr"], units: ["a.service", "b.service"])
+            )
             #expect(view.revision == 1, "grants are not secrets: no new revision")
             let stored = try await fixture.store { try $0.grants(of: "acme") }
             #expect(stored.count == 6)
@@ -475,7 +509,9 @@ import VaultStore
     @Test func snapshotsCarryMetadataOnly() async throws {
         try await VaultFixture.with { _, vault in
             _ = try await vault.create(
-                v2Request("acme", settings: ConnectionSettings(scope: "personio:persons:read")), by: admin)
+                v2Request("acme", settings: ConnectionSettings(scope: "personio:persons:read")),
+                by: admin
+            )
             let snapshot = try #require(try await vault.snapshot("acme"))
             #expect(snapshot.provider == .personioV2)
             #expect(snapshot.state == .active)

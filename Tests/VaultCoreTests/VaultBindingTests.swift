@@ -69,7 +69,10 @@ import VaultStore
                 (try tx.secrets(of: "a"), try tx.dataKey(of: "a"))
             }
             _ = try await vault.edit(
-                "a", EditConnectionRequest(secrets: secrets([.clientSecret: "fake-secret-a2"])), by: admin)
+                "a",
+                EditConnectionRequest(secrets: secrets([.clientSecret: "fake-secret-a2"])),
+                by: admin
+            )
             try await fixture.store { tx in
                 let revision: Int64 = relabel ? 2 : 1
                 try tx.executeForTesting(Self.setDataKey("a", from: try #require(oldKey), revision: revision))
@@ -88,7 +91,10 @@ import VaultStore
                 try #require(try tx.secrets(of: "a").first { $0.field == "client_secret" })
             }
             _ = try await vault.edit(
-                "a", EditConnectionRequest(secrets: secrets([.webhookToken: "fake-hook"])), by: admin)
+                "a",
+                EditConnectionRequest(secrets: secrets([.webhookToken: "fake-hook"])),
+                by: admin
+            )
             try await fixture.store { tx in try tx.executeForTesting(Self.setSecret("a", "client_secret", from: old)) }
             await #expect(throws: VaultError(.decryptionFailed, "")) { try await vault.credentials("a") }
         }
@@ -118,7 +124,8 @@ import VaultStore
         try await Self.withPair { fixture, vault in
             try await fixture.store { tx in
                 try tx.executeForTesting(
-                    "INSERT INTO master_keys (id, created_at, state, check_value) VALUES (7, 'x', 'retired', X'00')")
+                    "INSERT INTO master_keys (id, created_at, state, check_value) VALUES (7, 'x', 'retired', X'00')"
+                )
                 try tx.executeForTesting("UPDATE data_keys SET key_id = 7 WHERE connection_id = 'a'")
             }
             let error = await #expect(throws: VaultError.self) { try await vault.credentials("a") }
@@ -131,7 +138,8 @@ import VaultStore
         try await Self.withPair { fixture, vault in
             try await fixture.store { tx in
                 try tx.executeForTesting(
-                    "UPDATE secrets SET alg = 42 WHERE connection_id = 'a' AND field = 'client_secret'")
+                    "UPDATE secrets SET alg = 42 WHERE connection_id = 'a' AND field = 'client_secret'"
+                )
             }
             let error = await #expect(throws: VaultError.self) { try await vault.credentials("a") }
             #expect(error?.code == .decryptionFailed)

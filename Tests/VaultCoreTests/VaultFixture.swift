@@ -7,7 +7,7 @@ import VaultCrypto
 import VaultStore
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// A vault on a real SQLite file and key file in a fresh temporary directory, with its logs captured.
@@ -25,7 +25,10 @@ struct VaultFixture: Sendable {
 
     func configuration(createKeyIfMissing: Bool = true) -> VaultConfiguration {
         VaultConfiguration(
-            databasePath: self.databasePath, keyFilePath: self.keyFilePath, createKeyIfMissing: createKeyIfMissing)
+            databasePath: self.databasePath,
+            keyFilePath: self.keyFilePath,
+            createKeyIfMissing: createKeyIfMissing
+        )
     }
 
     func open(createKeyIfMissing: Bool = true) async throws -> Vault {
@@ -51,8 +54,10 @@ struct VaultFixture: Sendable {
     /// Runs `body` on a second connection to the database file, as a tamperer or an auditor would.
     func store<T: Sendable>(_ body: @escaping @Sendable (StoreTransaction) throws -> T) async throws -> T {
         let database = try VaultDatabase(
-            path: self.databasePath, chainHash: Hashing.blake2b256,
-            logger: Logger(label: "raw") { _ in SwiftLogNoOpLogHandler() })
+            path: self.databasePath,
+            chainHash: Hashing.blake2b256,
+            logger: Logger(label: "raw") { _ in SwiftLogNoOpLogHandler() }
+        )
         defer { try? database.close() }
         return try await database.write(body)
     }
@@ -92,19 +97,28 @@ func secrets(_ values: [SecretField: String]) -> SecretsInput {
 }
 
 func v2Request(
-    _ id: String, clientID: String = "fake-client-id", clientSecret: String? = nil,
+    _ id: String,
+    clientID: String = "fake-client-id",
+    clientSecret: String? = nil,
     settings: ConnectionSettings = .init(),
     grants: Grants = .init()
 ) -> CreateConnectionRequest {
     CreateConnectionRequest(
-        id: id, provider: .personioV2, settings: settings,
-        secrets: secrets([.clientID: clientID, .clientSecret: clientSecret ?? "fake-secret-\(id)"]), grants: grants)
+        id: id,
+        provider: .personioV2,
+        settings: settings,
+        secrets: secrets([.clientID: clientID, .clientSecret: clientSecret ?? "fake-secret-\(id)"]),
+        grants: grants
+    )
 }
 
 func recruitingRequest(_ id: String, token: String? = nil, companyID: String = "12345") -> CreateConnectionRequest {
     CreateConnectionRequest(
-        id: id, provider: .personioRecruiting, settings: ConnectionSettings(companyID: companyID),
-        secrets: secrets([.recruitingToken: token ?? "fake-recruiting-\(id)"]))
+        id: id,
+        provider: .personioRecruiting,
+        settings: ConnectionSettings(companyID: companyID),
+        secrets: secrets([.recruitingToken: token ?? "fake-recruiting-\(id)"])
+    )
 }
 
 func text(_ secret: SecretBytes?) -> String? {
@@ -139,7 +153,13 @@ struct VaultState: Equatable {
             )
         }
         return VaultState(
-            views: views, auditCount: raw.0, secrets: raw.1, dataKeys: raw.2, grants: raw.3, masterKeys: raw.4)
+            views: views,
+            auditCount: raw.0,
+            secrets: raw.1,
+            dataKeys: raw.2,
+            grants: raw.3,
+            masterKeys: raw.4
+        )
     }
 }
 

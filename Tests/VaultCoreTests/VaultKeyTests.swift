@@ -6,7 +6,7 @@ import VaultCrypto
 import VaultStore
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 @Suite struct VaultKeyTests {
@@ -106,8 +106,10 @@ import VaultStore
         let fixture = try VaultFixture()
         defer { fixture.directory.remove() }
         let configuration = VaultConfiguration(
-            databasePath: fixture.directory.file("missing-dir/vault.sqlite3"), keyFilePath: fixture.keyFilePath,
-            createKeyIfMissing: true)
+            databasePath: fixture.directory.file("missing-dir/vault.sqlite3"),
+            keyFilePath: fixture.keyFilePath,
+            createKeyIfMissing: true
+        )
         let error = await #expect(throws: VaultError.self) {
             try await Vault.open(configuration, logger: fixture.logs.logger())
         }

@@ -73,7 +73,8 @@ import VaultAPI
     @Test func grantsNormalizeAndValidate() {
         let grants = Grants(uids: [1000, 5, 1000], groups: ["hr", "admins", "hr"], units: ["b.service", "a.service"])
         #expect(
-            grants.normalized == Grants(uids: [5, 1000], groups: ["admins", "hr"], units: ["a.service", "b.service"]))
+            grants.normalized == Grants(uids: [5, 1000], groups: ["admins", "hr"], units: ["a.service", "b.service"])
+        )
         #expect(grants.validationErrors.isEmpty)
         #expect(Grants(units: ["app"]).validationErrors.count == 1)
         #expect(Grants(groups: ["bad group"]).validationErrors.count == 1)
@@ -93,9 +94,18 @@ import VaultAPI
 
     @Test func connectionViewAlwaysCarriesLastErrorAndDisabledReason() throws {
         let view = ConnectionView(
-            id: "acme", provider: .personioV2, state: .active, revision: 1, settings: .init(), secrets: [:],
+            id: "acme",
+            provider: .personioV2,
+            state: .active,
+            revision: 1,
+            settings: .init(),
+            secrets: [:],
             grants: .init(),
-            createdAt: "t", updatedAt: "t", lastError: nil, disabledReason: nil)
+            createdAt: "t",
+            updatedAt: "t",
+            lastError: nil,
+            disabledReason: nil
+        )
         let json = String(decoding: try VaultJSON.encoder().encode(view), as: UTF8.self)
         #expect(json.contains(#""last_error":null"#))
         #expect(json.contains(#""disabled_reason":null"#))

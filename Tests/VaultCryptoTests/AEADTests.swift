@@ -54,17 +54,22 @@ import VaultCrypto
             for bit in [UInt8(0x01), 0x80] {
                 tampered.append(
                     SealedBox(
-                        algorithm: algorithm, nonce: box.nonce,
-                        ciphertext: flippingBit(box.ciphertext, at: index, bit: bit)))
+                        algorithm: algorithm,
+                        nonce: box.nonce,
+                        ciphertext: flippingBit(box.ciphertext, at: index, bit: bit)
+                    )
+                )
             }
         }
         for index in [messageCount, box.ciphertext.count - 1] {  // the tag
             tampered.append(
-                SealedBox(algorithm: algorithm, nonce: box.nonce, ciphertext: flippingBit(box.ciphertext, at: index)))
+                SealedBox(algorithm: algorithm, nonce: box.nonce, ciphertext: flippingBit(box.ciphertext, at: index))
+            )
         }
         for index in [0, box.nonce.count - 1] {
             tampered.append(
-                SealedBox(algorithm: algorithm, nonce: flippingBit(box.nonce, at: index), ciphertext: box.ciphertext))
+                SealedBox(algorithm: algorithm, nonce: flippingBit(box.nonce, at: index), ciphertext: box.ciphertext)
+            )
         }
         for bad in tampered {
             #expect(throws: VaultCryptoError(.decryptionFailed, "")) {
@@ -105,7 +110,10 @@ import VaultCrypto
         if AEADAlgorithm.aes256gcm.isAvailable {
             let chacha = try AEAD.seal(secret("fake"), key: key, associatedData: self.ad, algorithm: .xchacha20poly1305)
             let relabelled = SealedBox(
-                algorithm: .aes256gcm, nonce: Array(chacha.nonce.prefix(12)), ciphertext: chacha.ciphertext)
+                algorithm: .aes256gcm,
+                nonce: Array(chacha.nonce.prefix(12)),
+                ciphertext: chacha.ciphertext
+            )
             #expect(throws: VaultCryptoError(.decryptionFailed, "")) {
                 try AEAD.open(relabelled, key: key, associatedData: self.ad)
             }
@@ -116,9 +124,15 @@ import VaultCrypto
         let key = SecretBytes(randomCount: 32)
         let box = try AEAD.seal(secret("fake"), key: key, associatedData: self.ad, algorithm: .xchacha20poly1305)
         let shortNonce = SealedBox(
-            algorithm: .xchacha20poly1305, nonce: Array(box.nonce.dropLast()), ciphertext: box.ciphertext)
+            algorithm: .xchacha20poly1305,
+            nonce: Array(box.nonce.dropLast()),
+            ciphertext: box.ciphertext
+        )
         let shortCiphertext = SealedBox(
-            algorithm: .xchacha20poly1305, nonce: box.nonce, ciphertext: Array(box.ciphertext.prefix(15)))
+            algorithm: .xchacha20poly1305,
+            nonce: box.nonce,
+            ciphertext: Array(box.ciphertext.prefix(15))
+        )
         for bad in [shortNonce, shortCiphertext] {
             let error = #expect(throws: VaultCryptoError.self) { try AEAD.open(bad, key: key, associatedData: self.ad) }
             #expect(error?.code == .malformed)

@@ -10,8 +10,13 @@ import VaultCrypto
     func fieldRoundTrip(algorithm: AEADAlgorithm) throws {
         let dataKey = Envelope.generateDataKey()
         let box = try Envelope.seal(
-            secret("fake-client-secret"), field: "client_secret", dataKey: dataKey, connectionID: "acme", revision: 3,
-            algorithm: algorithm)
+            secret("fake-client-secret"),
+            field: "client_secret",
+            dataKey: dataKey,
+            connectionID: "acme",
+            revision: 3,
+            algorithm: algorithm
+        )
         #expect(box.algorithm == algorithm)
         let opened = try Envelope.open(box, field: "client_secret", dataKey: dataKey, connectionID: "acme", revision: 3)
         #expect(text(opened) == "fake-client-secret")
@@ -22,8 +27,13 @@ import VaultCrypto
     func aFieldCiphertextMovedElsewhereFails(algorithm: AEADAlgorithm) throws {
         let dataKey = Envelope.generateDataKey()
         let box = try Envelope.seal(
-            secret("fake-client-secret"), field: "client_secret", dataKey: dataKey, connectionID: "acme", revision: 3,
-            algorithm: algorithm)
+            secret("fake-client-secret"),
+            field: "client_secret",
+            dataKey: dataKey,
+            connectionID: "acme",
+            revision: 3,
+            algorithm: algorithm
+        )
         let elsewhere: [(field: String, connection: String, revision: Int64, key: SecretBytes)] = [
             ("client_secret", "acme2", 3, dataKey),  // another connection
             ("client_secret", "acm", 3, dataKey),
@@ -35,11 +45,16 @@ import VaultCrypto
         ]
         for place in elsewhere {
             #expect(
-                throws: VaultCryptoError(.decryptionFailed, ""), "\(place.connection)/\(place.field)@\(place.revision)"
+                throws: VaultCryptoError(.decryptionFailed, ""),
+                "\(place.connection)/\(place.field)@\(place.revision)"
             ) {
                 try Envelope.open(
-                    box, field: place.field, dataKey: place.key, connectionID: place.connection,
-                    revision: place.revision)
+                    box,
+                    field: place.field,
+                    dataKey: place.key,
+                    connectionID: place.connection,
+                    revision: place.revision
+                )
             }
         }
     }
@@ -48,7 +63,12 @@ import VaultCrypto
     @Test func associatedDataIsUnambiguous() throws {
         let dataKey = Envelope.generateDataKey()
         let box = try Envelope.seal(
-            secret("fake"), field: "c_secret", dataKey: dataKey, connectionID: "ab", revision: 1)
+            secret("fake"),
+            field: "c_secret",
+            dataKey: dataKey,
+            connectionID: "ab",
+            revision: 1
+        )
         #expect(throws: VaultCryptoError(.decryptionFailed, "")) {
             try Envelope.open(box, field: "b_c_secret", dataKey: dataKey, connectionID: "a", revision: 1)
         }
@@ -61,13 +81,22 @@ import VaultCrypto
         let dataKey = Envelope.generateDataKey()
         let sealed = try availableAlgorithms.map { algorithm in
             try Envelope.seal(
-                secret("fake-\(algorithm)"), field: "client_secret", dataKey: dataKey, connectionID: "acme",
+                secret("fake-\(algorithm)"),
+                field: "client_secret",
+                dataKey: dataKey,
+                connectionID: "acme",
                 revision: 1,
-                algorithm: algorithm)
+                algorithm: algorithm
+            )
         }
         for (box, algorithm) in zip(sealed, availableAlgorithms) {
             let opened = try Envelope.open(
-                box, field: "client_secret", dataKey: dataKey, connectionID: "acme", revision: 1)
+                box,
+                field: "client_secret",
+                dataKey: dataKey,
+                connectionID: "acme",
+                revision: 1
+            )
             #expect(text(opened) == "fake-\(algorithm)")
         }
     }
@@ -79,7 +108,12 @@ import VaultCrypto
         let dataKey = Envelope.generateDataKey()
         #expect(dataKey.count == 32)
         let wrapped = try Envelope.wrap(
-            dataKey: dataKey, with: self.masterKey, connectionID: "acme", revision: 7, algorithm: algorithm)
+            dataKey: dataKey,
+            with: self.masterKey,
+            connectionID: "acme",
+            revision: 7,
+            algorithm: algorithm
+        )
         #expect(wrapped.ciphertext.count == 32 + algorithm.tagCount)
         let unwrapped = try Envelope.unwrap(wrapped, with: self.masterKey, connectionID: "acme", revision: 7)
         #expect(unwrapped == dataKey)
@@ -89,7 +123,12 @@ import VaultCrypto
     func aDataKeyOnlyUnwrapsUnderItsMasterKeyConnectionAndRevision(algorithm: AEADAlgorithm) throws {
         let dataKey = Envelope.generateDataKey()
         let wrapped = try Envelope.wrap(
-            dataKey: dataKey, with: self.masterKey, connectionID: "acme", revision: 7, algorithm: algorithm)
+            dataKey: dataKey,
+            with: self.masterKey,
+            connectionID: "acme",
+            revision: 7,
+            algorithm: algorithm
+        )
         // The same 32 key bytes under another id: the key id is bound too.
         let sameBytesOtherID = self.masterKey.withUnsafeKeyBytes { MasterKey(id: 2, key: SecretBytes(copying: $0)) }
         let wrong: [(MasterKey, String, Int64, String)] = [
@@ -111,7 +150,12 @@ import VaultCrypto
         let revision2 = Envelope.generateDataKey()
         #expect(revision1 != revision2)
         let box = try Envelope.seal(
-            secret("fake"), field: "client_secret", dataKey: revision1, connectionID: "acme", revision: 1)
+            secret("fake"),
+            field: "client_secret",
+            dataKey: revision1,
+            connectionID: "acme",
+            revision: 1
+        )
         #expect(throws: VaultCryptoError(.decryptionFailed, "")) {
             try Envelope.open(box, field: "client_secret", dataKey: revision2, connectionID: "acme", revision: 1)
         }

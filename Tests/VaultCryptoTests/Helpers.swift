@@ -2,7 +2,7 @@ import Foundation
 import VaultCrypto
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// A `SecretBytes` holding `text` (test values only; they are obviously fake).

@@ -3,7 +3,7 @@ import Testing
 import VaultCrypto
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 @Suite struct KeyFileTests {
@@ -131,7 +131,8 @@ import VaultCrypto
             try KeyFile.stage(path: path, key: new)
             #expect(
                 MasterKey(id: 2, key: try KeyFile.load(path: KeyFile.stagedPath(for: path))).checkValue
-                    == new.checkValue)
+                    == new.checkValue
+            )
             #expect(MasterKey(id: 1, key: try KeyFile.load(path: path)).checkValue == old.checkValue)
 
             try KeyFile.commitStaged(path: path)

@@ -63,7 +63,8 @@ import VaultCrypto
     @Test func blake2b256KnownAnswer() {
         // BLAKE2b-256 of the empty string.
         #expect(
-            Hashing.hex(Hashing.blake2b256([])) == "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8")
+            Hashing.hex(Hashing.blake2b256([])) == "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8"
+        )
         #expect(Hashing.blake2b256(Array("abc".utf8)).count == 32)
         #expect(Hashing.blake2b256(Array("abc".utf8)) != Hashing.blake2b256(Array("abd".utf8)))
     }

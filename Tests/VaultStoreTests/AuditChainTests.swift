@@ -9,7 +9,11 @@ import VaultStore
                 for n in 1...count {
                     try tx.appendAudit(
                         Sample.audit(
-                            n, connection: n % 3 == 0 ? nil : "acme", unit: n.isMultiple(of: 2) ? "app.service" : nil))
+                            n,
+                            connection: n % 3 == 0 ? nil : "acme",
+                            unit: n.isMultiple(of: 2) ? "app.service" : nil
+                        )
+                    )
                 }
             }
             try await body(database)

@@ -4,7 +4,7 @@ import TestSupport
 import VaultStore
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// A store in a fresh temporary directory. The crypto module is not linked here, so the audit chain uses a small
@@ -20,7 +20,10 @@ struct StoreFixture {
 
     func open() throws -> VaultDatabase {
         try VaultDatabase(
-            path: self.path, chainHash: testChainHash, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+            path: self.path,
+            chainHash: testChainHash,
+            logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        )
     }
 
     /// Opens a store, runs `body`, closes the store and removes the directory.
@@ -70,35 +73,61 @@ struct StoreFixture {
 enum Sample {
     static func connection(_ id: String, state: String = "active", revision: Int64 = 1) -> ConnectionRecord {
         ConnectionRecord(
-            id: id, provider: "personio-v2", settingsJSON: #"{"scope":"fake"}"#, state: state, revision: revision,
-            createdAt: "2025-01-01T00:00:00Z", updatedAt: "2025-01-01T00:00:00Z")
+            id: id,
+            provider: "personio-v2",
+            settingsJSON: #"{"scope":"fake"}"#,
+            state: state,
+            revision: revision,
+            createdAt: "2025-01-01T00:00:00Z",
+            updatedAt: "2025-01-01T00:00:00Z"
+        )
     }
 
     static func secret(_ id: String, field: String, revision: Int64 = 1) -> SecretRecord {
         SecretRecord(
-            connectionID: id, field: field, revision: revision, algorithm: 2, nonce: [UInt8](repeating: 1, count: 24),
-            ciphertext: Array("fake-ciphertext-\(id)-\(field)".utf8), fingerprint: "00112233aabbccdd",
-            updatedAt: "2025-01-01T00:00:00Z")
+            connectionID: id,
+            field: field,
+            revision: revision,
+            algorithm: 2,
+            nonce: [UInt8](repeating: 1, count: 24),
+            ciphertext: Array("fake-ciphertext-\(id)-\(field)".utf8),
+            fingerprint: "00112233aabbccdd",
+            updatedAt: "2025-01-01T00:00:00Z"
+        )
     }
 
     static func dataKey(_ id: String, revision: Int64 = 1, keyID: Int64 = 1) -> DataKeyRecord {
         DataKeyRecord(
-            connectionID: id, revision: revision, keyID: keyID, algorithm: 2, nonce: [UInt8](repeating: 2, count: 24),
-            wrapped: [UInt8](repeating: 3, count: 48))
+            connectionID: id,
+            revision: revision,
+            keyID: keyID,
+            algorithm: 2,
+            nonce: [UInt8](repeating: 2, count: 24),
+            wrapped: [UInt8](repeating: 3, count: 48)
+        )
     }
 
     static func masterKey(_ id: Int64) -> MasterKeyRecord {
         MasterKeyRecord(
-            id: id, createdAt: "2025-01-01T00:00:00Z", state: "active",
-            checkValue: [UInt8](repeating: UInt8(id), count: 16))
+            id: id,
+            createdAt: "2025-01-01T00:00:00Z",
+            state: "active",
+            checkValue: [UInt8](repeating: UInt8(id), count: 16)
+        )
     }
 
     static func audit(_ n: Int, connection: String? = "acme", unit: String? = nil) -> NewAuditEntry {
         NewAuditEntry(
-            time: "2025-01-01T00:00:\(String(format: "%02d", n % 60))Z", actorUID: 1000, actorPID: Int64(4000 + n),
-            actorComm: "connvaultctl", actorUnit: unit, action: "connection.edit", connectionID: connection,
+            time: "2025-01-01T00:00:\(String(format: "%02d", n % 60))Z",
+            actorUID: 1000,
+            actorPID: Int64(4000 + n),
+            actorComm: "connvaultctl",
+            actorUnit: unit,
+            action: "connection.edit",
+            connectionID: connection,
             outcome: "ok",
-            detail: "revision \(n)")
+            detail: "revision \(n)"
+        )
     }
 
     /// A connection with a master key, data key, two secrets and two grants.
@@ -106,8 +135,12 @@ enum Sample {
         try tx.insertConnection(Self.connection(id))
         try tx.putDataKey(Self.dataKey(id))
         try tx.replaceSecrets(
-            of: id, with: [Self.secret(id, field: "client_id"), Self.secret(id, field: "client_secret")])
+            of: id,
+            with: [Self.secret(id, field: "client_id"), Self.secret(id, field: "client_secret")]
+        )
         try tx.replaceGrants(
-            of: id, with: [GrantRecord(kind: .uid, value: "1000"), GrantRecord(kind: .unit, value: "app.service")])
+            of: id,
+            with: [GrantRecord(kind: .uid, value: "1000"), GrantRecord(kind: .unit, value: "app.service")]
+        )
     }
 }

@@ -121,13 +121,15 @@ import VaultStore
                         GrantRecord(kind: .unit, value: "b.service"), GrantRecord(kind: .uid, value: "1000"),
                         GrantRecord(kind: .group, value: "hr"), GrantRecord(kind: .unit, value: "a.service"),
                         GrantRecord(kind: .uid, value: "1000"),
-                    ])
+                    ]
+                )
             }
             #expect(
                 try await database.read { try $0.grants(of: "acme") } == [
                     GrantRecord(kind: .group, value: "hr"), GrantRecord(kind: .uid, value: "1000"),
                     GrantRecord(kind: .unit, value: "a.service"), GrantRecord(kind: .unit, value: "b.service"),
-                ])
+                ]
+            )
             try await database.write { try $0.replaceGrants(of: "acme", with: []) }
             #expect(try await database.read { try $0.grants(of: "acme") }.isEmpty)
         }

@@ -4,7 +4,7 @@ import Testing
 import VaultStore
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 @Suite struct VaultDatabaseTests {
@@ -17,7 +17,9 @@ import VaultStore
             }
             for suffix in ["", "-wal", "-shm"] {
                 let mode = try #require(
-                    StoreFixture.mode(fixture.path + suffix), "\(suffix) exists while the store is open")
+                    StoreFixture.mode(fixture.path + suffix),
+                    "\(suffix) exists while the store is open"
+                )
                 #expect(mode & 0o077 == 0, "\(fixture.path + suffix) has mode \(String(mode, radix: 8))")
             }
         }
@@ -54,7 +56,8 @@ import VaultStore
                         (SELECT journal_mode FROM pragma_journal_mode), (SELECT synchronous FROM pragma_synchronous),
                         (SELECT secure_delete FROM pragma_secure_delete), (SELECT foreign_keys FROM pragma_foreign_keys)),
                         'active', 1, '', ''
-                    """)
+                    """
+                )
                 let values = try #require(try tx.connection("pragmas")).settingsJSON
                 try tx.executeForTesting("DELETE FROM connections WHERE id = 'pragmas'")
                 return values
