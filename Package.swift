@@ -115,6 +115,7 @@ let package = Package(
             name: "VaultCoreTests",
             dependencies: [
                 "VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "PersonioAuth", "PersonioStandIn", "TestSupport", logging,
+                nioCore,
             ],
             swiftSettings: swiftSettings
         ),

@@ -24,10 +24,17 @@ struct ConnVaultDaemon: AsyncParsableCommand {
     @Option(help: "Path of the admin socket (connvaultctl). Default: /run/connvault/admin.sock.")
     var adminSocket: String?
 
-    @Option(help: "Master key file. Default: $CREDENTIALS_DIRECTORY/master.key under systemd, else <state-dir>/master.key.")
+    @Option(
+        help: "Master key file. Default: $CREDENTIALS_DIRECTORY/master.key under systemd, else <state-dir>/master.key."
+    )
     var keyFile: String?
 
-    @Option(help: ArgumentHelp("Group whose members may use the admin socket (besides root and the daemon's user).", valueName: "name"))
+    @Option(
+        help: ArgumentHelp(
+            "Group whose members may use the admin socket (besides root and the daemon's user).",
+            valueName: "name"
+        )
+    )
     var adminGroup: String?
 
     @Option(help: "Lowest level to log: trace, debug, info, notice, warning, error or critical.")
@@ -55,8 +62,14 @@ struct ConnVaultDaemon: AsyncParsableCommand {
     private func start(logger: Logger) async throws {
         try ProcessHardening.apply(logger: logger)
         let layout = DaemonLayout.resolve(
-            stateDirectory: self.stateDir, appSocket: self.appSocket, adminSocket: self.adminSocket, keyFile: self.keyFile,
-            dev: self.dev, environment: ProcessEnvironment.current(), workingDirectory: DaemonLayout.currentDirectory())
+            stateDirectory: self.stateDir,
+            appSocket: self.appSocket,
+            adminSocket: self.adminSocket,
+            keyFile: self.keyFile,
+            dev: self.dev,
+            environment: ProcessEnvironment.current(),
+            workingDirectory: DaemonLayout.currentDirectory()
+        )
         if self.initialize {
             try await VaultSetup.initialize(layout, logger: logger)
             print("initialised a new vault: database \(layout.databasePath), master key \(layout.keyFilePath)")
@@ -65,10 +78,16 @@ struct ConnVaultDaemon: AsyncParsableCommand {
         try VaultSetup.prepareStateDirectory(layout.stateDirectory)
         let configuration = ServerConfiguration(
             vault: VaultConfiguration(
-                databasePath: layout.databasePath, keyFilePath: layout.keyFilePath,
-                createKeyIfMissing: layout.createKeyIfMissing),
-            appSocketPath: layout.appSocketPath, adminSocketPath: layout.adminSocketPath, adminGroup: self.adminGroup,
-            inheritedSockets: try SocketActivation.take(), notify: SystemdNotifier.Configuration.fromProcessEnvironment())
+                databasePath: layout.databasePath,
+                keyFilePath: layout.keyFilePath,
+                createKeyIfMissing: layout.createKeyIfMissing
+            ),
+            appSocketPath: layout.appSocketPath,
+            adminSocketPath: layout.adminSocketPath,
+            adminGroup: self.adminGroup,
+            inheritedSockets: try SocketActivation.take(),
+            notify: SystemdNotifier.Configuration.fromProcessEnvironment()
+        )
         let application = try await buildApplication(configuration: configuration, logger: logger)
         if self.dev { Self.printQuickStart(layout) }
         try await application.run()
@@ -87,7 +106,8 @@ struct ConnVaultDaemon: AsyncParsableCommand {
               export CONNVAULT_ADMIN_SOCKET=\(layout.adminSocketPath) CONNVAULT_APP_SOCKET=\(layout.appSocketPath)
               printf '%s\\n' "$CLIENT_SECRET" | connvaultctl add acme --provider personio-v2 --client-id ID --secret-stdin
               connvaultctl list
-            """)
+            """
+        )
         // Standard output is a file or pipe under a supervisor: flush now, not at exit.
         fflush(nil)
     }

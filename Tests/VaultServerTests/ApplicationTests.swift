@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import VaultAPI
 import VaultClient
 import VaultCore
@@ -48,7 +48,13 @@ struct ApplicationTests {
             secrets[.clientID] = SecretInput(bytes: Array("fake-client-id".utf8))
             secrets[.clientSecret] = SecretInput(bytes: Array(Self.canary.utf8))
             let created = try await admin.createConnection(
-                CreateConnectionRequest(id: "acme", provider: .personioV2, secrets: secrets, grants: Grants(uids: [1000])))
+                CreateConnectionRequest(
+                    id: "acme",
+                    provider: .personioV2,
+                    secrets: secrets,
+                    grants: Grants(uids: [1000])
+                )
+            )
             #expect(created.revision == 1)
             #expect(created.state == .active)
 
@@ -69,7 +75,11 @@ struct ApplicationTests {
             reset[.clientSecret] = SecretInput(bytes: Array("fake-rotated-secret".utf8))
             #expect(try await admin.reset("acme", secrets: reset).revision == 3)
 
-            #expect(try await admin.setGrants("acme", Grants(units: ["payroll.service"])).grants.units == ["payroll.service"])
+            #expect(
+                try await admin.setGrants("acme", Grants(units: ["payroll.service"])).grants.units == [
+                    "payroll.service"
+                ]
+            )
             #expect(try await admin.rotateKey().keyID == 2)
 
             let audit = try await admin.audit(connection: "acme", limit: 1000)
@@ -80,7 +90,9 @@ struct ApplicationTests {
             #expect(try await admin.verifyAudit().intact)
             #expect(try await admin.status().connections == 1)
 
-            let metrics = try await offPool { try RawHTTP.request(socket: live.adminSocket, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") }
+            let metrics = try await offPool {
+                try RawHTTP.request(socket: live.adminSocket, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            }
             #expect(metrics.status == 200)
             #expect(metrics.head.contains("text/plain; version=0.0.4"))
             #expect(metrics.body.contains(#"route="POST /v1/connections",status="201"} 1"#))
@@ -88,7 +100,9 @@ struct ApplicationTests {
             #expect(!metrics.body.contains("acme"))
 
             try await admin.disconnect("acme")
-            let gone = try await offPool { try RawHTTP.request(socket: live.adminSocket, "GET /v1/connections/acme HTTP/1.1\r\nHost: x\r\n\r\n") }
+            let gone = try await offPool {
+                try RawHTTP.request(socket: live.adminSocket, "GET /v1/connections/acme HTTP/1.1\r\nHost: x\r\n\r\n")
+            }
             #expect(gone.status == 404)
             #expect(try self.problem(gone).code == .notFound)
 
@@ -108,27 +122,37 @@ struct ApplicationTests {
             var secrets = SecretsInput()
             secrets[.clientID] = SecretInput(bytes: Array("fake-id".utf8))
             secrets[.clientSecret] = SecretInput(bytes: Array("fake-secret".utf8))
-            _ = try await live.admin.createConnection(CreateConnectionRequest(id: "x", provider: .personioV1, secrets: secrets))
+            _ = try await live.admin.createConnection(
+                CreateConnectionRequest(id: "x", provider: .personioV1, secrets: secrets)
+            )
             let socket = live.adminSocket
             let empty = try await offPool {
-                try RawHTTP.request(socket: socket, "POST /v1/connections/x/enable HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                try RawHTTP.request(
+                    socket: socket,
+                    "POST /v1/connections/x/enable HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                )
             }
             #expect(empty.status == 200)
             let object = try await offPool {
                 try RawHTTP.request(
                     socket: socket,
-                    "POST /v1/connections/x/enable HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                    "POST /v1/connections/x/enable HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+                )
             }
             #expect(object.status == 200)
             let extra = try await offPool {
                 try RawHTTP.request(
                     socket: socket,
-                    "POST /v1/connections/x/enable HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"a\":1}")
+                    "POST /v1/connections/x/enable HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
+                )
             }
             #expect(extra.status == 400)
             #expect(try self.problem(extra).code == .unknownField)
             let deleted = try await offPool {
-                try RawSocket.exchange(socket, "DELETE /v1/connections/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                try RawSocket.exchange(
+                    socket,
+                    "DELETE /v1/connections/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
             }
             #expect(deleted.hasPrefix("HTTP/1.1 204 No Content\r\n"))
             #expect(deleted.hasSuffix("\r\n\r\n"))
@@ -140,15 +164,37 @@ struct ApplicationTests {
     func garbage() async throws {
         try await LiveApplication.with { live in
             let socket = live.adminSocket
-            let garbage = try await offPool { try RawSocket.exchange(socket, [0x16, 0x03, 0x01, 0x00, 0xff, 0x00, 0x0d, 0x0a, 0x0d, 0x0a]) }
+            let garbage = try await offPool {
+                try RawSocket.exchange(socket, [0x16, 0x03, 0x01, 0x00, 0xff, 0x00, 0x0d, 0x0a, 0x0d, 0x0a])
+            }
             #expect(garbage.hasPrefix("HTTP/1.1 400 Bad Request"))
             for _ in 0..<3 {
-                let health = try await offPool { try RawHTTP.request(socket: socket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n") }
+                let health = try await offPool {
+                    try RawHTTP.request(socket: socket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                }
                 #expect(health.status == 200)
                 #expect(health.body == #"{"status":"ok"}"#)
             }
-            let appHealth = try await offPool { try RawHTTP.request(socket: live.appSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n") }
+            let appHealth = try await offPool {
+                try RawHTTP.request(socket: live.appSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            }
             #expect(appHealth.status == 200)
+        }
+    }
+
+    @Test("pipelined requests on one keep-alive connection are answered in order")
+    func pipelining() async throws {
+        try await LiveApplication.with { live in
+            let health = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+            let last = "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            let socket = live.adminSocket
+            let output = try await offPool {
+                try RawSocket.exchange(socket, health + "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" + health + last)
+            }
+            let statuses = HTTPConnectionHandlerTests.statusLines(output)
+            #expect(statuses == ["HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            #expect(output.hasSuffix("}"))
+            #expect(output.contains(#""version":"#))
         }
     }
 
@@ -156,7 +202,8 @@ struct ApplicationTests {
     func tooLarge() async throws {
         try await LiveApplication.with { live in
             let body = #"{"id":"x","pad":""# + String(repeating: "a", count: 65 * 1024) + #""}"#
-            let request = "POST /v1/connections HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            let request =
+                "POST /v1/connections HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
             let socket = live.adminSocket
             let response = try await offPool { try RawHTTP.request(socket: socket, request) }
             #expect(response.status == 413)
@@ -169,18 +216,25 @@ struct ApplicationTests {
     func notFoundAndMethod() async throws {
         try await LiveApplication.with { live in
             for socket in [live.adminSocket, live.appSocket] {
-                let missing = try await offPool { try RawHTTP.request(socket: socket, "GET /v2/everything HTTP/1.1\r\nHost: x\r\n\r\n") }
+                let missing = try await offPool {
+                    try RawHTTP.request(socket: socket, "GET /v2/everything HTTP/1.1\r\nHost: x\r\n\r\n")
+                }
                 #expect(missing.status == 404)
                 #expect(try self.problem(missing).code == .notFound)
                 let method = try await offPool {
-                    try RawHTTP.request(socket: socket, "PUT /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                    try RawHTTP.request(
+                        socket: socket,
+                        "PUT /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                    )
                 }
                 #expect(method.status == 405)
                 #expect(method.head.contains("Allow: GET"))
                 #expect(try self.problem(method).code == .methodNotAllowed)
             }
             // The app socket has no admin routes.
-            let status = try await offPool { try RawHTTP.request(socket: live.appSocket, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n") }
+            let status = try await offPool {
+                try RawHTTP.request(socket: live.appSocket, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            }
             #expect(status.status == 404)
         }
     }
@@ -189,12 +243,15 @@ struct ApplicationTests {
     func auditQuery() async throws {
         try await LiveApplication.with { live in
             for (target, code) in [
-                ("/v1/audit?limit=0", "bad_request"), ("/v1/audit?limit=1001", "bad_request"), ("/v1/audit?since=-1", "bad_request"),
+                ("/v1/audit?limit=0", "bad_request"), ("/v1/audit?limit=1001", "bad_request"),
+                ("/v1/audit?since=-1", "bad_request"),
                 ("/v1/audit?limit=ten", "bad_request"), ("/v1/audit?colour=red", "bad_request"),
                 ("/v1/audit?connection=Bad%2FId", "invalid_id"),
             ] {
                 let socket = live.adminSocket
-                let response = try await offPool { try RawHTTP.request(socket: socket, "GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n") }
+                let response = try await offPool {
+                    try RawHTTP.request(socket: socket, "GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n")
+                }
                 #expect(response.status == 400, "\(target)")
                 #expect(try self.problem(response).code.rawValue == code, "\(target)")
             }
@@ -209,7 +266,10 @@ struct ApplicationTests {
     func secondDaemon() async throws {
         try await LiveApplication.with { live in
             let error = await #expect(throws: StartupError.self) {
-                _ = try await buildApplication(configuration: LiveApplication.configuration(in: live.directory), logger: live.logs.logger())
+                _ = try await buildApplication(
+                    configuration: LiveApplication.configuration(in: live.directory),
+                    logger: live.logs.logger()
+                )
             }
             #expect(error?.description.contains("already listening on \(live.adminSocket)") == true)
             let status = try await live.admin.status()
@@ -225,11 +285,16 @@ struct ApplicationTests {
         let stale = try UnixSocketFile.bind(path: directory.file("admin.sock"), mode: 0o600, group: nil)
         close(stale.descriptor)
         #expect(fileMode(directory.file("admin.sock")) != nil)
-        let application = try await buildApplication(configuration: LiveApplication.configuration(in: directory), logger: LogCapture().logger())
+        let application = try await buildApplication(
+            configuration: LiveApplication.configuration(in: directory),
+            logger: LogCapture().logger()
+        )
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await application.run() }
             let socket = directory.file("admin.sock")
-            let health = try await offPool { try RawHTTP.request(socket: socket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n") }
+            let health = try await offPool {
+                try RawHTTP.request(socket: socket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            }
             #expect(health.status == 200)
             await application.shutdown()
             try await group.waitForAll()
@@ -240,10 +305,16 @@ struct ApplicationTests {
 
         _ = FileManager.default.createFile(atPath: directory.file("app.sock"), contents: Data("not a socket".utf8))
         let error = await #expect(throws: StartupError.self) {
-            _ = try await buildApplication(configuration: LiveApplication.configuration(in: directory), logger: LogCapture().logger())
+            _ = try await buildApplication(
+                configuration: LiveApplication.configuration(in: directory),
+                logger: LogCapture().logger()
+            )
         }
         #expect(error?.description.contains("is not a socket") == true)
-        #expect(fileMode(directory.file("admin.sock")) == nil, "the admin socket bound before the failure is removed again")
+        #expect(
+            fileMode(directory.file("admin.sock")) == nil,
+            "the admin socket bound before the failure is removed again"
+        )
     }
 
     @Test("a socket path over 107 bytes is a clear start-up error")
@@ -265,7 +336,9 @@ struct ApplicationTests {
         defer { directory.remove() }
         let error = await #expect(throws: StartupError.self) {
             _ = try await buildApplication(
-                configuration: LiveApplication.configuration(in: directory, adminGroup: "cv-no-such-group"), logger: LogCapture().logger())
+                configuration: LiveApplication.configuration(in: directory, adminGroup: "cv-no-such-group"),
+                logger: LogCapture().logger()
+            )
         }
         #expect(error?.description == "admin group 'cv-no-such-group' does not exist (--admin-group)")
     }
@@ -289,7 +362,10 @@ struct ApplicationTests {
     func gracefulShutdown() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let application = try await buildApplication(configuration: LiveApplication.configuration(in: directory), logger: LogCapture().logger())
+        let application = try await buildApplication(
+            configuration: LiveApplication.configuration(in: directory),
+            logger: LogCapture().logger()
+        )
         let socket = directory.file("admin.sock")
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await application.run() }

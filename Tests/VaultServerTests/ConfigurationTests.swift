@@ -46,18 +46,29 @@ struct ConfigurationTests {
         #expect(SystemdNotifier.Configuration.from(environment: ["NOTIFY_SOCKET": ""], pid: 5) == nil)
         #expect(
             SystemdNotifier.Configuration.from(environment: ["NOTIFY_SOCKET": "@sd/notify"], pid: 5)
-                == .init(socketPath: "@sd/notify", watchdogInterval: nil))
-        #expect(
-            SystemdNotifier.Configuration.from(environment: ["NOTIFY_SOCKET": "/run/n", "WATCHDOG_USEC": "30000000"], pid: 5)
-                == .init(socketPath: "/run/n", watchdogInterval: .seconds(15)))
+                == .init(socketPath: "@sd/notify", watchdogInterval: nil)
+        )
         #expect(
             SystemdNotifier.Configuration.from(
-                environment: ["NOTIFY_SOCKET": "/run/n", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "5"], pid: 5)?.watchdogInterval
-                == .seconds(15))
+                environment: ["NOTIFY_SOCKET": "/run/n", "WATCHDOG_USEC": "30000000"],
+                pid: 5
+            )
+                == .init(socketPath: "/run/n", watchdogInterval: .seconds(15))
+        )
         #expect(
             SystemdNotifier.Configuration.from(
-                environment: ["NOTIFY_SOCKET": "/run/n", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "6"], pid: 5)?.watchdogInterval
-                == nil)
+                environment: ["NOTIFY_SOCKET": "/run/n", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "5"],
+                pid: 5
+            )?.watchdogInterval
+                == .seconds(15)
+        )
+        #expect(
+            SystemdNotifier.Configuration.from(
+                environment: ["NOTIFY_SOCKET": "/run/n", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "6"],
+                pid: 5
+            )?.watchdogInterval
+                == nil
+        )
     }
 
     // MARK: - Layout
@@ -65,45 +76,86 @@ struct ConfigurationTests {
     @Test("defaults: /var/lib/connvault, /run/connvault sockets, key beside the database")
     func defaults() {
         let layout = DaemonLayout.resolve(
-            stateDirectory: nil, appSocket: nil, adminSocket: nil, keyFile: nil, dev: false, environment: [:], workingDirectory: "/srv")
+            stateDirectory: nil,
+            appSocket: nil,
+            adminSocket: nil,
+            keyFile: nil,
+            dev: false,
+            environment: [:],
+            workingDirectory: "/srv"
+        )
         #expect(
             layout
                 == DaemonLayout(
-                    stateDirectory: "/var/lib/connvault", databasePath: "/var/lib/connvault/vault.sqlite3",
-                    keyFilePath: "/var/lib/connvault/master.key", appSocketPath: "/run/connvault/app.sock",
-                    adminSocketPath: "/run/connvault/admin.sock", createKeyIfMissing: false))
+                    stateDirectory: "/var/lib/connvault",
+                    databasePath: "/var/lib/connvault/vault.sqlite3",
+                    keyFilePath: "/var/lib/connvault/master.key",
+                    appSocketPath: "/run/connvault/app.sock",
+                    adminSocketPath: "/run/connvault/admin.sock",
+                    createKeyIfMissing: false
+                )
+        )
     }
 
     @Test("under systemd the key file is a credential")
     func credentials() {
         let layout = DaemonLayout.resolve(
-            stateDirectory: nil, appSocket: nil, adminSocket: nil, keyFile: nil, dev: false,
-            environment: ["CREDENTIALS_DIRECTORY": "/run/credentials/connvaultd.service"], workingDirectory: "/")
+            stateDirectory: nil,
+            appSocket: nil,
+            adminSocket: nil,
+            keyFile: nil,
+            dev: false,
+            environment: ["CREDENTIALS_DIRECTORY": "/run/credentials/connvaultd.service"],
+            workingDirectory: "/"
+        )
         #expect(layout.keyFilePath == "/run/credentials/connvaultd.service/master.key")
         let explicit = DaemonLayout.resolve(
-            stateDirectory: nil, appSocket: nil, adminSocket: nil, keyFile: "/etc/cv/key", dev: false,
-            environment: ["CREDENTIALS_DIRECTORY": "/run/credentials/x"], workingDirectory: "/")
+            stateDirectory: nil,
+            appSocket: nil,
+            adminSocket: nil,
+            keyFile: "/etc/cv/key",
+            dev: false,
+            environment: ["CREDENTIALS_DIRECTORY": "/run/credentials/x"],
+            workingDirectory: "/"
+        )
         #expect(explicit.keyFilePath == "/etc/cv/key")
     }
 
     @Test("--dev keeps everything in ./.connvault and may create the key")
     func dev() {
         let layout = DaemonLayout.resolve(
-            stateDirectory: nil, appSocket: nil, adminSocket: nil, keyFile: nil, dev: true,
-            environment: ["CREDENTIALS_DIRECTORY": "/run/credentials/x"], workingDirectory: "/home/me/project/")
+            stateDirectory: nil,
+            appSocket: nil,
+            adminSocket: nil,
+            keyFile: nil,
+            dev: true,
+            environment: ["CREDENTIALS_DIRECTORY": "/run/credentials/x"],
+            workingDirectory: "/home/me/project/"
+        )
         #expect(
             layout
                 == DaemonLayout(
-                    stateDirectory: "/home/me/project/.connvault", databasePath: "/home/me/project/.connvault/vault.sqlite3",
-                    keyFilePath: "/home/me/project/.connvault/master.key", appSocketPath: "/home/me/project/.connvault/app.sock",
-                    adminSocketPath: "/home/me/project/.connvault/admin.sock", createKeyIfMissing: true))
+                    stateDirectory: "/home/me/project/.connvault",
+                    databasePath: "/home/me/project/.connvault/vault.sqlite3",
+                    keyFilePath: "/home/me/project/.connvault/master.key",
+                    appSocketPath: "/home/me/project/.connvault/app.sock",
+                    adminSocketPath: "/home/me/project/.connvault/admin.sock",
+                    createKeyIfMissing: true
+                )
+        )
     }
 
     @Test("explicit flags win and relative paths become absolute")
     func explicit() {
         let layout = DaemonLayout.resolve(
-            stateDirectory: "state", appSocket: "./a.sock", adminSocket: "/run/x//b.sock", keyFile: nil, dev: true,
-            environment: [:], workingDirectory: "/tmp/cv-1")
+            stateDirectory: "state",
+            appSocket: "./a.sock",
+            adminSocket: "/run/x//b.sock",
+            keyFile: nil,
+            dev: true,
+            environment: [:],
+            workingDirectory: "/tmp/cv-1"
+        )
         #expect(layout.stateDirectory == "/tmp/cv-1/state")
         #expect(layout.appSocketPath == "/tmp/cv-1/a.sock")
         #expect(layout.adminSocketPath == "/run/x/b.sock")
@@ -141,7 +193,12 @@ struct ConfigurationTests {
 
     @Test("limits outside 1…1000 and non-numbers are refused", arguments: badNumbers)
     func badNumber(_ value: String) throws {
-        let query = try QueryParameters(Substring("limit=\(value.replacingOccurrences(of: " ", with: "%20").replacingOccurrences(of: "+", with: "%2B"))"), allowed: ["limit"])
+        let query = try QueryParameters(
+            Substring(
+                "limit=\(value.replacingOccurrences(of: " ", with: "%20").replacingOccurrences(of: "+", with: "%2B"))"
+            ),
+            allowed: ["limit"]
+        )
         #expect(throws: HTTPError.self) { try query.integer("limit", in: 1...1000) }
     }
 }

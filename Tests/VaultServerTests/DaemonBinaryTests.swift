@@ -1,9 +1,13 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The built `connvaultd`, started as a user would: its flags, its start-up errors and its quick start.
-@Suite("connvaultd binary", .timeLimit(.minutes(3)), .enabled(if: FileManager.default.isExecutableFile(atPath: Binaries.daemon)))
+@Suite(
+    "connvaultd binary",
+    .timeLimit(.minutes(3)),
+    .enabled(if: FileManager.default.isExecutableFile(atPath: Binaries.daemon))
+)
 struct DaemonBinaryTests {
     @Test("--dev prints where everything is and a quick start, serves, and stops cleanly on SIGTERM")
     func dev() async throws {
@@ -13,7 +17,9 @@ struct DaemonBinaryTests {
         try await offPool { try daemon.start() }
         let log = daemon.log()
         #expect(log.contains("admin socket  \(daemon.adminSocket)"))
-        #expect(log.contains("export CONNVAULT_ADMIN_SOCKET=\(daemon.adminSocket) CONNVAULT_APP_SOCKET=\(daemon.appSocket)"))
+        #expect(
+            log.contains("export CONNVAULT_ADMIN_SOCKET=\(daemon.adminSocket) CONNVAULT_APP_SOCKET=\(daemon.appSocket)")
+        )
         #expect(log.contains("connvaultctl add acme --provider personio-v2 --client-id ID --secret-stdin"))
         #expect(fileMode(daemon.stateDirectory)?.mode == 0o700)
         #expect(try await offPool { daemon.stop() } == 0)
@@ -28,16 +34,30 @@ struct DaemonBinaryTests {
     }
 
     static let failures: [Failure] = [
-        Failure(name: "unknown admin group", arguments: ["--dev", "--admin-group", "cv-no-such-group"], message: "connvaultd: admin group 'cv-no-such-group' does not exist"),
-        Failure(name: "socket path too long", arguments: ["--dev", "--app-socket", "/tmp/" + String(repeating: "x", count: 110)], message: "limited to 107 bytes"),
-        Failure(name: "missing key without --dev", arguments: ["--state-dir", "state", "--app-socket", "a.sock", "--admin-socket", "b.sock"], message: "master.key"),
+        Failure(
+            name: "unknown admin group",
+            arguments: ["--dev", "--admin-group", "cv-no-such-group"],
+            message: "connvaultd: admin group 'cv-no-such-group' does not exist"
+        ),
+        Failure(
+            name: "socket path too long",
+            arguments: ["--dev", "--app-socket", "/tmp/" + String(repeating: "x", count: 110)],
+            message: "limited to 107 bytes"
+        ),
+        Failure(
+            name: "missing key without --dev",
+            arguments: ["--state-dir", "state", "--app-socket", "a.sock", "--admin-socket", "b.sock"],
+            message: "master.key"
+        ),
     ]
 
     @Test("start-up errors are one line on stderr and exit 1", arguments: failures)
     func startupError(_ failure: Failure) async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let result = try await offPool { try Command.run(Binaries.daemon, failure.arguments, directory: directory.path) }
+        let result = try await offPool {
+            try Command.run(Binaries.daemon, failure.arguments, directory: directory.path)
+        }
         #expect(result.status == 1, "\(result)")
         let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("connvaultd: ") }
         #expect(lines.count == 1, "\(result)")

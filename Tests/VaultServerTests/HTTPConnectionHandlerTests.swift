@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOEmbedded
@@ -17,26 +18,48 @@ struct HTTPConnectionHandlerTests {
     static func router() -> Router {
         Router([
             Route(.GET, "/v1/health", .sync { _ in try .json(HealthView(status: "ok")) }),
-            Route(.POST, "/echo", body: .optional, .sync { request in
-                try .json(["bytes": request.body.count])
-            }),
-            Route(.POST, "/v1/connections", body: .required, .sync { request in
-                let create = try request.decode(CreateConnectionRequest.self, containsSecrets: true)
-                return try .json(["id": create.id])
-            }),
+            Route(
+                .POST,
+                "/echo",
+                body: .optional,
+                .sync { request in
+                    try .json(["bytes": request.body.count])
+                }
+            ),
+            Route(
+                .POST,
+                "/v1/connections",
+                body: .required,
+                .sync { request in
+                    let create = try request.decode(CreateConnectionRequest.self, containsSecrets: true)
+                    return try .json(["id": create.id])
+                }
+            ),
             Route(.GET, "/v1/connections/{id}", .sync { request in try .json(["id": request.parameter("id")]) }),
         ])
     }
 
-    func makeChannel(authorize: @escaping @Sendable (Caller) -> Bool = { _ in true }, metrics: ServerMetrics = ServerMetrics()) throws -> EmbeddedChannel {
+    func makeChannel(
+        authorize: @escaping @Sendable (Caller) -> Bool = { _ in true },
+        metrics: ServerMetrics = ServerMetrics()
+    ) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         let dispatcher = RequestDispatcher(
-            socket: "admin", router: Self.router(), authorize: authorize, metrics: metrics, logger: Logger(label: "test"),
-            bodyLimit: Self.limit)
+            socket: "admin",
+            router: Self.router(),
+            authorize: authorize,
+            metrics: metrics,
+            logger: Logger(label: "test"),
+            bodyLimit: Self.limit
+        )
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
         try channel.pipeline.syncOperations.addHandler(
             HTTPConnectionHandler(
-                dispatcher: dispatcher, caller: Caller(uid: 1000, gid: 1000, pid: 42, comm: "test"), logger: Logger(label: "test")))
+                dispatcher: dispatcher,
+                caller: Caller(uid: 1000, gid: 1000, pid: 42, comm: "test"),
+                logger: Logger(label: "test")
+            )
+        )
         try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x.sock")).wait()
         return channel
     }
@@ -55,13 +78,21 @@ struct HTTPConnectionHandlerTests {
         try self.exchange(channel, Array(text.utf8))
     }
 
-    static func post(_ path: String, _ body: String, contentType: String? = "application/json", extra: String = "") -> String {
+    static func post(
+        _ path: String,
+        _ body: String,
+        contentType: String? = "application/json",
+        extra: String = ""
+    ) -> String {
         let type = contentType.map { "Content-Type: \($0)\r\n" } ?? ""
         return "POST \(path) HTTP/1.1\r\nHost: x\r\n\(type)Content-Length: \(body.utf8.count)\r\n\(extra)\r\n\(body)"
     }
 
+    /// The status line of every response in `output` (a body is not followed by a line break).
     static func statusLines(_ output: String) -> [String] {
-        output.split(separator: "\r\n").filter { $0.hasPrefix("HTTP/1.") }.map(String.init)
+        output.components(separatedBy: "HTTP/1.").dropFirst().map {
+            "HTTP/1." + ($0.components(separatedBy: "\r\n").first ?? "")
+        }
     }
 
     // MARK: - Keep-alive and framing
@@ -70,7 +101,8 @@ struct HTTPConnectionHandlerTests {
     func keepAlive() throws {
         let channel = try self.makeChannel()
         let request = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
-        let output = try self.exchange(channel, request + request + request)
+        var output = ""
+        for _ in 0..<3 { output += try self.exchange(channel, request) }
         #expect(Self.statusLines(output) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
         #expect(output.contains("Content-Length: 15\r\n"))
         #expect(output.contains("Cache-Control: no-store\r\n"))
@@ -120,7 +152,8 @@ struct HTTPConnectionHandlerTests {
     @Test("a Content-Length over 64 KiB is refused with 413 from the head, and the connection closes")
     func declaredTooLarge() throws {
         let channel = try self.makeChannel()
-        let head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(Self.limit + 1)\r\n\r\n"
+        let head =
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(Self.limit + 1)\r\n\r\n"
         let output = try self.exchange(channel, head)
         #expect(output.hasPrefix("HTTP/1.1 413 Payload Too Large"))
         #expect(output.contains("application/problem+json"))
@@ -132,7 +165,10 @@ struct HTTPConnectionHandlerTests {
     @Test("a chunked body that grows past 64 KiB is refused with 413 and the connection closes")
     func chunkedTooLarge() throws {
         let channel = try self.makeChannel()
-        var output = try self.exchange(channel, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        var output = try self.exchange(
+            channel,
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         #expect(output.isEmpty)
         let chunk = "8000\r\n" + String(repeating: "b", count: 0x8000) + "\r\n"
         output += try self.exchange(channel, chunk + chunk)
@@ -147,7 +183,8 @@ struct HTTPConnectionHandlerTests {
         let channel = try self.makeChannel()
         let output = try self.exchange(
             channel,
-            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
         #expect(output.hasPrefix("HTTP/1.1 200 OK"))
         #expect(output.hasSuffix(#"{"bytes":11}"#))
         _ = try? channel.finish()
@@ -156,7 +193,8 @@ struct HTTPConnectionHandlerTests {
     @Test("Expect: 100-continue gets 100 before the final answer")
     func expectContinue() throws {
         let channel = try self.makeChannel()
-        let head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        let head =
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
         var output = try self.exchange(channel, head)
         #expect(output.hasPrefix("HTTP/1.1 100 Continue"))
         output += try self.exchange(channel, "{}")
@@ -175,26 +213,61 @@ struct HTTPConnectionHandlerTests {
     }
 
     static let refusals: [Refusal] = [
-        Refusal(name: "unknown route", request: "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", status: "404 Not Found", code: "not_found"),
-        Refusal(name: "wrong method", request: "DELETE /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", status: "405 Method Not Allowed", code: "method_not_allowed"),
         Refusal(
-            name: "invalid id", request: "GET /v1/connections/..%2Fetc HTTP/1.1\r\nHost: x\r\n\r\n", status: "400 Bad Request",
-            code: "invalid_id"),
+            name: "unknown route",
+            request: "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+            status: "404 Not Found",
+            code: "not_found"
+        ),
         Refusal(
-            name: "upper-case id", request: "GET /v1/connections/ACME HTTP/1.1\r\nHost: x\r\n\r\n", status: "400 Bad Request",
-            code: "invalid_id"),
+            name: "wrong method",
+            request: "DELETE /v1/health HTTP/1.1\r\nHost: x\r\n\r\n",
+            status: "405 Method Not Allowed",
+            code: "method_not_allowed"
+        ),
         Refusal(
-            name: "form body", request: post("/v1/connections", "id=x", contentType: "application/x-www-form-urlencoded"),
-            status: "415 Unsupported Media Type", code: "unsupported_media_type"),
+            name: "invalid id",
+            request: "GET /v1/connections/..%2Fetc HTTP/1.1\r\nHost: x\r\n\r\n",
+            status: "400 Bad Request",
+            code: "invalid_id"
+        ),
         Refusal(
-            name: "body without a type", request: post("/v1/connections", "{}", contentType: nil),
-            status: "415 Unsupported Media Type", code: "unsupported_media_type"),
-        Refusal(name: "missing body", request: post("/v1/connections", ""), status: "400 Bad Request", code: "invalid_json"),
+            name: "upper-case id",
+            request: "GET /v1/connections/ACME HTTP/1.1\r\nHost: x\r\n\r\n",
+            status: "400 Bad Request",
+            code: "invalid_id"
+        ),
+        Refusal(
+            name: "form body",
+            request: post("/v1/connections", "id=x", contentType: "application/x-www-form-urlencoded"),
+            status: "415 Unsupported Media Type",
+            code: "unsupported_media_type"
+        ),
+        Refusal(
+            name: "body without a type",
+            request: post("/v1/connections", "{}", contentType: nil),
+            status: "415 Unsupported Media Type",
+            code: "unsupported_media_type"
+        ),
+        Refusal(
+            name: "missing body",
+            request: post("/v1/connections", ""),
+            status: "400 Bad Request",
+            code: "invalid_json"
+        ),
         Refusal(
             name: "body on a route without one",
-            request: "GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
-            status: "400 Bad Request", code: "bad_request"),
-        Refusal(name: "unknown field", request: post("/v1/connections", #"{"id":"x","colour":1}"#), status: "400 Bad Request", code: "unknown_field"),
+            request:
+                "GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+            status: "400 Bad Request",
+            code: "bad_request"
+        ),
+        Refusal(
+            name: "unknown field",
+            request: post("/v1/connections", #"{"id":"x","colour":1}"#),
+            status: "400 Bad Request",
+            code: "unknown_field"
+        ),
     ]
 
     @Test("refusals are problem+json with the right status and code, and keep the connection", arguments: refusals)
@@ -247,9 +320,16 @@ struct HTTPConnectionHandlerTests {
     func metricsByPattern() throws {
         let metrics = ServerMetrics()
         let channel = try self.makeChannel(metrics: metrics)
-        _ = try self.exchange(channel, "GET /v1/connections/acme HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/connections/other HTTP/1.1\r\nHost: x\r\n\r\n")
+        _ = try self.exchange(
+            channel,
+            "GET /v1/connections/acme HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/connections/other HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         let text = metrics.render(status: nil)
-        #expect(text.contains(#"connvault_http_requests_total{socket="admin",route="GET /v1/connections/{id}",status="200"} 2"#))
+        #expect(
+            text.contains(
+                #"connvault_http_requests_total{socket="admin",route="GET /v1/connections/{id}",status="200"} 2"#
+            )
+        )
         #expect(!text.contains("acme"))
         #expect(text.contains("connvault_process_uptime_seconds "))
         _ = try? channel.finish()

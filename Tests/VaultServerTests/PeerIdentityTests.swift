@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import Testing
 import TestSupport
+import Testing
 import VaultCore
 
 @testable import VaultServer
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("Peer identity from /proc")
 struct PeerIdentityTests {
@@ -18,16 +19,36 @@ struct PeerIdentityTests {
 
     static let cgroupCases: [CgroupCase] = [
         CgroupCase(name: "system service", file: "0::/system.slice/payroll.service\n", unit: "payroll.service"),
-        CgroupCase(name: "templated service", file: "0::/system.slice/system-getty.slice/getty@tty1.service\n", unit: "getty@tty1.service"),
-        CgroupCase(name: "custom slice", file: "0::/apps.slice/apps-hr.slice/hr-sync.service\n", unit: "hr-sync.service"),
-        CgroupCase(name: "sub-cgroup inside a delegated service", file: "0::/system.slice/payroll.service/worker\n", unit: "payroll.service"),
-        CgroupCase(name: "login session", file: "0::/user.slice/user-1000.slice/session-3.scope\n", unit: "session-3.scope"),
+        CgroupCase(
+            name: "templated service",
+            file: "0::/system.slice/system-getty.slice/getty@tty1.service\n",
+            unit: "getty@tty1.service"
+        ),
+        CgroupCase(
+            name: "custom slice",
+            file: "0::/apps.slice/apps-hr.slice/hr-sync.service\n",
+            unit: "hr-sync.service"
+        ),
+        CgroupCase(
+            name: "sub-cgroup inside a delegated service",
+            file: "0::/system.slice/payroll.service/worker\n",
+            unit: "payroll.service"
+        ),
+        CgroupCase(
+            name: "login session",
+            file: "0::/user.slice/user-1000.slice/session-3.scope\n",
+            unit: "session-3.scope"
+        ),
         CgroupCase(
             name: "user unit is its user manager",
-            file: "0::/user.slice/user-1000.slice/user@1000.service/app.slice/sync.service\n", unit: "user@1000.service"),
+            file: "0::/user.slice/user-1000.slice/user@1000.service/app.slice/sync.service\n",
+            unit: "user@1000.service"
+        ),
         CgroupCase(
             name: "a user cannot pose as a system unit",
-            file: "0::/user.slice/user-1000.slice/user@1000.service/payroll.service\n", unit: "user@1000.service"),
+            file: "0::/user.slice/user-1000.slice/user@1000.service/payroll.service\n",
+            unit: "user@1000.service"
+        ),
         CgroupCase(name: "pid 1", file: "0::/init.scope\n", unit: "init.scope"),
         CgroupCase(name: "root cgroup", file: "0::/\n", unit: nil),
         CgroupCase(name: "inside a container", file: "0::/\n", unit: nil),
@@ -35,9 +56,15 @@ struct PeerIdentityTests {
         CgroupCase(name: "only a slice", file: "0::/system.slice\n", unit: nil),
         CgroupCase(
             name: "hybrid hierarchy",
-            file: "12:pids:/system.slice/other.service\n1:name=systemd:/system.slice/other.service\n0::/system.slice/payroll.service\n",
-            unit: "payroll.service"),
-        CgroupCase(name: "legacy only", file: "12:pids:/system.slice/payroll.service\n1:name=systemd:/system.slice/payroll.service\n", unit: nil),
+            file:
+                "12:pids:/system.slice/other.service\n1:name=systemd:/system.slice/other.service\n0::/system.slice/payroll.service\n",
+            unit: "payroll.service"
+        ),
+        CgroupCase(
+            name: "legacy only",
+            file: "12:pids:/system.slice/payroll.service\n1:name=systemd:/system.slice/payroll.service\n",
+            unit: nil
+        ),
         CgroupCase(name: "empty", file: "", unit: nil),
         CgroupCase(name: "garbage", file: "\u{0}\u{1}xyz::", unit: nil),
     ]
@@ -93,7 +120,17 @@ struct PeerIdentityTests {
                 "\(pidDirectory)/cgroup": "0::/system.slice/payroll.service\n",
             ])
         let caller = PeerIdentity.caller(.init(pid: 4242, uid: 1000, gid: 1001), procRoot: directory.path)
-        #expect(caller == Caller(uid: 1000, gid: 1001, pid: 4242, comm: "payroll-sync", groups: [4, 24, 27, 100, 1000, 1001], unit: "payroll.service"))
+        #expect(
+            caller
+                == Caller(
+                    uid: 1000,
+                    gid: 1001,
+                    pid: 4242,
+                    comm: "payroll-sync",
+                    groups: [4, 24, 27, 100, 1000, 1001],
+                    unit: "payroll.service"
+                )
+        )
     }
 
     @Test("a process that is gone reads as comm ?, its primary group only and no unit")

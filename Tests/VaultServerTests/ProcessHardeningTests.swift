@@ -1,12 +1,12 @@
 import Logging
-import Testing
 import TestSupport
+import Testing
+
+@testable import VaultServer
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-@testable import VaultServer
 
 @Suite("Process hardening")
 struct ProcessHardeningTests {

@@ -30,14 +30,44 @@ struct RouterTests {
         Case(method: .GET, path: "/v1/health", expected: "GET /v1/health"),
         Case(method: .GET, path: "/v1/connections", expected: "GET /v1/connections"),
         Case(method: .POST, path: "/v1/connections", expected: "POST /v1/connections"),
-        Case(method: .GET, path: "/v1/connections/acme", expected: "GET /v1/connections/{id}", parameters: ["id": "acme"]),
-        Case(method: .PATCH, path: "/v1/connections/a.b-c_d", expected: "PATCH /v1/connections/{id}", parameters: ["id": "a.b-c_d"]),
-        Case(method: .DELETE, path: "/v1/connections/x", expected: "DELETE /v1/connections/{id}", parameters: ["id": "x"]),
-        Case(method: .POST, path: "/v1/connections/x/disable", expected: "POST /v1/connections/{id}/disable", parameters: ["id": "x"]),
-        Case(method: .PUT, path: "/v1/connections/x/grants", expected: "PUT /v1/connections/{id}/grants", parameters: ["id": "x"]),
+        Case(
+            method: .GET,
+            path: "/v1/connections/acme",
+            expected: "GET /v1/connections/{id}",
+            parameters: ["id": "acme"]
+        ),
+        Case(
+            method: .PATCH,
+            path: "/v1/connections/a.b-c_d",
+            expected: "PATCH /v1/connections/{id}",
+            parameters: ["id": "a.b-c_d"]
+        ),
+        Case(
+            method: .DELETE,
+            path: "/v1/connections/x",
+            expected: "DELETE /v1/connections/{id}",
+            parameters: ["id": "x"]
+        ),
+        Case(
+            method: .POST,
+            path: "/v1/connections/x/disable",
+            expected: "POST /v1/connections/{id}/disable",
+            parameters: ["id": "x"]
+        ),
+        Case(
+            method: .PUT,
+            path: "/v1/connections/x/grants",
+            expected: "PUT /v1/connections/{id}/grants",
+            parameters: ["id": "x"]
+        ),
         Case(method: .GET, path: "/v1/audit/verify", expected: "GET /v1/audit/verify"),
         // Parameters are taken raw: validating them is the dispatcher's job.
-        Case(method: .GET, path: "/v1/connections/..%2Fetc", expected: "GET /v1/connections/{id}", parameters: ["id": "..%2Fetc"]),
+        Case(
+            method: .GET,
+            path: "/v1/connections/..%2Fetc",
+            expected: "GET /v1/connections/{id}",
+            parameters: ["id": "..%2Fetc"]
+        ),
         // Wrong method on a known path.
         Case(method: .PUT, path: "/v1/connections", expected: "405 POST,GET"),
         Case(method: .POST, path: "/v1/connections/x", expected: "405 GET,PATCH,DELETE"),

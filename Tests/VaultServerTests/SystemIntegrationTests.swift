@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import VaultAPI
 
 @testable import VaultServer
@@ -43,11 +43,15 @@ struct SystemIntegrationTests {
         deinit { close(self.descriptor) }
     }
 
-    @Test("READY=1 once the sockets listen, WATCHDOG=1 while running, STOPPING=1 at shutdown", arguments: [false, true])
+    @Test(
+        "READY=1 once the sockets listen, WATCHDOG=1 while running, STOPPING=1 at shutdown",
+        arguments: [false, true]
+    )
     func notify(abstract: Bool) async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let path = abstract ? "@cv-test-notify-\(getpid())-\(UInt32.random(in: 0...UInt32.max))" : directory.file("notify")
+        let path =
+            abstract ? "@cv-test-notify-\(getpid())-\(UInt32.random(in: 0...UInt32.max))" : directory.file("notify")
         let notify = try NotifySocket(path: path)
         try await LiveApplication.with(notify: .init(socketPath: path, watchdogInterval: .milliseconds(50))) { live in
             let ready = try await offPool { notify.receive() }
@@ -55,7 +59,9 @@ struct SystemIntegrationTests {
             #expect(message.hasPrefix("READY=1\n"))
             #expect(message.contains("MAINPID=\(getpid())"))
             #expect(message.contains("STATUS=serving admin on \(live.adminSocket)"))
-            let health = try await offPool { try RawHTTP.request(socket: live.adminSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n") }
+            let health = try await offPool {
+                try RawHTTP.request(socket: live.adminSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            }
             #expect(health.status == 200)
             #expect(try await offPool { notify.receive() } == "WATCHDOG=1")
         }
@@ -64,8 +70,10 @@ struct SystemIntegrationTests {
         #expect(last == "STOPPING=1")
     }
 
-    @Test("another uid is refused with 403 on the admin socket, even when its mode lets it connect",
-          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")))
+    @Test(
+        "another uid is refused with 403 on the admin socket, even when its mode lets it connect",
+        .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"))
+    )
     func otherUID() async throws {
         try await self.asNobody(adminGroup: nil) { status, body in
             #expect(status == 403)
@@ -75,10 +83,14 @@ struct SystemIntegrationTests {
         }
     }
 
-    @Test("members of the admin group are served",
-          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")))
+    @Test(
+        "members of the admin group are served",
+        .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"))
+    )
     func adminGroupMember() async throws {
-        guard let name = ["nogroup", "nobody"].first(where: { (try? GroupLookup.gid(named: $0)) == 65534 }) else { return }
+        guard let name = ["nogroup", "nobody"].first(where: { (try? GroupLookup.gid(named: $0)) == 65534 }) else {
+            return
+        }
         try await self.asNobody(adminGroup: name) { status, body in
             #expect(status == 200)
             #expect(body.contains(#""connections":[]"#))
@@ -121,7 +133,11 @@ struct SystemIntegrationTests {
         }
         return try Command.run(
             "/usr/bin/setpriv",
-            setpriv + ["/usr/bin/curl", "-s", "-w", "%{http_code}\n", "-o", "/dev/stderr", "--unix-socket", socket, "http://x\(path)"])
+            setpriv + [
+                "/usr/bin/curl", "-s", "-w", "%{http_code}\n", "-o", "/dev/stderr", "--unix-socket", socket,
+                "http://x\(path)",
+            ]
+        )
     }
 
     static var socketActivateAvailable: Bool {
@@ -157,13 +173,19 @@ struct SystemIntegrationTests {
         // systemd-socket-activate starts the daemon at the first connection.
         var health: RawHTTP.Response?
         for _ in 0..<100 where health?.status != 200 {
-            health = try? await offPool { try RawHTTP.request(socket: adminSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n") }
+            health = try? await offPool {
+                try RawHTTP.request(socket: adminSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            }
             if health?.status != 200 { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(health?.status == 200, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
-        let status = try await offPool { try RawHTTP.request(socket: adminSocket, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n") }
+        let status = try await offPool {
+            try RawHTTP.request(socket: adminSocket, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        }
         #expect(status.status == 200)
-        let app = try await offPool { try RawHTTP.request(socket: appSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n") }
+        let app = try await offPool {
+            try RawHTTP.request(socket: appSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        }
         #expect(app.status == 200)
         #expect(fileMode(directory.file("unused-app.sock")) == nil)
         #expect(fileMode(directory.file("unused-admin.sock")) == nil)

@@ -20,13 +20,18 @@ public final class PersonioAuthClient: Sendable {
     /// The default limit for a whole call: connect, send, receive.
     public static let defaultTimeout: Duration = .seconds(10)
     /// The connect time-out of the HTTP client this type creates, and the one that
-    /// ``httpClientConfiguration(connectTimeout:)`` recommends.
+    /// ``httpClientConfiguration(connectTimeout:readTimeout:)`` recommends.
     public static let defaultConnectTimeout: Duration = .seconds(5)
+    /// The longest silence, once a request is sent, before the HTTP client gives up on the connection (the idle read
+    /// time-out of ``httpClientConfiguration(connectTimeout:readTimeout:)``). Token calls end sooner by their own
+    /// time-out; it bounds a proxied response body that stops arriving halfway.
+    public static let defaultReadTimeout: Duration = .seconds(30)
     /// The largest response body read; a bigger one fails with `.invalidResponse`, so that a hostile upstream cannot
     /// exhaust memory.
     public static let maximumResponseBytes = 64 * 1024
 
-    private let httpClient: HTTPClient
+    /// Also used by a ``PersonioProxy`` created with ``PersonioProxy/init(sharing:logger:)``.
+    let httpClient: HTTPClient
     private let ownsHTTPClient: Bool
     private let logger: Logger
     private let timeout: Duration
@@ -34,8 +39,8 @@ public final class PersonioAuthClient: Sendable {
     /// A client that sends its requests through `httpClient`, which the caller owns and shuts down.
     ///
     /// `httpClient` must not follow redirects: a 307 would replay the credentials to wherever it points. Create it
-    /// with ``httpClientConfiguration(connectTimeout:)``. A redirect that was followed all the same is reported as
-    /// `.invalidResponse`.
+    /// with ``httpClientConfiguration(connectTimeout:readTimeout:)``. A redirect that was followed all the same is
+    /// reported as `.invalidResponse`.
     ///
     /// - Parameters:
     ///   - httpClient: The HTTP client to use (TLS certificate verification on, as by default).
@@ -49,7 +54,7 @@ public final class PersonioAuthClient: Sendable {
     }
 
     /// A client with its own HTTP client on the shared singleton event loop group, configured by
-    /// ``httpClientConfiguration(connectTimeout:)``; call ``shutdown()`` when done.
+    /// ``httpClientConfiguration(connectTimeout:readTimeout:)``; call ``shutdown()`` when done.
     ///
     /// - Parameters:
     ///   - logger: Where this client logs.
@@ -70,17 +75,24 @@ public final class PersonioAuthClient: Sendable {
     }
 
     /// The configuration an HTTP client used for Personio should have: default TLS (certificates verified), the
-    /// given connect time-out, no redirects (they would carry the credentials elsewhere), and no retry loop on a
-    /// refused connection (the caller backs off instead, within its own time budget).
+    /// given connect and idle read time-outs, no redirects (they would carry the credentials elsewhere), no
+    /// decompression (proxied bodies pass through as sent), and no retry loop on a refused connection (the caller
+    /// backs off instead, within its own time budget).
     ///
-    /// - Parameter connectTimeout: Limit for establishing a connection.
+    /// - Parameters:
+    ///   - connectTimeout: Limit for establishing a connection.
+    ///   - readTimeout: Limit for a silence while waiting for (more of) an answer.
     /// - Returns: A configuration for `HTTPClient(eventLoopGroupProvider:configuration:)`.
     public static func httpClientConfiguration(
-        connectTimeout: Duration = PersonioAuthClient.defaultConnectTimeout
+        connectTimeout: Duration = PersonioAuthClient.defaultConnectTimeout,
+        readTimeout: Duration = PersonioAuthClient.defaultReadTimeout
     ) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
-            timeout: HTTPClient.Configuration.Timeout(connect: TimeAmount(connectTimeout)),
+            timeout: HTTPClient.Configuration.Timeout(
+                connect: TimeAmount(connectTimeout),
+                read: TimeAmount(readTimeout)
+            ),
             decompression: .disabled
         )
         configuration.connectionPool.retryConnectionEstablishment = false

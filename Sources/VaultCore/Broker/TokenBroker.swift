@@ -15,6 +15,8 @@ import VaultCrypto
 public final class TokenBroker: Sendable {
     let vault: Vault
     let auth: PersonioAuthClient
+    /// Forwards app requests for the proxy route (`TokenBroker+Proxy.swift`).
+    let proxyClient: PersonioProxy
     let logger: Logger
     let policy: @Sendable (Provider) -> RefreshPolicy
     let entries: Mutex<[String: Entry]>
@@ -40,13 +42,15 @@ public final class TokenBroker: Sendable {
     /// - Parameters:
     ///   - vault: where credentials come from; the broker registers for its change notifications.
     ///   - auth: the Personio client.
+    ///   - proxy: forwards proxied requests; by default one sharing `auth`'s HTTP client.
     ///   - policy: refresh and back-off rules per provider (tests shorten them).
     public init(
-        vault: Vault, auth: PersonioAuthClient, logger: Logger,
+        vault: Vault, auth: PersonioAuthClient, proxy: PersonioProxy? = nil, logger: Logger,
         policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider
     ) {
         self.vault = vault
         self.auth = auth
+        self.proxyClient = proxy ?? PersonioProxy(sharing: auth, logger: logger)
         self.logger = logger
         self.policy = policy
         self.entries = Mutex([:])
@@ -77,6 +81,13 @@ public final class TokenBroker: Sendable {
     /// - Throws: `VaultError`: `forbidden` (unknown or not granted alike), `connection_disabled`,
     ///   `connection_needs_reset`, `token_not_exportable`, `upstream_rejected`, `upstream_unavailable`.
     public func token(_ id: String, for caller: Caller, minTTL: Int) async throws -> PreparedTokenResponse {
+        try await self.servedToken(id, for: caller, minTTL: minTTL).prepared
+    }
+
+    /// The token `token(_:for:minTTL:)` answers with, and the token itself (for the proxy route).
+    func servedToken(
+        _ id: String, for caller: Caller, minTTL: Int
+    ) async throws -> (token: CachedToken, prepared: PreparedTokenResponse) {
         let minTTL = Duration.seconds(max(0, minTTL))
         try await self.loadEntry(id)
         while true {
@@ -93,7 +104,7 @@ public final class TokenBroker: Sendable {
                     guard let entry = entries[id] else { return nil }
                     return entry.prepared ?? PreparedTokenResponse(connection: id, token: token, settings: entry.snapshot.settings)
                 }
-                if let prepared { return prepared }
+                if let prepared { return (token, prepared) }
             case .wait:
                 await self.waitForCall(id)
             case .unavailable(let retryAfter, let lastError):
@@ -122,8 +133,8 @@ public final class TokenBroker: Sendable {
 
     static let forbidden = VaultError(.forbidden, "no such connection, or it is not granted to you")
 
-    /// Why `caller` may not have a token of `entry` now, or nil.
-    static func refusal(_ entry: Entry, caller: Caller) -> VaultError? {
+    /// Why `caller` may not have a token of `entry` now (or, with `allowRecruiting`, use it through the proxy), or nil.
+    static func refusal(_ entry: Entry, caller: Caller, allowRecruiting: Bool = false) -> VaultError? {
         guard Self.isGranted(entry.snapshot.grants, gids: entry.grantedGIDs, caller: caller) else { return Self.forbidden }
         switch entry.snapshot.state {
         case .disabled: return VaultError(.connectionDisabled, "connection '\(entry.snapshot.id)' is disabled")
@@ -131,7 +142,7 @@ public final class TokenBroker: Sendable {
             return VaultError(.connectionNeedsReset, "Personio rejected the credentials of '\(entry.snapshot.id)'; an admin must reset them")
         case .active: break
         }
-        guard entry.snapshot.provider.isTokenExportable else {
+        guard allowRecruiting || entry.snapshot.provider.isTokenExportable else {
             return VaultError(
                 .tokenNotExportable,
                 "'\(entry.snapshot.id)' is a recruiting connection: its key is never handed out; use /v1/connections/\(entry.snapshot.id)/proxy/…")

@@ -42,7 +42,10 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
                 admin = ListeningSocket(descriptor: inheritedAdmin)
             } else {
                 admin = try UnixSocketFile.bind(
-                    path: configuration.adminSocketPath, mode: adminGID == nil ? 0o600 : 0o660, group: adminGID)
+                    path: configuration.adminSocketPath,
+                    mode: adminGID == nil ? 0o600 : 0o660,
+                    group: adminGID
+                )
                 bound.append(admin)
             }
             if let inheritedApp {
@@ -66,15 +69,27 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         var appLogger = logger
         appLogger[metadataKey: "server.socket"] = "app"
         let adminDispatcher = RequestDispatcher(
-            socket: "admin", router: AdminRoutes(vault: vault, metrics: metrics).router,
-            authorize: { authorization.allows($0) }, metrics: metrics, logger: adminLogger)
-        let appDispatcher = RequestDispatcher(socket: "app", router: AppRoutes.router(), metrics: metrics, logger: appLogger)
+            socket: "admin",
+            router: AdminRoutes(vault: vault, metrics: metrics).router,
+            authorize: { authorization.allows($0) },
+            metrics: metrics,
+            logger: adminLogger
+        )
+        let appDispatcher = RequestDispatcher(
+            socket: "app",
+            router: AppRoutes.router(),
+            metrics: metrics,
+            logger: appLogger
+        )
 
         let server: HTTPServer
         do {
             server = try await HTTPServer.start(
                 [.init(socket: admin, dispatcher: adminDispatcher), .init(socket: app, dispatcher: appDispatcher)],
-                group: configuration.eventLoopGroup, logger: logger, drainTimeout: configuration.drainTimeout)
+                group: configuration.eventLoopGroup,
+                logger: logger,
+                drainTimeout: configuration.drainTimeout
+            )
         } catch {
             for socket in bound { UnixSocketFile.remove(socket) }
             throw StartupError("cannot serve the sockets: \(error)")
@@ -85,13 +100,18 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
             "listening",
             metadata: [
                 "server.admin_socket": "\(adminWhere)", "server.app_socket": "\(appWhere)",
-                "vault.database": "\(configuration.vault.databasePath)", "vault.key_file": "\(configuration.vault.keyFilePath)",
+                "vault.database": "\(configuration.vault.databasePath)",
+                "vault.key_file": "\(configuration.vault.keyFilePath)",
                 "server.admin_group": "\(configuration.adminGroup ?? "-")",
-            ])
+            ]
+        )
 
         let notifier = SystemdNotifier(
-            configuration: configuration.notify, eventLoopGroup: configuration.eventLoopGroup,
-            status: "serving admin on \(adminWhere), apps on \(appWhere)", logger: logger)
+            configuration: configuration.notify,
+            eventLoopGroup: configuration.eventLoopGroup,
+            status: "serving admin on \(adminWhere), apps on \(appWhere)",
+            logger: logger
+        )
         let serviceGroup = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 // Shut down in reverse: tell systemd first, then drain the sockets.
@@ -100,10 +120,16 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
                     .init(service: notifier, serviceName: "systemd-notifier"),
                 ],
                 gracefulShutdownSignals: configuration.handlesSignals ? [.sigterm, .sigint] : [],
-                logger: logger))
+                logger: logger
+            )
+        )
         return Application(
-            vault: vault, appSocketPath: configuration.appSocketPath, adminSocketPath: configuration.adminSocketPath,
-            serviceGroup: serviceGroup, logger: logger)
+            vault: vault,
+            appSocketPath: configuration.appSocketPath,
+            adminSocketPath: configuration.adminSocketPath,
+            serviceGroup: serviceGroup,
+            logger: logger
+        )
     } catch {
         try? await vault.close()
         throw error

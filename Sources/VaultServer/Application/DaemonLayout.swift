@@ -21,7 +21,11 @@ public struct DaemonLayout: Sendable, Equatable {
     public static let keyFileName = "master.key"
 
     public init(
-        stateDirectory: String, databasePath: String, keyFilePath: String, appSocketPath: String, adminSocketPath: String,
+        stateDirectory: String,
+        databasePath: String,
+        keyFilePath: String,
+        appSocketPath: String,
+        adminSocketPath: String,
         createKeyIfMissing: Bool
     ) {
         self.stateDirectory = stateDirectory
@@ -45,8 +49,13 @@ public struct DaemonLayout: Sendable, Equatable {
     ///   - environment: The process environment (`CREDENTIALS_DIRECTORY`).
     ///   - workingDirectory: The directory relative paths are resolved against.
     public static func resolve(
-        stateDirectory: String?, appSocket: String?, adminSocket: String?, keyFile: String?, dev: Bool,
-        environment: [String: String], workingDirectory: String
+        stateDirectory: String?,
+        appSocket: String?,
+        adminSocket: String?,
+        keyFile: String?,
+        dev: Bool,
+        environment: [String: String],
+        workingDirectory: String
     ) -> DaemonLayout {
         func absolute(_ path: String) -> String {
             let joined = path.hasPrefix("/") ? path : "\(workingDirectory)/\(path)"
@@ -65,7 +74,8 @@ public struct DaemonLayout: Sendable, Equatable {
             keyFilePath: absolute(keyFile ?? defaultKey),
             appSocketPath: absolute(appSocket ?? (dev ? "\(state)/app.sock" : Self.defaultAppSocket)),
             adminSocketPath: absolute(adminSocket ?? (dev ? "\(state)/admin.sock" : Self.defaultAdminSocket)),
-            createKeyIfMissing: dev)
+            createKeyIfMissing: dev
+        )
     }
 
     /// `path` without `.` segments, repeated or trailing slashes (`..` is kept: it depends on symbolic links).

@@ -34,9 +34,15 @@ public struct ServerConfiguration: Sendable {
     ///   - drainTimeout: The grace period for requests in progress at shutdown.
     ///   - eventLoopGroup: NIO's shared group unless given.
     public init(
-        vault: VaultConfiguration, appSocketPath: String, adminSocketPath: String, adminGroup: String? = nil,
-        inheritedSockets: [String: Int32] = [:], notify: SystemdNotifier.Configuration? = nil, handlesSignals: Bool = true,
-        drainTimeout: Duration = .seconds(10), eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        vault: VaultConfiguration,
+        appSocketPath: String,
+        adminSocketPath: String,
+        adminGroup: String? = nil,
+        inheritedSockets: [String: Int32] = [:],
+        notify: SystemdNotifier.Configuration? = nil,
+        handlesSignals: Bool = true,
+        drainTimeout: Duration = .seconds(10),
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         self.vault = vault
         self.appSocketPath = appSocketPath

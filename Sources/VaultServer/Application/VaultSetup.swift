@@ -20,7 +20,9 @@ public enum VaultSetup {
             guard info.st_mode & S_IFMT == S_IFDIR else { throw StartupError("\(path) is not a directory") }
             return
         }
-        guard errno == ENOENT else { throw StartupError("cannot use directory \(path): \(String(cString: strerror(errno)))") }
+        guard errno == ENOENT else {
+            throw StartupError("cannot use directory \(path): \(String(cString: strerror(errno)))")
+        }
         let parent = UnixSocketFile.directory(of: path)
         if parent != path && parent != "/" && parent != "." {
             try Self.createDirectory(parent, mode: 0o755)
@@ -45,7 +47,10 @@ public enum VaultSetup {
         }
         try Self.prepareStateDirectory(layout.stateDirectory)
         let configuration = VaultConfiguration(
-            databasePath: layout.databasePath, keyFilePath: layout.keyFilePath, createKeyIfMissing: true)
+            databasePath: layout.databasePath,
+            keyFilePath: layout.keyFilePath,
+            createKeyIfMissing: true
+        )
         let vault: Vault
         do {
             vault = try await Vault.open(configuration, logger: logger)

@@ -31,7 +31,8 @@ public enum ErrorResponse {
         case .forbidden: .forbidden
         case .notFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
-        case .alreadyExists, .connectionDisabled, .connectionNeedsReset, .tokenNotExportable, .keyFileReadOnly: .conflict
+        case .alreadyExists, .connectionDisabled, .connectionNeedsReset, .tokenNotExportable, .keyFileReadOnly:
+            .conflict
         case .payloadTooLarge: .payloadTooLarge
         case .unsupportedMediaType: .unsupportedMediaType
         case .upstreamRejected: .badGateway
@@ -58,9 +59,15 @@ public enum ErrorResponse {
         if status.code >= 500 {
             logger.error(
                 "request failed",
-                metadata: ["error": "\(error)", "problem.code": "\(code)", "http.status": "\(status.code)"])
+                metadata: ["error": "\(error)", "problem.code": "\(code)", "http.status": "\(status.code)"]
+            )
         }
-        let problem = Problem(status: Int(status.code), code: code, title: Self.title(for: code, status: status), detail: detail)
+        let problem = Problem(
+            status: Int(status.code),
+            code: code,
+            title: Self.title(for: code, status: status),
+            detail: detail
+        )
         return .problem(problem, headers: extra)
     }
 

@@ -54,7 +54,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func receiveHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard case .idle = self.state else { return }
         let start = ContinuousClock.now
-        if let declared = head.headers.first(name: "Content-Length").flatMap({ Int($0) }), declared > self.dispatcher.bodyLimit {
+        if let declared = head.headers.first(name: "Content-Length").flatMap({ Int($0) }),
+            declared > self.dispatcher.bodyLimit
+        {
             // Refused from the head alone: the body is never read into memory.
             self.refuse(Self.tooLarge(self.dispatcher.bodyLimit), version: head.version, start: start, context: context)
             return
@@ -93,7 +95,12 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.state = .responding
         let requestBody = body.map(RequestBody.init) ?? .empty
         let dispatch = self.dispatcher.dispatch(
-            head: head, body: requestBody, caller: self.caller, logger: self.logger, on: context.eventLoop)
+            head: head,
+            body: requestBody,
+            caller: self.caller,
+            logger: self.logger,
+            on: context.eventLoop
+        )
         switch dispatch.outcome {
         case .immediate(let response):
             self.write(response, for: head, dispatch: dispatch, start: start, context: context)
@@ -103,7 +110,11 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 switch result {
                 case .success(let value): response = value
                 case .failure(let error):
-                    response = ErrorResponse.response(for: error, requestID: dispatch.requestID, logger: dispatch.logger)
+                    response = ErrorResponse.response(
+                        for: error,
+                        requestID: dispatch.requestID,
+                        logger: dispatch.logger
+                    )
                 }
                 self.write(response, for: head, dispatch: dispatch, start: start, context: context)
             }
@@ -140,7 +151,12 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     // MARK: - Writing
 
     /// Answers before the request is complete, then closes the connection.
-    private func refuse(_ error: HTTPError, version: HTTPVersion, start: ContinuousClock.Instant, context: ChannelHandlerContext) {
+    private func refuse(
+        _ error: HTTPError,
+        version: HTTPVersion,
+        start: ContinuousClock.Instant,
+        context: ChannelHandlerContext
+    ) {
         self.state = .closing
         let requestID = RequestDispatcher.makeRequestID()
         var logger = self.logger
@@ -148,13 +164,21 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let response = ErrorResponse.response(for: error, requestID: requestID, logger: logger)
         let head = HTTPRequestHead(version: version, method: .GET, uri: "/")
         let dispatch = RequestDispatcher.Dispatch(
-            outcome: .immediate(response), requestID: requestID, route: "rejected", logger: logger)
+            outcome: .immediate(response),
+            requestID: requestID,
+            route: "rejected",
+            logger: logger
+        )
         self.write(response, for: head, dispatch: dispatch, start: start, forceClose: true, context: context)
     }
 
     private func write(
-        _ response: Response, for request: HTTPRequestHead, dispatch: RequestDispatcher.Dispatch,
-        start: ContinuousClock.Instant, forceClose: Bool = false, context: ChannelHandlerContext
+        _ response: Response,
+        for request: HTTPRequestHead,
+        dispatch: RequestDispatcher.Dispatch,
+        start: ContinuousClock.Instant,
+        forceClose: Bool = false,
+        context: ChannelHandlerContext
     ) {
         let keepAlive = request.isKeepAlive && !self.inputClosed && !forceClose
         var headers = response.headers
@@ -168,25 +192,37 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             headers.replaceOrAdd(name: "Connection", value: "keep-alive")
         }
         let version: HTTPVersion = request.version == .http1_0 ? .http1_0 : .http1_1
-        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: version, status: response.status, headers: headers))), promise: nil)
+        // Set before writing: writing `.end` lets the pipeline handler deliver a pipelined request re-entrantly.
+        if !keepAlive {
+            self.state = .closing
+        } else if case .responding = self.state {
+            self.state = .idle
+        }
+        context.write(
+            self.wrapOutboundOut(.head(HTTPResponseHead(version: version, status: response.status, headers: headers))),
+            promise: nil
+        )
         if let body = response.body, body.readableBytes > 0 {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
         let written = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
 
-        self.dispatcher.metrics.record(socket: self.dispatcher.socket, route: dispatch.route, status: response.status.code)
+        self.dispatcher.metrics.record(
+            socket: self.dispatcher.socket,
+            route: dispatch.route,
+            status: response.status.code
+        )
         let elapsed = ContinuousClock.now - start
         dispatch.logger.debug(
             "request",
             metadata: [
                 "http.route": "\(dispatch.route)", "http.status": "\(response.status.code)",
-                "http.duration_us": "\(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)",
-            ])
+                "http.duration_us":
+                    "\(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)",
+            ]
+        )
 
-        if keepAlive {
-            if case .responding = self.state { self.state = .idle }
-        } else {
-            self.state = .closing
+        if !keepAlive {
             written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }

@@ -26,7 +26,13 @@ final class HTTPServer: Service, Sendable {
     /// How long requests in progress may take to finish at shutdown before their connections are closed anyway.
     private let drainTimeout: Duration
 
-    private init(channels: [any Channel], sockets: [ListeningSocket], connections: ConnectionTracker, logger: Logger, drainTimeout: Duration) {
+    private init(
+        channels: [any Channel],
+        sockets: [ListeningSocket],
+        connections: ConnectionTracker,
+        logger: Logger,
+        drainTimeout: Duration
+    ) {
         self.channels = channels
         self.sockets = sockets
         self.connections = connections
@@ -36,7 +42,12 @@ final class HTTPServer: Service, Sendable {
 
     /// Adopts every listener's socket into NIO; they accept connections from here on.
     /// - Throws: NIO's error when a socket cannot be adopted; listeners adopted so far are closed again.
-    static func start(_ listeners: [Listener], group: any EventLoopGroup, logger: Logger, drainTimeout: Duration) async throws -> HTTPServer {
+    static func start(
+        _ listeners: [Listener],
+        group: any EventLoopGroup,
+        logger: Logger,
+        drainTimeout: Duration
+    ) async throws -> HTTPServer {
         let connections = ConnectionTracker()
         var channels: [any Channel] = []
         var adopted = 0
@@ -60,12 +71,20 @@ final class HTTPServer: Service, Sendable {
             throw error
         }
         return HTTPServer(
-            channels: channels, sockets: listeners.map(\.socket), connections: connections, logger: logger,
-            drainTimeout: drainTimeout)
+            channels: channels,
+            sockets: listeners.map(\.socket),
+            connections: connections,
+            logger: logger,
+            drainTimeout: drainTimeout
+        )
     }
 
     /// Reads the peer's credentials once, then sets up the HTTP/1.1 pipeline with a handler that knows the caller.
-    private static func initializeConnection(_ channel: any Channel, dispatcher: RequestDispatcher, connections: ConnectionTracker) -> EventLoopFuture<Void> {
+    private static func initializeConnection(
+        _ channel: any Channel,
+        dispatcher: RequestDispatcher,
+        connections: ConnectionTracker
+    ) -> EventLoopFuture<Void> {
         guard let credentials = Kernel.peerCredentials(of: channel) else {
             return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
         }
@@ -82,7 +101,8 @@ final class HTTPServer: Service, Sendable {
             // a problem+json body like every other error.
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
             try channel.pipeline.syncOperations.addHandler(
-                HTTPConnectionHandler(dispatcher: dispatcher, caller: caller, logger: logger))
+                HTTPConnectionHandler(dispatcher: dispatcher, caller: caller, logger: logger)
+            )
         }
     }
 

@@ -16,7 +16,8 @@ public struct QueryParameters: Sendable, Equatable {
             guard allowed.contains(name) else {
                 throw HTTPError(
                     .badRequest,
-                    "unknown query parameter '\(DecodingProblem.printable(name))'; allowed: \(allowed.sorted().joined(separator: ", "))")
+                    "unknown query parameter '\(DecodingProblem.printable(name))'; allowed: \(allowed.sorted().joined(separator: ", "))"
+                )
             }
             guard values[name] == nil else {
                 throw HTTPError(.badRequest, "query parameter '\(name)' is given more than once")
@@ -35,14 +36,18 @@ public struct QueryParameters: Sendable, Equatable {
         guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
             let value = Int64(text), range.contains(value)
         else {
-            let allowed = range.upperBound == .max ? "at least \(range.lowerBound)" : "from \(range.lowerBound) to \(range.upperBound)"
+            let allowed =
+                range.upperBound == .max
+                ? "at least \(range.lowerBound)" : "from \(range.lowerBound) to \(range.upperBound)"
             throw HTTPError(.badRequest, "query parameter '\(name)' must be an integer \(allowed)")
         }
         return value
     }
 
     static func percentDecoded(_ text: Substring) throws(HTTPError) -> String {
-        guard text.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) else { return String(text) }
+        guard text.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) else {
+            return String(text)
+        }
         var bytes: [UInt8] = []
         var iterator = text.utf8.makeIterator()
         while let byte = iterator.next() {
@@ -50,7 +55,9 @@ public struct QueryParameters: Sendable, Equatable {
             case UInt8(ascii: "+"):
                 bytes.append(UInt8(ascii: " "))
             case UInt8(ascii: "%"):
-                guard let high = iterator.next().flatMap(Self.hexValue), let low = iterator.next().flatMap(Self.hexValue) else {
+                guard let high = iterator.next().flatMap(Self.hexValue),
+                    let low = iterator.next().flatMap(Self.hexValue)
+                else {
                     throw HTTPError(.badRequest, "the query has a malformed percent escape")
                 }
                 bytes.append(high << 4 | low)

@@ -1,14 +1,15 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Logging
 import NIOCore
 import NIOHTTP1
 import Synchronization
 import VaultAPI
 import VaultCore
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 
 /// One HTTP request, complete with its body, as a route sees it.
 public struct Request: Sendable {
@@ -93,7 +94,11 @@ public final class RequestBody: Sendable {
                     throw RequestDecodingError.empty
                 }
                 // Decode straight from the buffer: a `Data` copy would be one more copy of a secret to zero.
-                let data = Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: bytes.count, deallocator: .none)
+                let data = Data(
+                    bytesNoCopy: UnsafeMutableRawPointer(mutating: base),
+                    count: bytes.count,
+                    deallocator: .none
+                )
                 do {
                     return try VaultJSON.decoder().decode(type, from: data)
                 } catch let error as UnknownFieldError {

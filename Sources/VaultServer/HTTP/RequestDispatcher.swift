@@ -23,8 +23,12 @@ public struct RequestDispatcher: Sendable {
     public static let defaultBodyLimit = 64 * 1024
 
     public init(
-        socket: String, router: Router, authorize: @escaping @Sendable (Caller) -> Bool = { _ in true },
-        metrics: ServerMetrics, logger: Logger, bodyLimit: Int = Self.defaultBodyLimit
+        socket: String,
+        router: Router,
+        authorize: @escaping @Sendable (Caller) -> Bool = { _ in true },
+        metrics: ServerMetrics,
+        logger: Logger,
+        bodyLimit: Int = Self.defaultBodyLimit
     ) {
         self.socket = socket
         self.router = router
@@ -53,7 +57,13 @@ public struct RequestDispatcher: Sendable {
     ///
     /// Synchronous routes and every refusal answer at once on the calling event loop; asynchronous routes run in a
     /// task whose result is delivered on `eventLoop`.
-    func dispatch(head: HTTPRequestHead, body: RequestBody, caller: Caller, logger connectionLogger: Logger, on eventLoop: any EventLoop) -> Dispatch {
+    func dispatch(
+        head: HTTPRequestHead,
+        body: RequestBody,
+        caller: Caller,
+        logger connectionLogger: Logger,
+        on eventLoop: any EventLoop
+    ) -> Dispatch {
         let requestID = Self.makeRequestID()
         var logger = connectionLogger
         logger[metadataKey: "request.id"] = "\(requestID)"
@@ -63,19 +73,25 @@ public struct RequestDispatcher: Sendable {
                 routeName = "forbidden"
                 throw HTTPError(
                     .forbidden,
-                    "uid \(caller.uid) may not use the \(self.socket) socket: it serves only root, the daemon's own user and members of its admin group")
+                    "uid \(caller.uid) may not use the \(self.socket) socket: it serves only root, the daemon's own user and members of its admin group"
+                )
             }
             let (path, query) = Self.split(head.uri)
             let route: Route
             let parameters: [String: String]
             switch self.router.match(method: head.method, path: path) {
             case .notFound:
-                throw HTTPError(.notFound, "no such route: \(head.method.rawValue) \(DecodingProblem.printable(String(path)))")
+                throw HTTPError(
+                    .notFound,
+                    "no such route: \(head.method.rawValue) \(DecodingProblem.printable(String(path)))"
+                )
             case .methodNotAllowed(let allowed):
                 let names = allowed.map(\.rawValue).joined(separator: ", ")
                 throw HTTPError(
-                    .methodNotAllowed, "\(head.method.rawValue) is not allowed here; allowed: \(names)",
-                    headers: ["Allow": names])
+                    .methodNotAllowed,
+                    "\(head.method.rawValue) is not allowed here; allowed: \(names)",
+                    headers: ["Allow": names]
+                )
             case .matched(let matched, let matchedParameters):
                 route = matched
                 parameters = matchedParameters
@@ -83,17 +99,33 @@ public struct RequestDispatcher: Sendable {
             routeName = route.name
             if let id = parameters["id"] {
                 guard ConnectionID.isValid(id) else {
-                    throw HTTPError(.invalidID, "connection ids are 1 to 63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit")
+                    throw HTTPError(
+                        .invalidID,
+                        "connection ids are 1 to 63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+                    )
                 }
                 logger[metadataKey: "connection.id"] = "\(id)"
             }
             try Self.checkBody(body, of: head, for: route)
             let request = Request(
-                id: requestID, method: head.method, path: path, query: query, headers: head.headers, caller: caller,
-                parameters: parameters, body: body, logger: logger)
+                id: requestID,
+                method: head.method,
+                path: path,
+                query: query,
+                headers: head.headers,
+                caller: caller,
+                parameters: parameters,
+                body: body,
+                logger: logger
+            )
             switch route.action {
             case .sync(let action):
-                return Dispatch(outcome: .immediate(try action(request)), requestID: requestID, route: routeName, logger: logger)
+                return Dispatch(
+                    outcome: .immediate(try action(request)),
+                    requestID: requestID,
+                    route: routeName,
+                    logger: logger
+                )
             case .async(let action):
                 let requestLogger = logger
                 let promise = eventLoop.makePromise(of: Response.self)
@@ -105,7 +137,11 @@ public struct RequestDispatcher: Sendable {
                     }
                 }
                 return Dispatch(
-                    outcome: .deferred(promise.futureResult), requestID: requestID, route: routeName, logger: requestLogger)
+                    outcome: .deferred(promise.futureResult),
+                    requestID: requestID,
+                    route: routeName,
+                    logger: requestLogger
+                )
             }
         } catch {
             let response = ErrorResponse.response(for: error, requestID: requestID, logger: logger)

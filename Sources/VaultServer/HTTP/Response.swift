@@ -1,11 +1,12 @@
+import NIOCore
+import NIOHTTP1
+import VaultAPI
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import NIOCore
-import NIOHTTP1
-import VaultAPI
 
 /// An HTTP response before it is written. The connection handler adds `Content-Length`, `Cache-Control: no-store`
 /// and `Connection` when it writes it.
@@ -25,7 +26,10 @@ public struct Response: Sendable {
     public static func json<Value: Encodable>(_ value: Value, status: HTTPResponseStatus = .ok) throws -> Response {
         let data = try VaultJSON.encoder().encode(value)
         return Response(
-            status: status, headers: ["Content-Type": "application/json"], body: ByteBuffer(bytes: data))
+            status: status,
+            headers: ["Content-Type": "application/json"],
+            body: ByteBuffer(bytes: data)
+        )
     }
 
     /// `problem` as `application/problem+json`.
@@ -36,7 +40,11 @@ public struct Response: Sendable {
         let data =
             (try? VaultJSON.encoder().encode(problem))
             ?? Data(#"{"code":"internal_error","status":500,"title":"Internal Server Error"}"#.utf8)
-        return Response(status: HTTPResponseStatus(statusCode: problem.status), headers: headers, body: ByteBuffer(bytes: data))
+        return Response(
+            status: HTTPResponseStatus(statusCode: problem.status),
+            headers: headers,
+            body: ByteBuffer(bytes: data)
+        )
     }
 
     /// 204 without a body.
@@ -45,7 +53,9 @@ public struct Response: Sendable {
     /// Plain text, for `/metrics` (Prometheus text exposition format 0.0.4).
     public static func prometheus(_ text: String) -> Response {
         Response(
-            status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
-            body: ByteBuffer(string: text))
+            status: .ok,
+            headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
+            body: ByteBuffer(string: text)
+        )
     }
 }

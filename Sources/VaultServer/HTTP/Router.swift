@@ -100,7 +100,8 @@ public struct Router: Sendable {
     public mutating func add(_ route: Route) {
         precondition(
             !self.routes.contains { $0.method == route.method && $0.pattern == route.pattern },
-            "duplicate route \(route.name)")
+            "duplicate route \(route.name)"
+        )
         self.routes.append(route)
     }
 

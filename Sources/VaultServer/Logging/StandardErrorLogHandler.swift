@@ -36,8 +36,13 @@ public struct StandardErrorLogHandler: LogHandler {
         if let provided = self.metadataProvider?.get() { merged.merge(provided) { _, new in new } }
         if let metadata = event.metadata { merged.merge(metadata) { _, new in new } }
         let line = Self.format(
-            level: event.level, label: self.label, message: event.message.description, metadata: merged,
-            journal: self.journal, time: self.journal ? nil : Self.timestamp())
+            level: event.level,
+            label: self.label,
+            message: event.message.description,
+            metadata: merged,
+            journal: self.journal,
+            time: self.journal ? nil : Self.timestamp()
+        )
         var bytes = Array(line.utf8)
         bytes.withUnsafeMutableBytes { buffer in
             var offset = 0
@@ -53,7 +58,12 @@ public struct StandardErrorLogHandler: LogHandler {
     /// One log line, ending in a newline. Line breaks inside the message or metadata are escaped so that a value can
     /// never forge a line of its own.
     static func format(
-        level: Logger.Level, label: String, message: String, metadata: Logger.Metadata, journal: Bool, time: String?
+        level: Logger.Level,
+        label: String,
+        message: String,
+        metadata: Logger.Metadata,
+        journal: Bool,
+        time: String?
     ) -> String {
         var line = journal ? "<\(Self.syslogPriority(level))>" : ""
         if let time { line += "\(time) " }
@@ -89,7 +99,9 @@ public struct StandardErrorLogHandler: LogHandler {
         gmtime_r(&seconds, &time)
         func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
         let milliseconds = Int(now.tv_nsec / 1_000_000)
-        let fraction = milliseconds < 10 ? "00\(milliseconds)" : milliseconds < 100 ? "0\(milliseconds)" : "\(milliseconds)"
-        return "\(time.tm_year + 1900)-\(two(time.tm_mon + 1))-\(two(time.tm_mday))T\(two(time.tm_hour)):\(two(time.tm_min)):\(two(time.tm_sec)).\(fraction)Z"
+        let fraction =
+            milliseconds < 10 ? "00\(milliseconds)" : milliseconds < 100 ? "0\(milliseconds)" : "\(milliseconds)"
+        return
+            "\(time.tm_year + 1900)-\(two(time.tm_mon + 1))-\(two(time.tm_mday))T\(two(time.tm_hour)):\(two(time.tm_min)):\(two(time.tm_sec)).\(fraction)Z"
     }
 }

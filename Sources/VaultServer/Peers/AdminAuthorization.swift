@@ -1,7 +1,8 @@
+import VaultCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import VaultCore
 
 /// Who may use the admin socket (DESIGN §7): uid 0, the daemon's own uid, and members of `--admin-group`, by primary
 /// or supplementary group. Checked on every request from peer credentials, on top of the socket's file mode.

@@ -15,8 +15,13 @@ enum PeerIdentity {
         if !groups.contains(credentials.gid) { groups.append(credentials.gid) }
         let unit = ProcFile.read("\(directory)/cgroup").flatMap(CgroupUnit.unit(fromCgroupFile:))
         return Caller(
-            uid: credentials.uid, gid: credentials.gid, pid: credentials.pid, comm: comm, groups: groups.sorted(),
-            unit: unit)
+            uid: credentials.uid,
+            gid: credentials.gid,
+            pid: credentials.pid,
+            comm: comm,
+            groups: groups.sorted(),
+            unit: unit
+        )
     }
 
     /// `comm` is chosen by the process itself (`prctl(PR_SET_NAME)`): keep it to printable ASCII so that it cannot

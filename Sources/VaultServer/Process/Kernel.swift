@@ -33,7 +33,9 @@ enum Kernel {
 
     /// `prctl(PR_SET_DUMPABLE, value)`.
     static func setDumpable(_ dumpable: Bool) throws(SystemCallError) {
-        guard cv_set_dumpable(dumpable ? 1 : 0) == 0 else { throw SystemCallError("prctl(PR_SET_DUMPABLE)", errno: errno) }
+        guard cv_set_dumpable(dumpable ? 1 : 0) == 0 else {
+            throw SystemCallError("prctl(PR_SET_DUMPABLE)", errno: errno)
+        }
     }
 
     /// `prctl(PR_GET_DUMPABLE)`: whether other processes of the same uid may ptrace this one and it may dump core.

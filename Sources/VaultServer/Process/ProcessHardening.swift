@@ -54,7 +54,8 @@ public enum ProcessHardening {
             metadata: [
                 "process.umask": "\(report.octalUmask)", "process.dumpable": "\(report.dumpable)",
                 "process.core_limit": "\(report.coreLimit.map(String.init) ?? "?")",
-            ])
+            ]
+        )
         return report
     }
 

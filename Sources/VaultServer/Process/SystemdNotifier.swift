@@ -98,7 +98,9 @@ public struct SystemdNotifier: Service {
         var bytes = Array(path.utf8)
         if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard !bytes.isEmpty, bytes.count < capacity else { throw SystemCallError("NOTIFY_SOCKET", errno: ENAMETOOLONG) }
+        guard !bytes.isEmpty, bytes.count < capacity else {
+            throw SystemCallError("NOTIFY_SOCKET", errno: ENAMETOOLONG)
+        }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             raw.copyBytes(from: bytes)
         }
@@ -110,7 +112,9 @@ public struct SystemdNotifier: Service {
         let payload = Array(message.utf8)
         let sent = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
-                payload.withUnsafeBytes { sendto(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), address, length) }
+                payload.withUnsafeBytes {
+                    sendto(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), address, length)
+                }
             }
         }
         guard sent == payload.count else { throw SystemCallError("sendto(NOTIFY_SOCKET)", errno: errno) }

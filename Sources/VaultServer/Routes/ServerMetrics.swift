@@ -38,7 +38,8 @@ public final class ServerMetrics: Sendable {
         text += "# HELP connvault_http_requests_total HTTP requests answered, by socket, route and status.\n"
         text += "# TYPE connvault_http_requests_total counter\n"
         for (key, count) in self.requests.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
-            text += "connvault_http_requests_total{socket=\"\(Self.escaped(key.socket))\",route=\"\(Self.escaped(key.route))\",status=\"\(key.status)\"} \(count)\n"
+            text +=
+                "connvault_http_requests_total{socket=\"\(Self.escaped(key.socket))\",route=\"\(Self.escaped(key.route))\",status=\"\(key.status)\"} \(count)\n"
         }
         if let status {
             text += "# HELP connvault_connections Connections by lifecycle state.\n"

@@ -16,17 +16,25 @@ public enum SocketActivation {
     ///
     /// - Throws: `StartupError` for malformed variables, an unnamed or unknown name, or a name given twice: a unit
     ///   that passes sockets the daemon would ignore is misconfigured, and serving only half of them would hide it.
-    public static func parse(environment: [String: String], pid: Int32, firstDescriptor: Int32 = Self.firstDescriptor) throws(StartupError) -> [String: Int32] {
+    public static func parse(
+        environment: [String: String],
+        pid: Int32,
+        firstDescriptor: Int32 = Self.firstDescriptor
+    ) throws(StartupError) -> [String: Int32] {
         guard let listenPID = environment["LISTEN_PID"], let countText = environment["LISTEN_FDS"] else { return [:] }
         guard let target = Int32(listenPID), target == pid else { return [:] }
         guard let count = Int32(countText), count >= 0, count <= 64 else {
             throw StartupError("LISTEN_FDS='\(countText)' is not a descriptor count")
         }
         guard count > 0 else { return [:] }
-        let names = environment["LISTEN_FDNAMES"].map { $0.split(separator: ":", omittingEmptySubsequences: false).map(String.init) } ?? []
+        let names =
+            environment["LISTEN_FDNAMES"].map {
+                $0.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            } ?? []
         guard names.count == Int(count) else {
             throw StartupError(
-                "systemd passed \(count) socket(s) but LISTEN_FDNAMES names \(names.count); give each ListenStream= a FileDescriptorName= of app or admin")
+                "systemd passed \(count) socket(s) but LISTEN_FDNAMES names \(names.count); give each ListenStream= a FileDescriptorName= of app or admin"
+            )
         }
         var sockets: [String: Int32] = [:]
         for (offset, name) in names.enumerated() {
@@ -65,9 +73,11 @@ public enum SocketActivation {
             var length = socklen_t(MemoryLayout<Int32>.size)
             return getsockopt(descriptor, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
         }
-        guard option(SO_DOMAIN) == AF_UNIX, option(SO_TYPE) == Int32(SOCK_STREAM.rawValue), option(SO_ACCEPTCONN) == 1 else {
+        guard option(SO_DOMAIN) == AF_UNIX, option(SO_TYPE) == Int32(SOCK_STREAM.rawValue), option(SO_ACCEPTCONN) == 1
+        else {
             throw StartupError(
-                "systemd passed '\(name)' as descriptor \(descriptor), which is not a listening Unix stream socket; use ListenStream=/path")
+                "systemd passed '\(name)' as descriptor \(descriptor), which is not a listening Unix stream socket; use ListenStream=/path"
+            )
         }
     }
 }

@@ -45,7 +45,12 @@ enum UnixSocketFile {
     ///   - group: The gid to give it, or nil to keep the daemon's.
     ///   - backlog: The `listen(2)` backlog.
     /// - Throws: `StartupError` naming the path and the reason.
-    static func bind(path: String, mode: mode_t, group: UInt32?, backlog: Int32 = 256) throws(StartupError) -> ListeningSocket {
+    static func bind(
+        path: String,
+        mode: mode_t,
+        group: UInt32?,
+        backlog: Int32 = 256
+    ) throws(StartupError) -> ListeningSocket {
         try Self.checkLength(path)
         try Self.checkExisting(path)
         let directory = Self.directory(of: path)
@@ -53,7 +58,8 @@ enum UnixSocketFile {
         let temporary = "\(directory)/.\(Self.randomName())"
         guard temporary.utf8.count <= Self.maximumPathLength else {
             throw StartupError(
-                "socket path \(path) leaves no room for the temporary name it is bound under (\(temporary.utf8.count) of \(Self.maximumPathLength) bytes); use a shorter path")
+                "socket path \(path) leaves no room for the temporary name it is bound under (\(temporary.utf8.count) of \(Self.maximumPathLength) bytes); use a shorter path"
+            )
         }
 
         let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -67,7 +73,8 @@ enum UnixSocketFile {
             do throws(StartupError) {
                 if let group, lchown(temporary, uid_t.max, group) != 0 {
                     throw StartupError(
-                        "cannot give socket \(path) to group \(group): \(Self.lastError()) (the daemon's user must be a member of the group)")
+                        "cannot give socket \(path) to group \(group): \(Self.lastError()) (the daemon's user must be a member of the group)"
+                    )
                 }
                 guard chmod(temporary, mode) == 0 else {
                     throw StartupError("cannot set the mode of socket \(path): \(Self.lastError())")
@@ -91,7 +98,9 @@ enum UnixSocketFile {
 
     /// Removes the socket file of `socket` if it is still the one bound there (a newer daemon may have replaced it).
     static func remove(_ socket: ListeningSocket) {
-        guard let path = socket.path, let identity = socket.identity, FileIdentity(path: path) == identity else { return }
+        guard let path = socket.path, let identity = socket.identity, FileIdentity(path: path) == identity else {
+            return
+        }
         unlink(path)
     }
 
@@ -118,7 +127,8 @@ enum UnixSocketFile {
         guard !path.isEmpty, !path.utf8.contains(0) else { throw StartupError("invalid socket path '\(path)'") }
         guard path.utf8.count <= Self.maximumPathLength else {
             throw StartupError(
-                "socket path \(path) is \(path.utf8.count) bytes long; Unix socket paths are limited to \(Self.maximumPathLength) bytes")
+                "socket path \(path) is \(path.utf8.count) bytes long; Unix socket paths are limited to \(Self.maximumPathLength) bytes"
+            )
         }
     }
 
@@ -167,7 +177,8 @@ enum UnixSocketFile {
 
     /// Calls `body` with `path` as a `sockaddr_un`.
     static func withAddress<T>(
-        _ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(StartupError) -> T
+        _ path: String,
+        _ body: (UnsafePointer<sockaddr>, socklen_t) throws(StartupError) -> T
     ) throws(StartupError) -> T {
         try Self.checkLength(path)
         var address = sockaddr_un()

@@ -19,24 +19,39 @@ struct LiveApplication: Sendable {
     var appSocket: String { self.directory.file("app.sock") }
     var admin: AdminClient { AdminClient(socketPath: self.adminSocket, timeout: .seconds(20)) }
 
-    static func configuration(in directory: TemporaryDirectory, adminGroup: String? = nil, notify: SystemdNotifier.Configuration? = nil) -> ServerConfiguration {
+    static func configuration(
+        in directory: TemporaryDirectory,
+        adminGroup: String? = nil,
+        notify: SystemdNotifier.Configuration? = nil
+    ) -> ServerConfiguration {
         ServerConfiguration(
             vault: VaultConfiguration(
-                databasePath: directory.file("vault.sqlite3"), keyFilePath: directory.file("master.key"), createKeyIfMissing: true),
-            appSocketPath: directory.file("app.sock"), adminSocketPath: directory.file("admin.sock"), adminGroup: adminGroup,
-            notify: notify, handlesSignals: false, drainTimeout: .seconds(5))
+                databasePath: directory.file("vault.sqlite3"),
+                keyFilePath: directory.file("master.key"),
+                createKeyIfMissing: true
+            ),
+            appSocketPath: directory.file("app.sock"),
+            adminSocketPath: directory.file("admin.sock"),
+            adminGroup: adminGroup,
+            notify: notify,
+            handlesSignals: false,
+            drainTimeout: .seconds(5)
+        )
     }
 
     /// Builds and runs an application for `body`, then shuts it down gracefully and waits until it has stopped.
     static func with(
-        adminGroup: String? = nil, notify: SystemdNotifier.Configuration? = nil,
+        adminGroup: String? = nil,
+        notify: SystemdNotifier.Configuration? = nil,
         _ body: @Sendable (LiveApplication) async throws -> Void
     ) async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let logs = LogCapture()
         let application = try await buildApplication(
-            configuration: Self.configuration(in: directory, adminGroup: adminGroup, notify: notify), logger: logs.logger())
+            configuration: Self.configuration(in: directory, adminGroup: adminGroup, notify: notify),
+            logger: logs.logger()
+        )
         let live = LiveApplication(application: application, directory: directory, logs: logs)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await application.run() }
@@ -103,7 +118,9 @@ enum RawSocket {
             raw[bytes.count] = 0
         }
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard result == 0 else {
             close(fd)

@@ -1,0 +1,88 @@
+import NIOHTTP1
+
+/// Which headers cross the proxy, each way. Both directions are allow-lists: what is not named here stays behind,
+/// so a header invented tomorrow (or a caller's own `Authorization`, `Cookie`, `Host`, `Connection`) never slips
+/// through.
+extension PersonioProxy {
+    /// The most caller headers passed on.
+    public static let maximumForwardedHeaders = 32
+    /// The longest caller header value passed on, in bytes.
+    public static let maximumHeaderValueBytes = 4096
+
+    /// Caller headers passed on, lower-cased; plus `X-Personio-*` other than those below.
+    static let forwardedRequestHeaderNames: Set<String> = [
+        "accept", "content-type", "if-none-match", "if-modified-since",
+    ]
+    /// Identification headers come from the connection's settings only: a caller must not speak for the vault.
+    static let reservedPersonioHeaderNames: Set<String> = ["x-personio-app-id", "x-personio-partner-id"]
+    /// Response headers passed back, lower-cased; plus `X-RateLimit-*`, and `Content-Length` for a body that is not
+    /// chunked.
+    static let returnedResponseHeaderNames: Set<String> = ["content-type", "retry-after", "etag", "last-modified"]
+
+    /// The caller headers that go upstream: `Accept`, `Content-Type`, `If-None-Match`, `If-Modified-Since` and
+    /// `X-Personio-*` except `X-Personio-App-ID` and `X-Personio-Partner-ID`; everything else is dropped.
+    ///
+    /// - Parameter headers: The caller's headers.
+    /// - Returns: The headers to send, in the caller's order and spelling.
+    /// - Throws: ``ProxyRequestError`` `.invalidHeader` when a passed-on header has a malformed name or value
+    ///   (control characters, over ``maximumHeaderValueBytes`` bytes), or there are more than
+    ///   ``maximumForwardedHeaders``.
+    public static func forwardedRequestHeaders(
+        _ headers: [(String, String)]
+    ) throws(ProxyRequestError) -> [(String, String)] {
+        var forwarded: [(String, String)] = []
+        for (name, value) in headers {
+            let lowercased = name.lowercased()
+            let isPersonio =
+                lowercased.hasPrefix("x-personio-") && !Self.reservedPersonioHeaderNames.contains(lowercased)
+            guard Self.forwardedRequestHeaderNames.contains(lowercased) || isPersonio else { continue }
+            guard lowercased.utf8.count <= 64, lowercased.utf8.allSatisfy(Self.isTokenCharacter) else {
+                throw ProxyRequestError(.invalidHeader, "an X-Personio-* header name is malformed")
+            }
+            guard value.utf8.count <= Self.maximumHeaderValueBytes,
+                value.utf8.allSatisfy({ (0x20...0x7E).contains($0) || $0 == 0x09 })
+            else {
+                throw ProxyRequestError(
+                    .invalidHeader,
+                    "the \(name) header must be at most \(Self.maximumHeaderValueBytes) bytes of printable ASCII"
+                )
+            }
+            forwarded.append((name, value))
+            guard forwarded.count <= Self.maximumForwardedHeaders else {
+                throw ProxyRequestError(.invalidHeader, "more than \(Self.maximumForwardedHeaders) headers to forward")
+            }
+        }
+        return forwarded
+    }
+
+    /// The response headers that go back to the caller. A value that is not printable ASCII, is over 2 KiB, or
+    /// contains the credential the request carried (or a long fragment of it) is dropped: an upstream that echoes
+    /// `Authorization` into some header must not hand the recruiting key to the caller.
+    static func returnedResponseHeaders(_ headers: HTTPHeaders, redactor: Redactor) -> [(String, String)] {
+        let isChunked = headers.contains(name: "Transfer-Encoding")
+        var returned: [(String, String)] = []
+        for (name, value) in headers {
+            let lowercased = name.lowercased()
+            let allowed =
+                Self.returnedResponseHeaderNames.contains(lowercased) || lowercased.hasPrefix("x-ratelimit-")
+                || (lowercased == "content-length" && !isChunked)
+            guard allowed, redactor.sanitize(value, limit: Redactor.inspectedLength) == value else { continue }
+            returned.append((name, value))
+        }
+        return returned
+    }
+
+    /// RFC 9110 `tchar`.
+    private static func isTokenCharacter(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"),
+            UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"),
+            UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"),
+            UInt8(ascii: "|"), UInt8(ascii: "~"):
+            true
+        default:
+            false
+        }
+    }
+}

@@ -1,0 +1,145 @@
+/// The path check: a caller picks the path under the API base, never the host, the scheme or a place above the base.
+///
+/// The raw path is percent-decoded exactly once; the decoded bytes are checked segment by segment and then
+/// re-encoded by the proxy's own rules, so that what goes upstream is the one unambiguous spelling of what was
+/// checked. A `%` left after decoding (double encoding such as `%252e%252e`) is refused rather than passed to a
+/// server that might decode it again.
+extension PersonioProxy {
+    /// The longest path accepted, in bytes, raw and re-encoded.
+    public static let maximumPathBytes = 2048
+    /// The longest query accepted, in bytes.
+    public static let maximumQueryBytes = 4096
+
+    /// The path to send upstream for the route's `{path}`: absolute, under the API base, re-encoded.
+    ///
+    /// Refused: a path not starting with `/`; `.` and `..` segments (also as `%2e`, or before a `;` parameter);
+    /// empty segments (`//`, a trailing `/`); backslashes; NUL and other control bytes; encoded slashes (`%2f`);
+    /// `?` or `#`, even encoded; a `%` left after decoding once; a first segment with `:` (a scheme such as
+    /// `http:`); bad percent escapes or invalid UTF-8; more than ``maximumPathBytes`` bytes. The query, passed on
+    /// unchanged, must be printable ASCII without spaces or `#`, at most ``maximumQueryBytes`` bytes. Checking the
+    /// returned path again returns it unchanged.
+    ///
+    /// - Parameters:
+    ///   - rawPath: The part of the route after `/proxy`, as received (still percent-encoded).
+    ///   - query: The raw query string without `?`, if any.
+    /// - Returns: The path, starting with `/`, with every byte outside RFC 3986's `pchar` set percent-encoded; or
+    ///   why it is refused (`.invalidPath` or `.invalidQuery`; the message never quotes the input).
+    public static func validatedPath(_ rawPath: String, query: String?) -> Result<String, ProxyRequestError> {
+        Result { () throws(ProxyRequestError) -> String in
+            try Self.checkQuery(query)
+            return try Self.canonicalPath(rawPath)
+        }
+    }
+
+    private static func checkQuery(_ query: String?) throws(ProxyRequestError) {
+        guard let query else { return }
+        guard query.utf8.count <= Self.maximumQueryBytes else {
+            throw ProxyRequestError(.invalidQuery, "the query is longer than \(Self.maximumQueryBytes) bytes")
+        }
+        guard query.utf8.allSatisfy({ (0x21...0x7E).contains($0) && $0 != UInt8(ascii: "#") }) else {
+            throw ProxyRequestError(.invalidQuery, "the query must be printable ASCII without spaces or '#'")
+        }
+    }
+
+    private static func canonicalPath(_ rawPath: String) throws(ProxyRequestError) -> String {
+        func refuse(_ reason: String) -> ProxyRequestError { ProxyRequestError(.invalidPath, "the path " + reason) }
+
+        let raw = Array(rawPath.utf8)
+        guard raw.count <= Self.maximumPathBytes else {
+            throw refuse("is longer than \(Self.maximumPathBytes) bytes")
+        }
+        guard raw.first == UInt8(ascii: "/") else { throw refuse("must start with '/'") }
+        guard raw.allSatisfy({ $0 > 0x20 && $0 != 0x7F }) else {
+            throw refuse("must not contain spaces or control characters")
+        }
+        let decoded = try Self.percentDecoded(raw)
+        guard String(validating: decoded, as: UTF8.self) != nil else { throw refuse("is not valid UTF-8") }
+
+        // Split on the slashes that were literally there; an encoded one was refused while decoding.
+        let segments = decoded.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst()
+        for (index, segment) in segments.enumerated() {
+            guard !segment.isEmpty else { throw refuse("must not contain empty segments ('//' or a trailing '/')") }
+            // `..;x` is `..` to servers that strip path parameters before resolving dot segments.
+            let name = segment.prefix { $0 != UInt8(ascii: ";") }
+            guard !name.isEmpty else { throw refuse("must not contain segments without a name") }
+            guard !name.allSatisfy({ $0 == UInt8(ascii: ".") }) else {
+                throw refuse("must not contain '.' or '..' segments")
+            }
+            for byte in segment {
+                switch byte {
+                case 0x00..<0x20, 0x7F: throw refuse("must not contain control characters")
+                case UInt8(ascii: "\\"): throw refuse("must not contain backslashes")
+                case UInt8(ascii: "%"): throw refuse("must not be percent-encoded twice")
+                case UInt8(ascii: "?"), UInt8(ascii: "#"): throw refuse("must not contain '?' or '#'")
+                case UInt8(ascii: ":") where index == 0: throw refuse("must not start with a scheme or authority")
+                default: continue
+                }
+            }
+        }
+
+        var encoded: [UInt8] = []
+        encoded.reserveCapacity(decoded.count)
+        for byte in decoded {
+            if byte == UInt8(ascii: "/") || Self.isPathCharacter(byte) {
+                encoded.append(byte)
+            } else {
+                encoded += [UInt8(ascii: "%"), Self.hexDigits[Int(byte >> 4)], Self.hexDigits[Int(byte & 0x0F)]]
+            }
+        }
+        guard encoded.count <= Self.maximumPathBytes else {
+            throw refuse("is longer than \(Self.maximumPathBytes) bytes once encoded")
+        }
+        return String(decoding: encoded, as: UTF8.self)
+    }
+
+    /// `raw` with each `%XX` replaced by its byte; refuses malformed escapes and encoded slashes.
+    private static func percentDecoded(_ raw: [UInt8]) throws(ProxyRequestError) -> [UInt8] {
+        var decoded: [UInt8] = []
+        decoded.reserveCapacity(raw.count)
+        var index = 0
+        while index < raw.count {
+            guard raw[index] == UInt8(ascii: "%") else {
+                decoded.append(raw[index])
+                index += 1
+                continue
+            }
+            guard index + 2 < raw.count, let high = Self.hexValue(raw[index + 1]),
+                let low = Self.hexValue(raw[index + 2])
+            else {
+                throw ProxyRequestError(.invalidPath, "the path has a malformed percent escape")
+            }
+            let byte = high << 4 | low
+            guard byte != UInt8(ascii: "/") else {
+                throw ProxyRequestError(.invalidPath, "the path must not contain an encoded '/'")
+            }
+            decoded.append(byte)
+            index += 3
+        }
+        return decoded
+    }
+
+    private static let hexDigits = Array("0123456789ABCDEF".utf8)
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    /// RFC 3986 `pchar` minus `%`: unreserved, sub-delims, `:` and `@`; every other byte is sent percent-encoded.
+    private static func isPathCharacter(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+            UInt8(ascii: "~"), UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+            UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","),
+            UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: ":"), UInt8(ascii: "@"):
+            true
+        default:
+            false
+        }
+    }
+}

@@ -1,0 +1,229 @@
+import AsyncHTTPClient
+import Logging
+import NIOCore
+import NIOHTTP1
+import VaultCrypto
+
+/// Forwards a local caller's request to Personio with the connection's credential injected, and hands back the
+/// answer as it streams in.
+///
+/// Holds no state besides its configuration. The caller picks the method, the path under the API base, the query,
+/// a few headers and the body; the proxy picks everything else: the host (from the connection's base URL), the
+/// credential, the identification headers. Every call has a time-out up to the response head; the HTTP client's
+/// idle read time-out bounds the body. Failures to reach Personio throw ``PersonioAuthError``, sanitized so that
+/// no message contains the token or key; Personio's own 4xx and 5xx are answers, returned like any other.
+public final class PersonioProxy: Sendable {
+    /// The default limit for a call up to the response head.
+    public static let defaultTimeout: Duration = .seconds(30)
+    /// The largest request body forwarded (1 MiB).
+    public static let maximumRequestBodyBytes = 1024 * 1024
+    /// The methods a caller may use.
+    public static let allowedMethods: Set<String> = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    /// The longest bearer token or recruiting key accepted (as the token exchange does).
+    static let maximumCredentialBytes = 4096
+    /// The longest company id accepted.
+    static let maximumCompanyIDBytes = 64
+
+    private let httpClient: HTTPClient
+    private let logger: Logger
+
+    /// A proxy that sends its requests through `httpClient`, which the caller owns and shuts down.
+    ///
+    /// `httpClient` must verify TLS certificates and must not follow redirects (a redirect would replay the
+    /// credential to wherever it points): create it with
+    /// ``PersonioAuthClient/httpClientConfiguration(connectTimeout:readTimeout:)``. A redirect that was followed all
+    /// the same is reported as `.invalidResponse`.
+    ///
+    /// - Parameters:
+    ///   - httpClient: The HTTP client to use.
+    ///   - logger: Where the proxy logs (method, status, error code; never a path, a header value or a credential).
+    public init(httpClient: HTTPClient, logger: Logger) {
+        self.httpClient = httpClient
+        self.logger = logger
+    }
+
+    /// A proxy that shares `auth`'s HTTP client (and so its connection pool and configuration). `auth` must stay
+    /// alive, not shut down, while the proxy is in use.
+    ///
+    /// - Parameters:
+    ///   - auth: The token client whose HTTP client to use.
+    ///   - logger: Where the proxy logs.
+    public convenience init(sharing auth: PersonioAuthClient, logger: Logger) {
+        self.init(httpClient: auth.httpClient, logger: logger)
+    }
+
+    // MARK: - Checks
+
+    /// Checks everything about `request` that depends on the caller only: method, path, query, headers, body size.
+    /// ``forward(_:baseURL:authorization:appID:partnerID:timeout:)`` checks again; calling this first lets a server
+    /// answer 405, 400 or 413 without touching any credential.
+    ///
+    /// - Parameter request: The caller's request.
+    /// - Throws: ``ProxyRequestError``.
+    public static func validate(_ request: ProxyRequest) throws(ProxyRequestError) {
+        _ = try Self.checked(request)
+    }
+
+    /// The method, re-encoded path and forwarded headers of `request`, or why it cannot be sent.
+    private static func checked(
+        _ request: ProxyRequest
+    ) throws(ProxyRequestError) -> (HTTPMethod, String, [(String, String)]) {
+        guard Self.allowedMethods.contains(request.method) else {
+            throw ProxyRequestError(.methodNotAllowed, "the method must be one of GET, POST, PUT, PATCH or DELETE")
+        }
+        guard (request.body?.readableBytes ?? 0) <= Self.maximumRequestBodyBytes else {
+            throw ProxyRequestError(.bodyTooLarge, "the body is larger than \(Self.maximumRequestBodyBytes) bytes")
+        }
+        let query = request.query.flatMap { $0.isEmpty ? nil : $0 }
+        let path = try Self.validatedPath(request.path, query: query).get()
+        let headers = try Self.forwardedRequestHeaders(request.headers)
+        return (HTTPMethod(rawValue: request.method), path, headers)
+    }
+
+    // MARK: - Forwarding
+
+    /// Sends `request` to `baseURL` + its path with `authorization` injected, and returns Personio's answer once
+    /// its head has arrived.
+    ///
+    /// The upstream request carries the re-encoded path and the caller's query under the base URL's own path
+    /// prefix; the caller headers ``forwardedRequestHeaders(_:)`` lets through; `X-Personio-App-ID` /
+    /// `X-Personio-Partner-ID` when configured; and the credential: `Authorization: Bearer <token>`, or for the
+    /// recruiting API `Authorization: Bearer <key>` and `X-Company-Id`.
+    ///
+    /// - Parameters:
+    ///   - request: The caller's request.
+    ///   - baseURL: The connection's API base (`https://api.personio.de`, or one with a path prefix).
+    ///   - authorization: The credential to inject.
+    ///   - appID: Value of `X-Personio-App-ID`, if configured.
+    ///   - partnerID: Value of `X-Personio-Partner-ID`, if configured.
+    ///   - timeout: Limit for connecting, sending and receiving the response head.
+    /// - Returns: Status, the headers passed back, and the body as it streams. Any status, 4xx and 5xx included.
+    /// - Throws: ``PersonioAuthError``: `.invalidRequest` when the request fails the checks of ``validate(_:)``
+    ///   or cannot be built from the configuration (base URL, identification headers, credential bytes);
+    ///   `.unavailable` when Personio cannot be reached or does not answer within `timeout`; `.invalidResponse`
+    ///   when the HTTP client followed a redirect. No message contains the token or key.
+    public func forward(
+        _ request: ProxyRequest,
+        baseURL: String,
+        authorization: ProxyAuthorization,
+        appID: String?,
+        partnerID: String?,
+        timeout: Duration = PersonioProxy.defaultTimeout
+    ) async throws(PersonioAuthError) -> ProxyResponse {
+        var logger = self.logger
+        logger[metadataKey: "http.method"] = "\(Self.allowedMethods.contains(request.method) ? request.method : "?")"
+        let redactor = authorization.redactor
+        do {
+            let response = try await self.send(
+                request,
+                baseURL: baseURL,
+                authorization: authorization,
+                appID: appID,
+                partnerID: partnerID,
+                timeout: timeout,
+                redactor: redactor
+            )
+            logger.debug("Personio answered a proxied request", metadata: ["http.status": "\(response.status)"])
+            return response
+        } catch {
+            logger.debug("Proxied request failed", error: error, metadata: error.logMetadata)
+            throw error
+        }
+    }
+
+    private func send(
+        _ request: ProxyRequest,
+        baseURL: String,
+        authorization: ProxyAuthorization,
+        appID: String?,
+        partnerID: String?,
+        timeout: Duration,
+        redactor: Redactor
+    ) async throws(PersonioAuthError) -> ProxyResponse {
+        let (method, path, callerHeaders): (HTTPMethod, String, [(String, String)])
+        do {
+            (method, path, callerHeaders) = try Self.checked(request)
+        } catch {
+            throw PersonioAuthError(.invalidRequest, error.message)
+        }
+        let base = try PersonioAuthClient.validatedBaseURL(baseURL)
+        let identification = try PersonioAuthClient.identificationHeaders(appID: appID, partnerID: partnerID)
+        let query = request.query.flatMap { $0.isEmpty ? nil : "?" + $0 } ?? ""
+
+        var outgoing = HTTPClientRequest(url: base + path + query)
+        outgoing.method = method
+        outgoing.headers.add(contentsOf: callerHeaders)
+        outgoing.headers.add(contentsOf: identification)
+        try Self.addAuthorization(authorization, to: &outgoing.headers)
+        if let body = request.body, body.readableBytes > 0 {
+            outgoing.body = .bytes(body)
+        }
+
+        let deadline = NIODeadline.now() + TimeAmount(timeout)
+        let response: HTTPClientResponse
+        do {
+            // AsyncHTTPClient gets no logger: what it logs is not ours to vouch for.
+            response = try await self.httpClient.execute(outgoing, deadline: deadline)
+        } catch {
+            throw PersonioAuthClient.transportFailure(error, timeout: timeout, redactor: redactor)
+        }
+        guard response.history.count <= 1 else {
+            throw PersonioAuthError(
+                .invalidResponse,
+                "Personio's answer was a redirect that the HTTP client followed; configure it not to",
+                httpStatus: Int(response.status.code)
+            )
+        }
+        // Only the status, the filtered headers and the body leave: `response.history` holds the request, and with it
+        // the credential, for as long as the response is kept.
+        return ProxyResponse(
+            status: Int(response.status.code),
+            headers: Self.returnedResponseHeaders(response.headers, redactor: redactor),
+            body: ProxyResponse.Body(upstream: response.body, redactor: redactor)
+        )
+    }
+
+    /// Adds the credential's headers, after checking that its bytes can go in a header at all (a control character
+    /// would be refused by the HTTP client with an error that quotes the value).
+    private static func addAuthorization(
+        _ authorization: ProxyAuthorization,
+        to headers: inout HTTPHeaders
+    ) throws(PersonioAuthError) {
+        switch authorization {
+        case .bearer(let token):
+            guard Self.isUsableCredential(token.utf8) else {
+                throw PersonioAuthError(.invalidRequest, "the access token is empty, too long or not visible ASCII")
+            }
+            headers.add(name: "Authorization", value: "Bearer " + token)
+        case .recruiting(let key, let companyID):
+            guard key.withUnsafeBytes({ Self.isUsableCredential($0) }) else {
+                throw PersonioAuthError(.invalidRequest, "the recruiting key is empty, too long or not visible ASCII")
+            }
+            guard (1...Self.maximumCompanyIDBytes).contains(companyID.utf8.count),
+                companyID.utf8.allSatisfy({ (0x21...0x7E).contains($0) })
+            else {
+                throw PersonioAuthError(.invalidRequest, "the company id is empty, too long or not visible ASCII")
+            }
+            // `HTTPHeaders` holds `String`s, so the key has to become one: it is written straight from the locked
+            // memory into the header value, the only copy this code makes. That string (and the HTTP client's
+            // encoding of the request head) is ordinary heap memory that is not zeroed when freed; it lives as long
+            // as this request and its response, and nowhere else.
+            let value = key.withUnsafeBytes { bytes in
+                String(unsafeUninitializedCapacity: 7 + bytes.count) { buffer in
+                    let prefix = "Bearer ".utf8
+                    let end = buffer.initialize(fromContentsOf: prefix)
+                    _ = buffer[end...].initialize(fromContentsOf: bytes)
+                    return prefix.count + bytes.count
+                }
+            }
+            headers.add(name: "Authorization", value: value)
+            headers.add(name: "X-Company-Id", value: companyID)
+        }
+    }
+
+    /// Visible ASCII without spaces, 1 to ``maximumCredentialBytes`` bytes: what Personio issues, and safe in a
+    /// header.
+    private static func isUsableCredential(_ bytes: some Collection<UInt8>) -> Bool {
+        (1...Self.maximumCredentialBytes).contains(bytes.count) && bytes.allSatisfy { (0x21...0x7E).contains($0) }
+    }
+}
