@@ -66,7 +66,7 @@ let package = Package(
         .target(
             name: "VaultServer",
             dependencies: [
-                "VaultCore", "VaultAPI", "VaultCrypto", "CVaultShims",
+                "VaultCore", "VaultAPI", "VaultCrypto", "PersonioAuth", "CVaultShims",
                 nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],

@@ -1,4 +1,5 @@
 import Logging
+import PersonioAuth
 import ServiceLifecycle
 import UnixSignals
 import VaultCore
@@ -68,16 +69,21 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         adminLogger[metadataKey: "server.socket"] = "admin"
         var appLogger = logger
         appLogger[metadataKey: "server.socket"] = "app"
+        let personio = PersonioAuthClient(logger: logger)
+        let broker = TokenBroker(vault: vault, auth: personio, logger: logger)
+        let brokerRoutes = BrokerRoutes(broker: broker)
+        var adminRouter = AdminRoutes(vault: vault, metrics: metrics).router
+        adminRouter.add(brokerRoutes.verifyRoute)
         let adminDispatcher = RequestDispatcher(
             socket: "admin",
-            router: AdminRoutes(vault: vault, metrics: metrics).router,
+            router: adminRouter,
             authorize: { authorization.allows($0) },
             metrics: metrics,
             logger: adminLogger
         )
         let appDispatcher = RequestDispatcher(
             socket: "app",
-            router: AppRoutes.router(),
+            router: AppRoutes.router(adding: brokerRoutes.appRoutes),
             metrics: metrics,
             logger: appLogger
         )
@@ -114,8 +120,10 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         )
         let serviceGroup = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                // Shut down in reverse: tell systemd first, then drain the sockets.
+                // Shut down in reverse: tell systemd first, then drain the sockets, then stop the broker that
+                // requests in flight may still need.
                 services: [
+                    .init(service: BrokerService(broker: broker), serviceName: "token-broker"),
                     .init(service: server, serviceName: "http-server"),
                     .init(service: notifier, serviceName: "systemd-notifier"),
                 ],
@@ -125,6 +133,7 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         )
         return Application(
             vault: vault,
+            personio: personio,
             appSocketPath: configuration.appSocketPath,
             adminSocketPath: configuration.adminSocketPath,
             serviceGroup: serviceGroup,

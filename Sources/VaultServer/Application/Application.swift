@@ -1,4 +1,5 @@
 import Logging
+import PersonioAuth
 import ServiceLifecycle
 import VaultCore
 
@@ -9,6 +10,7 @@ import VaultCore
 public final class Application: Service, Sendable {
     /// The vault the routes call.
     public let vault: Vault
+    let personio: PersonioAuthClient
     /// The app socket's path (meaningless when systemd passed the socket).
     public let appSocketPath: String
     /// The admin socket's path (meaningless when systemd passed the socket).
@@ -16,8 +18,9 @@ public final class Application: Service, Sendable {
     let serviceGroup: ServiceGroup
     let logger: Logger
 
-    init(vault: Vault, appSocketPath: String, adminSocketPath: String, serviceGroup: ServiceGroup, logger: Logger) {
+    init(vault: Vault, personio: PersonioAuthClient, appSocketPath: String, adminSocketPath: String, serviceGroup: ServiceGroup, logger: Logger) {
         self.vault = vault
+        self.personio = personio
         self.appSocketPath = appSocketPath
         self.adminSocketPath = adminSocketPath
         self.serviceGroup = serviceGroup
@@ -33,6 +36,11 @@ public final class Application: Service, Sendable {
             outcome = .success(())
         } catch {
             outcome = .failure(error)
+        }
+        do {
+            try await self.personio.shutdown()
+        } catch {
+            self.logger.warning("closing the Personio client failed", metadata: ["error": "\(error)"])
         }
         do {
             try await self.vault.close()

@@ -182,7 +182,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     ) {
         let keepAlive = request.isKeepAlive && !self.inputClosed && !forceClose
         var headers = response.headers
-        if response.status != .noContent {
+        if response.status != .noContent && response.stream == nil {
             headers.replaceOrAdd(name: "Content-Length", value: String(response.body?.readableBytes ?? 0))
         }
         headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
@@ -202,10 +202,17 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             self.wrapOutboundOut(.head(HTTPResponseHead(version: version, status: response.status, headers: headers))),
             promise: nil
         )
-        if let body = response.body, body.readableBytes > 0 {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        if let stream = response.stream {
+            self.stream(stream, keepAlive: keepAlive, context: context)
+        } else {
+            if let body = response.body, body.readableBytes > 0 {
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            }
+            let written = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
+            if !keepAlive {
+                written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            }
         }
-        let written = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
 
         self.dispatcher.metrics.record(
             socket: self.dispatcher.socket,
@@ -221,9 +228,37 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     "\(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)",
             ]
         )
+    }
 
-        if !keepAlive {
-            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    /// Writes a streamed body piece by piece, each write waiting for the previous one to be flushed (back-pressure
+    /// from the socket reaches the upstream read), then the end; an error midway closes the connection.
+    private func stream(_ stream: ResponseStream, keepAlive: Bool, context: ChannelHandlerContext) {
+        context.flush()
+        let eventLoop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: eventLoop)
+        let promise = eventLoop.makePromise(of: Void.self)
+        promise.completeWithTask {
+            while let piece = try await stream.next() {
+                guard piece.readableBytes > 0 else { continue }
+                try await eventLoop.flatSubmit {
+                    let (handler, context) = bound.value
+                    return context.writeAndFlush(handler.wrapOutboundOut(.body(.byteBuffer(piece))))
+                }.get()
+            }
+        }
+        promise.futureResult.assumeIsolated().whenComplete { result in
+            let (handler, context) = bound.value
+            switch result {
+            case .success:
+                let written = context.writeAndFlush(handler.wrapOutboundOut(.end(nil)))
+                if !keepAlive {
+                    written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                }
+            case .failure(let error):
+                handler.logger.warning("streamed response failed; closing the connection", metadata: ["error": "\(error)"])
+                handler.state = .closing
+                context.close(promise: nil)
+            }
         }
     }
 

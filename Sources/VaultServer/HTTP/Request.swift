@@ -82,6 +82,11 @@ public final class RequestBody: Sendable {
         }
     }
 
+    /// The bytes, to forward them (the proxy); not for bodies that hold secrets.
+    public func bytes() -> ByteBuffer {
+        self.buffer.withLock { ByteBuffer(bytes: $0.readableBytesView) }
+    }
+
     /// A copy of the bytes, for tests.
     func snapshot() -> [UInt8] {
         self.buffer.withLock { Array($0.readableBytesView) }

@@ -127,26 +127,35 @@ public struct RequestDispatcher: Sendable {
                     logger: logger
                 )
             case .async(let action):
-                let requestLogger = logger
-                let promise = eventLoop.makePromise(of: Response.self)
-                promise.completeWithTask {
-                    do {
-                        return try await action(request)
-                    } catch {
-                        return ErrorResponse.response(for: error, requestID: requestID, logger: requestLogger)
-                    }
+                return Self.deferred(action, request, on: eventLoop, route: routeName)
+            case .cached(let cached, let fallback):
+                if let response = try cached(request) {
+                    return Dispatch(outcome: .immediate(response), requestID: requestID, route: routeName, logger: logger)
                 }
-                return Dispatch(
-                    outcome: .deferred(promise.futureResult),
-                    requestID: requestID,
-                    route: routeName,
-                    logger: requestLogger
-                )
+                return Self.deferred(fallback, request, on: eventLoop, route: routeName)
             }
         } catch {
             let response = ErrorResponse.response(for: error, requestID: requestID, logger: logger)
             return Dispatch(outcome: .immediate(response), requestID: requestID, route: routeName, logger: logger)
         }
+    }
+
+    /// Runs `action` in a task; its answer (or its error, as a problem) completes the returned dispatch on `eventLoop`.
+    static func deferred(
+        _ action: @escaping @Sendable (Request) async throws -> Response,
+        _ request: Request,
+        on eventLoop: any EventLoop,
+        route: String
+    ) -> Dispatch {
+        let promise = eventLoop.makePromise(of: Response.self)
+        promise.completeWithTask {
+            do {
+                return try await action(request)
+            } catch {
+                return ErrorResponse.response(for: error, requestID: request.id, logger: request.logger)
+            }
+        }
+        return Dispatch(outcome: .deferred(promise.futureResult), requestID: request.id, route: route, logger: request.logger)
     }
 
     /// Refuses a body the route does not take, a missing required body, and a body that is not JSON.

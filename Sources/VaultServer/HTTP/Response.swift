@@ -14,6 +14,9 @@ public struct Response: Sendable {
     public var status: HTTPResponseStatus
     public var headers: HTTPHeaders
     public var body: ByteBuffer?
+    /// A body written as it arrives (the proxy's), instead of `body`: chunked unless `headers` has a
+    /// `Content-Length`. An error while streaming closes the connection, the only way left to say the body is cut.
+    public var stream: ResponseStream?
 
     public init(status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) {
         self.status = status
@@ -57,5 +60,31 @@ public struct Response: Sendable {
             headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
             body: ByteBuffer(string: text)
         )
+    }
+}
+
+/// A response body that arrives piece by piece; read by one writer, in order.
+public struct ResponseStream: Sendable {
+    private let box: IteratorBox
+
+    public init<Source: AsyncSequence & Sendable>(_ source: Source) where Source.Element == ByteBuffer {
+        let iterator = source.makeAsyncIterator()
+        self.box = IteratorBox(next: Self.makeNext(iterator))
+    }
+
+    private static func makeNext<Iterator: AsyncIteratorProtocol>(
+        _ iterator: Iterator
+    ) -> () async throws -> ByteBuffer? where Iterator.Element == ByteBuffer {
+        var iterator = iterator
+        return { try await iterator.next() }
+    }
+
+    /// The next piece, or nil at the end.
+    func next() async throws -> ByteBuffer? { try await self.box.next() }
+
+    // @unchecked Sendable: the iterator is advanced by the one task that writes the response, never concurrently.
+    private final class IteratorBox: @unchecked Sendable {
+        let next: () async throws -> ByteBuffer?
+        init(next: @escaping () async throws -> ByteBuffer?) { self.next = next }
     }
 }

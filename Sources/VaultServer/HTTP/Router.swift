@@ -8,6 +8,8 @@ public enum RouteAction: Sendable {
     case sync(@Sendable (Request) throws -> Response)
     /// Runs in a task; the answer is written back on the event loop when it is ready.
     case async(@Sendable (Request) async throws -> Response)
+    /// Tries `cached` on the event loop first (a cached token); when it returns nil, runs `fallback` in a task.
+    case cached(@Sendable (Request) throws -> Response?, fallback: @Sendable (Request) async throws -> Response)
 }
 
 /// Whether a route takes a request body.
@@ -21,11 +23,13 @@ public enum BodyPolicy: Sendable, Equatable {
 }
 
 /// A path pattern such as `/v1/connections/{id}/grants`: literal segments and `{name}` parameters, each matching
-/// exactly one non-empty segment.
+/// exactly one non-empty segment; a last segment `{name...}` matches the rest of the path (one or more segments,
+/// kept as sent, joined by `/`).
 public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
     enum Segment: Sendable, Equatable {
         case literal(String)
         case parameter(String)
+        case remainder(String)
     }
 
     let segments: [Segment]
@@ -37,6 +41,9 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
         precondition(pattern.hasPrefix("/"), "route patterns are absolute paths")
         self.description = pattern
         self.segments = pattern.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map { segment in
+            if segment.hasPrefix("{") && segment.hasSuffix("...}") {
+                return .remainder(String(segment.dropFirst().dropLast(4)))
+            }
             if segment.hasPrefix("{") && segment.hasSuffix("}") {
                 return .parameter(String(segment.dropFirst().dropLast()))
             }
@@ -44,10 +51,23 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    private init(segments: [Segment]) {
+        self.segments = segments
+        self.description = ""
+    }
+
     /// The parameters when `segments` (the request path split at `/`, without the leading empty one) match.
     func match(_ segments: [Substring]) -> [String: String]? {
-        guard segments.count == self.segments.count else { return nil }
         var parameters: [String: String] = [:]
+        if case .remainder(let name) = self.segments.last {
+            let fixed = self.segments.count - 1
+            guard segments.count > fixed else { return nil }
+            parameters[name] = segments[fixed...].joined(separator: "/")
+            guard let prefix = PathPattern(segments: Array(self.segments.prefix(fixed))).match(Array(segments.prefix(fixed)))
+            else { return nil }
+            return prefix.merging(parameters) { first, _ in first }
+        }
+        guard segments.count == self.segments.count else { return nil }
         for (pattern, segment) in zip(self.segments, segments) {
             switch pattern {
             case .literal(let literal):
@@ -55,6 +75,8 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
             case .parameter(let name):
                 guard !segment.isEmpty else { return nil }
                 parameters[name] = String(segment)
+            case .remainder:
+                return nil
             }
         }
         return parameters
