@@ -32,6 +32,8 @@ public struct ProblemCode: RawRepresentable, Hashable, Codable, Sendable, Custom
     // MARK: - Upstream
     public static let upstreamRejected = ProblemCode(rawValue: "upstream_rejected")
     public static let upstreamUnavailable = ProblemCode(rawValue: "upstream_unavailable")
+    /// Personio failed (5xx) while answering a proxied request; distinct from a rejection of the credentials.
+    public static let upstreamError = ProblemCode(rawValue: "upstream_error")
 
     // MARK: - Vault
     public static let decryptionFailed = ProblemCode(rawValue: "decryption_failed")

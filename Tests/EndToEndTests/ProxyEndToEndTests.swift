@@ -143,34 +143,58 @@ struct ProxyEndToEndTests {
 
     // MARK: - Failures
 
-    @Test("a Personio 500 on a resource is answered 502 problem+json")
+    @Test("Personio's server errors become the vault's 502/503 problem+json; its other answers pass as they are")
     func upstreamServerError() async throws {
         try await BrokerFixture.run { fixture in
             try await fixture.addV2("acme", clientID: Self.clientID, secret: Self.secret)
-            fixture.standIn.setFailure(.status(500), on: [.resource])
+            let issued = try await fixture.ctl(["token", "acme"]).stdout.trimmingCharacters(in: .newlines)
 
-            let response = try await fixture.app(Self.proxy("acme", "/v2/persons"))
-            #expect(response.status == 502, "\(response.raw)")
-            #expect(response.mediaType == "application/problem+json", "\(response.head)")
-            #expect(response.problem != nil, "\(response.content)")
-            #expect(fixture.standIn.calls(.resource) == 1)
-            let issued = fixture.standIn.issuedTokens.last ?? "-"
-            #expect(!response.raw.contains(issued) && !response.raw.contains(Self.secret))
+            fixture.standIn.setFailure(.status(500), on: [.resource])
+            let failed = try await fixture.app(Self.proxy("acme", "/v2/persons"))
+            #expect(failed.status == 502, "\(failed.raw)")
+            #expect(failed.mediaType == "application/problem+json", "\(failed.head)")
+            #expect(failed.problem?.code == .upstreamError, "\(failed.content)")
+            #expect(
+                !failed.content.contains("personio_trace_id"),
+                "Personio's error body was relayed: \(failed.content)"
+            )
+
+            fixture.standIn.setFailure(.status(503), on: [.resource])
+            let unavailable = try await fixture.app(Self.proxy("acme", "/v2/persons"))
+            #expect(unavailable.status == 503, "\(unavailable.raw)")
+            #expect(unavailable.problem?.code == .upstreamUnavailable)
+            #expect(unavailable.header("Retry-After").flatMap { Int($0) } != nil, "\(unavailable.head)")
+
+            // Personio's own refusals are its answer to the caller: status, body and Retry-After come back.
+            fixture.standIn.setFailure(.tooManyRequests(retryAfter: 7), on: [.resource])
+            let limited = try await fixture.app(Self.proxy("acme", "/v2/persons"))
+            #expect(limited.status == 429, "\(limited.raw)")
+            #expect(limited.header("Retry-After") == "7", "\(limited.head)")
+            #expect(limited.content.contains("personio_trace_id"), "\(limited.content)")
+
+            #expect(fixture.standIn.calls(.resource) == 3)
+            #expect(fixture.standIn.calls(.v2Token) == 1)
+            for response in [failed, unavailable, limited] {
+                #expect(!response.raw.contains(issued) && !response.raw.contains(Self.secret), "\(response.raw)")
+            }
         }
     }
 
-    @Test("a Personio that never answers ends in a 502/503/504 problem within the proxy's time-out")
+    @Test("a Personio that never answers ends in 503 upstream_unavailable within the proxy's time-out")
     func upstreamHangs() async throws {
         try await BrokerFixture.run { fixture in
             try await fixture.addV2("acme", clientID: Self.clientID, secret: Self.secret)
             fixture.standIn.setFailure(.hang, on: [.resource])
 
+            // The proxy waits up to 30 s for Personio's response head (`PersonioProxy.defaultTimeout`).
             let start = ContinuousClock.now
             let response = try await fixture.app(Self.proxy("acme", "/v2/persons"), timeout: .seconds(60))
             let elapsed = ContinuousClock.now - start
-            #expect([502, 503, 504].contains(response.status), "after \(elapsed): \(response.raw)")
+            #expect(response.status == 503, "after \(elapsed): \(response.raw)")
             #expect(response.mediaType == "application/problem+json", "\(response.head)")
-            #expect(elapsed < .seconds(45), "the proxy waited \(elapsed)")
+            #expect(response.problem?.code == .upstreamUnavailable, "\(response.content)")
+            #expect(response.header("Retry-After").flatMap { Int($0) } != nil, "\(response.head)")
+            #expect(elapsed < .seconds(40), "the proxy waited \(elapsed)")
             #expect(fixture.standIn.calls(.resource) == 1)
             // The daemon still answers.
             let health = try await fixture.app(Routes.health)

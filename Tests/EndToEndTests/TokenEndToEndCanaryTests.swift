@@ -133,6 +133,15 @@ struct TokenEndToEndCanaryTests {
                 }
             }
             #expect(haystacks.count >= 30)
+            // Access tokens are short-lived, but still bearer credentials: not for the log or the database either.
+            for issued in standIn.issuedTokens {
+                for (name, bytes) in haystacks where name == "daemon log" || name.hasPrefix("vault.sqlite3") {
+                    #expect(
+                        !SecretLeakEndToEndTests.contains(bytes, Array(issued.utf8)),
+                        "an access token found in \(name)"
+                    )
+                }
+            }
             for canary in [Self.clientSecret, Self.resetSecret, Self.recruitingKey] {
                 let needle = Array(canary.utf8)
                 for (name, bytes) in haystacks {

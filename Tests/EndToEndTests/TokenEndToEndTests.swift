@@ -86,6 +86,12 @@ struct TokenEndToEndTests {
             #expect(bad.mediaType == "application/problem+json")
             let usage = try await fixture.ctl(["token", "acme", "--min-ttl", "-1"])
             #expect(usage.status == 2, "\(usage)")
+
+            // Personio's tokens live less than asked for: the answer says so in expires_in (as the README tells).
+            fixture.standIn.setTokenLifetime(seconds: 200)
+            try await fixture.addV2("short", clientID: "fake-client-id-short", secret: "fake-secret-short-0001")
+            let short = try await fixture.ctlJSON(TokenResponse.self, ["token", "short", "--min-ttl", "300"])
+            #expect(short.expiresIn <= 200, "\(short.expiresIn)")
         }
     }
 

@@ -35,7 +35,7 @@ public enum ErrorResponse {
             .conflict
         case .payloadTooLarge: .payloadTooLarge
         case .unsupportedMediaType: .unsupportedMediaType
-        case .upstreamRejected: .badGateway
+        case .upstreamRejected, .upstreamError: .badGateway
         case .upstreamUnavailable: .serviceUnavailable
         default: .internalServerError
         }

@@ -106,7 +106,7 @@ public struct BrokerRoutes: Sendable {
             if upstream.status == 503 {
                 throw VaultError(.upstreamUnavailable, "Personio is unavailable (HTTP 503)", retryAfter: retryAfter ?? 5)
             }
-            throw VaultError(.upstreamRejected, "Personio failed to answer the proxied request (HTTP \(upstream.status))")
+            throw VaultError(.upstreamError, "Personio failed to answer the proxied request (HTTP \(upstream.status))")
         }
         var responseHeaders = HTTPHeaders()
         for (name, value) in upstream.headers { responseHeaders.add(name: name, value: value) }
