@@ -72,11 +72,15 @@ final class Benchmark {
         let body = ResponseBody.json(size: bodySize)
         let requestPath = VaultDaemon.tokenPath(connection: VaultBench.hotConnection)
         self.report.say("response body: \(body.utf8.count) bytes of JSON from every server")
+        let nginx = NginxServer.findExecutable(
+            candidates: self.configuration.nginxPath.map { [$0] } ?? ["/usr/sbin/nginx"]
+        )
+        if let nginx {
+            self.report.say("nginx: \(NginxServer.version(executable: nginx, directory: directory)), one process")
+        }
         self.report.say()
 
-        if let nginx = NginxServer.findExecutable(
-            candidates: self.configuration.nginxPath.map { [$0] } ?? ["/usr/sbin/nginx"]
-        ) {
+        if let nginx {
             self.measure(generator: generator, pinned: pinned, unpinned: unpinned) {
                 try NginxServer(executable: nginx, directory: directory, body: body, requestPath: requestPath)
             }
@@ -120,6 +124,18 @@ final class Benchmark {
         defer {
             // The vault stays up for the cold-path measurements; the others stop here.
             if !(server is VaultDaemon) { server.stop() }
+        }
+        do {
+            let connection = try BlockingHTTPConnection(socketPath: server.socketPath)
+            defer { connection.close() }
+            let probe = try connection.get(server.requestPath)
+            self.report.say(
+                "\(server.name): GET \(server.requestPath) → \(probe.status), "
+                    + "\(probe.headerLength) bytes of status line and headers + \(probe.bodyLength) bytes of body"
+            )
+        } catch {
+            self.report.say("\(server.name): probe request failed — \(error)")
+            return
         }
         for connections in self.configuration.connectionCounts {
             do {

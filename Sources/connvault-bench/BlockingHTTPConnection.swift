@@ -10,6 +10,8 @@ final class BlockingHTTPConnection: @unchecked Sendable {
     /// A parsed response. `body` is filled only when asked for; the load loop needs only the status.
     struct Response {
         var status: Int
+        /// Status line and headers, with the blank line that ends them.
+        var headerLength: Int
         var bodyLength: Int
         var body: [UInt8]
     }
@@ -102,12 +104,13 @@ final class BlockingHTTPConnection: @unchecked Sendable {
             try self.fill()
         }
         let body = keepBody ? Array(UnsafeBufferPointer(start: self.buffer + headerEnd, count: bodyLength)) : []
+        let headerLength = headerEnd - self.start
         self.start += total
         if self.start == self.end {
             self.start = 0
             self.end = 0
         }
-        return Response(status: status, bodyLength: bodyLength, body: body)
+        return Response(status: status, headerLength: headerLength, bodyLength: bodyLength, body: body)
     }
 
     /// Sends a `GET` and reads the response, body included.

@@ -49,6 +49,17 @@ final class NginxServer: ServerUnderTest {
         return (candidates + onPath).first(where: FileSystem.isExecutable)
     }
 
+    /// What `nginx -v` says, e.g. `nginx/1.22.1`.
+    static func version(executable: String, directory: TemporaryDirectory) -> String {
+        let output = try? ChildProcess.run(
+            executable: executable,
+            arguments: ["-v"],
+            logPath: directory.file("nginx-version.log")
+        ).output
+        let line = output?.split(separator: "\n").first.map(String.init) ?? "unknown version"
+        return line.hasPrefix("nginx version: ") ? String(line.dropFirst("nginx version: ".count)) : line
+    }
+
     func stop() {
         self.process.terminate()
     }
