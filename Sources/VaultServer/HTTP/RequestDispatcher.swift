@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import NIOCore
 import NIOHTTP1
 import VaultAPI
@@ -187,10 +188,16 @@ public struct RequestDispatcher: Sendable {
         return (target[..<question], target[target.index(after: question)...])
     }
 
-    /// 16 hex digits from the system's CSPRNG: unguessable, so a request id in an answer says nothing about others.
+    /// 16 hex digits: a per-process counter keyed-hashed under a random seed (`Hasher` is SipHash with a seed drawn
+    /// from the system's CSPRNG at start), so ids are unique and unguessable, and a request id in an answer says
+    /// nothing about others. Drawing from the CSPRNG itself would cost a `getrandom` system call per request.
     static func makeRequestID() -> String {
-        let value = UInt64.random(in: .min ... .max)
+        var hasher = Hasher()
+        hasher.combine(Self.requestCounter.wrappingAdd(1, ordering: .relaxed).newValue)
+        let value = UInt64(bitPattern: Int64(hasher.finalize()))
         let hex = String(value, radix: 16)
         return String(repeating: "0", count: 16 - hex.count) + hex
     }
+
+    private static let requestCounter = Atomic<UInt64>(0)
 }

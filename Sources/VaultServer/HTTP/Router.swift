@@ -90,10 +90,11 @@ public struct Route: Sendable {
     public var body: BodyPolicy
     public var action: RouteAction
 
-    /// The route's name in logs and metrics: `GET /v1/connections/{id}`.
-    public var name: String { "\(self.method.rawValue) \(self.pattern)" }
+    /// The route's name in logs and metrics: `GET /v1/connections/{id}`. Built once: it is read on every request.
+    public let name: String
 
     public init(_ method: HTTPMethod, _ pattern: String, body: BodyPolicy = .none, _ action: RouteAction) {
+        self.name = "\(method.rawValue) \(pattern)"
         self.method = method
         self.pattern = PathPattern(pattern)
         self.body = body

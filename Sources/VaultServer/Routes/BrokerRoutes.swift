@@ -66,6 +66,7 @@ public struct BrokerRoutes: Sendable {
     // MARK: - Tokens
 
     static func minTTL(_ request: Request) throws(HTTPError) -> Int {
+        if request.query.isEmpty { return 0 }
         let query = try QueryParameters(request.query, allowed: ["min_ttl"])
         return Int(try query.integer("min_ttl", in: 0...86_400) ?? 0)
     }

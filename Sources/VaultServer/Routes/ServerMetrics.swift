@@ -1,5 +1,8 @@
 import Synchronization
 import VaultAPI
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Request counters for `GET /metrics`, rendered by hand in Prometheus' text format.
 ///
@@ -16,7 +19,14 @@ public final class ServerMetrics: Sendable {
         }
     }
 
-    private let requests = Mutex<[Key: UInt64]>([:])
+    /// Counters in shards picked by thread, so that event loops counting at the same time rarely meet on one lock;
+    /// `render` adds the shards up.
+    private let shards: [Shard] = (0..<ServerMetrics.shardCount).map { _ in Shard() }
+    private static let shardCount = 8
+
+    private final class Shard: Sendable {
+        let counts = Mutex<[Key: UInt64]>([:])
+    }
     private let startedAt: ContinuousClock.Instant
 
     public init() {
@@ -29,7 +39,8 @@ public final class ServerMetrics: Sendable {
     ///   - route: The route's name (`GET /v1/connections/{id}`), or a fixed word for requests that matched none.
     ///   - status: The status code sent.
     public func record(socket: String, route: String, status: UInt) {
-        self.requests.withLock { $0[Key(socket: socket, route: route, status: status), default: 0] += 1 }
+        let shard = Int(UInt(bitPattern: pthread_self().hashValue) % UInt(Self.shardCount))
+        self.shards[shard].counts.withLock { $0[Key(socket: socket, route: route, status: status), default: 0] += 1 }
     }
 
     /// The exposition: request counters, connections by state (from `status`), uptime.
@@ -37,7 +48,11 @@ public final class ServerMetrics: Sendable {
         var text = ""
         text += "# HELP connvault_http_requests_total HTTP requests answered, by socket, route and status.\n"
         text += "# TYPE connvault_http_requests_total counter\n"
-        for (key, count) in self.requests.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
+        var requests: [Key: UInt64] = [:]
+        for shard in self.shards {
+            requests.merge(shard.counts.withLock { $0 }) { $0 + $1 }
+        }
+        for (key, count) in requests.sorted(by: { $0.key < $1.key }) {
             text +=
                 "connvault_http_requests_total{socket=\"\(Self.escaped(key.socket))\",route=\"\(Self.escaped(key.route))\",status=\"\(key.status)\"} \(count)\n"
         }
