@@ -225,7 +225,7 @@ struct ErrorResponseTests {
             caller: Caller(uid: 0, gid: 0, pid: 1, comm: "test"),
             parameters: ["id": "x"],
             body: body,
-            logger: LogCapture().logger()
+            connectionLogger: LogCapture().logger()
         )
         let secrets = try request.decode(ResetRequest.self, containsSecrets: true)
         #expect(secrets[.clientSecret]?.count == Self.canary.utf8.count)

@@ -15,6 +15,7 @@ struct RouterTests {
         Route(.POST, "/v1/connections/{id}/disable", body: .optional, .sync { _ in .noContent }),
         Route(.PUT, "/v1/connections/{id}/grants", body: .required, .sync { _ in .noContent }),
         Route(.GET, "/v1/audit/verify", .sync { _ in .noContent }),
+        Route(.GET, "/v1/connections/{id}/proxy/{path...}", .sync { _ in .noContent }),
     ])
 
     struct Case: Sendable, CustomTestStringConvertible {
@@ -68,6 +69,28 @@ struct RouterTests {
             expected: "GET /v1/connections/{id}",
             parameters: ["id": "..%2Fetc"]
         ),
+        // A remainder takes the rest of the path as sent, slashes and all; after its '/' it may be empty.
+        Case(
+            method: .GET,
+            path: "/v1/connections/x/proxy/v2/persons/7",
+            expected: "GET /v1/connections/{id}/proxy/{path...}",
+            parameters: ["id": "x", "path": "v2/persons/7"]
+        ),
+        Case(
+            method: .GET,
+            path: "/v1/connections/x/proxy/a//b/%2e%2e/",
+            expected: "GET /v1/connections/{id}/proxy/{path...}",
+            parameters: ["id": "x", "path": "a//b/%2e%2e/"]
+        ),
+        Case(
+            method: .GET,
+            path: "/v1/connections/x/proxy/",
+            expected: "GET /v1/connections/{id}/proxy/{path...}",
+            parameters: ["id": "x", "path": ""]
+        ),
+        Case(method: .GET, path: "/v1/connections/x/proxy", expected: "404"),
+        Case(method: .GET, path: "/v1/connections//proxy/a", expected: "404"),
+        Case(method: .POST, path: "/v1/connections/x/proxy/a", expected: "405 GET"),
         // Wrong method on a known path.
         Case(method: .PUT, path: "/v1/connections", expected: "405 POST,GET"),
         Case(method: .POST, path: "/v1/connections/x", expected: "405 GET,PATCH,DELETE"),

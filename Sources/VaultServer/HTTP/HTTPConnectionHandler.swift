@@ -159,15 +159,14 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     ) {
         self.state = .closing
         let requestID = RequestDispatcher.makeRequestID()
-        var logger = self.logger
-        logger[metadataKey: "request.id"] = "\(requestID)"
+        let logger = RequestDispatcher.requestLogger(self.logger, requestID: requestID, connectionID: nil)
         let response = ErrorResponse.response(for: error, requestID: requestID, logger: logger)
         let head = HTTPRequestHead(version: version, method: .GET, uri: "/")
         let dispatch = RequestDispatcher.Dispatch(
             outcome: .immediate(response),
             requestID: requestID,
             route: "rejected",
-            logger: logger
+            connectionLogger: self.logger
         )
         self.write(response, for: head, dispatch: dispatch, start: start, forceClose: true, context: context)
     }
@@ -182,10 +181,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     ) {
         let keepAlive = request.isKeepAlive && !self.inputClosed && !forceClose
         var headers = response.headers
-        if response.status != .noContent && response.stream == nil {
-            headers.replaceOrAdd(name: "Content-Length", value: String(response.body?.readableBytes ?? 0))
+        if response.stream == nil {
+            // The vault's own responses never carry these three (``Response`` leaves them to this handler), so they
+            // are appended without a search; a relayed (streamed) response may, and gets them replaced.
+            if response.status != .noContent {
+                headers.add(name: "Content-Length", value: String(response.body?.readableBytes ?? 0))
+            }
+            headers.add(name: "Cache-Control", value: "no-store")
+        } else {
+            headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
         }
-        headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
         if !keepAlive {
             headers.replaceOrAdd(name: "Connection", value: "close")
         } else if request.version == .http1_0 {
@@ -219,6 +224,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             route: dispatch.route,
             status: response.status.code
         )
+        guard self.logger.logLevel <= .debug else { return }
         let elapsed = ContinuousClock.now - start
         dispatch.logger.debug(
             "request",

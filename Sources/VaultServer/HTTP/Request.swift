@@ -27,8 +27,14 @@ public struct Request: Sendable {
     public var parameters: [String: String]
     /// The body; empty when none was sent.
     public var body: RequestBody
-    /// A logger with `request.id` and the peer's metadata.
-    public var logger: Logger
+    /// The connection's logger, with the peer's metadata; ``logger`` adds the request's.
+    var connectionLogger: Logger
+
+    /// A logger with the peer's metadata, `request.id` and, on routes with an `{id}`, `connection.id`. Built when
+    /// asked for: most requests log nothing, and metadata costs a dictionary copy per key.
+    public var logger: Logger {
+        RequestDispatcher.requestLogger(self.connectionLogger, requestID: self.id, connectionID: self.parameters["id"])
+    }
 
     /// The path parameter `name`; routes only ask for names in their own pattern.
     public func parameter(_ name: String) -> String {

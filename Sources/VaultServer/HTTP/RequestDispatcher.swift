@@ -51,7 +51,24 @@ public struct RequestDispatcher: Sendable {
         var requestID: String
         /// The matched route's name, or a fixed word when none matched.
         var route: String
-        var logger: Logger
+        /// The connection's logger (``logger`` adds the request's metadata).
+        var connectionLogger: Logger
+        /// The `{id}` of the route, once it is known to be a valid connection id.
+        var connectionID: String?
+
+        /// A logger with the request's metadata, built when something is logged.
+        var logger: Logger {
+            RequestDispatcher.requestLogger(self.connectionLogger, requestID: self.requestID, connectionID: self.connectionID)
+        }
+    }
+
+    /// `connectionLogger` with `request.id` and, when there is one, `connection.id` (ids are checked before a route
+    /// runs, so only valid ones get here).
+    static func requestLogger(_ connectionLogger: Logger, requestID: String, connectionID: String?) -> Logger {
+        var logger = connectionLogger
+        logger[metadataKey: "request.id"] = "\(requestID)"
+        if let connectionID { logger[metadataKey: "connection.id"] = "\(connectionID)" }
+        return logger
     }
 
     /// Runs the request described by `head` and `body` for `caller`.
@@ -66,9 +83,8 @@ public struct RequestDispatcher: Sendable {
         on eventLoop: any EventLoop
     ) -> Dispatch {
         let requestID = Self.makeRequestID()
-        var logger = connectionLogger
-        logger[metadataKey: "request.id"] = "\(requestID)"
         var routeName = "unmatched"
+        var connectionID: String?
         do {
             guard self.authorize(caller) else {
                 routeName = "forbidden"
@@ -105,7 +121,7 @@ public struct RequestDispatcher: Sendable {
                         "connection ids are 1 to 63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
                     )
                 }
-                logger[metadataKey: "connection.id"] = "\(id)"
+                connectionID = id
             }
             try Self.checkBody(body, of: head, for: route)
             let request = Request(
@@ -117,7 +133,7 @@ public struct RequestDispatcher: Sendable {
                 caller: caller,
                 parameters: parameters,
                 body: body,
-                logger: logger
+                connectionLogger: connectionLogger
             )
             switch route.action {
             case .sync(let action):
@@ -125,19 +141,33 @@ public struct RequestDispatcher: Sendable {
                     outcome: .immediate(try action(request)),
                     requestID: requestID,
                     route: routeName,
-                    logger: logger
+                    connectionLogger: connectionLogger,
+                    connectionID: connectionID
                 )
             case .async(let action):
                 return Self.deferred(action, request, on: eventLoop, route: routeName)
             case .cached(let cached, let fallback):
                 if let response = try cached(request) {
-                    return Dispatch(outcome: .immediate(response), requestID: requestID, route: routeName, logger: logger)
+                    return Dispatch(
+                        outcome: .immediate(response),
+                        requestID: requestID,
+                        route: routeName,
+                        connectionLogger: connectionLogger,
+                        connectionID: connectionID
+                    )
                 }
                 return Self.deferred(fallback, request, on: eventLoop, route: routeName)
             }
         } catch {
+            let logger = Self.requestLogger(connectionLogger, requestID: requestID, connectionID: connectionID)
             let response = ErrorResponse.response(for: error, requestID: requestID, logger: logger)
-            return Dispatch(outcome: .immediate(response), requestID: requestID, route: routeName, logger: logger)
+            return Dispatch(
+                outcome: .immediate(response),
+                requestID: requestID,
+                route: routeName,
+                connectionLogger: connectionLogger,
+                connectionID: connectionID
+            )
         }
     }
 
@@ -156,7 +186,13 @@ public struct RequestDispatcher: Sendable {
                 return ErrorResponse.response(for: error, requestID: request.id, logger: request.logger)
             }
         }
-        return Dispatch(outcome: .deferred(promise.futureResult), requestID: request.id, route: route, logger: request.logger)
+        return Dispatch(
+            outcome: .deferred(promise.futureResult),
+            requestID: request.id,
+            route: route,
+            connectionLogger: request.connectionLogger,
+            connectionID: request.parameters["id"]
+        )
     }
 
     /// Refuses a body the route does not take, a missing required body, and a body that is not JSON.
@@ -182,10 +218,13 @@ public struct RequestDispatcher: Sendable {
     /// The request target split into path and query. Only origin-form targets (`/path?query`) can match a route:
     /// clients of a Unix socket have no reason to send any other form.
     static func split(_ uri: String) -> (path: Substring, query: Substring) {
+        // Scanned as UTF-8 code units: '#' and '?' are ASCII, and a Character walk would cost grapheme breaking.
         var target = Substring(uri)
-        if let fragment = target.firstIndex(of: "#") { target = target[..<fragment] }
-        guard let question = target.firstIndex(of: "?") else { return (target, target[target.endIndex...]) }
-        return (target[..<question], target[target.index(after: question)...])
+        if let fragment = target.utf8.firstIndex(of: UInt8(ascii: "#")) { target = target[..<fragment] }
+        guard let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) else {
+            return (target, target[target.endIndex...])
+        }
+        return (target[..<question], target[target.utf8.index(after: question)...])
     }
 
     /// 16 hex digits: a per-process counter keyed-hashed under a random seed (`Hasher` is SipHash with a seed drawn
@@ -195,8 +234,13 @@ public struct RequestDispatcher: Sendable {
         var hasher = Hasher()
         hasher.combine(Self.requestCounter.wrappingAdd(1, ordering: .relaxed).newValue)
         let value = UInt64(bitPattern: Int64(hasher.finalize()))
-        let hex = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
+        return String(unsafeUninitializedCapacity: 16) { digits in
+            for position in 0..<16 {
+                let nibble = UInt8(truncatingIfNeeded: value >> (60 - 4 * UInt64(position))) & 0x0f
+                digits[position] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
+            }
+            return 16
+        }
     }
 
     private static let requestCounter = Atomic<UInt64>(0)

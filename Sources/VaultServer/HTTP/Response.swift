@@ -9,7 +9,7 @@ import Foundation
 #endif
 
 /// An HTTP response before it is written. The connection handler adds `Content-Length`, `Cache-Control: no-store`
-/// and `Connection` when it writes it.
+/// and `Connection` when it writes it; a response with a `body` must not set them itself.
 public struct Response: Sendable {
     public var status: HTTPResponseStatus
     public var headers: HTTPHeaders

@@ -51,24 +51,21 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    private init(segments: [Segment]) {
-        self.segments = segments
-        self.description = ""
-    }
-
-    /// The parameters when `segments` (the request path split at `/`, without the leading empty one) match.
-    func match(_ segments: [Substring]) -> [String: String]? {
+    /// The parameters when `path` (absolute, without its query) matches. Walks the path's UTF-8 once, without
+    /// splitting it into an array: this runs for every route tried on every request.
+    func match(_ path: Substring) -> [String: String]? {
+        let bytes = path.utf8
+        guard bytes.first == UInt8(ascii: "/") else { return nil }
         var parameters: [String: String] = [:]
-        if case .remainder(let name) = self.segments.last {
-            let fixed = self.segments.count - 1
-            guard segments.count > fixed else { return nil }
-            parameters[name] = segments[fixed...].joined(separator: "/")
-            guard let prefix = PathPattern(segments: Array(self.segments.prefix(fixed))).match(Array(segments.prefix(fixed)))
-            else { return nil }
-            return prefix.merging(parameters) { first, _ in first }
-        }
-        guard segments.count == self.segments.count else { return nil }
-        for (pattern, segment) in zip(self.segments, segments) {
+        var start = bytes.index(after: bytes.startIndex)
+        for (position, pattern) in self.segments.enumerated() {
+            if case .remainder(let name) = pattern {
+                // Everything after the '/' that ends the fixed part, kept as sent.
+                parameters[name] = String(path[start...])
+                return parameters
+            }
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: "/")) ?? bytes.endIndex
+            let segment = path[start..<end]
             switch pattern {
             case .literal(let literal):
                 guard segment == literal else { return nil }
@@ -76,8 +73,13 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
                 guard !segment.isEmpty else { return nil }
                 parameters[name] = String(segment)
             case .remainder:
-                return nil
+                preconditionFailure("handled above")
             }
+            let isLast = position == self.segments.count - 1
+            if isLast { return end == bytes.endIndex ? parameters : nil }
+            // More pattern segments follow: the path must go on after a '/'.
+            guard end < bytes.endIndex else { return nil }
+            start = bytes.index(after: end)
         }
         return parameters
     }
@@ -130,11 +132,10 @@ public struct Router: Sendable {
 
     /// The route for `method` and `path` (without its query).
     public func match(method: HTTPMethod, path: Substring) -> RouteMatch {
-        guard path.first == "/" else { return .notFound }
-        let segments = Array(path.split(separator: "/", omittingEmptySubsequences: false).dropFirst())
+        guard path.utf8.first == UInt8(ascii: "/") else { return .notFound }
         var allowed: [HTTPMethod] = []
         for route in self.routes {
-            guard let parameters = route.pattern.match(segments) else { continue }
+            guard let parameters = route.pattern.match(path) else { continue }
             if route.method == method { return .matched(route, parameters: parameters) }
             allowed.append(route.method)
         }
