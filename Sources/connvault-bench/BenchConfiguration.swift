@@ -4,6 +4,8 @@ struct BenchConfiguration: Sendable {
     var binDirectory: String
     var warmUpSeconds: Double
     var durationSeconds: Double
+    /// How many times each server is measured, the servers taking turns.
+    var rounds: Int
     /// Connection counts to measure; a count of 1 runs pinned to `pinCPU`.
     var connectionCounts: [Int]
     /// The CPU for pinned runs; the last CPU this process may use when `nil`.

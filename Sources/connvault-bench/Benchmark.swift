@@ -23,7 +23,8 @@ final class Benchmark {
         self.report.say("machine: \(MachineInfo.current().description)")
         self.report.say(
             "load: HTTP/1.1 keep-alive over a Unix socket, \(TextTable.fixed(self.configuration.warmUpSeconds, 1)) s "
-                + "warm-up, \(TextTable.fixed(self.configuration.durationSeconds, 1)) s measured per case; "
+                + "warm-up, \(TextTable.fixed(self.configuration.durationSeconds, 1)) s measured per case, "
+                + "\(self.configuration.rounds) round(s) with the servers taking turns; "
                 + "1 connection pinned with the server to CPU \(pinned), more connections unpinned (CPUs \(unpinned))"
         )
 
@@ -80,14 +81,17 @@ final class Benchmark {
         }
         self.report.say()
 
+        // Every server is started first and measured in turn, round after round: drift on a shared machine (other
+        // work starting or stopping) then touches all three alike instead of whichever happened to run at the time.
+        var servers: [any ServerUnderTest] = []
         if let nginx {
-            self.measure(generator: generator, pinned: pinned, unpinned: unpinned) {
+            self.start(&servers) {
                 try NginxServer(executable: nginx, directory: directory, body: body, requestPath: requestPath)
             }
         } else {
             self.report.say("nginx: not found (Debian: apt-get install nginx-light; `make bench-deps` does it)")
         }
-        self.measure(generator: generator, pinned: pinned, unpinned: unpinned) {
+        self.start(&servers) {
             try NIOBenchServer(
                 binDirectory: self.configuration.binDirectory,
                 directory: directory,
@@ -96,7 +100,16 @@ final class Benchmark {
             )
         }
         if let vault {
-            self.measure(generator: generator, pinned: pinned, unpinned: unpinned) { vault.daemon }
+            self.start(&servers) { vault.daemon }
+        }
+        for round in 1...self.configuration.rounds {
+            for server in servers {
+                self.measure(server, round: round, generator: generator, pinned: pinned, unpinned: unpinned)
+            }
+        }
+        // The vault stays up for the cold-path measurements; the others stop here.
+        for server in servers where !(server is VaultDaemon) {
+            server.stop()
         }
 
         self.report.say()
@@ -108,22 +121,14 @@ final class Benchmark {
         }
     }
 
-    private func measure(
-        generator: LoadGenerator,
-        pinned: CPUSet,
-        unpinned: CPUSet,
-        server makeServer: () throws -> any ServerUnderTest
-    ) {
+    /// Starts a server and probes it once; a server that fails either is reported and left out.
+    private func start(_ servers: inout [any ServerUnderTest], _ makeServer: () throws -> any ServerUnderTest) {
         let server: any ServerUnderTest
         do {
             server = try makeServer()
         } catch {
             self.report.say("server failed to start: \(error)")
             return
-        }
-        defer {
-            // The vault stays up for the cold-path measurements; the others stop here.
-            if !(server is VaultDaemon) { server.stop() }
         }
         do {
             let connection = try BlockingHTTPConnection(socketPath: server.socketPath)
@@ -133,29 +138,40 @@ final class Benchmark {
                 "\(server.name): GET \(server.requestPath) → \(probe.status), "
                     + "\(probe.headerLength) bytes of status line and headers + \(probe.bodyLength) bytes of body"
             )
+            servers.append(server)
         } catch {
             self.report.say("\(server.name): probe request failed — \(error)")
-            return
+            if !(server is VaultDaemon) { server.stop() }
         }
+    }
+
+    private func measure(
+        _ server: any ServerUnderTest,
+        round: Int,
+        generator: LoadGenerator,
+        pinned: CPUSet,
+        unpinned: CPUSet
+    ) {
         for connections in self.configuration.connectionCounts {
             do {
-                let result = try generator.run(
+                var result = try generator.run(
                     against: server,
                     connections: connections,
                     pinnedTo: connections == 1 ? pinned : nil,
                     unpinned: unpinned
                 )
+                result.round = round
                 self.results.append(result)
                 self.report.say(Self.progressLine(result))
             } catch {
-                self.report.say("\(server.name), \(connections) connection(s): failed — \(error)")
+                self.report.say("\(server.name), \(connections) connection(s), round \(round): failed — \(error)")
             }
         }
     }
 
     private static func progressLine(_ result: LoadResult) -> String {
         var line =
-            "\(result.server), \(result.connections) connection(s): "
+            "round \(result.round): \(result.server), \(result.connections) connection(s): "
             + "\(TextTable.grouped(result.requestsPerSecond)) req/s, "
             + "p50 \(TextTable.fixed(result.latency.p50Microseconds, 1)) µs, "
             + "p99 \(TextTable.fixed(result.latency.p99Microseconds, 1)) µs"
@@ -167,21 +183,31 @@ final class Benchmark {
 
     // MARK: - Summary
 
+    /// The median of each figure over the rounds, per server and connection count, then the ratios against the
+    /// targets: each ratio is taken within a round (the three servers measured minutes apart at most) and the median
+    /// of those is judged, with the range beside it.
     private func summarize() {
+        let rounds = self.configuration.rounds
         var table = TextTable(headers: [
             "server", "conns", "pinned", "req/s", "p50 µs", "p99 µs", "server CPU µs/req", "client CPU µs/req",
         ])
-        for result in self.results {
+        var seen: [String] = []
+        for result in self.results where !seen.contains("\(result.server)/\(result.connections)") {
+            seen.append("\(result.server)/\(result.connections)")
+            let all = self.results.filter { $0.server == result.server && $0.connections == result.connections }
             table.append([
                 result.server,
                 String(result.connections),
                 result.pinnedTo.map { "CPU \($0)" } ?? "no",
-                TextTable.grouped(result.requestsPerSecond),
-                TextTable.fixed(result.latency.p50Microseconds, 1),
-                TextTable.fixed(result.latency.p99Microseconds, 1),
-                TextTable.fixed(result.serverCPUPerRequest, 2),
-                TextTable.fixed(result.clientCPUPerRequest, 2),
+                TextTable.grouped(Self.median(all.map(\.requestsPerSecond))),
+                TextTable.fixed(Self.median(all.map(\.latency.p50Microseconds)), 1),
+                TextTable.fixed(Self.median(all.map(\.latency.p99Microseconds)), 1),
+                TextTable.fixed(Self.median(all.map(\.serverCPUPerRequest)), 2),
+                TextTable.fixed(Self.median(all.map(\.clientCPUPerRequest)), 2),
             ])
+        }
+        if rounds > 1 {
+            self.report.say("medians over \(rounds) rounds (each column on its own):")
         }
         for line in table.lines {
             self.report.say(line)
@@ -189,46 +215,73 @@ final class Benchmark {
         self.report.say()
 
         guard let most = self.configuration.connectionCounts.max() else { return }
-        func find(_ server: String) -> LoadResult? {
-            self.results.first { $0.server == server && $0.connections == most }
+        func figures(_ server: String, _ figure: (LoadResult) -> Double) -> [Int: Double] {
+            var byRound: [Int: Double] = [:]
+            for result in self.results where result.server == server && result.connections == most {
+                byRound[result.round] = figure(result)
+            }
+            return byRound
         }
-        let vault = find("vault")
-        let nginx = find("nginx")
-        let nio = find("bare NIO")
-        guard let vault else {
+        let vaultRate = figures("vault", \.requestsPerSecond)
+        guard !vaultRate.isEmpty else {
             self.report.say("ratios: no vault figures at \(most) connections, so no ratios against the targets")
             return
         }
         self.ratio(
             "vault / nginx throughput, \(most) connections",
-            vault.requestsPerSecond,
-            nginx?.requestsPerSecond,
+            vaultRate,
+            figures("nginx", \.requestsPerSecond),
             target: "≥ 0.50",
             met: { $0 >= 0.5 }
         )
         self.ratio(
             "vault / bare NIO throughput, \(most) connections",
-            vault.requestsPerSecond,
-            nio?.requestsPerSecond,
+            vaultRate,
+            figures("bare NIO", \.requestsPerSecond),
             target: "≥ 0.80",
             met: { $0 >= 0.8 }
         )
         self.ratio(
             "vault / nginx server CPU per request, \(most) connections",
-            vault.serverCPUPerRequest,
-            nginx?.serverCPUPerRequest,
+            figures("vault", \.serverCPUPerRequest),
+            figures("nginx", \.serverCPUPerRequest),
             target: "≤ 3.00",
             met: { $0 <= 3 }
         )
     }
 
-    private func ratio(_ label: String, _ value: Double, _ reference: Double?, target: String, met: (Double) -> Bool) {
-        guard let reference, reference > 0 else {
+    /// Prints the median of the per-round ratios `value / reference`, their range, and whether the median meets the
+    /// target.
+    private func ratio(
+        _ label: String,
+        _ value: [Int: Double],
+        _ reference: [Int: Double],
+        target: String,
+        met: (Double) -> Bool
+    ) {
+        let ratios = value.keys.sorted().compactMap { round -> Double? in
+            guard let reference = reference[round], reference > 0, let value = value[round] else { return nil }
+            return value / reference
+        }
+        guard !ratios.isEmpty else {
             self.report.say("\(label): no reference figure")
             return
         }
-        let ratio = value / reference
-        self.report.say("\(label): \(TextTable.fixed(ratio, 2))  (target \(target): \(met(ratio) ? "met" : "NOT met"))")
+        let median = Self.median(ratios)
+        var line = "\(label): \(TextTable.fixed(median, 2))"
+        if ratios.count > 1 {
+            line += " (rounds: \(ratios.map { TextTable.fixed($0, 2) }.joined(separator: ", ")))"
+        }
+        line += "  (target \(target): \(met(median) ? "met" : "NOT met"))"
+        self.report.say(line)
+    }
+
+    /// The middle value; the mean of the two middle ones for an even count.
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return .nan }
+        let middle = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
     }
 
     // MARK: - Process set-up

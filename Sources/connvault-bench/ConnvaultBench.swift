@@ -24,6 +24,9 @@ struct ConnvaultBench: AsyncParsableCommand {
     @Option(help: "Seconds measured per server and connection count.")
     var duration: Double = 5
 
+    @Option(help: "Rounds: every server is measured once per round, in turn; the summary gives medians.")
+    var rounds: Int = 3
+
     @Option(name: .customLong("connections"), help: "Connection counts to measure (repeatable; 1 runs pinned).")
     var connectionCounts: [Int] = [1, 16]
 
@@ -55,6 +58,9 @@ struct ConnvaultBench: AsyncParsableCommand {
         guard self.duration > 0, self.warmUp >= 0 else {
             throw ValidationError("--duration must be > 0, --warm-up ≥ 0")
         }
+        guard self.rounds > 0 else {
+            throw ValidationError("--rounds must be positive")
+        }
         guard !self.connectionCounts.isEmpty, self.connectionCounts.allSatisfy({ $0 > 0 }) else {
             throw ValidationError("--connections must be positive")
         }
@@ -68,6 +74,7 @@ struct ConnvaultBench: AsyncParsableCommand {
             binDirectory: self.binDir,
             warmUpSeconds: self.warmUp,
             durationSeconds: self.duration,
+            rounds: self.rounds,
             connectionCounts: self.connectionCounts,
             pinCPU: self.pinCPU,
             nginxPath: self.nginx,

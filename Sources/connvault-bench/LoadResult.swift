@@ -2,6 +2,8 @@
 struct LoadResult: Sendable {
     var server: String
     var connections: Int
+    /// Which round of the run this window belongs to, from 1.
+    var round = 1
     /// The CPUs client and server were pinned to, or `nil` when the scheduler placed them.
     var pinnedTo: CPUSet?
     var requests: Int

@@ -67,9 +67,12 @@ public final class TokenBroker: Sendable {
     }
 
     /// Answers from memory when possible; nil means "call `token(_:for:minTTL:)`".
-    public func cachedResponse(_ id: String, for caller: Caller, minTTL: Int) -> FastAnswer? {
-        let now = ContinuousClock.now
-        return self.entries.withLock { entries -> FastAnswer? in
+    /// - Parameter now: The time the token must still be valid `minTTL` seconds after (the caller's clock reading,
+    ///   reused for the response's `expires_in`).
+    public func cachedResponse(
+        _ id: String, for caller: Caller, minTTL: Int, at now: ContinuousClock.Instant = .now
+    ) -> FastAnswer? {
+        self.entries.withLock { entries -> FastAnswer? in
             guard let entry = entries[id] else { return nil }
             if let refusal = Self.refusal(entry, caller: caller) { return .refused(refusal) }
             guard let prepared = entry.prepared, prepared.expiresAt - now >= .seconds(minTTL) else { return nil }

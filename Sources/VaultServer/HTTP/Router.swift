@@ -58,7 +58,8 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
         guard bytes.first == UInt8(ascii: "/") else { return nil }
         var parameters: [String: String] = [:]
         var start = bytes.index(after: bytes.startIndex)
-        for (position, pattern) in self.segments.enumerated() {
+        for position in self.segments.indices {
+            let pattern = self.segments[position]
             if case .remainder(let name) = pattern {
                 // Everything after the '/' that ends the fixed part, kept as sent.
                 parameters[name] = String(path[start...])
@@ -68,7 +69,8 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
             let segment = path[start..<end]
             switch pattern {
             case .literal(let literal):
-                guard segment == literal else { return nil }
+                // Byte-wise: String equality would compare canonical equivalence, which a path segment never needs.
+                guard segment.utf8.elementsEqual(literal.utf8) else { return nil }
             case .parameter(let name):
                 guard !segment.isEmpty else { return nil }
                 parameters[name] = String(segment)
@@ -85,12 +87,13 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// One entry of a route table.
-public struct Route: Sendable {
-    public var method: HTTPMethod
-    public var pattern: PathPattern
-    public var body: BodyPolicy
-    public var action: RouteAction
+/// One entry of a route table. A class, and immutable: the table is scanned on every request, and passing a route
+/// around then costs one reference count instead of a copy of each of its parts.
+public final class Route: Sendable {
+    public let method: HTTPMethod
+    public let pattern: PathPattern
+    public let body: BodyPolicy
+    public let action: RouteAction
 
     /// The route's name in logs and metrics: `GET /v1/connections/{id}`. Built once: it is read on every request.
     public let name: String

@@ -31,8 +31,9 @@ public struct BrokerRoutes: Sendable {
                 .cached(
                     { request in
                         let minTTL = try Self.minTTL(request)
-                        switch broker.cachedResponse(request.parameter("id"), for: request.caller, minTTL: minTTL) {
-                        case .token(let prepared): return Self.tokenResponse(prepared)
+                        let now = ContinuousClock.now
+                        switch broker.cachedResponse(request.parameter("id"), for: request.caller, minTTL: minTTL, at: now) {
+                        case .token(let prepared): return Self.tokenResponse(prepared, at: now)
                         case .refused(let error): throw error
                         case nil: return nil
                         }
@@ -71,8 +72,7 @@ public struct BrokerRoutes: Sendable {
         return Int(try query.integer("min_ttl", in: 0...86_400) ?? 0)
     }
 
-    static func tokenResponse(_ prepared: PreparedTokenResponse) -> Response {
-        let now = ContinuousClock.now
+    static func tokenResponse(_ prepared: PreparedTokenResponse, at now: ContinuousClock.Instant = .now) -> Response {
         let expiresIn = String(prepared.expiresIn(at: now))
         var body = ByteBuffer()
         body.reserveCapacity(prepared.prefix.count + expiresIn.utf8.count + prepared.suffix.count)
