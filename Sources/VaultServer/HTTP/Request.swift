@@ -13,7 +13,7 @@ import Foundation
 
 /// One HTTP request, complete with its body, as a route sees it.
 public struct Request: Sendable {
-    /// A random id for this request, in every log line about it and in 500 answers.
+    /// An unguessable id for this request (16 hex digits), in every log line about it and in 500 answers.
     public var id: String
     public var method: HTTPMethod
     /// The path without the query, exactly as sent (not percent-decoded).
