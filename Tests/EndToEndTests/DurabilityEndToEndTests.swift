@@ -21,16 +21,23 @@ struct DurabilityEndToEndTests {
             #expect(result.status == 0, "\(result)")
         }
 
-        // Three writers edit in a loop (secret edits: decrypt, re-encrypt, new revision) until the daemon dies.
+        // Three writers edit in a loop (secret edits: decrypt, re-encrypt, new revision) until the daemon dies. Each
+        // `connvaultctl` runs off the cooperative pool, so that the task that kills the daemon always gets to run;
+        // the writers also give up after a minute, should the kill never come.
         let acknowledged = Acknowledged()
+        let giveUp = ContinuousClock.now + .seconds(60)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for writer in 0..<3 {
                 group.addTask {
                     var round = 0
-                    while true {
+                    while ContinuousClock.now < giveUp {
                         let id = ids[(writer + round * 3) % ids.count]
                         round += 1
-                        guard let result = try? daemon.ctl(["edit", id, "--new-secret", "--secret-stdin", "--json"], stdin: "fake-secret-\(round)\n"),
+                        let secret = "fake-secret-\(round)\n"
+                        guard
+                            let result = try? await Blocking.run({
+                                try daemon.ctl(["edit", id, "--new-secret", "--secret-stdin", "--json"], stdin: secret)
+                            }),
                             result.status == 0,
                             let view = try? VaultJSON.decoder().decode(ConnectionView.self, from: Data(result.stdout.utf8))
                         else { return }

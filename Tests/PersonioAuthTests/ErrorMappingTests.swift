@@ -115,13 +115,14 @@ import Testing
             let elapsed = ContinuousClock.now - started
             #expect(error.code == .unavailable)
             #expect(error.httpStatus == nil)
-            #expect(elapsed >= .milliseconds(250) && elapsed < .milliseconds(1500))
+            // Well under the stand-in's hang (forever) and the test's patience; a busy machine answers late.
+            #expect(elapsed >= .milliseconds(250) && elapsed < .seconds(10))
         }
     }
 
     @Test func latencyBeyondTheTimeoutIsUnavailable() async throws {
         try await withFixture(timeout: .milliseconds(300)) { fixture in
-            fixture.standIn.setLatency(.seconds(1))
+            fixture.standIn.setLatency(.seconds(5))
             let error = await fixture.exchangeError(fixture.credentials(.v1))
             #expect(error?.code == .unavailable)
         }

@@ -90,7 +90,7 @@ struct ApplicationTests {
             #expect(try await admin.verifyAudit().intact)
             #expect(try await admin.status().connections == 1)
 
-            let metrics = try await offPool {
+            let metrics = try await Blocking.run {
                 try RawHTTP.request(socket: live.adminSocket, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             }
             #expect(metrics.status == 200)
@@ -100,13 +100,13 @@ struct ApplicationTests {
             #expect(!metrics.body.contains("acme"))
 
             try await admin.disconnect("acme")
-            let gone = try await offPool {
+            let gone = try await Blocking.run {
                 try RawHTTP.request(socket: live.adminSocket, "GET /v1/connections/acme HTTP/1.1\r\nHost: x\r\n\r\n")
             }
             #expect(gone.status == 404)
             #expect(try self.problem(gone).code == .notFound)
 
-            let deleted = try await offPool {
+            let deleted = try await Blocking.run {
                 try RawHTTP.request(socket: live.adminSocket, "DELETE /v1/connections/nope HTTP/1.1\r\nHost: x\r\n\r\n")
             }
             #expect(deleted.status == 404)
@@ -126,21 +126,21 @@ struct ApplicationTests {
                 CreateConnectionRequest(id: "x", provider: .personioV1, secrets: secrets)
             )
             let socket = live.adminSocket
-            let empty = try await offPool {
+            let empty = try await Blocking.run {
                 try RawHTTP.request(
                     socket: socket,
                     "POST /v1/connections/x/enable HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
                 )
             }
             #expect(empty.status == 200)
-            let object = try await offPool {
+            let object = try await Blocking.run {
                 try RawHTTP.request(
                     socket: socket,
                     "POST /v1/connections/x/enable HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
                 )
             }
             #expect(object.status == 200)
-            let extra = try await offPool {
+            let extra = try await Blocking.run {
                 try RawHTTP.request(
                     socket: socket,
                     "POST /v1/connections/x/enable HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
@@ -148,7 +148,7 @@ struct ApplicationTests {
             }
             #expect(extra.status == 400)
             #expect(try self.problem(extra).code == .unknownField)
-            let deleted = try await offPool {
+            let deleted = try await Blocking.run {
                 try RawSocket.exchange(
                     socket,
                     "DELETE /v1/connections/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -164,18 +164,18 @@ struct ApplicationTests {
     func garbage() async throws {
         try await LiveApplication.with { live in
             let socket = live.adminSocket
-            let garbage = try await offPool {
+            let garbage = try await Blocking.run {
                 try RawSocket.exchange(socket, [0x16, 0x03, 0x01, 0x00, 0xff, 0x00, 0x0d, 0x0a, 0x0d, 0x0a])
             }
             #expect(garbage.hasPrefix("HTTP/1.1 400 Bad Request"))
             for _ in 0..<3 {
-                let health = try await offPool {
+                let health = try await Blocking.run {
                     try RawHTTP.request(socket: socket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
                 }
                 #expect(health.status == 200)
                 #expect(health.body == #"{"status":"ok"}"#)
             }
-            let appHealth = try await offPool {
+            let appHealth = try await Blocking.run {
                 try RawHTTP.request(socket: live.appSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
             }
             #expect(appHealth.status == 200)
@@ -188,7 +188,7 @@ struct ApplicationTests {
             let health = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
             let last = "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             let socket = live.adminSocket
-            let output = try await offPool {
+            let output = try await Blocking.run {
                 try RawSocket.exchange(socket, health + "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" + health + last)
             }
             let statuses = HTTPConnectionHandlerTests.statusLines(output)
@@ -205,7 +205,7 @@ struct ApplicationTests {
             let request =
                 "POST /v1/connections HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
             let socket = live.adminSocket
-            let response = try await offPool { try RawHTTP.request(socket: socket, request) }
+            let response = try await Blocking.run { try RawHTTP.request(socket: socket, request) }
             #expect(response.status == 413)
             #expect(try self.problem(response).code == .payloadTooLarge)
             #expect(try await live.admin.connections().connections.isEmpty)
@@ -216,12 +216,12 @@ struct ApplicationTests {
     func notFoundAndMethod() async throws {
         try await LiveApplication.with { live in
             for socket in [live.adminSocket, live.appSocket] {
-                let missing = try await offPool {
+                let missing = try await Blocking.run {
                     try RawHTTP.request(socket: socket, "GET /v2/everything HTTP/1.1\r\nHost: x\r\n\r\n")
                 }
                 #expect(missing.status == 404)
                 #expect(try self.problem(missing).code == .notFound)
-                let method = try await offPool {
+                let method = try await Blocking.run {
                     try RawHTTP.request(
                         socket: socket,
                         "PUT /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
@@ -232,7 +232,7 @@ struct ApplicationTests {
                 #expect(try self.problem(method).code == .methodNotAllowed)
             }
             // The app socket has no admin routes.
-            let status = try await offPool {
+            let status = try await Blocking.run {
                 try RawHTTP.request(socket: live.appSocket, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
             }
             #expect(status.status == 404)
@@ -249,7 +249,7 @@ struct ApplicationTests {
                 ("/v1/audit?connection=Bad%2FId", "invalid_id"),
             ] {
                 let socket = live.adminSocket
-                let response = try await offPool {
+                let response = try await Blocking.run {
                     try RawHTTP.request(socket: socket, "GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n")
                 }
                 #expect(response.status == 400, "\(target)")
@@ -292,7 +292,7 @@ struct ApplicationTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await application.run() }
             let socket = directory.file("admin.sock")
-            let health = try await offPool {
+            let health = try await Blocking.run {
                 try RawHTTP.request(socket: socket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
             }
             #expect(health.status == 200)

@@ -14,7 +14,7 @@ struct DaemonBinaryTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let daemon = DaemonProcess(directory: directory, arguments: ["--dev"])
-        try await offPool { try daemon.start() }
+        try await Blocking.run { try daemon.start() }
         let log = daemon.log()
         #expect(log.contains("admin socket  \(daemon.adminSocket)"))
         #expect(
@@ -22,7 +22,7 @@ struct DaemonBinaryTests {
         )
         #expect(log.contains("connvaultctl add acme --provider personio-v2 --client-id ID --secret-stdin"))
         #expect(fileMode(daemon.stateDirectory)?.mode == 0o700)
-        #expect(try await offPool { daemon.stop() } == 0)
+        #expect(try await Blocking.run { daemon.stop() } == 0)
         #expect(fileMode(daemon.adminSocket) == nil)
     }
 
@@ -55,7 +55,7 @@ struct DaemonBinaryTests {
     func startupError(_ failure: Failure) async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let result = try await offPool {
+        let result = try await Blocking.run {
             try Command.run(Binaries.daemon, failure.arguments, directory: directory.path)
         }
         #expect(result.status == 1, "\(result)")
@@ -69,12 +69,12 @@ struct DaemonBinaryTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let state = directory.file("state")
-        let first = try await offPool { try Command.run(Binaries.daemon, ["--init", "--state-dir", state]) }
+        let first = try await Blocking.run { try Command.run(Binaries.daemon, ["--init", "--state-dir", state]) }
         #expect(first.status == 0, "\(first)")
         #expect(fileMode(state)?.mode == 0o700)
         #expect(fileMode("\(state)/master.key")?.mode == 0o600)
         #expect(fileMode("\(state)/vault.sqlite3") != nil)
-        let second = try await offPool { try Command.run(Binaries.daemon, ["--init", "--state-dir", state]) }
+        let second = try await Blocking.run { try Command.run(Binaries.daemon, ["--init", "--state-dir", state]) }
         #expect(second.status == 1)
         #expect(second.stderr.contains("already exists"), "\(second)")
     }

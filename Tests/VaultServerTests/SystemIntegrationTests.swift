@@ -54,16 +54,16 @@ struct SystemIntegrationTests {
             abstract ? "@cv-test-notify-\(getpid())-\(UInt32.random(in: 0...UInt32.max))" : directory.file("notify")
         let notify = try NotifySocket(path: path)
         try await LiveApplication.with(notify: .init(socketPath: path, watchdogInterval: .milliseconds(50))) { live in
-            let ready = try await offPool { notify.receive() }
+            let ready = try await Blocking.run { notify.receive() }
             let message = try #require(ready)
             #expect(message.hasPrefix("READY=1\n"))
             #expect(message.contains("MAINPID=\(getpid())"))
             #expect(message.contains("STATUS=serving admin on \(live.adminSocket)"))
-            let health = try await offPool {
+            let health = try await Blocking.run {
                 try RawHTTP.request(socket: live.adminSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
             }
             #expect(health.status == 200)
-            #expect(try await offPool { notify.receive() } == "WATCHDOG=1")
+            #expect(try await Blocking.run { notify.receive() } == "WATCHDOG=1")
         }
         var last: String?
         while let message = notify.receive(timeout: .seconds(1)) { last = message }
@@ -104,7 +104,7 @@ struct SystemIntegrationTests {
             chmod(live.directory.path, 0o755)
             chmod(live.adminSocket, 0o666)
             let socket = live.adminSocket
-            let result = try await offPool { try Self.runAsNobody(socket: socket, path: "/v1/connections") }
+            let result = try await Blocking.run { try Self.runAsNobody(socket: socket, path: "/v1/connections") }
             try #require(result.status == 0, "\(result)")
             let lines = result.stdout.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false)
             try check(Int(lines[0]) ?? 0, lines.count > 1 ? String(lines[1]) : "")
@@ -173,17 +173,17 @@ struct SystemIntegrationTests {
         // systemd-socket-activate starts the daemon at the first connection.
         var health: RawHTTP.Response?
         for _ in 0..<100 where health?.status != 200 {
-            health = try? await offPool {
+            health = try? await Blocking.run {
                 try RawHTTP.request(socket: adminSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
             }
             if health?.status != 200 { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(health?.status == 200, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
-        let status = try await offPool {
+        let status = try await Blocking.run {
             try RawHTTP.request(socket: adminSocket, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
         }
         #expect(status.status == 200)
-        let app = try await offPool {
+        let app = try await Blocking.run {
             try RawHTTP.request(socket: appSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
         }
         #expect(app.status == 200)
@@ -191,7 +191,7 @@ struct SystemIntegrationTests {
         #expect(fileMode(directory.file("unused-admin.sock")) == nil)
 
         kill(process.processIdentifier, SIGTERM)
-        try await offPool { process.waitUntilExit() }
+        try await Blocking.run { process.waitUntilExit() }
         #expect(process.terminationStatus == 0)
         // The daemon does not remove sockets it did not create.
         #expect(fileMode(adminSocket) != nil)

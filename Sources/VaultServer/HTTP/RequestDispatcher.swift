@@ -85,6 +85,15 @@ public struct RequestDispatcher: Sendable {
         let requestID = Self.makeRequestID()
         var routeName = "unmatched"
         var connectionID: String?
+        func answer(_ outcome: Outcome) -> Dispatch {
+            Dispatch(
+                outcome: outcome,
+                requestID: requestID,
+                route: routeName,
+                connectionLogger: connectionLogger,
+                connectionID: connectionID
+            )
+        }
         do {
             guard self.authorize(caller) else {
                 routeName = "forbidden"
@@ -137,37 +146,16 @@ public struct RequestDispatcher: Sendable {
             )
             switch route.action {
             case .sync(let action):
-                return Dispatch(
-                    outcome: .immediate(try action(request)),
-                    requestID: requestID,
-                    route: routeName,
-                    connectionLogger: connectionLogger,
-                    connectionID: connectionID
-                )
+                return answer(.immediate(try action(request)))
             case .async(let action):
                 return Self.deferred(action, request, on: eventLoop, route: routeName)
             case .cached(let cached, let fallback):
-                if let response = try cached(request) {
-                    return Dispatch(
-                        outcome: .immediate(response),
-                        requestID: requestID,
-                        route: routeName,
-                        connectionLogger: connectionLogger,
-                        connectionID: connectionID
-                    )
-                }
+                if let response = try cached(request) { return answer(.immediate(response)) }
                 return Self.deferred(fallback, request, on: eventLoop, route: routeName)
             }
         } catch {
             let logger = Self.requestLogger(connectionLogger, requestID: requestID, connectionID: connectionID)
-            let response = ErrorResponse.response(for: error, requestID: requestID, logger: logger)
-            return Dispatch(
-                outcome: .immediate(response),
-                requestID: requestID,
-                route: routeName,
-                connectionLogger: connectionLogger,
-                connectionID: connectionID
-            )
+            return answer(.immediate(ErrorResponse.response(for: error, requestID: requestID, logger: logger)))
         }
     }
 

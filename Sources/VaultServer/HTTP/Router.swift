@@ -36,7 +36,7 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
     /// The pattern as written: the route's name in logs and metrics.
     public let description: String
 
-    /// - Parameter pattern: An absolute path whose segments are literals or `{name}`.
+    /// - Parameter pattern: An absolute path whose segments are literals, `{name}` or, last, `{name...}`.
     public init(_ pattern: String) {
         precondition(pattern.hasPrefix("/"), "route patterns are absolute paths")
         self.description = pattern
@@ -49,6 +49,10 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
             }
             return .literal(String(segment))
         }
+        precondition(
+            !self.segments.dropLast().contains { if case .remainder = $0 { true } else { false } },
+            "only the last segment of a route pattern can be {name...}"
+        )
     }
 
     /// The parameters when `path` (absolute, without its query) matches. Walks the path's UTF-8 once, without
@@ -59,26 +63,21 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
         var parameters: [String: String] = [:]
         var start = bytes.index(after: bytes.startIndex)
         for position in self.segments.indices {
-            let pattern = self.segments[position]
-            if case .remainder(let name) = pattern {
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: "/")) ?? bytes.endIndex
+            let segment = path[start..<end]
+            switch self.segments[position] {
+            case .remainder(let name):
                 // Everything after the '/' that ends the fixed part, kept as sent.
                 parameters[name] = String(path[start...])
                 return parameters
-            }
-            let end = bytes[start...].firstIndex(of: UInt8(ascii: "/")) ?? bytes.endIndex
-            let segment = path[start..<end]
-            switch pattern {
             case .literal(let literal):
                 // Byte-wise: String equality would compare canonical equivalence, which a path segment never needs.
                 guard segment.utf8.elementsEqual(literal.utf8) else { return nil }
             case .parameter(let name):
                 guard !segment.isEmpty else { return nil }
                 parameters[name] = String(segment)
-            case .remainder:
-                preconditionFailure("handled above")
             }
-            let isLast = position == self.segments.count - 1
-            if isLast { return end == bytes.endIndex ? parameters : nil }
+            if position == self.segments.count - 1 { return end == bytes.endIndex ? parameters : nil }
             // More pattern segments follow: the path must go on after a '/'.
             guard end < bytes.endIndex else { return nil }
             start = bytes.index(after: end)

@@ -68,16 +68,6 @@ struct LiveApplication: Sendable {
     }
 }
 
-/// Runs blocking socket and process calls on a dispatch thread, off Swift's cooperative pool: the application's
-/// routes need that pool to answer, and a test blocking it would wait for itself.
-func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            continuation.resume(with: Result { try body() })
-        }
-    }
-}
-
 /// A raw request over a Unix socket, read until the server closes or `timeout` passes.
 enum RawSocket {
     static func exchange(_ path: String, _ request: String, timeout: Duration = .seconds(10)) throws -> String {
