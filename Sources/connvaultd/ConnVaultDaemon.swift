@@ -37,6 +37,12 @@ struct ConnVaultDaemon: AsyncParsableCommand {
     )
     var adminGroup: String?
 
+    @Option(help: "Seconds a token exchange with Personio may take, connecting included (1-300).")
+    var tokenTimeout: Int = 10
+
+    @Option(help: "Seconds a proxied request may wait for Personio's response head (1-300).")
+    var proxyTimeout: Int = 30
+
     @Option(help: "Lowest level to log: trace, debug, info, notice, warning, error or critical.")
     var logLevel: LogLevel = .info
 
@@ -45,6 +51,14 @@ struct ConnVaultDaemon: AsyncParsableCommand {
 
     @Flag(name: .customLong("init"), help: "Create the state directory, key file and database, then exit.")
     var initialize = false
+
+    func validate() throws {
+        for (flag, value) in [("--token-timeout", self.tokenTimeout), ("--proxy-timeout", self.proxyTimeout)] {
+            guard (1...300).contains(value) else {
+                throw ValidationError("\(flag) must be a whole number of seconds from 1 to 300")
+            }
+        }
+    }
 
     func run() async throws {
         let level = self.logLevel.level
@@ -86,7 +100,9 @@ struct ConnVaultDaemon: AsyncParsableCommand {
             adminSocketPath: layout.adminSocketPath,
             adminGroup: self.adminGroup,
             inheritedSockets: try SocketActivation.take(),
-            notify: SystemdNotifier.Configuration.fromProcessEnvironment()
+            notify: SystemdNotifier.Configuration.fromProcessEnvironment(),
+            tokenTimeout: .seconds(self.tokenTimeout),
+            proxyTimeout: .seconds(self.proxyTimeout)
         )
         let application = try await buildApplication(configuration: configuration, logger: logger)
         if self.dev { Self.printQuickStart(layout) }

@@ -336,6 +336,21 @@ struct TokenEndToEndTests {
         }
     }
 
+    @Test("a token exchange that hangs ends in 503 after --token-timeout")
+    func tokenTimeout() async throws {
+        try await BrokerFixture.run(daemonArguments: ["--dev", "--log-level", "debug", "--token-timeout", "2"]) { fixture in
+            try await fixture.addV2("acme", clientID: Self.clientID, secret: Self.secret)
+            fixture.standIn.setFailure(.hang)
+            let start = ContinuousClock.now
+            let response = try await fixture.app(Routes.token("acme"), timeout: .seconds(30))
+            let elapsed = ContinuousClock.now - start
+            #expect(response.status == 503, "after \(elapsed): \(response.raw)")
+            #expect(response.problem?.code == .upstreamUnavailable, "\(response.content)")
+            // 2 s, not the default 10 s.
+            #expect(elapsed >= .milliseconds(1900) && elapsed < .seconds(8), "answered after \(elapsed)")
+        }
+    }
+
     // MARK: - Verify
 
     @Test("connvaultctl verify reports expiry and scope, or the rejection without a secret")

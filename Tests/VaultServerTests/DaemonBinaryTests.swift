@@ -64,6 +64,21 @@ struct DaemonBinaryTests {
         #expect(result.stderr.contains(failure.message), "\(result)")
     }
 
+    @Test(
+        "time-outs outside 1 to 300 seconds are refused before anything starts",
+        arguments: [["--token-timeout", "0"], ["--proxy-timeout", "301"], ["--proxy-timeout", "soon"]]
+    )
+    func timeoutFlags(_ flag: [String]) async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let result = try await Blocking.run {
+            try Command.run(Binaries.daemon, ["--dev"] + flag, directory: directory.path)
+        }
+        #expect(result.status == 64, "\(result)")
+        #expect(result.stderr.contains(flag[0]), "\(result)")
+        #expect(!FileManager.default.fileExists(atPath: directory.file(".connvault")), "state was created")
+    }
+
     @Test("--init creates a private state directory, key and database once, and refuses a second time")
     func initialise() async throws {
         let directory = try TemporaryDirectory()

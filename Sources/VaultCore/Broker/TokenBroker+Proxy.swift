@@ -123,7 +123,8 @@ extension TokenBroker {
     ///   - id: The connection id.
     ///   - request: The caller's request, with the path under the API base.
     ///   - caller: Who asks.
-    ///   - timeout: Limit for connecting to Personio and receiving the response head.
+    ///   - timeout: Limit for connecting to Personio and receiving the response head; the broker's `proxyTimeout`
+    ///     when nil.
     /// - Returns: Personio's answer.
     /// - Throws: `VaultError`: `bad_request` (path, query or header), `method_not_allowed`, `payload_too_large`
     ///   (over 1 MiB), then as `proxyTarget(_:for:)`, then `upstream_unavailable` (with `retryAfter`) when Personio
@@ -133,7 +134,7 @@ extension TokenBroker {
         _ id: String,
         request: ProxyRequest,
         for caller: Caller,
-        timeout: Duration = PersonioProxy.defaultTimeout
+        timeout: Duration? = nil
     ) async throws -> ProxyResponse {
         do {
             try PersonioProxy.validate(request)
@@ -149,7 +150,7 @@ extension TokenBroker {
                 authorization: target.authorization,
                 appID: target.appID,
                 partnerID: target.partnerID,
-                timeout: timeout
+                timeout: timeout ?? self.proxyTimeout
             )
         } catch {
             self.logger.debug(

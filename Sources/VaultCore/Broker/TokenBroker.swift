@@ -17,6 +17,8 @@ public final class TokenBroker: Sendable {
     let auth: PersonioAuthClient
     /// Forwards app requests for the proxy route (`TokenBroker+Proxy.swift`).
     let proxyClient: PersonioProxy
+    /// How long a proxied request waits for Personio's response head (`connvaultd --proxy-timeout`).
+    let proxyTimeout: Duration
     let logger: Logger
     let policy: @Sendable (Provider) -> RefreshPolicy
     let entries: Mutex<[String: Entry]>
@@ -43,14 +45,17 @@ public final class TokenBroker: Sendable {
     ///   - vault: where credentials come from; the broker registers for its change notifications.
     ///   - auth: the Personio client.
     ///   - proxy: forwards proxied requests; by default one sharing `auth`'s HTTP client.
+    ///   - proxyTimeout: how long a proxied request may wait for Personio's response head.
     ///   - policy: refresh and back-off rules per provider (tests shorten them).
     public init(
-        vault: Vault, auth: PersonioAuthClient, proxy: PersonioProxy? = nil, logger: Logger,
+        vault: Vault, auth: PersonioAuthClient, proxy: PersonioProxy? = nil,
+        proxyTimeout: Duration = PersonioProxy.defaultTimeout, logger: Logger,
         policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider
     ) {
         self.vault = vault
         self.auth = auth
         self.proxyClient = proxy ?? PersonioProxy(sharing: auth, logger: logger)
+        self.proxyTimeout = proxyTimeout
         self.logger = logger
         self.policy = policy
         self.entries = Mutex([:])

@@ -69,8 +69,8 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         adminLogger[metadataKey: "server.socket"] = "admin"
         var appLogger = logger
         appLogger[metadataKey: "server.socket"] = "app"
-        let personio = PersonioAuthClient(logger: logger)
-        let broker = TokenBroker(vault: vault, auth: personio, logger: logger)
+        let personio = PersonioAuthClient(logger: logger, timeout: configuration.tokenTimeout)
+        let broker = TokenBroker(vault: vault, auth: personio, proxyTimeout: configuration.proxyTimeout, logger: logger)
         let brokerRoutes = BrokerRoutes(broker: broker)
         var adminRouter = AdminRoutes(vault: vault, metrics: metrics).router
         adminRouter.add(brokerRoutes.verifyRoute)

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import PersonioAuth
 import VaultCore
 
 /// Everything ``buildApplication(configuration:logger:)`` needs.
@@ -20,6 +21,10 @@ public struct ServerConfiguration: Sendable {
     public var handlesSignals: Bool
     /// How long requests in progress may take to finish at shutdown.
     public var drainTimeout: Duration
+    /// How long a token exchange with Personio may take, connecting included (`--token-timeout`).
+    public var tokenTimeout: Duration
+    /// How long a proxied request may wait for Personio's response head (`--proxy-timeout`).
+    public var proxyTimeout: Duration
     /// The event loops serving the sockets.
     public var eventLoopGroup: any EventLoopGroup
 
@@ -32,6 +37,8 @@ public struct ServerConfiguration: Sendable {
     ///   - notify: From ``SystemdNotifier/Configuration/fromProcessEnvironment()``.
     ///   - handlesSignals: Whether SIGTERM and SIGINT shut the application down.
     ///   - drainTimeout: The grace period for requests in progress at shutdown.
+    ///   - tokenTimeout: The limit for one token exchange with Personio.
+    ///   - proxyTimeout: The limit for a proxied request's response head.
     ///   - eventLoopGroup: NIO's shared group unless given.
     public init(
         vault: VaultConfiguration,
@@ -42,6 +49,8 @@ public struct ServerConfiguration: Sendable {
         notify: SystemdNotifier.Configuration? = nil,
         handlesSignals: Bool = true,
         drainTimeout: Duration = .seconds(10),
+        tokenTimeout: Duration = PersonioAuthClient.defaultTimeout,
+        proxyTimeout: Duration = PersonioProxy.defaultTimeout,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         self.vault = vault
@@ -52,6 +61,8 @@ public struct ServerConfiguration: Sendable {
         self.notify = notify
         self.handlesSignals = handlesSignals
         self.drainTimeout = drainTimeout
+        self.tokenTimeout = tokenTimeout
+        self.proxyTimeout = proxyTimeout
         self.eventLoopGroup = eventLoopGroup
     }
 }
