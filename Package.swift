@@ -110,11 +110,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: swiftSettings),
-        .testTarget(name: "VaultStoreTests", dependencies: ["VaultStore", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "VaultStoreTests",
+            dependencies: ["VaultStore", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "VaultCoreTests",
             dependencies: [
-                "VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "PersonioAuth", "PersonioStandIn", "TestSupport", logging,
+                "VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "PersonioAuth", "PersonioStandIn", "TestSupport",
+                logging,
                 nioCore,
             ],
             swiftSettings: swiftSettings
@@ -135,7 +140,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "VaultClientTests", dependencies: ["VaultClient", "VaultAPI", "connvaultctl"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "VaultClientTests",
+            dependencies: ["VaultClient", "VaultAPI", "connvaultctl"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["VaultClient", "VaultAPI", "VaultStore", "TestSupport", "PersonioStandIn", logging],

@@ -39,7 +39,9 @@ public struct Grants: Codable, Sendable, Equatable {
             errors.append("group '\(ConnectionSettings.printable(group))' is not a valid group name")
         }
         for unit in self.units where !Self.isName(unit, extra: ["@", ":", "\\"]) || !unit.contains(".") {
-            errors.append("unit '\(ConnectionSettings.printable(unit))' is not a systemd unit name such as 'app.service'")
+            errors.append(
+                "unit '\(ConnectionSettings.printable(unit))' is not a systemd unit name such as 'app.service'"
+            )
         }
         return errors
     }
@@ -53,7 +55,8 @@ public struct Grants: Codable, Sendable, Equatable {
 
     /// This grant set plus `other`.
     public func merging(_ other: Grants) -> Grants {
-        Grants(uids: self.uids + other.uids, groups: self.groups + other.groups, units: self.units + other.units).normalized
+        Grants(uids: self.uids + other.uids, groups: self.groups + other.groups, units: self.units + other.units)
+            .normalized
     }
 }
 
@@ -65,7 +68,13 @@ public struct CreateConnectionRequest: Codable, Sendable {
     public var secrets: SecretsInput
     public var grants: Grants
 
-    public init(id: String, provider: Provider, settings: ConnectionSettings = .init(), secrets: SecretsInput, grants: Grants = .init()) {
+    public init(
+        id: String,
+        provider: Provider,
+        settings: ConnectionSettings = .init(),
+        secrets: SecretsInput,
+        grants: Grants = .init()
+    ) {
         self.id = id
         self.provider = provider
         self.settings = settings

@@ -32,9 +32,17 @@ public struct ConnectionView: Codable, Sendable, Equatable {
     public var disabledReason: String?
 
     public init(
-        id: String, provider: Provider, state: ConnectionState, revision: Int, settings: ConnectionSettings,
-        secrets: [String: SecretFieldView], grants: Grants, createdAt: String, updatedAt: String,
-        lastError: String?, disabledReason: String?
+        id: String,
+        provider: Provider,
+        state: ConnectionState,
+        revision: Int,
+        settings: ConnectionSettings,
+        secrets: [String: SecretFieldView],
+        grants: Grants,
+        createdAt: String,
+        updatedAt: String,
+        lastError: String?,
+        disabledReason: String?
     ) {
         self.id = id
         self.provider = provider
@@ -106,7 +114,16 @@ public struct AuditEntry: Codable, Sendable, Equatable {
     public var detail: String
     public var hash: String
 
-    public init(seq: Int64, time: String, actor: AuditActor, action: String, connection: String?, outcome: String, detail: String, hash: String) {
+    public init(
+        seq: Int64,
+        time: String,
+        actor: AuditActor,
+        action: String,
+        connection: String?,
+        outcome: String,
+        detail: String,
+        hash: String
+    ) {
         self.seq = seq
         self.time = time
         self.actor = actor
@@ -177,8 +194,17 @@ public struct StatusView: Codable, Sendable, Equatable {
     public var databaseBytes: Int64
 
     public init(
-        version: String, pid: Int32, uptimeSeconds: Int, connections: Int, byState: [String: Int], needsReset: [String],
-        masterKeyID: Int64, masterKeyCreatedAt: String, aead: String, auditEntries: Int, databaseBytes: Int64
+        version: String,
+        pid: Int32,
+        uptimeSeconds: Int,
+        connections: Int,
+        byState: [String: Int],
+        needsReset: [String],
+        masterKeyID: Int64,
+        masterKeyCreatedAt: String,
+        aead: String,
+        auditEntries: Int,
+        databaseBytes: Int64
     ) {
         self.version = version
         self.pid = pid
@@ -217,7 +243,16 @@ public struct TokenResponse: Codable, Sendable, Equatable {
     /// Headers to send with the token, ready to use (`Authorization`, `X-Personio-App-ID`, …).
     public var headers: [String: String]
 
-    public init(connection: String, tokenType: String, accessToken: String, expiresAt: String, expiresIn: Int, scope: String?, apiBaseURL: String, headers: [String: String]) {
+    public init(
+        connection: String,
+        tokenType: String,
+        accessToken: String,
+        expiresAt: String,
+        expiresIn: Int,
+        scope: String?,
+        apiBaseURL: String,
+        headers: [String: String]
+    ) {
         self.connection = connection
         self.tokenType = tokenType
         self.accessToken = accessToken
@@ -247,7 +282,14 @@ public struct AppConnectionView: Codable, Sendable, Equatable {
     public var scope: String?
     public var tokenExportable: Bool
 
-    public init(id: String, provider: Provider, state: ConnectionState, apiBaseURL: String, scope: String?, tokenExportable: Bool) {
+    public init(
+        id: String,
+        provider: Provider,
+        state: ConnectionState,
+        apiBaseURL: String,
+        scope: String?,
+        tokenExportable: Bool
+    ) {
         self.id = id
         self.provider = provider
         self.state = state
@@ -280,7 +322,15 @@ public struct VerifyResult: Codable, Sendable, Equatable {
     public var error: Problem?
     public var state: ConnectionState
 
-    public init(connection: String, ok: Bool, expiresIn: Int?, expiresAt: String?, scope: String?, error: Problem?, state: ConnectionState) {
+    public init(
+        connection: String,
+        ok: Bool,
+        expiresIn: Int?,
+        expiresAt: String?,
+        scope: String?,
+        error: Problem?,
+        state: ConnectionState
+    ) {
         self.connection = connection
         self.ok = ok
         self.expiresIn = expiresIn

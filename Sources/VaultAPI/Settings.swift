@@ -75,9 +75,11 @@ public struct ConnectionSettings: Codable, Sendable, Equatable {
         }
         if let scope = self.scope {
             let parts = scope.split(separator: " ", omittingEmptySubsequences: false)
-            let ok = !scope.isEmpty && scope.utf8.count <= 1024 && parts.allSatisfy { part in
-                !part.isEmpty && part.utf8.allSatisfy { Self.isScopeByte($0) }
-            }
+            let ok =
+                !scope.isEmpty && scope.utf8.count <= 1024
+                && parts.allSatisfy { part in
+                    !part.isEmpty && part.utf8.allSatisfy { Self.isScopeByte($0) }
+                }
             if !ok { errors.append(("scope", "must be space-separated scope names such as 'personio:persons:read'")) }
             if provider == .personioRecruiting { errors.append(("scope", "is not used by personio-recruiting")) }
         }
@@ -98,7 +100,12 @@ public struct ConnectionSettings: Codable, Sendable, Equatable {
             for permission in permissions {
                 let parts = permission.split(separator: ":", maxSplits: 1).map(String.init)
                 guard parts.count == 2, let rights = Self.permissionAreas[parts[0]], rights.contains(parts[1]) else {
-                    errors.append(("permissions", "'\(Self.printable(permission))' is not one of AREA:read or AREA:write for Personio's areas"))
+                    errors.append(
+                        (
+                            "permissions",
+                            "'\(Self.printable(permission))' is not one of AREA:read or AREA:write for Personio's areas"
+                        )
+                    )
                     continue
                 }
             }
@@ -162,27 +169,34 @@ public struct ConnectionSettings: Codable, Sendable, Equatable {
     }
 
     static func isHeaderToken(_ value: String) -> Bool {
-        (1...64).contains(value.utf8.count) && value.utf8.allSatisfy { byte in
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "."): true
-            default: false
+        (1...64).contains(value.utf8.count)
+            && value.utf8.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "."):
+                    true
+                default: false
+                }
             }
-        }
     }
 
     static func isScopeByte(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
             UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: ":"), UInt8(ascii: "."), UInt8(ascii: "_"),
-            UInt8(ascii: "-"): true
+            UInt8(ascii: "-"):
+            true
         default: false
         }
     }
 
     /// A value safe to echo in an error: printable ASCII, at most 64 characters.
     static func printable(_ value: String) -> String {
-        String(String.UnicodeScalarView(value.unicodeScalars.prefix(64).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? $0 : "?" }))
+        String(
+            String.UnicodeScalarView(
+                value.unicodeScalars.prefix(64).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? $0 : "?" }
+            )
+        )
     }
 }
 

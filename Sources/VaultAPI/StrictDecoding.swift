@@ -16,7 +16,9 @@ public struct AnyCodingKey: CodingKey, Sendable {
 public struct UnknownFieldError: Error, Sendable, CustomStringConvertible {
     public var field: String
     public var path: String
-    public var description: String { "unknown field '\(self.path.isEmpty ? self.field : self.path + "." + self.field)'" }
+    public var description: String {
+        "unknown field '\(self.path.isEmpty ? self.field : self.path + "." + self.field)'"
+    }
 }
 
 extension Decoder {
@@ -36,7 +38,8 @@ extension Decoder {
 public enum VaultJSON {
     public static func encoder(pretty: Bool = false) -> JSONEncoder {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        encoder.outputFormatting =
+            pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         return encoder
     }
 

@@ -26,7 +26,9 @@ public final class Connection: Sendable {
     ///   - closesAfterEachRequest: Sends `Connection: close` and closes after each response.
     /// - Throws: `VaultClientError` `.invalidRequest` when the path is empty or too long.
     public init(
-        socketPath: String, kind: SocketKind? = nil, timeout: Duration = .seconds(30),
+        socketPath: String,
+        kind: SocketKind? = nil,
+        timeout: Duration = .seconds(30),
         closesAfterEachRequest: Bool = false
     ) throws {
         try SocketPath.validate(socketPath, kind: kind)
@@ -56,26 +58,42 @@ public final class Connection: Sendable {
         if let body = request.body {
             return try body.withUnsafeBytes { bytes in
                 try self.perform(
-                    method: request.method, target: request.target, headers: request.headers, body: bytes,
-                    cancellation: nil)
+                    method: request.method,
+                    target: request.target,
+                    headers: request.headers,
+                    body: bytes,
+                    cancellation: nil
+                )
             }
         }
         return try self.perform(
-            method: request.method, target: request.target, headers: request.headers, body: nil, cancellation: nil)
+            method: request.method,
+            target: request.target,
+            headers: request.headers,
+            body: nil,
+            cancellation: nil
+        )
     }
 
     // MARK: - Exchange
 
     /// Sends a request whose body is read straight from `body` (no copy, so a caller holding a secret can zero it).
     func perform(
-        method: String, target: String, headers: [HeaderField], body: UnsafeRawBufferPointer?,
+        method: String,
+        target: String,
+        headers: [HeaderField],
+        body: UnsafeRawBufferPointer?,
         cancellation: CancellationFlag?
     ) throws -> ClientResponse {
         try Self.validate(method: method, target: target, headers: headers, socketPath: self.socketPath)
         let deadline = Deadline(after: self.timeout)
         let head = RequestHead.encode(
-            method: method, target: target, headers: headers, bodyLength: body?.count,
-            close: self.closesAfterEachRequest)
+            method: method,
+            target: target,
+            headers: headers,
+            bodyLength: body?.count,
+            close: self.closesAfterEachRequest
+        )
         return try self.socket.withLock { socket in
             var reused = true
             if socket == nil || socket?.isStale == true {
@@ -91,13 +109,22 @@ public final class Connection: Sendable {
                     current = existing
                 } else {
                     current = try UnixSocket(
-                        connectingTo: self.socketPath, kind: self.kind, deadline: deadline, cancellation: cancellation)
+                        connectingTo: self.socketPath,
+                        kind: self.kind,
+                        deadline: deadline,
+                        cancellation: cancellation
+                    )
                     socket = current
                 }
                 do {
                     let response = try Self.exchange(
-                        on: current, head: head, body: body, method: method, deadline: deadline,
-                        cancellation: cancellation)
+                        on: current,
+                        head: head,
+                        body: body,
+                        method: method,
+                        deadline: deadline,
+                        cancellation: cancellation
+                    )
                     if !response.keepAlive || self.closesAfterEachRequest {
                         current.close()
                         socket = nil
@@ -112,8 +139,10 @@ public final class Connection: Sendable {
                         continue
                     }
                     throw VaultClientError(
-                        .invalidResponse, "\(self.socketPath) closed the connection without answering",
-                        socketPath: self.socketPath)
+                        .invalidResponse,
+                        "\(self.socketPath) closed the connection without answering",
+                        socketPath: self.socketPath
+                    )
                 } catch var error as VaultClientError {
                     current.close()
                     socket = nil
@@ -134,7 +163,11 @@ public final class Connection: Sendable {
     }
 
     private static func exchange(
-        on socket: UnixSocket, head: [UInt8], body: UnsafeRawBufferPointer?, method: String, deadline: Deadline,
+        on socket: UnixSocket,
+        head: [UInt8],
+        body: UnsafeRawBufferPointer?,
+        method: String,
+        deadline: Deadline,
         cancellation: CancellationFlag?
     ) throws -> ClientResponse {
         do {
@@ -169,15 +202,20 @@ public final class Connection: Sendable {
     private static func validate(method: String, target: String, headers: [HeaderField], socketPath: String) throws {
         guard RequestHead.isSafe(method), RequestHead.isSafe(target), target.hasPrefix("/") else {
             throw VaultClientError(
-                .invalidRequest, "the request line has a space, a control character or no leading '/'",
-                socketPath: socketPath)
+                .invalidRequest,
+                "the request line has a space, a control character or no leading '/'",
+                socketPath: socketPath
+            )
         }
         for header in headers {
             let nameOK = RequestHead.isSafe(header.name) && !header.name.contains(":")
             let valueOK = header.value.utf8.allSatisfy { $0 >= 0x20 && $0 != 0x7F || $0 == 0x09 }
             guard nameOK, valueOK else {
                 throw VaultClientError(
-                    .invalidRequest, "the header '\(header.name)' would break the request", socketPath: socketPath)
+                    .invalidRequest,
+                    "the header '\(header.name)' would break the request",
+                    socketPath: socketPath
+                )
             }
         }
     }

@@ -42,7 +42,11 @@ public struct VaultClientError: Error, Sendable, CustomStringConvertible, Equata
     public var osError: Int32?
 
     public init(
-        _ code: Code, _ message: String, socketPath: String? = nil, problem: Problem? = nil, osError: Int32? = nil
+        _ code: Code,
+        _ message: String,
+        socketPath: String? = nil,
+        problem: Problem? = nil,
+        osError: Int32? = nil
     ) {
         self.code = code
         self.message = message

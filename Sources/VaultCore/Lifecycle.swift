@@ -28,7 +28,8 @@ public enum Lifecycle {
         case (.needsReset, .enable):
             throw VaultError(
                 .connectionNeedsReset,
-                "Personio rejected this connection's credentials; reset it with new ones instead of enabling it")
+                "Personio rejected this connection's credentials; reset it with new ones instead of enabling it"
+            )
         case (_, .reset):
             // A reset always writes a new revision, even from `active`: it is how credentials are rotated.
             return .changed(to: .active)

@@ -23,17 +23,38 @@ extension Vault {
             }
             let now = Timestamp.now()
             let record = ConnectionRecord(
-                id: request.id, provider: request.provider.rawValue, settingsJSON: settingsJSON,
-                state: ConnectionState.active.rawValue, revision: 1, createdAt: now, updatedAt: now)
+                id: request.id,
+                provider: request.provider.rawValue,
+                settingsJSON: settingsJSON,
+                state: ConnectionState.active.rawValue,
+                revision: 1,
+                createdAt: now,
+                updatedAt: now
+            )
             try tx.insertConnection(record)
-            try self.sealRevision(tx, id: request.id, revision: 1, values: values, previous: [], changed: Set(values.keys))
+            try self.sealRevision(
+                tx,
+                id: request.id,
+                revision: 1,
+                values: values,
+                previous: [],
+                changed: Set(values.keys)
+            )
             try tx.replaceGrants(of: request.id, with: Self.grantRecords(grants))
-            try tx.appendAudit(Self.auditEntry(
-                actor, action: "connection.create", connection: request.id,
-                detail: "provider \(request.provider.rawValue); secrets \(Self.fieldList(values.keys)); revision 1"))
+            try tx.appendAudit(
+                Self.auditEntry(
+                    actor,
+                    action: "connection.create",
+                    connection: request.id,
+                    detail: "provider \(request.provider.rawValue); secrets \(Self.fieldList(values.keys)); revision 1"
+                )
+            )
             return try self.view(tx, record)
         }
-        self.logger.info("connection created", metadata: ["connection.id": "\(request.id)", "actor.uid": "\(actor.uid)"])
+        self.logger.info(
+            "connection created",
+            metadata: ["connection.id": "\(request.id)", "actor.uid": "\(actor.uid)"]
+        )
         self.notify(ConnectionChange(id: request.id, kind: .created, revision: 1))
         return view
     }
@@ -56,7 +77,11 @@ extension Vault {
 
     /// Changes settings, secrets and/or grants. Every edit writes a new revision: fresh data key, fresh nonces,
     /// every secret re-encrypted; the old revision's data key is destroyed.
-    public func edit(_ id: String, _ request: EditConnectionRequest, by actor: AuditActor) async throws -> ConnectionView {
+    public func edit(
+        _ id: String,
+        _ request: EditConnectionRequest,
+        by actor: AuditActor
+    ) async throws -> ConnectionView {
         guard ConnectionID.isValid(id) else { throw Self.invalidID }
         guard !request.settings.isEmpty || !request.secrets.isEmpty || request.grants != nil else {
             throw VaultError(.badRequest, "the edit changes nothing: give settings, secrets or grants")
@@ -74,16 +99,28 @@ extension Vault {
             record.revision += 1
             record.settingsJSON = try Self.settingsJSON(settings)
             record.updatedAt = Timestamp.now()
-            try self.sealRevision(tx, id: id, revision: record.revision, values: values, previous: previous, changed: Set(newValues.keys))
+            try self.sealRevision(
+                tx,
+                id: id,
+                revision: record.revision,
+                values: values,
+                previous: previous,
+                changed: Set(newValues.keys)
+            )
             if let grants { try tx.replaceGrants(of: id, with: Self.grantRecords(grants)) }
             try tx.updateConnection(record)
             var changes: [String] = []
             if !request.settings.isEmpty { changes.append("settings") }
             if !newValues.isEmpty { changes.append("secrets \(Self.fieldList(newValues.keys))") }
             if grants != nil { changes.append("grants") }
-            try tx.appendAudit(Self.auditEntry(
-                actor, action: "connection.edit", connection: id,
-                detail: "\(changes.joined(separator: ", ")); revision \(record.revision)"))
+            try tx.appendAudit(
+                Self.auditEntry(
+                    actor,
+                    action: "connection.edit",
+                    connection: id,
+                    detail: "\(changes.joined(separator: ", ")); revision \(record.revision)"
+                )
+            )
             return (try self.view(tx, record), record.revision)
         }
         if !request.secrets.isEmpty { try? await self.database.checkpointTruncate() }
@@ -114,15 +151,30 @@ extension Vault {
             record.lastError = nil
             record.disabledReason = nil
             record.updatedAt = Timestamp.now()
-            try self.sealRevision(tx, id: id, revision: record.revision, values: values, previous: previous, changed: Set(newValues.keys))
+            try self.sealRevision(
+                tx,
+                id: id,
+                revision: record.revision,
+                values: values,
+                previous: previous,
+                changed: Set(newValues.keys)
+            )
             try tx.updateConnection(record)
-            try tx.appendAudit(Self.auditEntry(
-                actor, action: "connection.reset", connection: id,
-                detail: "secrets \(Self.fieldList(newValues.keys)); revision \(record.revision)"))
+            try tx.appendAudit(
+                Self.auditEntry(
+                    actor,
+                    action: "connection.reset",
+                    connection: id,
+                    detail: "secrets \(Self.fieldList(newValues.keys)); revision \(record.revision)"
+                )
+            )
             return (try self.view(tx, record), record.revision)
         }
         try? await self.database.checkpointTruncate()
-        self.logger.info("connection reset", metadata: ["connection.id": "\(id)", "connection.revision": "\(revision)"])
+        self.logger.info(
+            "connection reset",
+            metadata: ["connection.id": "\(id)", "connection.revision": "\(revision)"]
+        )
         self.notify(ConnectionChange(id: id, kind: .reset, revision: revision))
         return view
     }
@@ -159,16 +211,24 @@ extension Vault {
     public func markNeedsReset(_ id: String, revision: Int64, error: String) async throws {
         let changed = try await self.write { tx -> Bool in
             guard var record = try tx.connection(id), record.revision == revision else { return false }
-            guard case .changed(let state) = try Lifecycle.transition(from: try Self.state(record), .credentialsRejected) else {
+            guard
+                case .changed(let state) = try Lifecycle.transition(from: try Self.state(record), .credentialsRejected)
+            else {
                 return false
             }
             record.state = state.rawValue
             record.lastError = error
             record.updatedAt = Timestamp.now()
             try tx.updateConnection(record)
-            try tx.appendAudit(Self.auditEntry(
-                Self.daemonActor, action: "connection.needs_reset", connection: id, outcome: "rejected",
-                detail: "Personio rejected the credentials of revision \(revision): \(error)"))
+            try tx.appendAudit(
+                Self.auditEntry(
+                    Self.daemonActor,
+                    action: "connection.needs_reset",
+                    connection: id,
+                    outcome: "rejected",
+                    detail: "Personio rejected the credentials of revision \(revision): \(error)"
+                )
+            )
             return true
         }
         if changed {
@@ -180,7 +240,9 @@ extension Vault {
     /// Records the last upstream error of a connection without changing its state (shown in `show`).
     public func recordLastError(_ id: String, revision: Int64, error: String?) async throws {
         try await self.write { tx in
-            guard var record = try tx.connection(id), record.revision == revision, record.lastError != error else { return }
+            guard var record = try tx.connection(id), record.revision == revision, record.lastError != error else {
+                return
+            }
             record.lastError = error
             try tx.updateConnection(record)
         }
@@ -188,7 +250,9 @@ extension Vault {
 
     /// Applies a lifecycle action; writes the record and an audit row only when the state changes.
     private func transition(
-        _ id: String, _ action: Lifecycle.Action, by actor: AuditActor,
+        _ id: String,
+        _ action: Lifecycle.Action,
+        by actor: AuditActor,
         update: @escaping @Sendable (inout ConnectionRecord) -> String
     ) async throws -> (ConnectionView, Bool) {
         try await self.write { tx in
@@ -202,9 +266,14 @@ extension Vault {
                 record.updatedAt = Timestamp.now()
                 let detail = update(&record)
                 try tx.updateConnection(record)
-                try tx.appendAudit(Self.auditEntry(
-                    actor, action: "connection.\(action.rawValue)", connection: id,
-                    detail: "\(from) -> \(state.rawValue)\(detail.isEmpty ? "" : "; " + detail)"))
+                try tx.appendAudit(
+                    Self.auditEntry(
+                        actor,
+                        action: "connection.\(action.rawValue)",
+                        connection: id,
+                        detail: "\(from) -> \(state.rawValue)\(detail.isEmpty ? "" : "; " + detail)"
+                    )
+                )
                 return (try self.view(tx, record), true)
             }
         }
@@ -219,9 +288,14 @@ extension Vault {
         try await self.write { tx in
             guard let record = try tx.connection(id) else { throw VaultError.notFound(id) }
             try tx.deleteConnection(id)
-            try tx.appendAudit(Self.auditEntry(
-                actor, action: "connection.disconnect", connection: id,
-                detail: "provider \(record.provider); revision \(record.revision); secrets shredded"))
+            try tx.appendAudit(
+                Self.auditEntry(
+                    actor,
+                    action: "connection.disconnect",
+                    connection: id,
+                    detail: "provider \(record.provider); revision \(record.revision); secrets shredded"
+                )
+            )
         }
         do {
             try await self.database.checkpointTruncate()
@@ -241,9 +315,14 @@ extension Vault {
             record.updatedAt = Timestamp.now()
             try tx.replaceGrants(of: id, with: Self.grantRecords(grants))
             try tx.updateConnection(record)
-            try tx.appendAudit(Self.auditEntry(
-                actor, action: "connection.grants", connection: id,
-                detail: "uids \(grants.uids.map(String.init)); groups \(grants.groups); units \(grants.units)"))
+            try tx.appendAudit(
+                Self.auditEntry(
+                    actor,
+                    action: "connection.grants",
+                    connection: id,
+                    detail: "uids \(grants.uids.map(String.init)); groups \(grants.groups); units \(grants.units)"
+                )
+            )
             return try self.view(tx, record)
         }
         self.notify(ConnectionChange(id: id, kind: .grantsChanged, revision: Int64(view.revision)))
@@ -252,7 +331,10 @@ extension Vault {
 
     // MARK: - Validation
 
-    static let invalidID = VaultError(.invalidID, "connection ids are 1 to 63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit")
+    static let invalidID = VaultError(
+        .invalidID,
+        "connection ids are 1 to 63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+    )
 
     static func validate(_ settings: ConnectionSettings, for provider: Provider) throws(VaultError) {
         if let first = settings.validationErrors(for: provider).first {

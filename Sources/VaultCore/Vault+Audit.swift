@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
 import VaultAPI
 import VaultCrypto
 import VaultStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension Vault {
     /// Audit rows, oldest first, after `since`, optionally of one connection (also after it was disconnected).
@@ -20,8 +21,12 @@ extension Vault {
     public func verifyAudit() async throws -> AuditVerification {
         let report = try await self.read { tx in try tx.verifyAuditChain() }
         return AuditVerification(
-            intact: report.brokenAt == nil, entries: report.entries, head: report.head.map(Hashing.hex),
-            brokenAt: report.brokenAt, reason: report.reason)
+            intact: report.brokenAt == nil,
+            entries: report.entries,
+            head: report.head.map(Hashing.hex),
+            brokenAt: report.brokenAt,
+            reason: report.reason
+        )
     }
 
     /// Counts, key and database facts for `connvaultctl status`.
@@ -38,10 +43,18 @@ extension Vault {
         for state in ConnectionState.allCases { byState[state.rawValue] = counts[state.rawValue] ?? 0 }
         let uptime = ContinuousClock.now - self.startedAt
         return StatusView(
-            version: Self.version, pid: getpid(), uptimeSeconds: Int(uptime.components.seconds),
-            connections: counts.values.reduce(0, +), byState: byState, needsReset: needsReset,
-            masterKeyID: key?.id ?? 0, masterKeyCreatedAt: key?.createdAt ?? "", aead: AEADAlgorithm.preferred.description,
-            auditEntries: auditCount, databaseBytes: self.database.fileSize())
+            version: Self.version,
+            pid: getpid(),
+            uptimeSeconds: Int(uptime.components.seconds),
+            connections: counts.values.reduce(0, +),
+            byState: byState,
+            needsReset: needsReset,
+            masterKeyID: key?.id ?? 0,
+            masterKeyCreatedAt: key?.createdAt ?? "",
+            aead: AEADAlgorithm.preferred.description,
+            auditEntries: auditCount,
+            databaseBytes: self.database.fileSize()
+        )
     }
 
     /// `PRAGMA integrity_check` of the database ("ok" when sound).
@@ -54,7 +67,15 @@ extension Vault {
     /// Records the outcome of `verify` (which changes no connection state by itself).
     public func recordVerification(_ id: String, by actor: AuditActor, ok: Bool, detail: String) async throws {
         _ = try await self.write { tx in
-            try tx.appendAudit(Self.auditEntry(actor, action: "connection.verify", connection: id, outcome: ok ? "ok" : "failed", detail: detail))
+            try tx.appendAudit(
+                Self.auditEntry(
+                    actor,
+                    action: "connection.verify",
+                    connection: id,
+                    outcome: ok ? "ok" : "failed",
+                    detail: detail
+                )
+            )
         }
     }
 }

@@ -37,13 +37,21 @@ extension Vault {
         guard ConnectionID.isValid(id) else { throw Self.invalidID }
         return try await self.read { tx in
             guard let record = try tx.connection(id) else { throw VaultError.notFound(id) }
-            return ConnectionCredentials(snapshot: try Self.snapshot(tx, record), secrets: try self.openSecrets(tx, record))
+            return ConnectionCredentials(
+                snapshot: try Self.snapshot(tx, record),
+                secrets: try self.openSecrets(tx, record)
+            )
         }
     }
 
     static func snapshot(_ tx: StoreTransaction, _ record: ConnectionRecord) throws -> ConnectionSnapshot {
         ConnectionSnapshot(
-            id: record.id, provider: try Self.provider(record), state: try Self.state(record), revision: record.revision,
-            settings: try Self.settings(record), grants: Self.grants(try tx.grants(of: record.id)))
+            id: record.id,
+            provider: try Self.provider(record),
+            state: try Self.state(record),
+            revision: record.revision,
+            settings: try Self.settings(record),
+            grants: Self.grants(try tx.grants(of: record.id))
+        )
     }
 }

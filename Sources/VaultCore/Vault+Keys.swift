@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Synchronization
 import VaultAPI
 import VaultCrypto
 import VaultStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension Vault {
     /// Rotates the master key online: a new key re-wraps every data key in one transaction while token requests
@@ -21,7 +22,8 @@ extension Vault {
         guard KeyFile.isDirectoryWritable(for: path) else {
             throw VaultError(
                 .keyFileReadOnly,
-                "cannot rotate: the directory of the master key file \(path) is not writable (a read-only credential?); provision a new key file instead")
+                "cannot rotate: the directory of the master key file \(path) is not writable (a read-only credential?); provision a new key file instead"
+            )
         }
         let result: KeyRotationResult
         do {
@@ -32,29 +34,61 @@ extension Vault {
                 try Self.mapKeyFileError { try KeyFile.stage(path: path, key: new) }
                 // The new key's row comes first: every re-wrapped data key references it (foreign key).
                 let newRecord = MasterKeyRecord(
-                    id: new.id, createdAt: Timestamp.now(), state: "active", checkValue: new.checkValue)
+                    id: new.id,
+                    createdAt: Timestamp.now(),
+                    state: "active",
+                    checkValue: new.checkValue
+                )
                 try tx.activateMasterKey(newRecord)
                 var count = 0
                 for wrapped in try tx.dataKeys() {
                     guard let record = try tx.connection(wrapped.connectionID) else { continue }
                     let dataKey = try Envelope.unwrap(
-                        SealedBox(algorithm: try AEADAlgorithm.stored(wrapped.algorithm), nonce: wrapped.nonce, ciphertext: wrapped.wrapped),
-                        with: old, connectionID: wrapped.connectionID, revision: wrapped.revision)
-                    let rewrapped = try Envelope.wrap(dataKey: dataKey, with: new, connectionID: wrapped.connectionID, revision: wrapped.revision)
+                        SealedBox(
+                            algorithm: try AEADAlgorithm.stored(wrapped.algorithm),
+                            nonce: wrapped.nonce,
+                            ciphertext: wrapped.wrapped
+                        ),
+                        with: old,
+                        connectionID: wrapped.connectionID,
+                        revision: wrapped.revision
+                    )
+                    let rewrapped = try Envelope.wrap(
+                        dataKey: dataKey,
+                        with: new,
+                        connectionID: wrapped.connectionID,
+                        revision: wrapped.revision
+                    )
                     try tx.putDataKey(
                         DataKeyRecord(
-                            connectionID: wrapped.connectionID, revision: wrapped.revision, keyID: new.id,
-                            algorithm: Int(rewrapped.algorithm.rawValue), nonce: rewrapped.nonce, wrapped: rewrapped.ciphertext))
+                            connectionID: wrapped.connectionID,
+                            revision: wrapped.revision,
+                            keyID: new.id,
+                            algorithm: Int(rewrapped.algorithm.rawValue),
+                            nonce: rewrapped.nonce,
+                            wrapped: rewrapped.ciphertext
+                        )
+                    )
                     // Fingerprints are keyed by a subkey of the master key: recompute them under the new one.
                     self.masterKey.withLock { $0 = new }
                     defer { self.masterKey.withLock { $0 = old } }
                     for (field, value) in try self.openSecrets(tx, record) {
-                        try tx.updateFingerprint(of: record.id, field: field.rawValue, fingerprint: new.fingerprint(of: value))
+                        try tx.updateFingerprint(
+                            of: record.id,
+                            field: field.rawValue,
+                            fingerprint: new.fingerprint(of: value)
+                        )
                     }
                     count += 1
                 }
-                try tx.appendAudit(Self.auditEntry(
-                    actor, action: "key.rotate", connection: nil, detail: "master key \(old.id) -> \(new.id); \(count) data keys re-wrapped"))
+                try tx.appendAudit(
+                    Self.auditEntry(
+                        actor,
+                        action: "key.rotate",
+                        connection: nil,
+                        detail: "master key \(old.id) -> \(new.id); \(count) data keys re-wrapped"
+                    )
+                )
                 // The store runs one transaction at a time and nothing runs between this closure and its COMMIT,
                 // so no other transaction can see the new key before the commit. A failed commit restores the old
                 // key below.
@@ -67,7 +101,9 @@ extension Vault {
             if let active = try? await self.database.read({ try $0.activeMasterKey() }),
                 active.id != self.masterKey.withLock({ $0.id })
             {
-                if let bytes = try? KeyFile.load(path: path), MasterKey(id: active.id, key: bytes).checkValue == active.checkValue {
+                if let bytes = try? KeyFile.load(path: path),
+                    MasterKey(id: active.id, key: bytes).checkValue == active.checkValue
+                {
                     self.masterKey.withLock { $0 = MasterKey(id: active.id, key: bytes) }
                     self.logger.error("master key rotation failed to commit; the previous key stays in force")
                 } else {
@@ -81,9 +117,15 @@ extension Vault {
             try KeyFile.commitStaged(path: path)
         } catch {
             // The database already uses the new key; the staged file is picked up at the next start.
-            self.logger.critical("new master key committed but not yet renamed into place; it will be at the next start", metadata: ["error": "\(error)"])
+            self.logger.critical(
+                "new master key committed but not yet renamed into place; it will be at the next start",
+                metadata: ["error": "\(error)"]
+            )
         }
-        self.logger.notice("master key rotated", metadata: ["key.id": "\(result.keyID)", "data_keys": "\(result.rewrappedDataKeys)"])
+        self.logger.notice(
+            "master key rotated",
+            metadata: ["key.id": "\(result.keyID)", "data_keys": "\(result.rewrappedDataKeys)"]
+        )
         return result
     }
 }

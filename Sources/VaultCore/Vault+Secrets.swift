@@ -21,7 +21,8 @@ extension Vault {
             guard (1...Self.maximumSecretBytes).contains(secret.count), secret.isPrintableText else {
                 throw VaultError(
                     .invalidSecret,
-                    "\(field.rawValue) must be 1 to \(Self.maximumSecretBytes) bytes of printable text without control characters")
+                    "\(field.rawValue) must be 1 to \(Self.maximumSecretBytes) bytes of printable text without control characters"
+                )
             }
             values[field] = secret
         }
@@ -34,21 +35,42 @@ extension Vault {
             throw VaultError(.decryptionFailed, "connection '\(record.id)' has no data key")
         }
         guard wrapped.revision == record.revision else {
-            throw VaultError(.decryptionFailed, "connection '\(record.id)' data key is of revision \(wrapped.revision), not \(record.revision)")
+            throw VaultError(
+                .decryptionFailed,
+                "connection '\(record.id)' data key is of revision \(wrapped.revision), not \(record.revision)"
+            )
         }
         let masterKey = self.masterKey.withLock { $0 }
         guard wrapped.keyID == masterKey.id else {
-            throw VaultError(.decryptionFailed, "connection '\(record.id)' data key is wrapped by master key \(wrapped.keyID), not the active \(masterKey.id)")
+            throw VaultError(
+                .decryptionFailed,
+                "connection '\(record.id)' data key is wrapped by master key \(wrapped.keyID), not the active \(masterKey.id)"
+            )
         }
         let dataKey = try Envelope.unwrap(
-            SealedBox(algorithm: try AEADAlgorithm.stored(wrapped.algorithm), nonce: wrapped.nonce, ciphertext: wrapped.wrapped),
-            with: masterKey, connectionID: record.id, revision: record.revision)
+            SealedBox(
+                algorithm: try AEADAlgorithm.stored(wrapped.algorithm),
+                nonce: wrapped.nonce,
+                ciphertext: wrapped.wrapped
+            ),
+            with: masterKey,
+            connectionID: record.id,
+            revision: record.revision
+        )
         var values: SecretValues = [:]
         for secret in try tx.secrets(of: record.id) {
             guard let field = SecretField(rawValue: secret.field) else { continue }
             values[field] = try Envelope.open(
-                SealedBox(algorithm: try AEADAlgorithm.stored(secret.algorithm), nonce: secret.nonce, ciphertext: secret.ciphertext),
-                field: secret.field, dataKey: dataKey, connectionID: record.id, revision: record.revision)
+                SealedBox(
+                    algorithm: try AEADAlgorithm.stored(secret.algorithm),
+                    nonce: secret.nonce,
+                    ciphertext: secret.ciphertext
+                ),
+                field: secret.field,
+                dataKey: dataKey,
+                connectionID: record.id,
+                revision: record.revision
+            )
         }
         return values
     }
@@ -57,28 +79,51 @@ extension Vault {
     /// the previous revision's data key and ciphertexts. Fingerprints and `updated_at` carry over for values that
     /// did not change. Runs inside a store write transaction.
     func sealRevision(
-        _ tx: StoreTransaction, id: String, revision: Int64, values: SecretValues, previous: [SecretRecord], changed: Set<SecretField>
+        _ tx: StoreTransaction,
+        id: String,
+        revision: Int64,
+        values: SecretValues,
+        previous: [SecretRecord],
+        changed: Set<SecretField>
     ) throws {
         let masterKey = self.masterKey.withLock { $0 }
         let dataKey = Envelope.generateDataKey()
         let now = Timestamp.now()
         var records: [SecretRecord] = []
         for (field, value) in values.sorted(by: { $0.key < $1.key }) {
-            let box = try Envelope.seal(value, field: field.rawValue, dataKey: dataKey, connectionID: id, revision: revision)
+            let box = try Envelope.seal(
+                value,
+                field: field.rawValue,
+                dataKey: dataKey,
+                connectionID: id,
+                revision: revision
+            )
             let old = previous.first { $0.field == field.rawValue }
             let keep = !changed.contains(field) && old != nil
             records.append(
                 SecretRecord(
-                    connectionID: id, field: field.rawValue, revision: revision, algorithm: Int(box.algorithm.rawValue),
-                    nonce: box.nonce, ciphertext: box.ciphertext,
+                    connectionID: id,
+                    field: field.rawValue,
+                    revision: revision,
+                    algorithm: Int(box.algorithm.rawValue),
+                    nonce: box.nonce,
+                    ciphertext: box.ciphertext,
                     fingerprint: keep ? old!.fingerprint : masterKey.fingerprint(of: value),
-                    updatedAt: keep ? old!.updatedAt : now))
+                    updatedAt: keep ? old!.updatedAt : now
+                )
+            )
         }
         let wrapped = try Envelope.wrap(dataKey: dataKey, with: masterKey, connectionID: id, revision: revision)
         try tx.putDataKey(
             DataKeyRecord(
-                connectionID: id, revision: revision, keyID: masterKey.id, algorithm: Int(wrapped.algorithm.rawValue),
-                nonce: wrapped.nonce, wrapped: wrapped.ciphertext))
+                connectionID: id,
+                revision: revision,
+                keyID: masterKey.id,
+                algorithm: Int(wrapped.algorithm.rawValue),
+                nonce: wrapped.nonce,
+                wrapped: wrapped.ciphertext
+            )
+        )
         try tx.replaceSecrets(of: id, with: records)
     }
 }

@@ -1,24 +1,37 @@
+import VaultAPI
+import VaultCrypto
+import VaultStore
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import VaultAPI
-import VaultCrypto
-import VaultStore
 
 extension Vault {
     /// The masked admin view: secrets only as set / fingerprint / updated_at.
     func view(_ tx: StoreTransaction, _ record: ConnectionRecord) throws -> ConnectionView {
         var secrets: [String: SecretFieldView] = [:]
         for secret in try tx.secrets(of: record.id) {
-            secrets[secret.field] = SecretFieldView(set: true, fingerprint: secret.fingerprint, updatedAt: secret.updatedAt)
+            secrets[secret.field] = SecretFieldView(
+                set: true,
+                fingerprint: secret.fingerprint,
+                updatedAt: secret.updatedAt
+            )
         }
         return ConnectionView(
-            id: record.id, provider: try Self.provider(record), state: try Self.state(record), revision: Int(record.revision),
-            settings: try Self.settings(record), secrets: secrets, grants: Self.grants(try tx.grants(of: record.id)),
-            createdAt: record.createdAt, updatedAt: record.updatedAt, lastError: record.lastError,
-            disabledReason: record.disabledReason)
+            id: record.id,
+            provider: try Self.provider(record),
+            state: try Self.state(record),
+            revision: Int(record.revision),
+            settings: try Self.settings(record),
+            secrets: secrets,
+            grants: Self.grants(try tx.grants(of: record.id)),
+            createdAt: record.createdAt,
+            updatedAt: record.updatedAt,
+            lastError: record.lastError,
+            disabledReason: record.disabledReason
+        )
     }
 
     static func provider(_ record: ConnectionRecord) throws(VaultError) -> Provider {
@@ -71,10 +84,19 @@ extension Vault {
 
     static func auditEntryView(_ record: AuditRecord) -> AuditEntry {
         AuditEntry(
-            seq: record.seq, time: record.time,
-            actor: AuditActor(uid: UInt32(truncatingIfNeeded: record.actorUID), pid: Int32(truncatingIfNeeded: record.actorPID), comm: record.actorComm, unit: record.actorUnit),
-            action: record.action, connection: record.connectionID, outcome: record.outcome, detail: record.detail,
-            hash: Hashing.hex(record.hash))
+            seq: record.seq,
+            time: record.time,
+            actor: AuditActor(
+                uid: UInt32(truncatingIfNeeded: record.actorUID),
+                pid: Int32(truncatingIfNeeded: record.actorPID),
+                comm: record.actorComm,
+                unit: record.actorUnit
+            ),
+            action: record.action,
+            connection: record.connectionID,
+            outcome: record.outcome,
+            detail: record.detail,
+            hash: Hashing.hex(record.hash)
+        )
     }
 }
-

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Synchronization
 import VaultAPI
 import VaultCrypto
 import VaultStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Where the vault keeps its state.
 public struct VaultConfiguration: Sendable {
@@ -55,7 +56,11 @@ public final class Vault: Sendable {
     public static func open(_ configuration: VaultConfiguration, logger: Logger) async throws -> Vault {
         let database: VaultDatabase
         do {
-            database = try VaultDatabase(path: configuration.databasePath, chainHash: Hashing.blake2b256, logger: logger)
+            database = try VaultDatabase(
+                path: configuration.databasePath,
+                chainHash: Hashing.blake2b256,
+                logger: logger
+            )
         } catch {
             throw VaultError(.storageFailed, "cannot open database \(configuration.databasePath)", cause: error)
         }
@@ -84,7 +89,11 @@ public final class Vault: Sendable {
 
     // MARK: - Master key
 
-    static func loadMasterKey(_ configuration: VaultConfiguration, database: VaultDatabase, logger: Logger) throws -> MasterKey {
+    static func loadMasterKey(
+        _ configuration: VaultConfiguration,
+        database: VaultDatabase,
+        logger: Logger
+    ) throws -> MasterKey {
         let path = configuration.keyFilePath
         let active: MasterKeyRecord?
         do {
@@ -101,7 +110,8 @@ public final class Vault: Sendable {
             return MasterKey(id: active.id, key: key)
         }
         // A rotation committed in the database but was stopped before it renamed the new key into place.
-        if let key = try? KeyFile.load(path: staged), MasterKey(id: active.id, key: key).checkValue == active.checkValue {
+        if let key = try? KeyFile.load(path: staged), MasterKey(id: active.id, key: key).checkValue == active.checkValue
+        {
             try Self.mapKeyFileError { try KeyFile.commitStaged(path: path) }
             logger.notice("finished an interrupted master key rotation", metadata: ["key.id": "\(active.id)"])
             return MasterKey(id: active.id, key: key)
@@ -110,11 +120,16 @@ public final class Vault: Sendable {
         _ = try Self.mapKeyFileError { try KeyFile.load(path: path) }
         throw VaultError(
             .decryptionFailed,
-            "master key file \(path) does not match the database \(configuration.databasePath) (key \(active.id)); is it the right key file?")
+            "master key file \(path) does not match the database \(configuration.databasePath) (key \(active.id)); is it the right key file?"
+        )
     }
 
     /// A new vault: adopt the key file if there is one, else create it when allowed.
-    static func initialiseMasterKey(_ configuration: VaultConfiguration, database: VaultDatabase, logger: Logger) throws -> MasterKey {
+    static func initialiseMasterKey(
+        _ configuration: VaultConfiguration,
+        database: VaultDatabase,
+        logger: Logger
+    ) throws -> MasterKey {
         let path = configuration.keyFilePath
         let masterKey: MasterKey
         if access(path, F_OK) == 0 || !configuration.createKeyIfMissing {
@@ -126,8 +141,22 @@ public final class Vault: Sendable {
         }
         do {
             try database.writeNow { tx in
-                try tx.activateMasterKey(MasterKeyRecord(id: masterKey.id, createdAt: Timestamp.now(), state: "active", checkValue: masterKey.checkValue))
-                try tx.appendAudit(Self.auditEntry(Self.daemonActor, action: "vault.init", connection: nil, detail: "master key \(masterKey.id)"))
+                try tx.activateMasterKey(
+                    MasterKeyRecord(
+                        id: masterKey.id,
+                        createdAt: Timestamp.now(),
+                        state: "active",
+                        checkValue: masterKey.checkValue
+                    )
+                )
+                try tx.appendAudit(
+                    Self.auditEntry(
+                        Self.daemonActor,
+                        action: "vault.init",
+                        connection: nil,
+                        detail: "master key \(masterKey.id)"
+                    )
+                )
             }
         } catch {
             throw VaultError(.storageFailed, "cannot initialise database \(configuration.databasePath)", cause: error)
@@ -175,10 +204,24 @@ public final class Vault: Sendable {
     /// The daemon itself, as the actor of what it decides on its own (start-up, Personio's rejections).
     static var daemonActor: AuditActor { AuditActor(uid: getuid(), pid: getpid(), comm: "connvaultd") }
 
-    static func auditEntry(_ actor: AuditActor, action: String, connection: String?, outcome: String = "ok", detail: String) -> NewAuditEntry {
+    static func auditEntry(
+        _ actor: AuditActor,
+        action: String,
+        connection: String?,
+        outcome: String = "ok",
+        detail: String
+    ) -> NewAuditEntry {
         NewAuditEntry(
-            time: Timestamp.now(), actorUID: Int64(actor.uid), actorPID: Int64(actor.pid), actorComm: actor.comm,
-            actorUnit: actor.unit, action: action, connectionID: connection, outcome: outcome, detail: detail)
+            time: Timestamp.now(),
+            actorUID: Int64(actor.uid),
+            actorPID: Int64(actor.pid),
+            actorComm: actor.comm,
+            actorUnit: actor.unit,
+            action: action,
+            connectionID: connection,
+            outcome: outcome,
+            detail: detail
+        )
     }
 }
 

@@ -60,7 +60,10 @@ public enum AEAD {
     /// key wraps one data key per connection revision, far below the 2^32 messages per key that bounds 96-bit
     /// random nonces.
     public static func seal(
-        _ plaintext: SecretBytes, key: SecretBytes, associatedData: [UInt8], algorithm: AEADAlgorithm
+        _ plaintext: SecretBytes,
+        key: SecretBytes,
+        associatedData: [UInt8],
+        algorithm: AEADAlgorithm
     ) throws -> SealedBox {
         precondition(key.count == Sodium.aeadKeyBytes, "AEAD keys are 32 bytes")
         guard algorithm.isAvailable else {
@@ -73,7 +76,14 @@ public enum AEAD {
                 associatedData.withUnsafeBytes { ad in
                     nonce.withUnsafeBytes { n in
                         key.withUnsafeBytes { k in
-                            Sodium.aeadEncrypt(algorithm: algorithm, out: out.baseAddress!, message: message, ad: ad, nonce: n, key: k)
+                            Sodium.aeadEncrypt(
+                                algorithm: algorithm,
+                                out: out.baseAddress!,
+                                message: message,
+                                ad: ad,
+                                nonce: n,
+                                key: k
+                            )
                         }
                     }
                 }
@@ -102,15 +112,23 @@ public enum AEAD {
                     box.nonce.withUnsafeBytes { n in
                         key.withUnsafeBytes { k in
                             Sodium.aeadDecrypt(
-                                algorithm: box.algorithm, out: out.baseAddress?.assumingMemoryBound(to: UInt8.self),
-                                ciphertext: c, ad: ad, nonce: n, key: k)
+                                algorithm: box.algorithm,
+                                out: out.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                                ciphertext: c,
+                                ad: ad,
+                                nonce: n,
+                                key: k
+                            )
                         }
                     }
                 }
             }
         }
         guard ok else {
-            throw VaultCryptoError(.decryptionFailed, "ciphertext failed authentication (wrong key, tampered, or moved)")
+            throw VaultCryptoError(
+                .decryptionFailed,
+                "ciphertext failed authentication (wrong key, tampered, or moved)"
+            )
         }
         return plaintext
     }

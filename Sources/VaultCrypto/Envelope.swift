@@ -15,23 +15,33 @@ public enum Envelope {
 
     /// Wraps `dataKey` under `masterKey` for one revision of one connection.
     public static func wrap(
-        dataKey: SecretBytes, with masterKey: MasterKey, connectionID: String, revision: Int64,
+        dataKey: SecretBytes,
+        with masterKey: MasterKey,
+        connectionID: String,
+        revision: Int64,
         algorithm: AEADAlgorithm = .preferred
     ) throws -> SealedBox {
         try AEAD.seal(
-            dataKey, key: masterKey.key,
+            dataKey,
+            key: masterKey.key,
             associatedData: Self.dataKeyAD(connectionID: connectionID, revision: revision, keyID: masterKey.id),
-            algorithm: algorithm)
+            algorithm: algorithm
+        )
     }
 
     /// Unwraps the data key of one revision of one connection.
     /// - Throws: `VaultCryptoError` `.decryptionFailed` when the master key or binding is wrong.
     public static func unwrap(
-        _ box: SealedBox, with masterKey: MasterKey, connectionID: String, revision: Int64
+        _ box: SealedBox,
+        with masterKey: MasterKey,
+        connectionID: String,
+        revision: Int64
     ) throws -> SecretBytes {
         let key = try AEAD.open(
-            box, key: masterKey.key,
-            associatedData: Self.dataKeyAD(connectionID: connectionID, revision: revision, keyID: masterKey.id))
+            box,
+            key: masterKey.key,
+            associatedData: Self.dataKeyAD(connectionID: connectionID, revision: revision, keyID: masterKey.id)
+        )
         guard key.count == 32 else { throw VaultCryptoError(.malformed, "data key has the wrong length") }
         return key
     }
@@ -40,23 +50,35 @@ public enum Envelope {
 
     /// Seals one secret field's value under the revision's data key.
     public static func seal(
-        _ value: SecretBytes, field: String, dataKey: SecretBytes, connectionID: String, revision: Int64,
+        _ value: SecretBytes,
+        field: String,
+        dataKey: SecretBytes,
+        connectionID: String,
+        revision: Int64,
         algorithm: AEADAlgorithm = .preferred
     ) throws -> SealedBox {
         try AEAD.seal(
-            value, key: dataKey,
+            value,
+            key: dataKey,
             associatedData: Self.fieldAD(connectionID: connectionID, field: field, revision: revision),
-            algorithm: algorithm)
+            algorithm: algorithm
+        )
     }
 
     /// Opens one secret field.
     /// - Throws: `VaultCryptoError` `.decryptionFailed` when the ciphertext is not this field's of this revision.
     public static func open(
-        _ box: SealedBox, field: String, dataKey: SecretBytes, connectionID: String, revision: Int64
+        _ box: SealedBox,
+        field: String,
+        dataKey: SecretBytes,
+        connectionID: String,
+        revision: Int64
     ) throws -> SecretBytes {
         try AEAD.open(
-            box, key: dataKey,
-            associatedData: Self.fieldAD(connectionID: connectionID, field: field, revision: revision))
+            box,
+            key: dataKey,
+            associatedData: Self.fieldAD(connectionID: connectionID, field: field, revision: revision)
+        )
     }
 
     // MARK: - Associated data

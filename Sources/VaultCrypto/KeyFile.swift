@@ -17,7 +17,9 @@ public enum KeyFile {
     public static func load(path: String, owner: uid_t = geteuid()) throws -> SecretBytes {
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
-            let reason = errno == ENOENT ? "it does not exist (create one with `connvaultd --init`, or use --dev)"
+            let reason =
+                errno == ENOENT
+                ? "it does not exist (create one with `connvaultd --init`, or use --dev)"
                 : errno == ELOOP ? "it is a symbolic link" : "it cannot be opened: \(Self.errorText(errno))"
             throw VaultCryptoError(.keyFile, "master key file \(path): \(reason)")
         }
@@ -37,11 +39,15 @@ public enum KeyFile {
         }
         guard info.st_uid == owner else {
             throw VaultCryptoError(
-                .keyFile, "master key file \(path): it is owned by uid \(info.st_uid), not the daemon's uid \(owner)")
+                .keyFile,
+                "master key file \(path): it is owned by uid \(info.st_uid), not the daemon's uid \(owner)"
+            )
         }
         guard info.st_size == MasterKey.byteCount else {
             throw VaultCryptoError(
-                .keyFile, "master key file \(path): it holds \(info.st_size) bytes; a master key is exactly \(MasterKey.byteCount) raw bytes")
+                .keyFile,
+                "master key file \(path): it holds \(info.st_size) bytes; a master key is exactly \(MasterKey.byteCount) raw bytes"
+            )
         }
         let key = SecretBytes(zeroedCount: MasterKey.byteCount)
         let readCount = key.withUnsafeMutableBytes { buffer in
@@ -73,7 +79,10 @@ public enum KeyFile {
             while written < bytes.count {
                 let n = write(fd, bytes.baseAddress! + written, bytes.count - written)
                 if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { ok = false; return }
+                guard n > 0 else {
+                    ok = false
+                    return
+                }
                 written += n
             }
         }

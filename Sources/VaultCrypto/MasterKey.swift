@@ -23,7 +23,9 @@ public final class MasterKey: Sendable, CustomStringConvertible {
     }
 
     /// A fresh random key.
-    public static func generate(id: Int64) -> MasterKey { MasterKey(id: id, key: SecretBytes(randomCount: Self.byteCount)) }
+    public static func generate(id: Int64) -> MasterKey {
+        MasterKey(id: id, key: SecretBytes(randomCount: Self.byteCount))
+    }
 
     /// A value stored beside the key's id that tells, at start-up, whether the key file matches the database,
     /// without revealing anything about the key: keyed BLAKE2b-128 of a constant under subkey 2.

@@ -69,10 +69,28 @@ enum Sodium {
         case .aes256gcm:
             guard Self.aes256gcmAvailable else { return false }
             return crypto_aead_aes256gcm_encrypt(
-                out, &outLength, m, UInt64(message.count), a, UInt64(ad.count), nil, n, k) == 0
+                out,
+                &outLength,
+                m,
+                UInt64(message.count),
+                a,
+                UInt64(ad.count),
+                nil,
+                n,
+                k
+            ) == 0
         case .xchacha20poly1305:
             return crypto_aead_xchacha20poly1305_ietf_encrypt(
-                out, &outLength, m, UInt64(message.count), a, UInt64(ad.count), nil, n, k) == 0
+                out,
+                &outLength,
+                m,
+                UInt64(message.count),
+                a,
+                UInt64(ad.count),
+                nil,
+                n,
+                k
+            ) == 0
         }
     }
 
@@ -95,10 +113,28 @@ enum Sodium {
         case .aes256gcm:
             guard Self.aes256gcmAvailable else { return false }
             return crypto_aead_aes256gcm_decrypt(
-                out, &outLength, nil, c, UInt64(ciphertext.count), a, UInt64(ad.count), n, k) == 0
+                out,
+                &outLength,
+                nil,
+                c,
+                UInt64(ciphertext.count),
+                a,
+                UInt64(ad.count),
+                n,
+                k
+            ) == 0
         case .xchacha20poly1305:
             return crypto_aead_xchacha20poly1305_ietf_decrypt(
-                out, &outLength, nil, c, UInt64(ciphertext.count), a, UInt64(ad.count), n, k) == 0
+                out,
+                &outLength,
+                nil,
+                c,
+                UInt64(ciphertext.count),
+                a,
+                UInt64(ad.count),
+                n,
+                k
+            ) == 0
         }
     }
 
@@ -106,15 +142,21 @@ enum Sodium {
 
     /// BLAKE2b of `message`, keyed when `key` is given, `outCount` bytes (16...64).
     static func genericHash(
-        _ message: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer?, outCount: Int
+        _ message: UnsafeRawBufferPointer,
+        key: UnsafeRawBufferPointer?,
+        outCount: Int
     ) -> [UInt8] {
         Self.ensureInitialized()
         var out = [UInt8](repeating: 0, count: outCount)
         let result = out.withUnsafeMutableBufferPointer { outBuffer in
             crypto_generichash(
-                outBuffer.baseAddress!, outCount,
-                message.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(message.count),
-                key?.baseAddress?.assumingMemoryBound(to: UInt8.self), key?.count ?? 0)
+                outBuffer.baseAddress!,
+                outCount,
+                message.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                UInt64(message.count),
+                key?.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                key?.count ?? 0
+            )
         }
         precondition(result == 0, "crypto_generichash failed")
         return out
@@ -122,7 +164,10 @@ enum Sodium {
 
     /// Derives subkey number `id` in `context` (exactly 8 bytes) from a 32-byte master key into `out`.
     static func deriveSubkey(
-        out: UnsafeMutableRawBufferPointer, id: UInt64, context: StaticString, key: UnsafeRawBufferPointer
+        out: UnsafeMutableRawBufferPointer,
+        id: UInt64,
+        context: StaticString,
+        key: UnsafeRawBufferPointer
     ) {
         Self.ensureInitialized()
         precondition(context.utf8CodeUnitCount == Int(crypto_kdf_CONTEXTBYTES), "KDF context must be 8 bytes")
@@ -130,8 +175,12 @@ enum Sodium {
         let result = context.withUTF8Buffer { contextBytes in
             contextBytes.withMemoryRebound(to: CChar.self) { ctx in
                 crypto_kdf_derive_from_key(
-                    out.baseAddress!.assumingMemoryBound(to: UInt8.self), out.count, id, ctx.baseAddress!,
-                    key.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                    out.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                    out.count,
+                    id,
+                    ctx.baseAddress!,
+                    key.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                )
             }
         }
         precondition(result == 0, "crypto_kdf_derive_from_key failed")

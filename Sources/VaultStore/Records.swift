@@ -11,8 +11,15 @@ public struct ConnectionRecord: Sendable, Equatable {
     public var updatedAt: String
 
     public init(
-        id: String, provider: String, settingsJSON: String, state: String, revision: Int64,
-        disabledReason: String? = nil, lastError: String? = nil, createdAt: String, updatedAt: String
+        id: String,
+        provider: String,
+        settingsJSON: String,
+        state: String,
+        revision: Int64,
+        disabledReason: String? = nil,
+        lastError: String? = nil,
+        createdAt: String,
+        updatedAt: String
     ) {
         self.id = id
         self.provider = provider
@@ -39,7 +46,16 @@ public struct SecretRecord: Sendable, Equatable {
     /// When the value (not its encryption) last changed.
     public var updatedAt: String
 
-    public init(connectionID: String, field: String, revision: Int64, algorithm: Int, nonce: [UInt8], ciphertext: [UInt8], fingerprint: String, updatedAt: String) {
+    public init(
+        connectionID: String,
+        field: String,
+        revision: Int64,
+        algorithm: Int,
+        nonce: [UInt8],
+        ciphertext: [UInt8],
+        fingerprint: String,
+        updatedAt: String
+    ) {
         self.connectionID = connectionID
         self.field = field
         self.revision = revision
@@ -113,8 +129,18 @@ public struct AuditRecord: Sendable, Equatable {
     public var hash: [UInt8]
 
     public init(
-        seq: Int64, time: String, actorUID: Int64, actorPID: Int64, actorComm: String, actorUnit: String?,
-        action: String, connectionID: String?, outcome: String, detail: String, prevHash: [UInt8], hash: [UInt8]
+        seq: Int64,
+        time: String,
+        actorUID: Int64,
+        actorPID: Int64,
+        actorComm: String,
+        actorUnit: String?,
+        action: String,
+        connectionID: String?,
+        outcome: String,
+        detail: String,
+        prevHash: [UInt8],
+        hash: [UInt8]
     ) {
         self.seq = seq
         self.time = time
@@ -143,7 +169,17 @@ public struct NewAuditEntry: Sendable {
     public var outcome: String
     public var detail: String
 
-    public init(time: String, actorUID: Int64, actorPID: Int64, actorComm: String, actorUnit: String?, action: String, connectionID: String?, outcome: String, detail: String) {
+    public init(
+        time: String,
+        actorUID: Int64,
+        actorPID: Int64,
+        actorComm: String,
+        actorUnit: String?,
+        action: String,
+        connectionID: String?,
+        outcome: String,
+        detail: String
+    ) {
         self.time = time
         self.actorUID = actorUID
         self.actorPID = actorPID

@@ -10,7 +10,12 @@ public struct StoreTransaction {
 
     public func masterKeys() throws -> [MasterKeyRecord] {
         try Row.fetchAll(self.db, sql: "SELECT id, created_at, state, check_value FROM master_keys ORDER BY id").map {
-            MasterKeyRecord(id: $0["id"], createdAt: $0["created_at"], state: $0["state"], checkValue: Self.bytes($0["check_value"]))
+            MasterKeyRecord(
+                id: $0["id"],
+                createdAt: $0["created_at"],
+                state: $0["state"],
+                checkValue: Self.bytes($0["check_value"])
+            )
         }
     }
 
@@ -23,7 +28,8 @@ public struct StoreTransaction {
         try self.db.execute(sql: "UPDATE master_keys SET state = 'retired' WHERE state = 'active'")
         try self.db.execute(
             sql: "INSERT INTO master_keys (id, created_at, state, check_value) VALUES (?, ?, 'active', ?)",
-            arguments: [record.id, record.createdAt, Data(record.checkValue)])
+            arguments: [record.id, record.createdAt, Data(record.checkValue)]
+        )
     }
 
     // MARK: - Connections
@@ -45,7 +51,8 @@ public struct StoreTransaction {
             arguments: [
                 record.id, record.provider, record.settingsJSON, record.state, record.revision, record.disabledReason,
                 record.lastError, record.createdAt, record.updatedAt,
-            ])
+            ]
+        )
     }
 
     public func updateConnection(_ record: ConnectionRecord) throws {
@@ -57,7 +64,8 @@ public struct StoreTransaction {
             arguments: [
                 record.provider, record.settingsJSON, record.state, record.revision, record.disabledReason,
                 record.lastError, record.updatedAt, record.id,
-            ])
+            ]
+        )
     }
 
     /// Deletes a connection with its secrets, data key and grants.
@@ -76,12 +84,19 @@ public struct StoreTransaction {
     // MARK: - Secrets and data keys
 
     public func secrets(of id: String) throws -> [SecretRecord] {
-        try Row.fetchAll(self.db, sql: "SELECT * FROM secrets WHERE connection_id = ? ORDER BY field", arguments: [id]).map {
-            SecretRecord(
-                connectionID: $0["connection_id"], field: $0["field"], revision: $0["revision"], algorithm: $0["alg"],
-                nonce: Self.bytes($0["nonce"]), ciphertext: Self.bytes($0["ciphertext"]),
-                fingerprint: $0["fingerprint"], updatedAt: $0["updated_at"])
-        }
+        try Row.fetchAll(self.db, sql: "SELECT * FROM secrets WHERE connection_id = ? ORDER BY field", arguments: [id])
+            .map {
+                SecretRecord(
+                    connectionID: $0["connection_id"],
+                    field: $0["field"],
+                    revision: $0["revision"],
+                    algorithm: $0["alg"],
+                    nonce: Self.bytes($0["nonce"]),
+                    ciphertext: Self.bytes($0["ciphertext"]),
+                    fingerprint: $0["fingerprint"],
+                    updatedAt: $0["updated_at"]
+                )
+            }
     }
 
     /// Replaces every secret of a connection with `records` (all of one new revision).
@@ -96,18 +111,22 @@ public struct StoreTransaction {
                 arguments: [
                     record.connectionID, record.field, record.revision, record.algorithm, Data(record.nonce),
                     Data(record.ciphertext), record.fingerprint, record.updatedAt,
-                ])
+                ]
+            )
         }
     }
 
     public func updateFingerprint(of id: String, field: String, fingerprint: String) throws {
         try self.db.execute(
             sql: "UPDATE secrets SET fingerprint = ? WHERE connection_id = ? AND field = ?",
-            arguments: [fingerprint, id, field])
+            arguments: [fingerprint, id, field]
+        )
     }
 
     public func dataKey(of id: String) throws -> DataKeyRecord? {
-        try Row.fetchOne(self.db, sql: "SELECT * FROM data_keys WHERE connection_id = ?", arguments: [id]).map(Self.dataKey)
+        try Row.fetchOne(self.db, sql: "SELECT * FROM data_keys WHERE connection_id = ?", arguments: [id]).map(
+            Self.dataKey
+        )
     }
 
     public func dataKeys() throws -> [DataKeyRecord] {
@@ -122,13 +141,21 @@ public struct StoreTransaction {
                 ON CONFLICT (connection_id) DO UPDATE SET revision = excluded.revision, key_id = excluded.key_id,
                     alg = excluded.alg, nonce = excluded.nonce, wrapped = excluded.wrapped
                 """,
-            arguments: [record.connectionID, record.revision, record.keyID, record.algorithm, Data(record.nonce), Data(record.wrapped)])
+            arguments: [
+                record.connectionID, record.revision, record.keyID, record.algorithm, Data(record.nonce),
+                Data(record.wrapped),
+            ]
+        )
     }
 
     // MARK: - Grants
 
     public func grants(of id: String) throws -> [GrantRecord] {
-        try Row.fetchAll(self.db, sql: "SELECT kind, value FROM grants WHERE connection_id = ? ORDER BY kind, value", arguments: [id]).compactMap {
+        try Row.fetchAll(
+            self.db,
+            sql: "SELECT kind, value FROM grants WHERE connection_id = ? ORDER BY kind, value",
+            arguments: [id]
+        ).compactMap {
             guard let kind = GrantRecord.Kind(rawValue: $0["kind"]) else { return nil }
             return GrantRecord(kind: kind, value: $0["value"])
         }
@@ -139,7 +166,8 @@ public struct StoreTransaction {
         for grant in Set(grants) {
             try self.db.execute(
                 sql: "INSERT INTO grants (connection_id, kind, value) VALUES (?, ?, ?)",
-                arguments: [id, grant.kind.rawValue, grant.value])
+                arguments: [id, grant.kind.rawValue, grant.value]
+            )
         }
     }
 
@@ -152,9 +180,19 @@ public struct StoreTransaction {
         let seq: Int64 = (last?["seq"] ?? 0) + 1
         let prevHash = last.map { Self.bytes($0["hash"]) } ?? [UInt8](repeating: 0, count: 32)
         var record = AuditRecord(
-            seq: seq, time: entry.time, actorUID: entry.actorUID, actorPID: entry.actorPID, actorComm: entry.actorComm,
-            actorUnit: entry.actorUnit, action: entry.action, connectionID: entry.connectionID, outcome: entry.outcome,
-            detail: entry.detail, prevHash: prevHash, hash: [])
+            seq: seq,
+            time: entry.time,
+            actorUID: entry.actorUID,
+            actorPID: entry.actorPID,
+            actorComm: entry.actorComm,
+            actorUnit: entry.actorUnit,
+            action: entry.action,
+            connectionID: entry.connectionID,
+            outcome: entry.outcome,
+            detail: entry.detail,
+            prevHash: prevHash,
+            hash: []
+        )
         record.hash = self.chainHash(prevHash + Self.canonical(record))
         try self.db.execute(
             sql: """
@@ -163,8 +201,10 @@ public struct StoreTransaction {
                 """,
             arguments: [
                 record.seq, record.time, record.actorUID, record.actorPID, record.actorComm, record.actorUnit,
-                record.action, record.connectionID, record.outcome, record.detail, Data(record.prevHash), Data(record.hash),
-            ])
+                record.action, record.connectionID, record.outcome, record.detail, Data(record.prevHash),
+                Data(record.hash),
+            ]
+        )
         return record
     }
 
@@ -195,13 +235,28 @@ public struct StoreTransaction {
             let record = Self.audit(row)
             count += 1
             if record.seq != expectedSeq {
-                return AuditChainReport(entries: count, head: previous, brokenAt: record.seq, reason: "row \(expectedSeq) is missing")
+                return AuditChainReport(
+                    entries: count,
+                    head: previous,
+                    brokenAt: record.seq,
+                    reason: "row \(expectedSeq) is missing"
+                )
             }
             if record.prevHash != previous {
-                return AuditChainReport(entries: count, head: previous, brokenAt: record.seq, reason: "prev_hash does not match the row before")
+                return AuditChainReport(
+                    entries: count,
+                    head: previous,
+                    brokenAt: record.seq,
+                    reason: "prev_hash does not match the row before"
+                )
             }
             if self.chainHash(record.prevHash + Self.canonical(record)) != record.hash {
-                return AuditChainReport(entries: count, head: previous, brokenAt: record.seq, reason: "row contents do not match its hash")
+                return AuditChainReport(
+                    entries: count,
+                    head: previous,
+                    brokenAt: record.seq,
+                    reason: "row contents do not match its hash"
+                )
             }
             previous = record.hash
             expectedSeq += 1
@@ -218,23 +273,44 @@ public struct StoreTransaction {
 
     static func connection(_ row: Row) -> ConnectionRecord {
         ConnectionRecord(
-            id: row["id"], provider: row["provider"], settingsJSON: row["settings"], state: row["state"],
-            revision: row["revision"], disabledReason: row["disabled_reason"], lastError: row["last_error"],
-            createdAt: row["created_at"], updatedAt: row["updated_at"])
+            id: row["id"],
+            provider: row["provider"],
+            settingsJSON: row["settings"],
+            state: row["state"],
+            revision: row["revision"],
+            disabledReason: row["disabled_reason"],
+            lastError: row["last_error"],
+            createdAt: row["created_at"],
+            updatedAt: row["updated_at"]
+        )
     }
 
     static func dataKey(_ row: Row) -> DataKeyRecord {
         DataKeyRecord(
-            connectionID: row["connection_id"], revision: row["revision"], keyID: row["key_id"], algorithm: row["alg"],
-            nonce: Self.bytes(row["nonce"]), wrapped: Self.bytes(row["wrapped"]))
+            connectionID: row["connection_id"],
+            revision: row["revision"],
+            keyID: row["key_id"],
+            algorithm: row["alg"],
+            nonce: Self.bytes(row["nonce"]),
+            wrapped: Self.bytes(row["wrapped"])
+        )
     }
 
     static func audit(_ row: Row) -> AuditRecord {
         AuditRecord(
-            seq: row["seq"], time: row["time"], actorUID: row["actor_uid"], actorPID: row["actor_pid"],
-            actorComm: row["actor_comm"], actorUnit: row["actor_unit"], action: row["action"],
-            connectionID: row["connection_id"], outcome: row["outcome"], detail: row["detail"],
-            prevHash: Self.bytes(row["prev_hash"]), hash: Self.bytes(row["hash"]))
+            seq: row["seq"],
+            time: row["time"],
+            actorUID: row["actor_uid"],
+            actorPID: row["actor_pid"],
+            actorComm: row["actor_comm"],
+            actorUnit: row["actor_unit"],
+            action: row["action"],
+            connectionID: row["connection_id"],
+            outcome: row["outcome"],
+            detail: row["detail"],
+            prevHash: Self.bytes(row["prev_hash"]),
+            hash: Self.bytes(row["hash"])
+        )
     }
 
     /// Length-prefixed fields, so no two different rows encode alike.

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import VaultAPI
 
 /// The built `connvaultd --dev` driven by the built `connvaultctl`, as an admin would from a shell.
@@ -25,9 +25,14 @@ struct AdminEndToEndTests {
         let added = try self.decode(
             ConnectionView.self,
             try daemon.ctl(
-                ["add", "acme", "--provider", "personio-v2", "--client-id", "fake-client-id-1", "--app-id", "ACME_SYNC",
-                 "--allow-uid", "1000", "--secret-stdin", "--json"],
-                stdin: "\(Self.secret)\n"))
+                [
+                    "add", "acme", "--provider", "personio-v2", "--client-id", "fake-client-id-1", "--app-id",
+                    "ACME_SYNC",
+                    "--allow-uid", "1000", "--secret-stdin", "--json",
+                ],
+                stdin: "\(Self.secret)\n"
+            )
+        )
         #expect(added.state == .active)
         #expect(added.revision == 1)
         #expect(added.secrets["client_secret"]?.set == true)
@@ -35,8 +40,12 @@ struct AdminEndToEndTests {
         #expect(added.grants.uids == [1000])
 
         let recruiting = try daemon.ctl(
-            ["add", "acme-jobs", "--provider", "personio-recruiting", "--company-id", "12345", "--secret-stdin", "--json"],
-            stdin: "fake-recruiting-key-1\n")
+            [
+                "add", "acme-jobs", "--provider", "personio-recruiting", "--company-id", "12345", "--secret-stdin",
+                "--json",
+            ],
+            stdin: "fake-recruiting-key-1\n"
+        )
         #expect(recruiting.status == 0, "\(recruiting)")
 
         let list = try self.decode(ConnectionList.self, try daemon.ctl(["list", "--json"]))
@@ -49,13 +58,19 @@ struct AdminEndToEndTests {
         #expect(shown.settings.appID == "ACME_SYNC")
 
         // edit re-encrypts: new revision, same fingerprint for the unchanged secret
-        let edited = try self.decode(ConnectionView.self, try daemon.ctl(["edit", "acme", "--scope", "personio:persons:read", "--json"]))
+        let edited = try self.decode(
+            ConnectionView.self,
+            try daemon.ctl(["edit", "acme", "--scope", "personio:persons:read", "--json"])
+        )
         #expect(edited.revision == 2)
         #expect(edited.settings.scope == "personio:persons:read")
         #expect(edited.secrets["client_secret"]?.fingerprint == added.secrets["client_secret"]?.fingerprint)
 
         // disable / enable, both idempotent
-        let disabled = try self.decode(ConnectionView.self, try daemon.ctl(["disable", "acme", "--reason", "audit week", "--json"]))
+        let disabled = try self.decode(
+            ConnectionView.self,
+            try daemon.ctl(["disable", "acme", "--reason", "audit week", "--json"])
+        )
         #expect(disabled.state == .disabled)
         #expect(try daemon.ctl(["disable", "acme"]).status == 0)
         let enabled = try self.decode(ConnectionView.self, try daemon.ctl(["enable", "acme", "--json"]))
@@ -63,12 +78,18 @@ struct AdminEndToEndTests {
         #expect(try daemon.ctl(["enable", "acme"]).status == 0)
 
         // reset: new secret, new revision, new fingerprint
-        let reset = try self.decode(ConnectionView.self, try daemon.ctl(["reset", "acme", "--secret-stdin", "--json"], stdin: "fake-secret-e2e-0002\n"))
+        let reset = try self.decode(
+            ConnectionView.self,
+            try daemon.ctl(["reset", "acme", "--secret-stdin", "--json"], stdin: "fake-secret-e2e-0002\n")
+        )
         #expect(reset.revision == 3)
         #expect(reset.secrets["client_secret"]?.fingerprint != added.secrets["client_secret"]?.fingerprint)
 
         // grant adds to the current grants
-        let granted = try self.decode(ConnectionView.self, try daemon.ctl(["grant", "acme", "--allow-unit", "payroll.service", "--json"]))
+        let granted = try self.decode(
+            ConnectionView.self,
+            try daemon.ctl(["grant", "acme", "--allow-unit", "payroll.service", "--json"])
+        )
         #expect(granted.grants.uids == [1000])
         #expect(granted.grants.units == ["payroll.service"])
 
@@ -93,8 +114,10 @@ struct AdminEndToEndTests {
         // audit names every action with the actor, and the chain verifies
         let audit = try self.decode(AuditList.self, try daemon.ctl(["audit", "--json", "--limit", "1000"]))
         let actions = Set(audit.entries.map(\.action))
-        for action in ["connection.create", "connection.edit", "connection.disable", "connection.enable", "connection.reset",
-                       "connection.grants", "key.rotate", "connection.disconnect"] {
+        for action in [
+            "connection.create", "connection.edit", "connection.disable", "connection.enable", "connection.reset",
+            "connection.grants", "key.rotate", "connection.disconnect",
+        ] {
             #expect(actions.contains(action), "missing \(action)")
         }
         let create = try #require(audit.entries.first { $0.action == "connection.create" })
@@ -106,12 +129,17 @@ struct AdminEndToEndTests {
         // exit codes: usage 2, refused 1, unreachable 3
         #expect(try daemon.ctl(["add"]).status == 2)
         #expect(try daemon.ctl(["enable", "no-such"]).status == 1)
-        #expect(try daemon.ctl(["list"], environment: ["CONNVAULT_ADMIN_SOCKET": directory.file("none.sock")]).status == 3)
+        #expect(
+            try daemon.ctl(["list"], environment: ["CONNVAULT_ADMIN_SOCKET": directory.file("none.sock")]).status == 3
+        )
     }
 
     @Test("a secret on the command line is refused and never echoed")
     func secretOnCommandLine() throws {
-        let result = try Command.run(Binaries.control, ["add", "x", "--provider", "personio-v2", "--client-secret", "fake-argv-secret"])
+        let result = try Command.run(
+            Binaries.control,
+            ["add", "x", "--provider", "personio-v2", "--client-secret", "fake-argv-secret"]
+        )
         #expect(result.status == 2)
         #expect(result.stderr.contains("--secret-stdin"))
         #expect(!result.stderr.contains("fake-argv-secret"))
@@ -126,8 +154,12 @@ struct AdminEndToEndTests {
         try daemon.start()
         for index in 0..<8 {
             let result = try daemon.ctl(
-                ["add", "conn-\(index)", "--provider", "personio-v2", "--client-id", "fake-id-\(index)", "--secret-stdin"],
-                stdin: "fake-secret-\(index)\n")
+                [
+                    "add", "conn-\(index)", "--provider", "personio-v2", "--client-id", "fake-id-\(index)",
+                    "--secret-stdin",
+                ],
+                stdin: "fake-secret-\(index)\n"
+            )
             #expect(result.status == 0, "\(result)")
         }
         #expect(daemon.stop() == 0)
@@ -148,7 +180,13 @@ struct AdminEndToEndTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let state = directory.file("state")
-        let missing = try Command.run(Binaries.daemon, ["--state-dir", state, "--app-socket", directory.file("a.sock"), "--admin-socket", directory.file("b.sock")])
+        let missing = try Command.run(
+            Binaries.daemon,
+            [
+                "--state-dir", state, "--app-socket", directory.file("a.sock"), "--admin-socket",
+                directory.file("b.sock"),
+            ]
+        )
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("master.key"), "\(missing)")
 
@@ -159,7 +197,13 @@ struct AdminEndToEndTests {
         #expect((attributes[.size] as? Int) == 32)
 
         chmod("\(state)/master.key", 0o640)
-        let readable = try Command.run(Binaries.daemon, ["--state-dir", state, "--app-socket", directory.file("a.sock"), "--admin-socket", directory.file("b.sock")])
+        let readable = try Command.run(
+            Binaries.daemon,
+            [
+                "--state-dir", state, "--app-socket", directory.file("a.sock"), "--admin-socket",
+                directory.file("b.sock"),
+            ]
+        )
         #expect(readable.status == 1)
         #expect(readable.stderr.contains("master.key") && readable.stderr.contains("group"), "\(readable)")
     }

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import VaultAPI
 
 /// The admin socket serves only root, the daemon's uid and `--admin-group`, decided by peer credentials even when
@@ -16,8 +16,10 @@ struct AuthorizationEndToEndTests {
 
     func asNobody(_ daemon: DaemonProcess, group: String = "65534", _ arguments: [String]) throws -> CommandResult {
         try Command.run(
-            "/usr/bin/setpriv", ["--reuid", "65534", "--regid", group, "--clear-groups", Binaries.control] + arguments,
-            environment: daemon.clientEnvironment)
+            "/usr/bin/setpriv",
+            ["--reuid", "65534", "--regid", group, "--clear-groups", Binaries.control] + arguments,
+            environment: daemon.clientEnvironment
+        )
     }
 
     @Test("another uid is refused even when the socket mode lets it connect")
@@ -36,9 +38,15 @@ struct AuthorizationEndToEndTests {
         let list = try self.asNobody(daemon, ["list"])
         #expect(list.status == 1, "\(list)")
         #expect(list.stderr.contains("forbidden"))
-        let add = try self.asNobody(daemon, ["add", "x", "--provider", "personio-v2", "--client-id", "fake", "--secret-stdin"])
+        let add = try self.asNobody(
+            daemon,
+            ["add", "x", "--provider", "personio-v2", "--client-id", "fake", "--secret-stdin"]
+        )
         #expect(add.status != 0)
-        let list2 = try VaultJSON.decoder().decode(ConnectionList.self, from: Data(try daemon.ctl(["list", "--json"]).stdout.utf8))
+        let list2 = try VaultJSON.decoder().decode(
+            ConnectionList.self,
+            from: Data(try daemon.ctl(["list", "--json"]).stdout.utf8)
+        )
         #expect(list2.connections.isEmpty)
         let audit = try daemon.ctl(["audit", "--json"])
         #expect(!audit.stdout.contains("connection.create"))

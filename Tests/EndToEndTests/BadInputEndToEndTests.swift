@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import VaultAPI
 
 /// Bad input gets a clear problem+json error, changes nothing, and never takes the daemon down.
@@ -28,7 +28,12 @@ struct BadInputEndToEndTests {
         }
     }
 
-    static func post(_ path: String, _ body: String, method: String = "POST", contentType: String = "application/json") -> String {
+    static func post(
+        _ path: String,
+        _ body: String,
+        method: String = "POST",
+        contentType: String = "application/json"
+    ) -> String {
         "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nContent-Type: \(contentType)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
     }
 
@@ -37,26 +42,142 @@ struct BadInputEndToEndTests {
     static let cases: [Case] = [
         Case("malformed JSON", post("/v1/connections", #"{"id": "x", "#), 400, "invalid_json"),
         Case("not an object", post("/v1/connections", "[1,2,3]"), 400, "invalid_json"),
-        Case("unknown top-level field", post("/v1/connections", #"{"id":"x","provider":"personio-v2","colour":"red",\#(validSecrets)}"#), 400, "unknown_field"),
-        Case("unknown settings field", post("/v1/connections", #"{"id":"x","provider":"personio-v2","settings":{"api_url":"https://a"},\#(validSecrets)}"#), 400, "unknown_field"),
-        Case("unknown secret field", post("/v1/connections", #"{"id":"x","provider":"personio-v2","secrets":{"client_id":"a","client_secret":"b","pin":"c"}}"#), 400, "unknown_field"),
-        Case("invalid id", post("/v1/connections", #"{"id":"Bad/ID","provider":"personio-v2",\#(validSecrets)}"#), 400, "invalid_id"),
-        Case("id too long", post("/v1/connections", #"{"id":"\#(String(repeating: "a", count: 64))","provider":"personio-v2",\#(validSecrets)}"#), 400, "invalid_id"),
-        Case("unknown provider", post("/v1/connections", #"{"id":"x","provider":"workday",\#(validSecrets)}"#), 400, "invalid_provider"),
-        Case("missing secret", post("/v1/connections", #"{"id":"x","provider":"personio-v2","secrets":{"client_id":"fake-id"}}"#), 400, "missing_secret"),
-        Case("secret with a newline", post("/v1/connections", #"{"id":"x","provider":"personio-v2","secrets":{"client_id":"a","client_secret":"b\nc"}}"#), 400, "invalid_secret"),
-        Case("secret of another provider", post("/v1/connections", #"{"id":"x","provider":"personio-v2","secrets":{"client_id":"a","client_secret":"b","recruiting_token":"c"}}"#), 400, "invalid_secret"),
-        Case("plain http to a remote host", post("/v1/connections", #"{"id":"x","provider":"personio-v2","settings":{"api_base_url":"http://example.com"},\#(validSecrets)}"#), 400, "invalid_setting"),
-        Case("recruiting without company", post("/v1/connections", #"{"id":"x","provider":"personio-recruiting","secrets":{"recruiting_token":"k"}}"#), 400, "invalid_setting"),
-        Case("bad grant", post("/v1/connections", #"{"id":"x","provider":"personio-v2","grants":{"units":["no dot"]},\#(validSecrets)}"#), 400, "invalid_grant"),
-        Case("wrong content type", post("/v1/connections", "id=x", contentType: "application/x-www-form-urlencoded"), 415, "unsupported_media_type"),
-        Case("body over 64 KiB", post("/v1/connections", #"{"id":"x","pad":""# + String(repeating: "a", count: 66 * 1024) + #""}"#), 413, "payload_too_large"),
-        Case("unknown connection", "GET /v1/connections/nope HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 404, "not_found"),
-        Case("edit of unknown connection", post("/v1/connections/nope", #"{"settings":{"app_id":"A"}}"#, method: "PATCH"), 404, "not_found"),
+        Case(
+            "unknown top-level field",
+            post("/v1/connections", #"{"id":"x","provider":"personio-v2","colour":"red",\#(validSecrets)}"#),
+            400,
+            "unknown_field"
+        ),
+        Case(
+            "unknown settings field",
+            post(
+                "/v1/connections",
+                #"{"id":"x","provider":"personio-v2","settings":{"api_url":"https://a"},\#(validSecrets)}"#
+            ),
+            400,
+            "unknown_field"
+        ),
+        Case(
+            "unknown secret field",
+            post(
+                "/v1/connections",
+                #"{"id":"x","provider":"personio-v2","secrets":{"client_id":"a","client_secret":"b","pin":"c"}}"#
+            ),
+            400,
+            "unknown_field"
+        ),
+        Case(
+            "invalid id",
+            post("/v1/connections", #"{"id":"Bad/ID","provider":"personio-v2",\#(validSecrets)}"#),
+            400,
+            "invalid_id"
+        ),
+        Case(
+            "id too long",
+            post(
+                "/v1/connections",
+                #"{"id":"\#(String(repeating: "a", count: 64))","provider":"personio-v2",\#(validSecrets)}"#
+            ),
+            400,
+            "invalid_id"
+        ),
+        Case(
+            "unknown provider",
+            post("/v1/connections", #"{"id":"x","provider":"workday",\#(validSecrets)}"#),
+            400,
+            "invalid_provider"
+        ),
+        Case(
+            "missing secret",
+            post("/v1/connections", #"{"id":"x","provider":"personio-v2","secrets":{"client_id":"fake-id"}}"#),
+            400,
+            "missing_secret"
+        ),
+        Case(
+            "secret with a newline",
+            post(
+                "/v1/connections",
+                #"{"id":"x","provider":"personio-v2","secrets":{"client_id":"a","client_secret":"b\nc"}}"#
+            ),
+            400,
+            "invalid_secret"
+        ),
+        Case(
+            "secret of another provider",
+            post(
+                "/v1/connections",
+                #"{"id":"x","provider":"personio-v2","secrets":{"client_id":"a","client_secret":"b","recruiting_token":"c"}}"#
+            ),
+            400,
+            "invalid_secret"
+        ),
+        Case(
+            "plain http to a remote host",
+            post(
+                "/v1/connections",
+                #"{"id":"x","provider":"personio-v2","settings":{"api_base_url":"http://example.com"},\#(validSecrets)}"#
+            ),
+            400,
+            "invalid_setting"
+        ),
+        Case(
+            "recruiting without company",
+            post("/v1/connections", #"{"id":"x","provider":"personio-recruiting","secrets":{"recruiting_token":"k"}}"#),
+            400,
+            "invalid_setting"
+        ),
+        Case(
+            "bad grant",
+            post(
+                "/v1/connections",
+                #"{"id":"x","provider":"personio-v2","grants":{"units":["no dot"]},\#(validSecrets)}"#
+            ),
+            400,
+            "invalid_grant"
+        ),
+        Case(
+            "wrong content type",
+            post("/v1/connections", "id=x", contentType: "application/x-www-form-urlencoded"),
+            415,
+            "unsupported_media_type"
+        ),
+        Case(
+            "body over 64 KiB",
+            post("/v1/connections", #"{"id":"x","pad":""# + String(repeating: "a", count: 66 * 1024) + #""}"#),
+            413,
+            "payload_too_large"
+        ),
+        Case(
+            "unknown connection",
+            "GET /v1/connections/nope HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            404,
+            "not_found"
+        ),
+        Case(
+            "edit of unknown connection",
+            post("/v1/connections/nope", #"{"settings":{"app_id":"A"}}"#, method: "PATCH"),
+            404,
+            "not_found"
+        ),
         Case("empty edit", post("/v1/connections/seed", "{}", method: "PATCH"), 400, "bad_request"),
-        Case("invalid id in path", "GET /v1/connections/..%2Fetc HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 400, "invalid_id"),
-        Case("unknown route", "GET /v2/everything HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 404, "not_found"),
-        Case("wrong method", "PUT /v1/status HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 405, "method_not_allowed"),
+        Case(
+            "invalid id in path",
+            "GET /v1/connections/..%2Fetc HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            400,
+            "invalid_id"
+        ),
+        Case(
+            "unknown route",
+            "GET /v2/everything HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            404,
+            "not_found"
+        ),
+        Case(
+            "wrong method",
+            "PUT /v1/status HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            405,
+            "method_not_allowed"
+        ),
         Case("garbage bytes", bytes: [0x16, 0x03, 0x01, 0x00, 0xff, 0x00, 0x0d, 0x0a, 0x0d, 0x0a], 400, nil),
         Case("HTTP/1.1 without a method", "\r\n\r\n/v1/connections HTTP/1.1\r\n\r\n", 400, nil),
     ]
@@ -68,7 +189,10 @@ struct BadInputEndToEndTests {
         let daemon = DaemonProcess(directory: directory)
         try daemon.start()
         defer { daemon.stop() }
-        let seeded = try daemon.ctl(["add", "seed", "--provider", "personio-v2", "--client-id", "fake-id", "--secret-stdin"], stdin: "fake-secret\n")
+        let seeded = try daemon.ctl(
+            ["add", "seed", "--provider", "personio-v2", "--client-id", "fake-id", "--secret-stdin"],
+            stdin: "fake-secret\n"
+        )
         #expect(seeded.status == 0, "\(seeded)")
         let before = try daemon.ctl(["audit", "--json", "--limit", "1000"]).stdout
 
@@ -85,7 +209,10 @@ struct BadInputEndToEndTests {
 
         // Still up, nothing changed.
         #expect(daemon.isRunning)
-        let list = try VaultJSON.decoder().decode(ConnectionList.self, from: Data(try daemon.ctl(["list", "--json"]).stdout.utf8))
+        let list = try VaultJSON.decoder().decode(
+            ConnectionList.self,
+            from: Data(try daemon.ctl(["list", "--json"]).stdout.utf8)
+        )
         #expect(list.connections.map(\.id) == ["seed"])
         #expect(list.connections.first?.revision == 1)
         #expect(try daemon.ctl(["audit", "--json", "--limit", "1000"]).stdout == before)

@@ -1,7 +1,7 @@
 import Foundation
 import Logging
-import Testing
 import TestSupport
+import Testing
 import VaultAPI
 import VaultStore
 
@@ -17,7 +17,9 @@ struct DurabilityEndToEndTests {
         let ids = (0..<6).map { "burst-\($0)" }
         for id in ids {
             let result = try daemon.ctl(
-                ["add", id, "--provider", "personio-v2", "--client-id", "fake-\(id)", "--secret-stdin"], stdin: "fake-secret-\(id)\n")
+                ["add", id, "--provider", "personio-v2", "--client-id", "fake-\(id)", "--secret-stdin"],
+                stdin: "fake-secret-\(id)\n"
+            )
             #expect(result.status == 0, "\(result)")
         }
 
@@ -39,7 +41,10 @@ struct DurabilityEndToEndTests {
                                 try daemon.ctl(["edit", id, "--new-secret", "--secret-stdin", "--json"], stdin: secret)
                             }),
                             result.status == 0,
-                            let view = try? VaultJSON.decoder().decode(ConnectionView.self, from: Data(result.stdout.utf8))
+                            let view = try? VaultJSON.decoder().decode(
+                                ConnectionView.self,
+                                from: Data(result.stdout.utf8)
+                            )
                         else { return }
                         await acknowledged.record(id, view.revision)
                     }
@@ -55,13 +60,22 @@ struct DurabilityEndToEndTests {
         #expect(highest.values.reduce(0, +) > 0, "no edit was acknowledged before the kill")
 
         try daemon.start()
-        let list = try VaultJSON.decoder().decode(ConnectionList.self, from: Data(try daemon.ctl(["list", "--json"]).stdout.utf8))
+        let list = try VaultJSON.decoder().decode(
+            ConnectionList.self,
+            from: Data(try daemon.ctl(["list", "--json"]).stdout.utf8)
+        )
         for view in list.connections {
-            #expect(view.revision >= highest[view.id] ?? 0, "\(view.id): revision \(view.revision) < acknowledged \(highest[view.id] ?? 0)")
+            #expect(
+                view.revision >= highest[view.id] ?? 0,
+                "\(view.id): revision \(view.revision) < acknowledged \(highest[view.id] ?? 0)"
+            )
         }
         let rotated = try daemon.ctl(["rotate-key"])
         #expect(rotated.status == 0, "every connection decrypts: \(rotated)")
-        let chain = try VaultJSON.decoder().decode(AuditVerification.self, from: Data(try daemon.ctl(["audit", "--verify", "--json"]).stdout.utf8))
+        let chain = try VaultJSON.decoder().decode(
+            AuditVerification.self,
+            from: Data(try daemon.ctl(["audit", "--verify", "--json"]).stdout.utf8)
+        )
         #expect(chain.intact)
         daemon.stop()
 
@@ -70,7 +84,6 @@ struct DurabilityEndToEndTests {
         try database.close()
     }
 }
-
 
 /// The highest revision each connection was acknowledged at.
 actor Acknowledged {

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import VaultAPI
 
 /// Mutated and random requests against a live daemon: it always answers (or closes) cleanly, never with a 5xx,
@@ -20,7 +20,8 @@ struct FuzzEndToEndTests {
     ]
     static let targets: [(String, String)] = [
         ("POST", "/v1/connections"), ("PATCH", "/v1/connections/fz"), ("POST", "/v1/connections/fz/disable"),
-        ("POST", "/v1/connections/fz/reset"), ("PUT", "/v1/connections/fz/grants"), ("POST", "/v1/connections/fz/enable"),
+        ("POST", "/v1/connections/fz/reset"), ("PUT", "/v1/connections/fz/grants"),
+        ("POST", "/v1/connections/fz/enable"),
         ("GET", "/v1/audit?since=1&limit=5"), ("DELETE", "/v1/connections/fz"),
     ]
 
@@ -35,7 +36,12 @@ struct FuzzEndToEndTests {
         var statuses: [Int: Int] = [:]
         for iteration in 0..<Self.iterations {
             let bytes = Self.request(&random)
-            let response = try RawHTTP.request(socket: daemon.adminSocket, bytes: bytes, timeout: .seconds(5), closeWrite: true)
+            let response = try RawHTTP.request(
+                socket: daemon.adminSocket,
+                bytes: bytes,
+                timeout: .seconds(5),
+                closeWrite: true
+            )
             statuses[response.status, default: 0] += 1
             #expect(response.status < 500, "iteration \(iteration) seed \(Self.seed): \(response.raw.prefix(300))")
             if !daemon.isRunning {
@@ -45,9 +51,15 @@ struct FuzzEndToEndTests {
         }
         let health = try RawHTTP.request(socket: daemon.adminSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(health.status == 200)
-        let chain = try VaultJSON.decoder().decode(AuditVerification.self, from: Data(try daemon.ctl(["audit", "--verify", "--json"]).stdout.utf8))
+        let chain = try VaultJSON.decoder().decode(
+            AuditVerification.self,
+            from: Data(try daemon.ctl(["audit", "--verify", "--json"]).stdout.utf8)
+        )
         #expect(chain.intact)
-        #expect(statuses.keys.contains { (200..<300).contains($0) }, "the fuzzer never produced a valid request: \(statuses)")
+        #expect(
+            statuses.keys.contains { (200..<300).contains($0) },
+            "the fuzzer never produced a valid request: \(statuses)"
+        )
         #expect(statuses.keys.contains { (400..<500).contains($0) })
     }
 
@@ -61,13 +73,25 @@ struct FuzzEndToEndTests {
             switch Int.random(in: 0..<6, using: &random) {
             case 0: body[Int.random(in: 0..<body.count, using: &random)] = UInt8.random(in: 0...255, using: &random)
             case 1: body.removeLast(Int.random(in: 0..<body.count, using: &random))
-            case 2: body.insert(contentsOf: body.prefix(Int.random(in: 0...body.count, using: &random)), at: Int.random(in: 0...body.count, using: &random))
-            case 3: body.insert(UInt8(ascii: ["{", "}", "\"", ",", ":", "[", "\\"].randomElement(using: &random)!), at: Int.random(in: 0...body.count, using: &random))
-            case 4: body = (0..<Int.random(in: 0...200, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            case 2:
+                body.insert(
+                    contentsOf: body.prefix(Int.random(in: 0...body.count, using: &random)),
+                    at: Int.random(in: 0...body.count, using: &random)
+                )
+            case 3:
+                body.insert(
+                    UInt8(ascii: ["{", "}", "\"", ",", ":", "[", "\\"].randomElement(using: &random)!),
+                    at: Int.random(in: 0...body.count, using: &random)
+                )
+            case 4:
+                body = (0..<Int.random(in: 0...200, using: &random)).map { _ in
+                    UInt8.random(in: 0...255, using: &random)
+                }
             default: break
             }
         }
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        var head =
+            "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nConnection: close\r\n"
         switch Int.random(in: 0..<10, using: &random) {
         case 0: head += "Content-Length: \(body.count + Int.random(in: 1...50, using: &random))\r\n"
         case 1: head += "Transfer-Encoding: chunked\r\n"

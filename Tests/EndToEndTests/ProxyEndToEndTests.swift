@@ -182,7 +182,8 @@ struct ProxyEndToEndTests {
 
     @Test("a Personio that never answers ends in 503 upstream_unavailable within the proxy's time-out")
     func upstreamHangs() async throws {
-        try await BrokerFixture.run(daemonArguments: ["--dev", "--log-level", "debug", "--proxy-timeout", "3"]) { fixture in
+        try await BrokerFixture.run(daemonArguments: ["--dev", "--log-level", "debug", "--proxy-timeout", "3"]) {
+            fixture in
             try await fixture.addV2("acme", clientID: Self.clientID, secret: Self.secret)
             fixture.standIn.setFailure(.hang, on: [.resource])
 

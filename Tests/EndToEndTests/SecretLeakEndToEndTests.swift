@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import VaultAPI
 
 /// A canary secret put through every admin operation appears in no response, log line, audit row, metric, or byte
@@ -9,7 +9,9 @@ import VaultAPI
 struct SecretLeakEndToEndTests {
     @Test("canary secrets appear nowhere")
     func canary() throws {
-        let canaries = ["CANARY-e2e-first-7f3a9c", "CANARY-e2e-second-41d2be", "CANARY-e2e-third-9a0c11", "CANARY-e2e-hook-5b6e70"]
+        let canaries = [
+            "CANARY-e2e-first-7f3a9c", "CANARY-e2e-second-41d2be", "CANARY-e2e-third-9a0c11", "CANARY-e2e-hook-5b6e70",
+        ]
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let daemon = DaemonProcess(directory: directory, arguments: ["--dev", "--log-level", "trace"])
@@ -20,9 +22,17 @@ struct SecretLeakEndToEndTests {
             #expect(result.status == 0, "\(arguments): \(result)")
             outputs.append(result)
         }
-        try ctl(["add", "canary", "--provider", "personio-v2", "--client-id", "fake-canary-id", "--with-webhook-token", "--secret-stdin", "--json"],
-                stdin: "\(canaries[0])\n\(canaries[3])\n")
-        try ctl(["add", "canary-two", "--provider", "personio-v1", "--client-id", "fake-canary-id-2", "--secret-stdin"], stdin: "\(canaries[0])\n")
+        try ctl(
+            [
+                "add", "canary", "--provider", "personio-v2", "--client-id", "fake-canary-id", "--with-webhook-token",
+                "--secret-stdin", "--json",
+            ],
+            stdin: "\(canaries[0])\n\(canaries[3])\n"
+        )
+        try ctl(
+            ["add", "canary-two", "--provider", "personio-v1", "--client-id", "fake-canary-id-2", "--secret-stdin"],
+            stdin: "\(canaries[0])\n"
+        )
         try ctl(["edit", "canary", "--new-secret", "--secret-stdin", "--json"], stdin: "\(canaries[1])\n")
         try ctl(["reset", "canary", "--secret-stdin", "--json"], stdin: "\(canaries[2])\n")
         try ctl(["disable", "canary", "--json"])
@@ -37,7 +47,10 @@ struct SecretLeakEndToEndTests {
         try ctl(["status", "--json"])
         try ctl(["audit", "--json", "--limit", "1000"])
         try ctl(["audit"])
-        let metrics = try RawHTTP.request(socket: daemon.adminSocket, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        let metrics = try RawHTTP.request(
+            socket: daemon.adminSocket,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
         try ctl(["disconnect", "canary", "--yes"])
         try ctl(["disconnect", "canary-two", "--yes"])
         try ctl(["audit", "--json", "--limit", "1000"])

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import VaultAPI
 
 /// Rounds of edits interrupted by `kill -9`, each followed by a restart that must find every acknowledged change,
@@ -18,7 +18,12 @@ struct SoakEndToEndTests {
         try daemon.start()
         for index in 0..<4 {
             let result = try daemon.ctl(
-                ["add", "soak-\(index)", "--provider", "personio-v2", "--client-id", "fake-\(index)", "--secret-stdin"], stdin: "fake-s-\(index)\n")
+                [
+                    "add", "soak-\(index)", "--provider", "personio-v2", "--client-id", "fake-\(index)",
+                    "--secret-stdin",
+                ],
+                stdin: "fake-s-\(index)\n"
+            )
             #expect(result.status == 0, "\(result)")
         }
         var acknowledged: [String: Int] = [:]
@@ -28,7 +33,10 @@ struct SoakEndToEndTests {
             var edits = 0
             while ContinuousClock.now < deadline {
                 let id = "soak-\(edits % 4)"
-                let result = try daemon.ctl(["edit", id, "--new-secret", "--secret-stdin", "--json"], stdin: "fake-r\(round)-\(edits)\n")
+                let result = try daemon.ctl(
+                    ["edit", id, "--new-secret", "--secret-stdin", "--json"],
+                    stdin: "fake-r\(round)-\(edits)\n"
+                )
                 guard result.status == 0 else { break }
                 let view = try VaultJSON.decoder().decode(ConnectionView.self, from: Data(result.stdout.utf8))
                 acknowledged[id] = view.revision
@@ -36,12 +44,21 @@ struct SoakEndToEndTests {
             }
             daemon.stop(signal: SIGKILL)
             try daemon.start()
-            let list = try VaultJSON.decoder().decode(ConnectionList.self, from: Data(try daemon.ctl(["list", "--json"]).stdout.utf8))
+            let list = try VaultJSON.decoder().decode(
+                ConnectionList.self,
+                from: Data(try daemon.ctl(["list", "--json"]).stdout.utf8)
+            )
             for view in list.connections {
-                #expect(view.revision >= acknowledged[view.id] ?? 0, "round \(round): \(view.id) lost an acknowledged edit")
+                #expect(
+                    view.revision >= acknowledged[view.id] ?? 0,
+                    "round \(round): \(view.id) lost an acknowledged edit"
+                )
             }
             #expect(try daemon.ctl(["rotate-key"]).status == 0, "round \(round): a connection no longer decrypts")
-            let chain = try VaultJSON.decoder().decode(AuditVerification.self, from: Data(try daemon.ctl(["audit", "--verify", "--json"]).stdout.utf8))
+            let chain = try VaultJSON.decoder().decode(
+                AuditVerification.self,
+                from: Data(try daemon.ctl(["audit", "--verify", "--json"]).stdout.utf8)
+            )
             #expect(chain.intact, "round \(round)")
         }
         daemon.stop()

@@ -338,7 +338,8 @@ struct TokenEndToEndTests {
 
     @Test("a token exchange that hangs ends in 503 after --token-timeout")
     func tokenTimeout() async throws {
-        try await BrokerFixture.run(daemonArguments: ["--dev", "--log-level", "debug", "--token-timeout", "2"]) { fixture in
+        try await BrokerFixture.run(daemonArguments: ["--dev", "--log-level", "debug", "--token-timeout", "2"]) {
+            fixture in
             try await fixture.addV2("acme", clientID: Self.clientID, secret: Self.secret)
             fixture.standIn.setFailure(.hang)
             let start = ContinuousClock.now

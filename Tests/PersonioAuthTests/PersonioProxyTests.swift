@@ -529,7 +529,10 @@ import VaultCrypto
                 )
             }
             #expect(error?.code == .unavailable)
-            #expect(ContinuousClock.now - started < .seconds(10), "a hang must end at the time-out, not at the stand-in's shutdown")
+            #expect(
+                ContinuousClock.now - started < .seconds(10),
+                "a hang must end at the time-out, not at the stand-in's shutdown"
+            )
         }
     }
 

@@ -8,7 +8,8 @@ public enum Binaries {
             return directory
         }
         // Tests/TestSupport/Binaries.swift → package root.
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         return root.appendingPathComponent(".build/debug").path
     }
 
@@ -17,7 +18,8 @@ public enum Binaries {
 
     /// Whether both binaries are built (end-to-end tests need them).
     public static var areBuilt: Bool {
-        FileManager.default.isExecutableFile(atPath: Self.daemon) && FileManager.default.isExecutableFile(atPath: Self.control)
+        FileManager.default.isExecutableFile(atPath: Self.daemon)
+            && FileManager.default.isExecutableFile(atPath: Self.control)
     }
 }
 
@@ -38,8 +40,12 @@ public enum Command {
     ///   - environment: added to (and overriding) this process's environment.
     ///   - timeout: the process is killed after this long and the test fails.
     public static func run(
-        _ executable: String, _ arguments: [String], stdin: String? = nil, environment: [String: String] = [:],
-        directory: String? = nil, timeout: Duration = .seconds(60)
+        _ executable: String,
+        _ arguments: [String],
+        stdin: String? = nil,
+        environment: [String: String] = [:],
+        directory: String? = nil,
+        timeout: Duration = .seconds(60)
     ) throws -> CommandResult {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -78,7 +84,9 @@ public enum Command {
         }
         process.waitUntilExit()
         return CommandResult(
-            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-            stderr: String(decoding: errData, as: UTF8.self))
+            status: process.terminationStatus,
+            stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self)
+        )
     }
 }

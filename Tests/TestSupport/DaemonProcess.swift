@@ -50,9 +50,14 @@ public final class DaemonProcess: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             guard process.isRunning else {
-                throw TestSupportError("connvaultd exited with \(process.terminationStatus) during start-up:\n\(self.log())")
+                throw TestSupportError(
+                    "connvaultd exited with \(process.terminationStatus) during start-up:\n\(self.log())"
+                )
             }
-            if let response = try? RawHTTP.request(socket: self.adminSocket, "GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+            if let response = try? RawHTTP.request(
+                socket: self.adminSocket,
+                "GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            ),
                 response.status == 200
             {
                 return
@@ -85,10 +90,18 @@ public final class DaemonProcess: @unchecked Sendable {
     }
 
     /// Runs `connvaultctl` against this daemon.
-    public func ctl(_ arguments: [String], stdin: String? = nil, environment: [String: String] = [:]) throws -> CommandResult {
+    public func ctl(
+        _ arguments: [String],
+        stdin: String? = nil,
+        environment: [String: String] = [:]
+    ) throws -> CommandResult {
         try Command.run(
-            Binaries.control, arguments, stdin: stdin,
-            environment: self.clientEnvironment.merging(environment) { _, new in new }, directory: self.directory.path)
+            Binaries.control,
+            arguments,
+            stdin: stdin,
+            environment: self.clientEnvironment.merging(environment) { _, new in new },
+            directory: self.directory.path
+        )
     }
 
     deinit {

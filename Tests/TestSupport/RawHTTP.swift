@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,24 +15,37 @@ public enum RawHTTP {
 
     /// Sends `request` as is (a full HTTP/1.1 request, or garbage) and reads until the server closes or
     /// `timeout` passes; parses the first response when there is one.
-    public static func request(socket path: String, _ request: String, timeout: Duration = .seconds(10)) throws -> Response {
+    public static func request(
+        socket path: String,
+        _ request: String,
+        timeout: Duration = .seconds(10)
+    ) throws -> Response {
         try self.request(socket: path, bytes: Array(request.utf8), timeout: timeout)
     }
 
-    public static func request(socket path: String, bytes: [UInt8], timeout: Duration = .seconds(10), closeWrite: Bool = false) throws -> Response {
+    public static func request(
+        socket path: String,
+        bytes: [UInt8],
+        timeout: Duration = .seconds(10),
+        closeWrite: Bool = false
+    ) throws -> Response {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestSupportError("socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let pathBytes = Array(path.utf8)
-        guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw TestSupportError("socket path too long") }
+        guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw TestSupportError("socket path too long")
+        }
         withUnsafeMutableBytes(of: &address.sun_path) { buffer in
             buffer.copyBytes(from: pathBytes)
             buffer[pathBytes.count] = 0
         }
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard connected == 0 else { throw TestSupportError("connect \(path): \(String(cString: strerror(errno)))") }
         var sent = 0

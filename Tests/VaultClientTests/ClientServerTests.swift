@@ -72,11 +72,13 @@ import Glibc
         let server = try TestUnixServer { _ in .response(201, "Created", body: Self.viewJSON) }
         defer { server.stop() }
         let request = CreateConnectionRequest(
-            id: "acme", provider: .personioV2,
+            id: "acme",
+            provider: .personioV2,
             secrets: SecretsInput([
                 .clientID: SecretInput(bytes: Array("fake-id-1".utf8)),
                 .clientSecret: SecretInput(bytes: Array("fake-secret-1\"x".utf8)),
-            ]))
+            ])
+        )
         let view = try AdminClient(socketPath: server.path).createConnection(request)
         #expect(view.id == "acme")
         let received = try #require(server.requests.first)
@@ -118,7 +120,9 @@ import Glibc
         _ = try await client.audit(connection: "a b", since: 5, limit: 10)
         _ = try await client.verifyAudit()
         _ = try await client.reset(
-            "a b", secrets: SecretsInput([.clientSecret: SecretInput(bytes: Array("fake-secret-2".utf8))]))
+            "a b",
+            secrets: SecretsInput([.clientSecret: SecretInput(bytes: Array("fake-secret-2".utf8))])
+        )
         let lines = server.requests.map(\.requestLine)
         #expect(
             lines == [
@@ -132,7 +136,8 @@ import Glibc
                 "GET /v1/audit?connection=a%20b&since=5&limit=10 HTTP/1.1",
                 "GET /v1/audit/verify HTTP/1.1",
                 "POST /v1/connections/a%20b/reset HTTP/1.1",
-            ])
+            ]
+        )
         let bodies = server.requests.map { String(decoding: $0.body, as: UTF8.self) }
         #expect(bodies[1] == #"{"reason":"audit week"}"#)
         #expect(bodies[2] == "")

@@ -20,7 +20,8 @@ import VaultAPI
         "--unset of an unknown or also-set setting is a usage error",
         arguments: [
             (["--scope", "a"], "scope"), ([], "colour"), (["--permission", "employees:read"], "permissions"),
-        ])
+        ]
+    )
     func unsetErrors(_ arguments: [String], _ name: String) throws {
         let options = try SettingOptions.parse(arguments)
         let error = try #require(throws: CLIError.self) { try options.patch(unsetting: [name]) }
@@ -47,14 +48,24 @@ import VaultAPI
     @Test("show prints secrets only as set, fingerprint and time")
     func showRendering() {
         let view = ConnectionView(
-            id: "acme", provider: .personioV2, state: .active, revision: 3,
+            id: "acme",
+            provider: .personioV2,
+            state: .active,
+            revision: 3,
             settings: ConnectionSettings(appID: "ACME_SYNC", permissions: ["employees:read"]),
             secrets: [
                 "client_secret": SecretFieldView(
-                    set: true, fingerprint: "0123456789abcdef", updatedAt: "2025-01-01T00:00:00Z")
+                    set: true,
+                    fingerprint: "0123456789abcdef",
+                    updatedAt: "2025-01-01T00:00:00Z"
+                )
             ],
-            grants: Grants(uids: [1000], units: ["payroll.service"]), createdAt: "2025-01-01T00:00:00Z",
-            updatedAt: "2025-01-02T00:00:00Z", lastError: nil, disabledReason: nil)
+            grants: Grants(uids: [1000], units: ["payroll.service"]),
+            createdAt: "2025-01-01T00:00:00Z",
+            updatedAt: "2025-01-02T00:00:00Z",
+            lastError: nil,
+            disabledReason: nil
+        )
         let text = ViewRenderer.connection(view)
         #expect(text.contains("client_secret  set  0123456789abcdef  2025-01-01T00:00:00Z"))
         #expect(text.contains("revision"))

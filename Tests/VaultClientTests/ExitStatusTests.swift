@@ -36,7 +36,8 @@ typealias Status = connvaultctl.ExitStatus
         #expect(!report.toStandardOutput)
         #expect(
             ErrorReport(for: CLIError.failed("nothing was deleted", code: "not_confirmed")).text
-                == "connvaultctl: nothing was deleted (not_confirmed)")
+                == "connvaultctl: nothing was deleted (not_confirmed)"
+        )
     }
 
     static let invocations: [([String], Status)] = [

@@ -12,9 +12,12 @@ import VaultAPI
     @Test("a create body has sorted members and the secrets as plain JSON strings")
     func createBody() throws {
         let request = CreateConnectionRequest(
-            id: "acme", provider: .personioV2, settings: ConnectionSettings(appID: "ACME_SYNC"),
+            id: "acme",
+            provider: .personioV2,
+            settings: ConnectionSettings(appID: "ACME_SYNC"),
             secrets: SecretsInput([.clientID: Self.secret("fake-id-1"), .clientSecret: Self.secret("fake-secret-1")]),
-            grants: Grants(uids: [1000]))
+            grants: Grants(uids: [1000])
+        )
         let body = try RequestBody.create(request)
         #expect(
             Self.text(body)
@@ -50,7 +53,8 @@ import VaultAPI
     @Test("a reset body carries the new credentials as top-level members")
     func resetBody() throws {
         let body = try RequestBody.reset(
-            SecretsInput([.clientSecret: Self.secret("fake-secret-2"), .clientID: Self.secret("fake-id-2")]))
+            SecretsInput([.clientSecret: Self.secret("fake-secret-2"), .clientID: Self.secret("fake-id-2")])
+        )
         #expect(Self.text(body) == #"{"client_id":"fake-id-2","client_secret":"fake-secret-2"}"#)
     }
 
@@ -60,14 +64,18 @@ import VaultAPI
         patch.appID = .set("NEW_APP")
         patch.scope = .clear
         let secretEdit = EditConnectionRequest(
-            settings: patch, secrets: SecretsInput([.webhookToken: Self.secret("fake-hook-1")]))
+            settings: patch,
+            secrets: SecretsInput([.webhookToken: Self.secret("fake-hook-1")])
+        )
         #expect(
             Self.text(try RequestBody.edit(secretEdit))
-                == #"{"secrets":{"webhook_token":"fake-hook-1"},"settings":{"app_id":"NEW_APP","scope":null}}"#)
+                == #"{"secrets":{"webhook_token":"fake-hook-1"},"settings":{"app_id":"NEW_APP","scope":null}}"#
+        )
         let grantEdit = EditConnectionRequest(grants: Grants(units: ["payroll.service"]))
         #expect(
             Self.text(try RequestBody.edit(grantEdit))
-                == #"{"grants":{"groups":[],"uids":[],"units":["payroll.service"]},"settings":{}}"#)
+                == #"{"grants":{"groups":[],"uids":[],"units":["payroll.service"]},"settings":{}}"#
+        )
     }
 
     @Test("a secret that is not UTF-8 is refused without echoing it")
@@ -100,7 +108,8 @@ import VaultAPI
         arguments: [
             ("acme", "acme"), ("a.b_c-d~", "a.b_c-d~"), ("a/b", "a%2Fb"), ("a b", "a%20b"), ("..", ".."),
             ("x?y#z", "x%3Fy%23z"), ("ü", "%C3%BC"), ("a\r\nb", "a%0D%0Ab"),
-        ])
+        ]
+    )
     func pathEncoding(_ id: String, _ encoded: String) {
         #expect(PathComponent.encode(id) == encoded)
     }
@@ -109,7 +118,8 @@ import VaultAPI
     func queryEncoding() {
         #expect(
             PathComponent.target("/v1/audit", query: [("connection", "a b"), ("since", nil), ("limit", "5")])
-                == "/v1/audit?connection=a%20b&limit=5")
+                == "/v1/audit?connection=a%20b&limit=5"
+        )
         #expect(PathComponent.target("/v1/audit", query: [("since", nil)]) == "/v1/audit")
     }
 }

@@ -17,50 +17,100 @@ import Testing
 
     static let wellFormed: [Case] = [
         Case(
-            name: "content-length", raw: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", status: 200,
-            body: "hello", keepAlive: true),
+            name: "content-length",
+            raw: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            status: 200,
+            body: "hello",
+            keepAlive: true
+        ),
         Case(
-            name: "content-length zero", raw: "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", status: 201,
-            body: "", keepAlive: true),
+            name: "content-length zero",
+            raw: "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            status: 201,
+            body: "",
+            keepAlive: true
+        ),
         Case(
-            name: "repeated equal content-length", raw: "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nhi",
-            status: 200, body: "hi", keepAlive: true),
+            name: "repeated equal content-length",
+            raw: "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nhi",
+            status: 200,
+            body: "hi",
+            keepAlive: true
+        ),
         Case(
-            name: "connection close", raw: "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
-            status: 200, body: "hi", keepAlive: false),
+            name: "connection close",
+            raw: "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
+            status: 200,
+            body: "hi",
+            keepAlive: false
+        ),
         Case(
-            name: "HTTP/1.0 defaults to close", raw: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi", status: 200,
-            body: "hi", keepAlive: false),
+            name: "HTTP/1.0 defaults to close",
+            raw: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+            status: 200,
+            body: "hi",
+            keepAlive: false
+        ),
         Case(
             name: "chunked",
             raw: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-            status: 200, body: "hello world", keepAlive: true),
+            status: 200,
+            body: "hello world",
+            keepAlive: true
+        ),
         Case(
             name: "chunked with extensions and trailers",
             raw: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                 + "A;name=x\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n",
-            status: 200, body: "0123456789", keepAlive: true),
+            status: 200,
+            body: "0123456789",
+            keepAlive: true
+        ),
         Case(
             name: "chunked overrides content-length",
             raw: "HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-            status: 200, body: "ok", keepAlive: false),
+            status: 200,
+            body: "ok",
+            keepAlive: false
+        ),
         Case(
-            name: "read to close", raw: "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\":1}",
-            status: 200, body: "{\"a\":1}", keepAlive: false, needsClose: true),
+            name: "read to close",
+            raw: "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\":1}",
+            status: 200,
+            body: "{\"a\":1}",
+            keepAlive: false,
+            needsClose: true
+        ),
         Case(name: "204 has no body", raw: "HTTP/1.1 204 No Content\r\n\r\n", status: 204, body: "", keepAlive: true),
         Case(
-            name: "HEAD has no body", raw: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", method: "HEAD", status: 200,
-            body: "", keepAlive: true),
+            name: "HEAD has no body",
+            raw: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            method: "HEAD",
+            status: 200,
+            body: "",
+            keepAlive: true
+        ),
         Case(
             name: "interim 100 is skipped",
-            raw: "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", status: 200, body: "ok",
-            keepAlive: true),
+            raw: "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            status: 200,
+            body: "ok",
+            keepAlive: true
+        ),
         Case(
-            name: "bare LF line endings", raw: "HTTP/1.1 404 Not Found\nContent-Length: 3\n\nnop", status: 404,
-            body: "nop", keepAlive: true),
+            name: "bare LF line endings",
+            raw: "HTTP/1.1 404 Not Found\nContent-Length: 3\n\nnop",
+            status: 404,
+            body: "nop",
+            keepAlive: true
+        ),
         Case(
-            name: "status line without reason", raw: "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", status: 200, body: "",
-            keepAlive: true),
+            name: "status line without reason",
+            raw: "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+            status: 200,
+            body: "",
+            keepAlive: true
+        ),
     ]
 
     /// Feeds `raw` in pieces of `step` bytes; finishes at EOF when needed.
@@ -82,7 +132,8 @@ import Testing
             #expect(try Self.parse(raw, method: testCase.method, step: step, close: false) == nil)
         }
         let response = try #require(
-            try Self.parse(raw, method: testCase.method, step: step, close: testCase.needsClose))
+            try Self.parse(raw, method: testCase.method, step: step, close: testCase.needsClose)
+        )
         #expect(response.status == testCase.status)
         #expect(String(decoding: response.body, as: UTF8.self) == testCase.body)
         #expect(response.keepAlive == testCase.keepAlive)

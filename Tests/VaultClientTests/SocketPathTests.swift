@@ -14,34 +14,63 @@ import Testing
 
     static let cases: [Case] = [
         Case(
-            name: "admin default", explicit: nil, environment: [:], kind: .admin,
-            expected: "/run/connvault/admin.sock"),
+            name: "admin default",
+            explicit: nil,
+            environment: [:],
+            kind: .admin,
+            expected: "/run/connvault/admin.sock"
+        ),
         Case(name: "app default", explicit: nil, environment: [:], kind: .app, expected: "/run/connvault/app.sock"),
         Case(
-            name: "admin from env", explicit: nil, environment: ["CONNVAULT_ADMIN_SOCKET": "/tmp/a.sock"], kind: .admin,
-            expected: "/tmp/a.sock"),
+            name: "admin from env",
+            explicit: nil,
+            environment: ["CONNVAULT_ADMIN_SOCKET": "/tmp/a.sock"],
+            kind: .admin,
+            expected: "/tmp/a.sock"
+        ),
         Case(
-            name: "app from env", explicit: nil, environment: ["CONNVAULT_APP_SOCKET": "/tmp/b.sock"], kind: .app,
-            expected: "/tmp/b.sock"),
+            name: "app from env",
+            explicit: nil,
+            environment: ["CONNVAULT_APP_SOCKET": "/tmp/b.sock"],
+            kind: .app,
+            expected: "/tmp/b.sock"
+        ),
         Case(
-            name: "other kind's env ignored", explicit: nil, environment: ["CONNVAULT_APP_SOCKET": "/tmp/b.sock"],
-            kind: .admin, expected: "/run/connvault/admin.sock"),
+            name: "other kind's env ignored",
+            explicit: nil,
+            environment: ["CONNVAULT_APP_SOCKET": "/tmp/b.sock"],
+            kind: .admin,
+            expected: "/run/connvault/admin.sock"
+        ),
         Case(
-            name: "empty env ignored", explicit: nil, environment: ["CONNVAULT_ADMIN_SOCKET": ""], kind: .admin,
-            expected: "/run/connvault/admin.sock"),
+            name: "empty env ignored",
+            explicit: nil,
+            environment: ["CONNVAULT_ADMIN_SOCKET": ""],
+            kind: .admin,
+            expected: "/run/connvault/admin.sock"
+        ),
         Case(
-            name: "explicit beats env", explicit: "./.connvault/admin.sock",
-            environment: ["CONNVAULT_ADMIN_SOCKET": "/tmp/a.sock"], kind: .admin, expected: "./.connvault/admin.sock"),
+            name: "explicit beats env",
+            explicit: "./.connvault/admin.sock",
+            environment: ["CONNVAULT_ADMIN_SOCKET": "/tmp/a.sock"],
+            kind: .admin,
+            expected: "./.connvault/admin.sock"
+        ),
         Case(
-            name: "empty explicit falls back", explicit: "", environment: ["CONNVAULT_APP_SOCKET": "/tmp/b.sock"],
-            kind: .app, expected: "/tmp/b.sock"),
+            name: "empty explicit falls back",
+            explicit: "",
+            environment: ["CONNVAULT_APP_SOCKET": "/tmp/b.sock"],
+            kind: .app,
+            expected: "/tmp/b.sock"
+        ),
     ]
 
     @Test("explicit, then environment, then default", arguments: cases)
     func resolution(_ testCase: Case) {
         #expect(
             SocketPath.resolve(testCase.explicit, kind: testCase.kind, environment: testCase.environment)
-                == testCase.expected)
+                == testCase.expected
+        )
     }
 
     @Test("clients resolve their socket the same way")
@@ -50,11 +79,14 @@ import Testing
         #expect(AppClient(environment: ["CONNVAULT_APP_SOCKET": "/tmp/x.sock"]).socketPath == "/tmp/x.sock")
         #expect(
             AppClient(socketPath: "/tmp/y.sock", environment: ["CONNVAULT_APP_SOCKET": "/tmp/x.sock"]).socketPath
-                == "/tmp/y.sock")
+                == "/tmp/y.sock"
+        )
     }
 
     @Test(
-        "paths up to 107 bytes are accepted, longer ones refused with a clear error", arguments: [1, 50, 107, 108, 200])
+        "paths up to 107 bytes are accepted, longer ones refused with a clear error",
+        arguments: [1, 50, 107, 108, 200]
+    )
     func lengthLimit(_ length: Int) throws {
         let path = "/" + String(repeating: "a", count: length - 1)
         if length <= SocketPath.maximumLength {

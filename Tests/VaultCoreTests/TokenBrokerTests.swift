@@ -2,8 +2,8 @@ import Foundation
 import Logging
 import PersonioAuth
 import PersonioStandIn
-import Testing
 import TestSupport
+import Testing
 import VaultAPI
 import VaultCore
 
@@ -21,6 +21,15 @@ struct TokenBrokerTests {
         let auth: PersonioAuthClient
         let broker: TokenBroker
 
+        /// `with` for one policy for every provider.
+        static func with(
+            provider: Provider = .personioV2,
+            policy: RefreshPolicy,
+            _ body: (Setup) async throws -> Void
+        ) async throws {
+            try await Self.with(provider: provider, policy: { _ in policy }, body)
+        }
+
         static func with(
             provider: Provider = .personioV2,
             policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider,
@@ -33,10 +42,14 @@ struct TokenBrokerTests {
                 let broker = TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger(), policy: policy)
                 _ = try await vault.create(
                     CreateConnectionRequest(
-                        id: "acme", provider: provider, settings: ConnectionSettings(apiBaseURL: standIn.baseURL, appID: "ACME_APP"),
+                        id: "acme",
+                        provider: provider,
+                        settings: ConnectionSettings(apiBaseURL: standIn.baseURL, appID: "ACME_APP"),
                         secrets: secrets([.clientID: "fake-client-acme", .clientSecret: "fake-secret-acme"]),
-                        grants: Grants(uids: [1000])),
-                    by: admin)
+                        grants: Grants(uids: [1000])
+                    ),
+                    by: admin
+                )
                 let setup = Setup(fixture: fixture, vault: vault, standIn: standIn, auth: auth, broker: broker)
                 do {
                     try await body(setup)
@@ -61,7 +74,9 @@ struct TokenBrokerTests {
             setup.standIn.setLatency(.milliseconds(100))
             let tokens = try await withThrowingTaskGroup(of: String.self) { group in
                 for _ in 0..<64 {
-                    group.addTask { try Self.body(try await setup.broker.token("acme", for: Self.caller, minTTL: 0)).accessToken }
+                    group.addTask {
+                        try Self.body(try await setup.broker.token("acme", for: Self.caller, minTTL: 0)).accessToken
+                    }
                 }
                 return try await group.reduce(into: Set<String>()) { $0.insert($1) }
             }
@@ -95,19 +110,28 @@ struct TokenBrokerTests {
     @Test("unknown and not-granted connections are refused alike; groups and units grant")
     func authorization() async throws {
         try await Setup.with { setup in
-            await #expect(throws: VaultError(.forbidden, "")) { try await setup.broker.token("acme", for: Self.stranger, minTTL: 0) }
-            await #expect(throws: VaultError(.forbidden, "")) { try await setup.broker.token("nope", for: Self.caller, minTTL: 0) }
+            await #expect(throws: VaultError(.forbidden, "")) {
+                try await setup.broker.token("acme", for: Self.stranger, minTTL: 0)
+            }
+            await #expect(throws: VaultError(.forbidden, "")) {
+                try await setup.broker.token("nope", for: Self.caller, minTTL: 0)
+            }
             var unknown: VaultError?
             var denied: VaultError?
-            do { _ = try await setup.broker.token("nope", for: Self.caller, minTTL: 0) } catch let error as VaultError { unknown = error }
-            do { _ = try await setup.broker.token("acme", for: Self.stranger, minTTL: 0) } catch let error as VaultError { denied = error }
+            do { _ = try await setup.broker.token("nope", for: Self.caller, minTTL: 0) } catch let error as VaultError {
+                unknown = error
+            }
+            do { _ = try await setup.broker.token("acme", for: Self.stranger, minTTL: 0) } catch let error as VaultError
+            { denied = error }
             #expect(unknown?.message == denied?.message)
 
             _ = try await setup.vault.setGrants("acme", Grants(units: ["payroll.service"]), by: admin)
             let unitCaller = Caller(uid: 3000, gid: 3000, pid: 1, comm: "x", unit: "payroll.service")
             _ = try await setup.broker.token("acme", for: unitCaller, minTTL: 0)
             let uidOnly = Caller(uid: 1000, gid: 1000, pid: 77, comm: "app", groups: [1000])
-            await #expect(throws: VaultError(.forbidden, "")) { try await setup.broker.token("acme", for: uidOnly, minTTL: 0) }
+            await #expect(throws: VaultError(.forbidden, "")) {
+                try await setup.broker.token("acme", for: uidOnly, minTTL: 0)
+            }
 
             _ = try await setup.vault.setGrants("acme", Grants(groups: ["root"]), by: admin)
             let groupCaller = Caller(uid: 3001, gid: 3001, pid: 1, comm: "x", groups: [0])
@@ -125,8 +149,14 @@ struct TokenBrokerTests {
                 group.addTask { await setup.broker.run() }
                 let token = try Self.body(try await setup.broker.token("acme", for: Self.caller, minTTL: 0)).accessToken
                 _ = try await setup.vault.disable("acme", reason: "test", by: admin)
-                await #expect(throws: VaultError(.connectionDisabled, "")) { try await setup.broker.token("acme", for: Self.caller, minTTL: 0) }
-                #expect(setup.broker.cachedResponse("acme", for: Self.caller, minTTL: 0).map { if case .refused = $0 { true } else { false } } ?? true)
+                await #expect(throws: VaultError(.connectionDisabled, "")) {
+                    try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+                }
+                #expect(
+                    setup.broker.cachedResponse("acme", for: Self.caller, minTTL: 0).map {
+                        if case .refused = $0 { true } else { false }
+                    } ?? true
+                )
                 try await Self.eventually { setup.standIn.isRevoked(token: token) }
                 _ = try await setup.vault.enable("acme", by: admin)
                 let fresh = try Self.body(try await setup.broker.token("acme", for: Self.caller, minTTL: 0)).accessToken
@@ -136,17 +166,28 @@ struct TokenBrokerTests {
         }
     }
 
-    @Test("rejected credentials move the connection to needs_reset until a reset", arguments: PersonioStandIn.RejectionCode.allCases)
+    @Test(
+        "rejected credentials move the connection to needs_reset until a reset",
+        arguments: PersonioStandIn.RejectionCode.allCases
+    )
     func rejection(_ code: PersonioStandIn.RejectionCode) async throws {
         try await Setup.with { setup in
             setup.standIn.setRejectionCode(code)
             setup.standIn.changeSecret(clientID: "fake-client-acme", newSecret: "fake-secret-rotated")
-            await #expect(throws: VaultError(.upstreamRejected, "")) { try await setup.broker.token("acme", for: Self.caller, minTTL: 0) }
+            await #expect(throws: VaultError(.upstreamRejected, "")) {
+                try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+            }
             let view = try await setup.vault.view("acme")
             #expect(view.state == .needsReset)
             #expect(view.lastError?.isEmpty == false)
-            #expect(try await setup.vault.audit(connection: "acme", since: nil, limit: 100).contains { $0.action == "connection.needs_reset" })
-            await #expect(throws: VaultError(.connectionNeedsReset, "")) { try await setup.broker.token("acme", for: Self.caller, minTTL: 0) }
+            #expect(
+                try await setup.vault.audit(connection: "acme", since: nil, limit: 100).contains {
+                    $0.action == "connection.needs_reset"
+                }
+            )
+            await #expect(throws: VaultError(.connectionNeedsReset, "")) {
+                try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+            }
             let calls = setup.standIn.calls(.v2Token)
             _ = try await setup.vault.reset("acme", secrets: secrets([.clientSecret: "fake-secret-rotated"]), by: admin)
             _ = try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
@@ -160,8 +201,7 @@ struct TokenBrokerTests {
         // are checked as values in TokenStateTests.
         var policy = RefreshPolicy()
         policy.initialBackoff = .seconds(60)
-        let fixed = policy
-        try await Setup.with(policy: { _ in fixed }) { setup in
+        try await Setup.with(policy: policy) { setup in
             setup.standIn.setFailure(.status(500))
             for attempt in 0..<200 {
                 do {
@@ -182,8 +222,7 @@ struct TokenBrokerTests {
         var policy = RefreshPolicy()
         policy.initialBackoff = .milliseconds(1)
         policy.maximumBackoff = .milliseconds(1)
-        let fixed = policy
-        try await Setup.with(policy: { _ in fixed }) { setup in
+        try await Setup.with(policy: policy) { setup in
             setup.standIn.setFailure(.status(503))
             // Ask until the limit is reached (how fast depends on the machine), then 200 times more: all within the
             // minute the limit counts over, so none of those may reach Personio.
@@ -203,8 +242,7 @@ struct TokenBrokerTests {
     func refreshAhead() async throws {
         var policy = RefreshPolicy()
         policy.jitterFraction = 0
-        let fixed = policy
-        try await Setup.with(policy: { _ in fixed }) { setup in
+        try await Setup.with(policy: policy) { setup in
             // 6 s: refreshed after 4 s, with 2 s of slack before expiry for a busy machine.
             setup.standIn.setTokenLifetime(seconds: 6)
             try await withThrowingDiscardingTaskGroup { group in
@@ -227,8 +265,7 @@ struct TokenBrokerTests {
         var policy = RefreshPolicy()
         policy.jitterFraction = 0
         policy.refreshFraction = 0.01
-        let fixed = policy
-        try await Setup.with(policy: { _ in fixed }) { setup in
+        try await Setup.with(policy: policy) { setup in
             setup.standIn.setTokenLifetime(seconds: 100)
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await setup.broker.run() }
@@ -251,10 +288,17 @@ struct TokenBrokerTests {
         try await Setup.with { setup in
             _ = try await setup.vault.create(
                 CreateConnectionRequest(
-                    id: "jobs", provider: .personioRecruiting, settings: ConnectionSettings(companyID: "123"),
-                    secrets: secrets([.recruitingToken: "fake-recruiting-key"]), grants: Grants(uids: [1000])),
-                by: admin)
-            await #expect(throws: VaultError(.tokenNotExportable, "")) { try await setup.broker.token("jobs", for: Self.caller, minTTL: 0) }
+                    id: "jobs",
+                    provider: .personioRecruiting,
+                    settings: ConnectionSettings(companyID: "123"),
+                    secrets: secrets([.recruitingToken: "fake-recruiting-key"]),
+                    grants: Grants(uids: [1000])
+                ),
+                by: admin
+            )
+            await #expect(throws: VaultError(.tokenNotExportable, "")) {
+                try await setup.broker.token("jobs", for: Self.caller, minTTL: 0)
+            }
             let verify = try await setup.broker.verify("jobs", by: admin)
             #expect(!verify.ok)
         }
@@ -271,7 +315,9 @@ struct TokenBrokerTests {
             #expect(!failed.ok)
             #expect(failed.error?.code == .upstreamRejected)
             #expect(failed.state == .needsReset)
-            let audit = try await setup.vault.audit(connection: "acme", since: nil, limit: 100).filter { $0.action == "connection.verify" }
+            let audit = try await setup.vault.audit(connection: "acme", since: nil, limit: 100).filter {
+                $0.action == "connection.verify"
+            }
             #expect(audit.map(\.outcome) == ["ok", "failed"])
             let encoded = String(decoding: try VaultJSON.encoder().encode(failed), as: UTF8.self)
             #expect(!encoded.contains("fake-secret"))

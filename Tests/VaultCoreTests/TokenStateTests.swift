@@ -121,7 +121,9 @@ struct TokenStateTests {
         }
         // The oldest call leaves the window 60 s after it was made.
         let atLimit = state.decide(now: Self.at(30), minTTL: .zero, policy: policy)
-        #expect(atLimit == .unavailable(retryAfter: .seconds(30), lastError: "local rate limit for Personio token calls"))
+        #expect(
+            atLimit == .unavailable(retryAfter: .seconds(30), lastError: "local rate limit for Personio token calls")
+        )
         let afterWindow = state.decide(now: Self.at(60), minTTL: .zero, policy: policy)
         #expect(afterWindow == .fetch)
     }

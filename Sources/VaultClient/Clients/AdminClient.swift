@@ -25,7 +25,11 @@ public struct AdminClient: Sendable {
     /// A client that sends every request over `connection`, kept alive between requests.
     public init(connection: Connection) {
         self.transport = VaultTransport(
-            socketPath: connection.socketPath, kind: .admin, timeout: connection.timeout, connection: connection)
+            socketPath: connection.socketPath,
+            kind: .admin,
+            timeout: connection.timeout,
+            connection: connection
+        )
     }
 
     // MARK: - Connections
@@ -52,7 +56,10 @@ public struct AdminClient: Sendable {
     /// `PATCH /v1/connections/{id}`: changes settings, secrets and/or grants; writes a new, re-encrypted revision.
     public func editConnection(_ id: String, _ request: EditConnectionRequest) throws -> ConnectionView {
         try self.transport.callWithSecrets(
-            "PATCH", Routes.connection(PathComponent.encode(id)), body: try RequestBody.edit(request))
+            "PATCH",
+            Routes.connection(PathComponent.encode(id)),
+            body: try RequestBody.edit(request)
+        )
     }
 
     /// `POST /v1/connections/{id}/disable`: tokens are refused until ``enable(_:)``.
@@ -70,7 +77,10 @@ public struct AdminClient: Sendable {
     /// revision and returns the connection to `active`.
     public func reset(_ id: String, secrets: ResetRequest) throws -> ConnectionView {
         try self.transport.callWithSecrets(
-            "POST", Routes.action(PathComponent.encode(id), "reset"), body: try RequestBody.reset(secrets))
+            "POST",
+            Routes.action(PathComponent.encode(id), "reset"),
+            body: try RequestBody.reset(secrets)
+        )
     }
 
     /// `POST /v1/connections/{id}/verify`: asks Personio for a token with the stored credentials.
@@ -100,7 +110,8 @@ public struct AdminClient: Sendable {
     public func audit(connection: String? = nil, since: Int64? = nil, limit: Int? = nil) throws -> AuditList {
         let target = PathComponent.target(
             Routes.audit,
-            query: [("connection", connection), ("since", since.map(String.init)), ("limit", limit.map(String.init))])
+            query: [("connection", connection), ("since", since.map(String.init)), ("limit", limit.map(String.init))]
+        )
         return try self.transport.call("GET", target)
     }
 

@@ -30,7 +30,11 @@ public struct AppClient: Sendable {
     /// A client that sends every request over `connection`, kept alive between requests.
     public init(connection: Connection) {
         self.transport = VaultTransport(
-            socketPath: connection.socketPath, kind: .app, timeout: connection.timeout, connection: connection)
+            socketPath: connection.socketPath,
+            kind: .app,
+            timeout: connection.timeout,
+            connection: connection
+        )
     }
 
     /// `GET /v1/connections`: the connections this caller is granted (metadata only).
@@ -47,7 +51,9 @@ public struct AppClient: Sendable {
     ///   `connection_needs_reset`, `token_not_exportable`, `upstream_rejected`, `upstream_unavailable`.
     public func token(_ id: String, minTTL: Int? = nil) throws -> TokenResponse {
         let target = PathComponent.target(
-            Routes.token(PathComponent.encode(id)), query: [("min_ttl", minTTL.map(String.init))])
+            Routes.token(PathComponent.encode(id)),
+            query: [("min_ttl", minTTL.map(String.init))]
+        )
         return try self.transport.call("GET", target)
     }
 

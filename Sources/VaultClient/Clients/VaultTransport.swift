@@ -29,7 +29,10 @@ struct VaultTransport: Sendable {
 
     /// Sends a request without a body (or with a non-secret JSON body) and decodes a 2xx answer as `Response`.
     func call<Response: Decodable>(
-        _ method: String, _ target: String, json body: [UInt8]? = nil, as type: Response.Type = Response.self
+        _ method: String,
+        _ target: String,
+        json body: [UInt8]? = nil,
+        as type: Response.Type = Response.self
     ) throws -> Response {
         let response: ClientResponse
         if let body {
@@ -42,7 +45,10 @@ struct VaultTransport: Sendable {
 
     /// Sends a body holding secrets and zeroes it afterwards, whatever happened.
     func callWithSecrets<Response: Decodable>(
-        _ method: String, _ target: String, body: consuming [UInt8], as type: Response.Type = Response.self
+        _ method: String,
+        _ target: String,
+        body: consuming [UInt8],
+        as type: Response.Type = Response.self
     ) throws -> Response {
         var body = body
         defer { zeroize(&body) }
@@ -62,12 +68,21 @@ struct VaultTransport: Sendable {
             connection = shared
         } else {
             connection = try Connection(
-                socketPath: self.socketPath, kind: self.kind, timeout: self.timeout, closesAfterEachRequest: true)
+                socketPath: self.socketPath,
+                kind: self.kind,
+                timeout: self.timeout,
+                closesAfterEachRequest: true
+            )
         }
         defer { if self.connection == nil { connection.close() } }
         let headers = body == nil ? [] : [HeaderField("Content-Type", "application/json")]
         let response = try connection.perform(
-            method: method, target: target, headers: headers, body: body, cancellation: self.cancellation)
+            method: method,
+            target: target,
+            headers: headers,
+            body: body,
+            cancellation: self.cancellation
+        )
         guard response.isSuccess else { throw self.error(for: response) }
         return response
     }

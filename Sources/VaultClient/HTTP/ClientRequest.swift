@@ -29,7 +29,11 @@ public struct ClientRequest: Sendable {
     /// A request with a JSON body.
     public static func json(_ method: String, _ target: String, body: [UInt8]) -> ClientRequest {
         ClientRequest(
-            method: method, target: target, headers: [HeaderField("Content-Type", "application/json")], body: body)
+            method: method,
+            target: target,
+            headers: [HeaderField("Content-Type", "application/json")],
+            body: body
+        )
     }
 }
 

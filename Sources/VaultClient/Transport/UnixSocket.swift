@@ -110,8 +110,11 @@ final class UnixSocket: @unchecked Sendable {
                 throw SocketIOError.closed
             default:
                 throw VaultClientError(
-                    .invalidResponse, "writing to \(self.path) failed: \(Self.errorText(error))", socketPath: self.path,
-                    osError: error)
+                    .invalidResponse,
+                    "writing to \(self.path) failed: \(Self.errorText(error))",
+                    socketPath: self.path,
+                    osError: error
+                )
             }
         }
     }
@@ -120,7 +123,9 @@ final class UnixSocket: @unchecked Sendable {
     ///
     /// - Returns: The number of bytes read; 0 when the peer closed the connection.
     func read(
-        into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline, cancellation: CancellationFlag?
+        into buffer: UnsafeMutableRawBufferPointer,
+        deadline: Deadline,
+        cancellation: CancellationFlag?
     ) throws -> Int {
         while true {
             let count = recv(self.descriptor, buffer.baseAddress, buffer.count, 0)
@@ -135,9 +140,11 @@ final class UnixSocket: @unchecked Sendable {
                 throw SocketIOError.closed
             default:
                 throw VaultClientError(
-                    .invalidResponse, "reading from \(self.path) failed: \(Self.errorText(error))",
+                    .invalidResponse,
+                    "reading from \(self.path) failed: \(Self.errorText(error))",
                     socketPath: self.path,
-                    osError: error)
+                    osError: error
+                )
             }
         }
     }
@@ -160,8 +167,11 @@ final class UnixSocket: @unchecked Sendable {
             if ready < 0 && errno != EINTR {
                 let error = errno
                 throw VaultClientError(
-                    .invalidResponse, "waiting on \(self.path) failed: \(Self.errorText(error))", socketPath: self.path,
-                    osError: error)
+                    .invalidResponse,
+                    "waiting on \(self.path) failed: \(Self.errorText(error))",
+                    socketPath: self.path,
+                    osError: error
+                )
             }
         }
     }
@@ -170,7 +180,10 @@ final class UnixSocket: @unchecked Sendable {
         if cancellation?.isCancelled == true { throw CancellationError() }
         if deadline.hasPassed {
             throw VaultClientError(
-                .timedOut, "no answer from \(path) within \(deadline.timeoutDescription)", socketPath: path)
+                .timedOut,
+                "no answer from \(path) within \(deadline.timeoutDescription)",
+                socketPath: path
+            )
         }
     }
 

@@ -1,9 +1,10 @@
+import VaultAPI
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import VaultAPI
 
 /// A token response body prepared once per cached token, so that serving it costs two copies and one integer:
 /// only `expires_in` changes between requests. Members are in sorted order, like every other JSON the vault writes.
@@ -23,10 +24,12 @@ public struct PreparedTokenResponse: Sendable {
         if let appID = settings.appID { headers.append(("X-Personio-App-ID", appID)) }
         if let partnerID = settings.partnerID { headers.append(("X-Personio-Partner-ID", partnerID)) }
         let headerJSON = headers.sorted { $0.0 < $1.0 }.map { "\(json($0.0)):\(json($0.1))" }.joined(separator: ",")
-        let prefix = "{\"access_token\":\(json(token.accessToken)),\"api_base_url\":\(json(settings.effectiveAPIBaseURL)),"
+        let prefix =
+            "{\"access_token\":\(json(token.accessToken)),\"api_base_url\":\(json(settings.effectiveAPIBaseURL)),"
             + "\"connection\":\(json(connection)),\"expires_at\":\(json(Timestamp.format(secondsSince1970: token.expiresAtWall))),"
             + "\"expires_in\":"
-        let suffix = ",\"headers\":{\(headerJSON)},\"scope\":\(token.scope.map(json) ?? "null"),\"token_type\":\(json(token.tokenType))}"
+        let suffix =
+            ",\"headers\":{\(headerJSON)},\"scope\":\(token.scope.map(json) ?? "null"),\"token_type\":\(json(token.tokenType))}"
         self.prefix = Array(prefix.utf8)
         self.suffix = Array(suffix.utf8)
         self.expiresAt = token.expiresAt

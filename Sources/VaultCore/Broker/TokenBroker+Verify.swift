@@ -11,27 +11,53 @@ extension TokenBroker {
         let snapshot = credentials.snapshot
         guard snapshot.provider.isTokenExportable else {
             let problem = Problem(
-                status: 409, code: .tokenNotExportable, title: "Not verifiable by token exchange",
-                detail: "recruiting keys have no token exchange; use the proxy route to try a request")
-            return VerifyResult(connection: id, ok: false, expiresIn: nil, expiresAt: nil, scope: nil, error: problem, state: snapshot.state)
+                status: 409,
+                code: .tokenNotExportable,
+                title: "Not verifiable by token exchange",
+                detail: "recruiting keys have no token exchange; use the proxy route to try a request"
+            )
+            return VerifyResult(
+                connection: id,
+                ok: false,
+                expiresIn: nil,
+                expiresAt: nil,
+                scope: nil,
+                error: problem,
+                state: snapshot.state
+            )
         }
         do {
             let issued = try await self.auth.exchange(Self.personioCredentials(credentials))
             if snapshot.state == .active {
-                let token = Self.cachedToken(issued, revision: snapshot.revision, policy: self.policy(snapshot.provider))
+                let token = Self.cachedToken(
+                    issued,
+                    revision: snapshot.revision,
+                    policy: self.policy(snapshot.provider)
+                )
                 let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
                 self.entries.withLock { entries in
-                    guard var entry = entries[id], entry.snapshot.revision == snapshot.revision, !entry.state.inFlight else { return }
+                    guard var entry = entries[id], entry.snapshot.revision == snapshot.revision, !entry.state.inFlight
+                    else { return }
                     entry.state.succeeded(token)
                     entry.prepared = prepared
                     entries[id] = entry
                 }
             }
-            try await self.vault.recordVerification(id, by: actor, ok: true, detail: "expires_in \(issued.expiresIn); scope \(issued.scope ?? "-")")
+            try await self.vault.recordVerification(
+                id,
+                by: actor,
+                ok: true,
+                detail: "expires_in \(issued.expiresIn); scope \(issued.scope ?? "-")"
+            )
             return VerifyResult(
-                connection: id, ok: true, expiresIn: issued.expiresIn,
-                expiresAt: Timestamp.format(secondsSince1970: issued.expiresAtEpochSeconds), scope: issued.scope, error: nil,
-                state: snapshot.state)
+                connection: id,
+                ok: true,
+                expiresIn: issued.expiresIn,
+                expiresAt: Timestamp.format(secondsSince1970: issued.expiresAtEpochSeconds),
+                scope: issued.scope,
+                error: nil,
+                state: snapshot.state
+            )
         } catch let error as PersonioAuthError {
             var state = snapshot.state
             let problem: Problem
@@ -39,14 +65,42 @@ extension TokenBroker {
             case .credentialsRejected:
                 try await self.vault.markNeedsReset(id, revision: snapshot.revision, error: error.message)
                 state = try await self.vault.snapshot(id)?.state ?? state
-                problem = Problem(status: 502, code: .upstreamRejected, title: "Personio rejected the credentials", detail: error.message)
+                problem = Problem(
+                    status: 502,
+                    code: .upstreamRejected,
+                    title: "Personio rejected the credentials",
+                    detail: error.message
+                )
             case .unavailable:
-                problem = Problem(status: 503, code: .upstreamUnavailable, title: "Personio is unavailable", detail: error.message)
+                problem = Problem(
+                    status: 503,
+                    code: .upstreamUnavailable,
+                    title: "Personio is unavailable",
+                    detail: error.message
+                )
             default:
-                problem = Problem(status: 502, code: .upstreamRejected, title: "Personio refused the request", detail: error.message)
+                problem = Problem(
+                    status: 502,
+                    code: .upstreamRejected,
+                    title: "Personio refused the request",
+                    detail: error.message
+                )
             }
-            try await self.vault.recordVerification(id, by: actor, ok: false, detail: "\(problem.code): \(error.message)")
-            return VerifyResult(connection: id, ok: false, expiresIn: nil, expiresAt: nil, scope: nil, error: problem, state: state)
+            try await self.vault.recordVerification(
+                id,
+                by: actor,
+                ok: false,
+                detail: "\(problem.code): \(error.message)"
+            )
+            return VerifyResult(
+                connection: id,
+                ok: false,
+                expiresIn: nil,
+                expiresAt: nil,
+                scope: nil,
+                error: problem,
+                state: state
+            )
         }
     }
 }

@@ -48,8 +48,11 @@ public final class TokenBroker: Sendable {
     ///   - proxyTimeout: how long a proxied request may wait for Personio's response head.
     ///   - policy: refresh and back-off rules per provider (tests shorten them).
     public init(
-        vault: Vault, auth: PersonioAuthClient, proxy: PersonioProxy? = nil,
-        proxyTimeout: Duration = PersonioProxy.defaultTimeout, logger: Logger,
+        vault: Vault,
+        auth: PersonioAuthClient,
+        proxy: PersonioProxy? = nil,
+        proxyTimeout: Duration = PersonioProxy.defaultTimeout,
+        logger: Logger,
         policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider
     ) {
         self.vault = vault
@@ -75,7 +78,10 @@ public final class TokenBroker: Sendable {
     /// - Parameter now: The time the token must still be valid `minTTL` seconds after (the caller's clock reading,
     ///   reused for the response's `expires_in`).
     public func cachedResponse(
-        _ id: String, for caller: Caller, minTTL: Int, at now: ContinuousClock.Instant = .now
+        _ id: String,
+        for caller: Caller,
+        minTTL: Int,
+        at now: ContinuousClock.Instant = .now
     ) -> FastAnswer? {
         self.entries.withLock { entries -> FastAnswer? in
             guard let entry = entries[id] else { return nil }
@@ -94,7 +100,9 @@ public final class TokenBroker: Sendable {
 
     /// The token `token(_:for:minTTL:)` answers with, and the token itself (for the proxy route).
     func servedToken(
-        _ id: String, for caller: Caller, minTTL: Int
+        _ id: String,
+        for caller: Caller,
+        minTTL: Int
     ) async throws -> (token: CachedToken, prepared: PreparedTokenResponse) {
         let minTTL = Duration.seconds(max(0, minTTL))
         try await self.loadEntry(id)
@@ -102,7 +110,11 @@ public final class TokenBroker: Sendable {
             let decision = try self.entries.withLock { entries throws(VaultError) -> TokenState.Decision in
                 guard var entry = entries[id] else { throw Self.forbidden }
                 if let refusal = Self.refusal(entry, caller: caller) { throw refusal }
-                let decision = entry.state.decide(now: .now, minTTL: minTTL, policy: self.policy(entry.snapshot.provider))
+                let decision = entry.state.decide(
+                    now: .now,
+                    minTTL: minTTL,
+                    policy: self.policy(entry.snapshot.provider)
+                )
                 entries[id] = entry
                 return decision
             }
@@ -110,15 +122,21 @@ public final class TokenBroker: Sendable {
             case .serve(let token):
                 let prepared = self.entries.withLock { entries -> PreparedTokenResponse? in
                     guard let entry = entries[id] else { return nil }
-                    return entry.prepared ?? PreparedTokenResponse(connection: id, token: token, settings: entry.snapshot.settings)
+                    return entry.prepared
+                        ?? PreparedTokenResponse(connection: id, token: token, settings: entry.snapshot.settings)
                 }
                 if let prepared { return (token, prepared) }
             case .wait:
                 await self.waitForCall(id)
             case .unavailable(let retryAfter, let lastError):
                 throw VaultError(
-                    .upstreamUnavailable, "Personio is not answering token requests for '\(id)'" + (lastError.map { ": \($0)" } ?? ""),
-                    retryAfter: max(1, Int(retryAfter.components.seconds) + (retryAfter.components.attoseconds > 0 ? 1 : 0)))
+                    .upstreamUnavailable,
+                    "Personio is not answering token requests for '\(id)'" + (lastError.map { ": \($0)" } ?? ""),
+                    retryAfter: max(
+                        1,
+                        Int(retryAfter.components.seconds) + (retryAfter.components.attoseconds > 0 ? 1 : 0)
+                    )
+                )
             case .fetch:
                 try await self.fetch(id)
             }
@@ -131,9 +149,13 @@ public final class TokenBroker: Sendable {
             let gids = Set(snapshot.grants.groups.compactMap(GroupDirectory.gid(named:)))
             guard Self.isGranted(snapshot.grants, gids: gids, caller: caller) else { return nil }
             return AppConnectionView(
-                id: snapshot.id, provider: snapshot.provider, state: snapshot.state,
-                apiBaseURL: snapshot.settings.effectiveAPIBaseURL, scope: snapshot.settings.scope,
-                tokenExportable: snapshot.provider.isTokenExportable)
+                id: snapshot.id,
+                provider: snapshot.provider,
+                state: snapshot.state,
+                apiBaseURL: snapshot.settings.effectiveAPIBaseURL,
+                scope: snapshot.settings.scope,
+                tokenExportable: snapshot.provider.isTokenExportable
+            )
         }
     }
 
@@ -143,17 +165,23 @@ public final class TokenBroker: Sendable {
 
     /// Why `caller` may not have a token of `entry` now (or, with `allowRecruiting`, use it through the proxy), or nil.
     static func refusal(_ entry: Entry, caller: Caller, allowRecruiting: Bool = false) -> VaultError? {
-        guard Self.isGranted(entry.snapshot.grants, gids: entry.grantedGIDs, caller: caller) else { return Self.forbidden }
+        guard Self.isGranted(entry.snapshot.grants, gids: entry.grantedGIDs, caller: caller) else {
+            return Self.forbidden
+        }
         switch entry.snapshot.state {
         case .disabled: return VaultError(.connectionDisabled, "connection '\(entry.snapshot.id)' is disabled")
         case .needsReset:
-            return VaultError(.connectionNeedsReset, "Personio rejected the credentials of '\(entry.snapshot.id)'; an admin must reset them")
+            return VaultError(
+                .connectionNeedsReset,
+                "Personio rejected the credentials of '\(entry.snapshot.id)'; an admin must reset them"
+            )
         case .active: break
         }
         guard allowRecruiting || entry.snapshot.provider.isTokenExportable else {
             return VaultError(
                 .tokenNotExportable,
-                "'\(entry.snapshot.id)' is a recruiting connection: its key is never handed out; use /v1/connections/\(entry.snapshot.id)/proxy/…")
+                "'\(entry.snapshot.id)' is a recruiting connection: its key is never handed out; use /v1/connections/\(entry.snapshot.id)/proxy/…"
+            )
         }
         return nil
     }
@@ -240,8 +268,19 @@ public final class TokenBroker: Sendable {
             }
             self.logger.debug(
                 "token obtained",
-                metadata: ["connection.id": "\(id)", "token.expires_in": "\(issued.expiresIn)", "token.cached": "\(stored)"])
-            return stored ? .success(()) : .failure(VaultError(.upstreamUnavailable, "the connection changed during the token request; retry", retryAfter: 1))
+                metadata: [
+                    "connection.id": "\(id)", "token.expires_in": "\(issued.expiresIn)", "token.cached": "\(stored)",
+                ]
+            )
+            return stored
+                ? .success(())
+                : .failure(
+                    VaultError(
+                        .upstreamUnavailable,
+                        "the connection changed during the token request; retry",
+                        retryAfter: 1
+                    )
+                )
         } catch let error as PersonioAuthError {
             return await self.failed(snapshot, error: error, policy: policy)
         } catch {
@@ -249,7 +288,11 @@ public final class TokenBroker: Sendable {
         }
     }
 
-    func failed(_ snapshot: ConnectionSnapshot, error: PersonioAuthError, policy: RefreshPolicy) async -> Result<Void, VaultError> {
+    func failed(
+        _ snapshot: ConnectionSnapshot,
+        error: PersonioAuthError,
+        policy: RefreshPolicy
+    ) async -> Result<Void, VaultError> {
         let id = snapshot.id
         let text = error.message
         self.entries.withLock { entries in
@@ -261,13 +304,22 @@ public final class TokenBroker: Sendable {
             do {
                 try await self.vault.markNeedsReset(id, revision: snapshot.revision, error: text)
             } catch {
-                self.logger.error("could not record needs_reset", metadata: ["connection.id": "\(id)", "error": "\(error)"])
+                self.logger.error(
+                    "could not record needs_reset",
+                    metadata: ["connection.id": "\(id)", "error": "\(error)"]
+                )
             }
             return .failure(VaultError(.upstreamRejected, "Personio rejected the credentials of '\(id)': \(text)"))
         case .unavailable:
             let retry = self.entries.withLock { entries in entries[id]?.state.retryAt.map { $0 - .now } } ?? .seconds(1)
             try? await self.vault.recordLastError(id, revision: snapshot.revision, error: text)
-            return .failure(VaultError(.upstreamUnavailable, "Personio is unavailable: \(text)", retryAfter: max(1, Int(retry.components.seconds) + 1)))
+            return .failure(
+                VaultError(
+                    .upstreamUnavailable,
+                    "Personio is unavailable: \(text)",
+                    retryAfter: max(1, Int(retry.components.seconds) + 1)
+                )
+            )
         default:
             try? await self.vault.recordLastError(id, revision: snapshot.revision, error: text)
             return .failure(VaultError(.upstreamRejected, "Personio refused the token request for '\(id)': \(text)"))
@@ -276,13 +328,19 @@ public final class TokenBroker: Sendable {
 
     static func personioCredentials(_ credentials: ConnectionCredentials) throws -> PersonioCredentials {
         let snapshot = credentials.snapshot
-        guard let clientID = credentials.secrets[.clientID], let clientSecret = credentials.secrets[.clientSecret] else {
+        guard let clientID = credentials.secrets[.clientID], let clientSecret = credentials.secrets[.clientSecret]
+        else {
             throw VaultError(.tokenNotExportable, "connection '\(snapshot.id)' has no client credentials")
         }
         return PersonioCredentials(
-            api: snapshot.provider == .personioV1 ? .v1 : .v2, clientID: clientID, clientSecret: clientSecret,
-            baseURL: snapshot.settings.effectiveAPIBaseURL, appID: snapshot.settings.appID,
-            partnerID: snapshot.settings.partnerID, scope: snapshot.settings.scope)
+            api: snapshot.provider == .personioV1 ? .v1 : .v2,
+            clientID: clientID,
+            clientSecret: clientSecret,
+            baseURL: snapshot.settings.effectiveAPIBaseURL,
+            appID: snapshot.settings.appID,
+            partnerID: snapshot.settings.partnerID,
+            scope: snapshot.settings.scope
+        )
     }
 
     static func cachedToken(_ issued: IssuedToken, revision: Int64, policy: RefreshPolicy) -> CachedToken {
@@ -291,10 +349,15 @@ public final class TokenBroker: Sendable {
         let jitter = jitterRange > 0 ? Double.random(in: -jitterRange...jitterRange) : 0
         let refreshAfter = max(0.5, policy.refreshFraction * Double(issued.expiresIn) + jitter)
         return CachedToken(
-            accessToken: issued.accessToken, tokenType: issued.tokenType, scope: issued.scope, revision: revision,
-            obtainedAt: issued.issuedAt, expiresAt: issued.issuedAt + lifetime,
+            accessToken: issued.accessToken,
+            tokenType: issued.tokenType,
+            scope: issued.scope,
+            revision: revision,
+            obtainedAt: issued.issuedAt,
+            expiresAt: issued.issuedAt + lifetime,
             expiresAtWall: issued.expiresAtEpochSeconds,
-            refreshAt: issued.issuedAt + .milliseconds(Int64(refreshAfter * 1000)))
+            refreshAt: issued.issuedAt + .milliseconds(Int64(refreshAfter * 1000))
+        )
     }
 
     // MARK: - Changes
@@ -343,8 +406,12 @@ public final class TokenBroker: Sendable {
     func revoke(_ revocation: Revocation) async {
         do {
             try await self.auth.revoke(
-                token: revocation.token, api: .v2, baseURL: revocation.settings.effectiveAPIBaseURL,
-                appID: revocation.settings.appID, partnerID: revocation.settings.partnerID)
+                token: revocation.token,
+                api: .v2,
+                baseURL: revocation.settings.effectiveAPIBaseURL,
+                appID: revocation.settings.appID,
+                partnerID: revocation.settings.partnerID
+            )
             self.logger.debug("token revoked upstream")
         } catch {
             self.logger.warning("token revoke failed", metadata: ["error": "\(error)"])
@@ -356,7 +423,8 @@ public final class TokenBroker: Sendable {
         let now = ContinuousClock.now
         let due = self.entries.withLock { entries -> [String] in
             var due: [String] = []
-            for (id, var entry) in entries where entry.state.shouldRefresh(now: now, policy: self.policy(entry.snapshot.provider)) {
+            for (id, var entry) in entries
+            where entry.state.shouldRefresh(now: now, policy: self.policy(entry.snapshot.provider)) {
                 entries[id] = entry
                 due.append(id)
             }

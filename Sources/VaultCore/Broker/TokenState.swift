@@ -87,7 +87,10 @@ public struct TokenState: Sendable {
             return .unavailable(retryAfter: retryAt - now, lastError: self.lastError)
         }
         if !self.underLimit(now: now, policy: policy) {
-            return .unavailable(retryAfter: self.limitResetsIn(now: now, policy: policy), lastError: "local rate limit for Personio token calls")
+            return .unavailable(
+                retryAfter: self.limitResetsIn(now: now, policy: policy),
+                lastError: "local rate limit for Personio token calls"
+            )
         }
         self.startCall(now: now)
         return .fetch
@@ -95,7 +98,8 @@ public struct TokenState: Sendable {
 
     /// Whether a background refresh should start now (past the refresh point, nothing in flight, allowed).
     public mutating func shouldRefresh(now: ContinuousClock.Instant, policy: RefreshPolicy) -> Bool {
-        guard let token = self.token, now >= token.refreshAt, !self.inFlight, self.mayCall(now: now, policy: policy) else {
+        guard let token = self.token, now >= token.refreshAt, !self.inFlight, self.mayCall(now: now, policy: policy)
+        else {
             return false
         }
         self.startCall(now: now)
@@ -113,7 +117,12 @@ public struct TokenState: Sendable {
 
     /// Folds in a failed upstream call: cool-down, then exponential back-off, capped. `retryAfter` from Personio
     /// lengthens the wait, never shortens it.
-    public mutating func failed(now: ContinuousClock.Instant, error: String, retryAfter: Duration?, policy: RefreshPolicy) {
+    public mutating func failed(
+        now: ContinuousClock.Instant,
+        error: String,
+        retryAfter: Duration?,
+        policy: RefreshPolicy
+    ) {
         self.inFlight = false
         self.failures += 1
         self.lastError = error

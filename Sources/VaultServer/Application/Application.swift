@@ -18,7 +18,14 @@ public final class Application: Service, Sendable {
     let serviceGroup: ServiceGroup
     let logger: Logger
 
-    init(vault: Vault, personio: PersonioAuthClient, appSocketPath: String, adminSocketPath: String, serviceGroup: ServiceGroup, logger: Logger) {
+    init(
+        vault: Vault,
+        personio: PersonioAuthClient,
+        appSocketPath: String,
+        adminSocketPath: String,
+        serviceGroup: ServiceGroup,
+        logger: Logger
+    ) {
         self.vault = vault
         self.personio = personio
         self.appSocketPath = appSocketPath

@@ -261,7 +261,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
                 }
             case .failure(let error):
-                handler.logger.warning("streamed response failed; closing the connection", metadata: ["error": "\(error)"])
+                handler.logger.warning(
+                    "streamed response failed; closing the connection",
+                    metadata: ["error": "\(error)"]
+                )
                 handler.state = .closing
                 context.close(promise: nil)
             }

@@ -1,7 +1,7 @@
 import Logging
-import Synchronization
 import NIOCore
 import NIOHTTP1
+import Synchronization
 import VaultAPI
 import VaultCore
 
@@ -58,7 +58,11 @@ public struct RequestDispatcher: Sendable {
 
         /// A logger with the request's metadata, built when something is logged.
         var logger: Logger {
-            RequestDispatcher.requestLogger(self.connectionLogger, requestID: self.requestID, connectionID: self.connectionID)
+            RequestDispatcher.requestLogger(
+                self.connectionLogger,
+                requestID: self.requestID,
+                connectionID: self.connectionID
+            )
         }
     }
 

@@ -32,7 +32,12 @@ public struct BrokerRoutes: Sendable {
                     { request in
                         let minTTL = try Self.minTTL(request)
                         let now = ContinuousClock.now
-                        switch broker.cachedResponse(request.parameter("id"), for: request.caller, minTTL: minTTL, at: now) {
+                        switch broker.cachedResponse(
+                            request.parameter("id"),
+                            for: request.caller,
+                            minTTL: minTTL,
+                            at: now
+                        ) {
                         case .token(let prepared): return Self.tokenResponse(prepared, at: now)
                         case .refused(let error): throw error
                         case nil: return nil
@@ -40,7 +45,10 @@ public struct BrokerRoutes: Sendable {
                     },
                     fallback: { request in
                         let prepared = try await broker.token(
-                            request.parameter("id"), for: request.caller, minTTL: try Self.minTTL(request))
+                            request.parameter("id"),
+                            for: request.caller,
+                            minTTL: try Self.minTTL(request)
+                        )
                         return Self.tokenResponse(prepared)
                     }
                 )
@@ -48,9 +56,14 @@ public struct BrokerRoutes: Sendable {
         ]
         for method in [HTTPMethod.GET, .POST, .PUT, .PATCH, .DELETE] {
             routes.append(
-                Route(method, "/v1/connections/{id}/proxy/{path...}", body: .optional, .async { request in
-                    try await Self.proxy(broker, request)
-                })
+                Route(
+                    method,
+                    "/v1/connections/{id}/proxy/{path...}",
+                    body: .optional,
+                    .async { request in
+                        try await Self.proxy(broker, request)
+                    }
+                )
             )
         }
         return routes
@@ -59,9 +72,14 @@ public struct BrokerRoutes: Sendable {
     /// `POST /v1/connections/{id}/verify` for the admin socket.
     public var verifyRoute: Route {
         let broker = self.broker
-        return Route(.POST, "/v1/connections/{id}/verify", body: .optional, .async { request in
-            try .json(try await broker.verify(request.parameter("id"), by: request.caller.auditActor))
-        })
+        return Route(
+            .POST,
+            "/v1/connections/{id}/verify",
+            body: .optional,
+            .async { request in
+                try .json(try await broker.verify(request.parameter("id"), by: request.caller.auditActor))
+            }
+        )
     }
 
     // MARK: - Tokens
@@ -97,15 +115,23 @@ public struct BrokerRoutes: Sendable {
         }
         let headers = request.headers.map { ($0.name, $0.value) }
         let forwarded = ProxyRequest(
-            method: request.method.rawValue, path: path, query: query, headers: headers,
-            body: request.body.isEmpty ? nil : request.body.bytes())
+            method: request.method.rawValue,
+            path: path,
+            query: query,
+            headers: headers,
+            body: request.body.isEmpty ? nil : request.body.bytes()
+        )
         let upstream = try await broker.proxy(request.parameter("id"), request: forwarded, for: request.caller)
         // Personio's own answers (2xx-4xx, 429 with its Retry-After included) go back as they are; a failure on
         // Personio's side becomes the vault's problem+json, without relaying a body nobody vetted.
         if upstream.status >= 500 {
             let retryAfter = upstream.header("Retry-After").flatMap { Int($0) }
             if upstream.status == 503 {
-                throw VaultError(.upstreamUnavailable, "Personio is unavailable (HTTP 503)", retryAfter: retryAfter ?? 5)
+                throw VaultError(
+                    .upstreamUnavailable,
+                    "Personio is unavailable (HTTP 503)",
+                    retryAfter: retryAfter ?? 5
+                )
             }
             throw VaultError(.upstreamError, "Personio failed to answer the proxied request (HTTP \(upstream.status))")
         }

@@ -1,5 +1,6 @@
 import Synchronization
 import VaultAPI
+
 #if canImport(Glibc)
 import Glibc
 #endif

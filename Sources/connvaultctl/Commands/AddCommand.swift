@@ -52,7 +52,8 @@ struct AddCommand: AsyncParsableCommand {
         let provider = try ProviderName.parse(self.provider)
         if provider == .personioRecruiting && self.clientID != nil {
             throw ValidationError(
-                "--client-id is for personio-v1 and personio-v2; personio-recruiting uses a recruiting key")
+                "--client-id is for personio-v1 and personio-v2; personio-recruiting uses a recruiting key"
+            )
         }
         if self.clientID?.isEmpty == true {
             throw ValidationError("--client-id is empty")
@@ -71,15 +72,22 @@ struct AddCommand: AsyncParsableCommand {
     func run() async throws {
         let provider = try ProviderName.parse(self.provider)
         let requests = Self.secretRequests(
-            provider: provider, clientIDGiven: self.clientID != nil, webhook: self.withWebhookToken)
+            provider: provider,
+            clientIDGiven: self.clientID != nil,
+            webhook: self.withWebhookToken
+        )
         let reader = try SecretReader(options: self.secretOptions)
         var secrets = SecretsInput(try reader.read(requests))
         if let clientID = self.clientID {
             secrets[.clientID] = SecretInput(bytes: Array(clientID.utf8))
         }
         let request = CreateConnectionRequest(
-            id: self.id, provider: provider, settings: self.settings.settings, secrets: secrets,
-            grants: self.grants.grants)
+            id: self.id,
+            provider: provider,
+            settings: self.settings.settings,
+            secrets: secrets,
+            grants: self.grants.grants
+        )
         let view = try await self.global.adminClient.createConnection(request)
         try Output.connection(view, global: self.global)
     }

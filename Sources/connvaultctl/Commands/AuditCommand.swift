@@ -13,7 +13,9 @@ struct AuditCommand: AsyncParsableCommand {
     var id: String?
 
     @Option(
-        name: .customLong("since"), help: ArgumentHelp("Only entries after this sequence number.", valueName: "seq"))
+        name: .customLong("since"),
+        help: ArgumentHelp("Only entries after this sequence number.", valueName: "seq")
+    )
     var since: Int64?
 
     @Option(name: .customLong("limit"), help: ArgumentHelp("At most this many entries.", valueName: "n"))
@@ -47,7 +49,9 @@ struct AuditCommand: AsyncParsableCommand {
             }
             guard verification.intact else {
                 throw CLIError.failed(
-                    "the audit trail is broken" + ViewRenderer.breakDescription(verification), code: "audit_broken")
+                    "the audit trail is broken" + ViewRenderer.breakDescription(verification),
+                    code: "audit_broken"
+                )
             }
             return
         }

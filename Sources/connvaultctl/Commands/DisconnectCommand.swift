@@ -27,13 +27,15 @@ struct DisconnectCommand: AsyncParsableCommand {
             guard TerminalPrompt.standardInputIsTerminal else {
                 throw CLIError.usage(
                     "refusing to disconnect '\(TableFormatter.sanitize(self.id))' without confirmation: "
-                        + "pass --yes (standard input is not a terminal)")
+                        + "pass --yes (standard input is not a terminal)"
+                )
             }
             // Fails with not_found before asking about a connection that does not exist.
             let view = try await client.connection(self.id)
             Console.error(
                 "This deletes connection '\(TableFormatter.sanitize(view.id))' (\(view.provider.rawValue)) "
-                    + "and destroys its secrets for good; only the audit trail remains.")
+                    + "and destroys its secrets for good; only the audit trail remains."
+            )
             var typed = try TerminalPrompt.readLine(prompt: "Type the connection id to confirm: ", echo: true) ?? []
             defer { SecretMemory.zero(&typed) }
             guard typed == Array(self.id.utf8) else {

@@ -25,7 +25,8 @@ struct EditCommand: AsyncParsableCommand {
         name: .customLong("unset"),
         help: ArgumentHelp(
             "Clear a setting: api-base-url, app-id, partner-id, scope, company-id or permissions (repeatable).",
-            valueName: "setting")
+            valueName: "setting"
+        )
     )
     var unset: [String] = []
 
@@ -50,7 +51,8 @@ struct EditCommand: AsyncParsableCommand {
         {
             throw ValidationError(
                 "nothing to change: give a setting, --unset, --client-id, --new-secret, --with-webhook-token "
-                    + "or --allow-uid/--allow-group/--allow-unit")
+                    + "or --allow-uid/--allow-group/--allow-unit"
+            )
         }
         if self.clientID?.isEmpty == true {
             throw ValidationError("--client-id is empty")

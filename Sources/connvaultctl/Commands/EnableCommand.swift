@@ -5,7 +5,9 @@ import VaultClient
 /// `connvaultctl enable ID`.
 struct EnableCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "enable", abstract: "Enable a disabled connection (enabling an active one changes nothing).")
+        commandName: "enable",
+        abstract: "Enable a disabled connection (enabling an active one changes nothing)."
+    )
 
     @Argument(help: "The connection id.")
     var id: String

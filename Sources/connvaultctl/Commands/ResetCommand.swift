@@ -35,10 +35,12 @@ struct ResetCommand: AsyncParsableCommand {
         let current = try await client.connection(self.id)
         if current.provider == .personioRecruiting && self.clientID != nil {
             throw CLIError.usage(
-                "--client-id is for personio-v1 and personio-v2; '\(current.id)' is personio-recruiting")
+                "--client-id is for personio-v1 and personio-v2; '\(current.id)' is personio-recruiting"
+            )
         }
         var secrets = SecretsInput(
-            try SecretReader(options: self.secretOptions).read([.primary(for: current.provider)]))
+            try SecretReader(options: self.secretOptions).read([.primary(for: current.provider)])
+        )
         if let clientID = self.clientID {
             secrets[.clientID] = SecretInput(bytes: Array(clientID.utf8))
         }

@@ -5,7 +5,9 @@ import VaultClient
 /// `connvaultctl status`.
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "status", abstract: "Show the daemon's status: connections by state, master key, audit size.")
+        commandName: "status",
+        abstract: "Show the daemon's status: connections by state, master key, audit size."
+    )
 
     @OptionGroup var global: GlobalOptions
 

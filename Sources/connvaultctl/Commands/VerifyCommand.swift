@@ -26,7 +26,8 @@ struct VerifyCommand: AsyncParsableCommand {
             let code = result.error?.code.rawValue ?? "upstream_rejected"
             throw CLIError.failed(
                 "\(TableFormatter.sanitize(result.connection)): \(detail); the connection is \(result.state.rawValue)",
-                code: code)
+                code: code
+            )
         }
     }
 }

@@ -6,7 +6,9 @@ struct GlobalOptions: ParsableArguments {
     @Option(
         name: .customLong("admin-socket"),
         help: ArgumentHelp(
-            "The admin socket (default: $CONNVAULT_ADMIN_SOCKET, else /run/connvault/admin.sock).", valueName: "path"),
+            "The admin socket (default: $CONNVAULT_ADMIN_SOCKET, else /run/connvault/admin.sock).",
+            valueName: "path"
+        ),
         completion: .file()
     )
     var adminSocket: String?
@@ -15,7 +17,8 @@ struct GlobalOptions: ParsableArguments {
         name: .customLong("app-socket"),
         help: ArgumentHelp(
             "The app socket, for `token` (default: $CONNVAULT_APP_SOCKET, else /run/connvault/app.sock).",
-            valueName: "path"),
+            valueName: "path"
+        ),
         completion: .file()
     )
     var appSocket: String?

@@ -7,7 +7,9 @@ struct GrantOptions: ParsableArguments {
     var uids: [UInt32] = []
 
     @Option(
-        name: .customLong("allow-group"), help: ArgumentHelp("Grant a group by name (repeatable).", valueName: "group"))
+        name: .customLong("allow-group"),
+        help: ArgumentHelp("Grant a group by name (repeatable).", valueName: "group")
+    )
     var groups: [String] = []
 
     @Option(

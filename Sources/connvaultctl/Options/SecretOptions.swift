@@ -12,7 +12,9 @@ struct SecretOptions: ParsableArguments {
     @Option(
         name: .customLong("secret-file"),
         help: ArgumentHelp(
-            "Read the secrets from a file, one line each; it must not be readable by other users.", valueName: "file"),
+            "Read the secrets from a file, one line each; it must not be readable by other users.",
+            valueName: "file"
+        ),
         completion: .file()
     )
     var secretFile: String?

@@ -5,7 +5,8 @@ import VaultAPI
 struct SettingOptions: ParsableArguments {
     @Option(
         name: .customLong("api-base-url"),
-        help: ArgumentHelp("Personio API base URL (default https://api.personio.de).", valueName: "url"))
+        help: ArgumentHelp("Personio API base URL (default https://api.personio.de).", valueName: "url")
+    )
     var apiBaseURL: String?
 
     @Option(name: .customLong("app-id"), help: ArgumentHelp("Sent as X-Personio-App-ID.", valueName: "id"))
@@ -16,12 +17,14 @@ struct SettingOptions: ParsableArguments {
 
     @Option(
         name: .customLong("scope"),
-        help: ArgumentHelp("Space-separated OAuth scopes to request (personio-v2).", valueName: "scopes"))
+        help: ArgumentHelp("Space-separated OAuth scopes to request (personio-v2).", valueName: "scopes")
+    )
     var scope: String?
 
     @Option(
         name: .customLong("company-id"),
-        help: ArgumentHelp("Personio company id (personio-recruiting).", valueName: "id"))
+        help: ArgumentHelp("Personio company id (personio-recruiting).", valueName: "id")
+    )
     var companyID: String?
 
     @Option(
@@ -29,7 +32,8 @@ struct SettingOptions: ParsableArguments {
         help: ArgumentHelp(
             "An access right granted on Personio's admin screen, recorded for `show` "
                 + "(repeatable; edit replaces the list).",
-            valueName: "area:read|write")
+            valueName: "area:read|write"
+        )
     )
     var permissions: [String] = []
 
@@ -42,8 +46,13 @@ struct SettingOptions: ParsableArguments {
     /// The settings for a new connection.
     var settings: ConnectionSettings {
         ConnectionSettings(
-            apiBaseURL: self.apiBaseURL, appID: self.appID, partnerID: self.partnerID, scope: self.scope,
-            companyID: self.companyID, permissions: self.permissions.isEmpty ? nil : self.permissions)
+            apiBaseURL: self.apiBaseURL,
+            appID: self.appID,
+            partnerID: self.partnerID,
+            scope: self.scope,
+            companyID: self.companyID,
+            permissions: self.permissions.isEmpty ? nil : self.permissions
+        )
     }
 
     /// The names `--unset` accepts; dashes and underscores both work.
@@ -87,7 +96,8 @@ struct SettingOptions: ParsableArguments {
                 continue
             case false?:
                 throw CLIError.usage(
-                    "--unset \(TableFormatter.sanitize(rawName)) conflicts with another change to the same setting")
+                    "--unset \(TableFormatter.sanitize(rawName)) conflicts with another change to the same setting"
+                )
             case nil:
                 let known = Self.unsettableNames.joined(separator: ", ")
                 throw CLIError.usage("--unset \(TableFormatter.sanitize(rawName)): not a setting; use one of \(known)")

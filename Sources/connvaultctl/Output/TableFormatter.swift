@@ -47,6 +47,8 @@ struct TableFormatter {
             String.UnicodeScalarView(
                 text.unicodeScalars.map { scalar in
                     scalar.properties.generalCategory == .control ? "?" : scalar
-                }))
+                }
+            )
+        )
     }
 }

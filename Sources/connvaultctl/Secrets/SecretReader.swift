@@ -42,7 +42,8 @@ enum SecretSource: Equatable {
         if standardInputIsTerminal { return .prompt }
         throw CLIError.usage(
             "standard input is not a terminal, so the secret cannot be prompted for; "
-                + "use --secret-stdin or --secret-file")
+                + "use --secret-stdin or --secret-file"
+        )
     }
 }
 
@@ -145,11 +146,13 @@ struct SecretReader {
         let permissions = String(mode & 0o777, radix: 8)
         if mode & 0o004 != 0 {
             throw CLIError.usage(
-                "the secret file \(path) is readable by other users (mode \(permissions)); run chmod 600 \(path)")
+                "the secret file \(path) is readable by other users (mode \(permissions)); run chmod 600 \(path)"
+            )
         }
         if mode & 0o040 != 0 {
             Console.warning(
-                "the secret file \(path) is readable by its group (mode \(permissions)); consider chmod 600")
+                "the secret file \(path) is readable by its group (mode \(permissions)); consider chmod 600"
+            )
         }
     }
 

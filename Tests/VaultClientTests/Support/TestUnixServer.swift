@@ -35,8 +35,12 @@ enum TestReply: Sendable {
 
     /// A complete response with a Content-Length body.
     static func response(
-        _ status: Int, _ reason: String, contentType: String = "application/json", body: String,
-        extraHeaders: [String] = [], close: Bool = false
+        _ status: Int,
+        _ reason: String,
+        contentType: String = "application/json",
+        body: String,
+        extraHeaders: [String] = [],
+        close: Bool = false
     ) -> TestReply {
         var head =
             "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(contentType)\r\nContent-Length: \(body.utf8.count)\r\n"
