@@ -340,6 +340,19 @@ public struct VerifyResult: Codable, Sendable, Equatable {
         self.state = state
     }
 
+    /// A verification that did not succeed: `error` says why.
+    public static func failed(connection: String, error: Problem, state: ConnectionState) -> VerifyResult {
+        VerifyResult(
+            connection: connection,
+            ok: false,
+            expiresIn: nil,
+            expiresAt: nil,
+            scope: nil,
+            error: error,
+            state: state
+        )
+    }
+
     enum CodingKeys: String, CodingKey {
         case connection, ok, scope, error, state
         case expiresIn = "expires_in"

@@ -16,15 +16,7 @@ extension TokenBroker {
                 title: "Not verifiable by token exchange",
                 detail: "recruiting keys have no token exchange; use the proxy route to try a request"
             )
-            return VerifyResult(
-                connection: id,
-                ok: false,
-                expiresIn: nil,
-                expiresAt: nil,
-                scope: nil,
-                error: problem,
-                state: snapshot.state
-            )
+            return .failed(connection: id, error: problem, state: snapshot.state)
         }
         do {
             let issued = try await self.auth.exchange(Self.personioCredentials(credentials))
@@ -92,15 +84,7 @@ extension TokenBroker {
                 ok: false,
                 detail: "\(problem.code): \(error.message)"
             )
-            return VerifyResult(
-                connection: id,
-                ok: false,
-                expiresIn: nil,
-                expiresAt: nil,
-                scope: nil,
-                error: problem,
-                state: state
-            )
+            return .failed(connection: id, error: problem, state: state)
         }
     }
 }
