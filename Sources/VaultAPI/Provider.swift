@@ -39,7 +39,8 @@ public enum ConnectionState: String, Codable, Sendable, CaseIterable {
 /// Connection ids: `^[a-z0-9][a-z0-9._-]{0,62}$`.
 public enum ConnectionID {
     public static func isValid(_ id: String) -> Bool {
-        let bytes = Array(id.utf8)
+        // Walked as UTF-8 in place: this runs on every request that names a connection.
+        let bytes = id.utf8
         guard (1...63).contains(bytes.count) else { return false }
         func allowed(_ byte: UInt8, first: Bool) -> Bool {
             switch byte {
@@ -48,8 +49,10 @@ public enum ConnectionID {
             default: false
             }
         }
-        for (index, byte) in bytes.enumerated() where !allowed(byte, first: index == 0) {
-            return false
+        var first = true
+        for byte in bytes {
+            guard allowed(byte, first: first) else { return false }
+            first = false
         }
         return true
     }

@@ -217,7 +217,7 @@ struct ErrorResponseTests {
     func zeroing() throws {
         let body = RequestBody(ByteBuffer(string: #"{"client_id":"fake-id","client_secret":"\#(Self.canary)"}"#))
         let request = Request(
-            id: "r",
+            id: RequestID.next(),
             method: .POST,
             path: "/v1/connections/x/reset",
             query: "",

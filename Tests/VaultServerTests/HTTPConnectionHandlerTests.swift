@@ -18,6 +18,8 @@ struct HTTPConnectionHandlerTests {
     static func router() -> Router {
         Router([
             Route(.GET, "/v1/health", .sync { _ in try .json(HealthView(status: "ok")) }),
+            // The same answer with its head built once, as the cached token route sends it.
+            Route(.GET, "/v1/prepared", .sync { _ in Self.prepared }),
             Route(
                 .POST,
                 "/echo",
@@ -38,6 +40,14 @@ struct HTTPConnectionHandlerTests {
             Route(.GET, "/v1/connections/{id}", .sync { request in try .json(["id": request.parameter("id")]) }),
         ])
     }
+
+    static let prepared: Response = {
+        do {
+            return try Response.json(HealthView(status: "ok")).prepared()
+        } catch {
+            preconditionFailure("encoding a constant cannot fail: \(error)")
+        }
+    }()
 
     func makeChannel(
         authorize: @escaping @Sendable (Caller) -> Bool = { _ in true },
@@ -97,36 +107,53 @@ struct HTTPConnectionHandlerTests {
 
     // MARK: - Keep-alive and framing
 
-    @Test("keep-alive: several requests on one connection, each with Content-Length and no-store")
-    func keepAlive() throws {
+    /// How many times `header` appears in `output`'s header lines.
+    static func count(_ header: String, in output: String) -> Int {
+        output.components(separatedBy: "\r\n\(header): ").count - 1
+    }
+
+    @Test(
+        "keep-alive: several requests on one connection, each with Content-Length and no-store once",
+        arguments: ["/v1/health", "/v1/prepared"]
+    )
+    func keepAlive(path: String) throws {
         let channel = try self.makeChannel()
-        let request = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        let request = "GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n"
         var output = ""
         for _ in 0..<3 { output += try self.exchange(channel, request) }
         #expect(Self.statusLines(output) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
         #expect(output.contains("Content-Length: 15\r\n"))
+        #expect(Self.count("Content-Length", in: output) == 3)
+        #expect(Self.count("Cache-Control", in: output) == 3)
         #expect(output.contains("Cache-Control: no-store\r\n"))
         #expect(output.contains("Content-Type: application/json\r\n"))
         #expect(channel.isActive)
         _ = try? channel.finish()
     }
 
-    @Test("Connection: close closes after the response; HTTP/1.0 closes unless asked to keep alive")
-    func close() throws {
+    @Test(
+        "Connection: close closes after the response; HTTP/1.0 closes unless asked to keep alive",
+        arguments: ["/v1/health", "/v1/prepared"]
+    )
+    func close(path: String) throws {
         let channel = try self.makeChannel()
-        let output = try self.exchange(channel, "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        let output = try self.exchange(channel, "GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         #expect(output.hasPrefix("HTTP/1.1 200 OK"))
         #expect(output.contains("Connection: close"))
+        #expect(Self.count("Content-Length", in: output) == 1)
         #expect(!channel.isActive)
 
         let old = try self.makeChannel()
-        let oldOutput = try self.exchange(old, "GET /v1/health HTTP/1.0\r\n\r\n")
+        let oldOutput = try self.exchange(old, "GET \(path) HTTP/1.0\r\n\r\n")
         #expect(oldOutput.hasPrefix("HTTP/1.0 200 OK"))
+        #expect(oldOutput.contains("Content-Length: 15\r\n"))
         #expect(!old.isActive)
 
         let kept = try self.makeChannel()
-        let keptOutput = try self.exchange(kept, "GET /v1/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        let keptOutput = try self.exchange(kept, "GET \(path) HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        #expect(keptOutput.hasPrefix("HTTP/1.0 200 OK"))
         #expect(keptOutput.contains("Connection: keep-alive"))
+        #expect(Self.count("Cache-Control", in: keptOutput) == 1)
         #expect(kept.isActive)
         _ = try? kept.finish()
     }

@@ -23,7 +23,7 @@ struct RouterTests {
         var path: String
         /// The matched route's name, `405 <allowed>`, or `404`.
         var expected: String
-        var parameters: [String: String] = [:]
+        var parameters: PathParameters = [:]
         var testDescription: String { "\(self.method.rawValue) \(self.path)" }
     }
 
@@ -119,6 +119,23 @@ struct RouterTests {
         case .notFound:
             #expect(testCase.expected == "404")
         }
+    }
+
+    @Test("parameters past the second are kept too; values are as sent, of any length; order does not matter")
+    func manyParameters() throws {
+        let router = Router([Route(.GET, "/a/{x}/b/{y}/{z}", .sync { _ in .noContent })])
+        let long = "ünïcode-and-longer-than-fifteen-bytes"
+        guard case .matched(_, let parameters) = router.match(method: .GET, path: Substring("/a/1/b/\(long)/%2e"))
+        else {
+            Issue.record("no match")
+            return
+        }
+        #expect(parameters == ["z": "%2e", "x": "1", "y": long])
+        #expect(parameters["y"] == long)
+        #expect(parameters["z"] == "%2e")
+        #expect(parameters["w"] == nil)
+        #expect(parameters != ["x": "1", "y": long, "z": "other"])
+        #expect(parameters != ["x": "1", "y": long])
     }
 
     @Test("the app socket's table has only health until the token broker adds its routes")

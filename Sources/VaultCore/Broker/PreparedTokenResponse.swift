@@ -1,3 +1,4 @@
+import Synchronization
 import VaultAPI
 
 #if canImport(FoundationEssentials)
@@ -8,12 +9,17 @@ import Foundation
 
 /// A token response body prepared once per cached token, so that serving it costs two copies and one integer:
 /// only `expires_in` changes between requests. Members are in sorted order, like every other JSON the vault writes.
-public struct PreparedTokenResponse: Sendable {
+///
+/// A class, and immutable but for ``rendering(expiresIn:_:)``'s memo: it is handed out on every cached token request,
+/// and passing it then costs one reference count.
+public final class PreparedTokenResponse: Sendable {
     /// Everything up to and including `"expires_in":`.
     public let prefix: [UInt8]
     /// Everything after the `expires_in` number.
     public let suffix: [UInt8]
     public let expiresAt: ContinuousClock.Instant
+    /// The last answer rendered from this response, with the `expires_in` it was rendered for.
+    private let lastRendering = Mutex<(expiresIn: Int, rendering: any AnyObject & Sendable)?>(nil)
 
     init(connection: String, token: CachedToken, settings: ConnectionSettings) {
         func json(_ string: String) -> String {
@@ -38,6 +44,22 @@ public struct PreparedTokenResponse: Sendable {
     /// Whole seconds left at `now` (never negative).
     public func expiresIn(at now: ContinuousClock.Instant) -> Int {
         max(0, Int((self.expiresAt - now).components.seconds))
+    }
+
+    /// What `render` makes of this response for `expiresIn`, made once per value of `expiresIn`: every answer within
+    /// the same second is the same bytes, so the server renders it (body and head) once and shares it.
+    public func rendering<Rendering: AnyObject & Sendable>(
+        expiresIn: Int,
+        _ render: () -> Rendering
+    ) -> Rendering {
+        if let last = self.lastRendering.withLock({ $0 }), last.expiresIn == expiresIn,
+            let rendering = last.rendering as? Rendering
+        {
+            return rendering
+        }
+        let rendering = render()
+        self.lastRendering.withLock { $0 = (expiresIn, rendering) }
+        return rendering
     }
 
     /// The whole body at `now`.

@@ -45,12 +45,20 @@ extension TokenBroker {
     ///   `upstream_unavailable`).
     public func proxyTarget(_ id: String, for caller: Caller) async throws -> ProxyTarget {
         try await self.loadEntry(id)
-        let entry = try self.entries.withLock { entries throws(VaultError) -> Entry in
+        let (cached, grantedGIDs) = try self.entries.withLock {
+            entries throws(VaultError) -> (ConnectionSnapshot, Set<UInt32>) in
             guard let entry = entries[id] else { throw Self.forbidden }
-            if let refusal = Self.refusal(entry, caller: caller, allowRecruiting: true) { throw refusal }
-            return entry
+            if let refusal = Self.refusal(
+                entry.snapshot,
+                grantedGIDs: entry.grantedGIDs,
+                caller: caller,
+                allowRecruiting: true
+            ) {
+                throw refusal
+            }
+            return (entry.snapshot, entry.grantedGIDs)
         }
-        switch entry.snapshot.provider {
+        switch cached.provider {
         case .personioV1, .personioV2:
             let token = try await self.servedToken(id, for: caller, minTTL: Self.proxyMinimumTTL).token
             // Take the base URL from the revision that obtained the token: after an edit that moved the connection
@@ -72,14 +80,18 @@ extension TokenBroker {
                 partnerID: snapshot.settings.partnerID
             )
         case .personioRecruiting:
-            return try await self.recruitingTarget(entry, caller: caller)
+            return try await self.recruitingTarget(cached, grantedGIDs: grantedGIDs, caller: caller)
         }
     }
 
     /// Decrypts the recruiting key, checking authorization again against the state read with it: the cached entry
     /// may predate a disable whose notification has not been handled yet.
-    private func recruitingTarget(_ entry: Entry, caller: Caller) async throws -> ProxyTarget {
-        let id = entry.snapshot.id
+    private func recruitingTarget(
+        _ cached: ConnectionSnapshot,
+        grantedGIDs: Set<UInt32>,
+        caller: Caller
+    ) async throws -> ProxyTarget {
+        let id = cached.id
         let credentials: ConnectionCredentials
         do {
             credentials = try await self.vault.credentials(id)
@@ -88,13 +100,9 @@ extension TokenBroker {
         }
         let snapshot = credentials.snapshot
         let gids =
-            snapshot.grants == entry.snapshot.grants
-            ? entry.grantedGIDs : Set(snapshot.grants.groups.compactMap(GroupDirectory.gid(named:)))
-        if let refusal = Self.refusal(
-            Entry(snapshot: snapshot, grantedGIDs: gids),
-            caller: caller,
-            allowRecruiting: true
-        ) {
+            snapshot.grants == cached.grants
+            ? grantedGIDs : Set(snapshot.grants.groups.compactMap(GroupDirectory.gid(named:)))
+        if let refusal = Self.refusal(snapshot, grantedGIDs: gids, caller: caller, allowRecruiting: true) {
             throw refusal
         }
         guard snapshot.provider == .personioRecruiting, let key = credentials.secrets[.recruitingToken],
@@ -173,12 +181,11 @@ extension TokenBroker {
     func dropRejectedToken(_ id: String, token: String) {
         let now = ContinuousClock.now
         let dropped = self.entries.withLock { entries -> Bool in
-            guard var entry = entries[id], let cached = entry.state.token, cached.accessToken == token,
+            guard let entry = entries[id], let cached = entry.state.token, cached.accessToken == token,
                 now - cached.obtainedAt >= self.policy(entry.snapshot.provider).minimumRefetchInterval
             else { return false }
             entry.state.token = nil
             entry.prepared = nil
-            entries[id] = entry
             return true
         }
         if dropped {

@@ -28,11 +28,10 @@ extension TokenBroker {
                 )
                 let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
                 self.entries.withLock { entries in
-                    guard var entry = entries[id], entry.snapshot.revision == snapshot.revision, !entry.state.inFlight
+                    guard let entry = entries[id], entry.snapshot.revision == snapshot.revision, !entry.state.inFlight
                     else { return }
                     entry.state.succeeded(token)
                     entry.prepared = prepared
-                    entries[id] = entry
                 }
             }
             try await self.vault.recordVerification(

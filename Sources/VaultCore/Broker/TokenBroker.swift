@@ -25,8 +25,12 @@ public final class TokenBroker: Sendable {
     let revocations: AsyncStream<Revocation>
     let revocationQueue: AsyncStream<Revocation>.Continuation
 
-    /// What the broker knows of one connection.
-    struct Entry: Sendable {
+    /// What the broker knows of one connection. Lives in `entries` and is read and changed only under its lock.
+    ///
+    /// A class, not a struct: the cached token path reads an entry on every request, and reading a struct out of a
+    /// dictionary copies all of it (a dozen reference counts); a reference costs one. Not `Sendable`, so the compiler
+    /// refuses any path that would take an entry out of the lock.
+    final class Entry {
         var snapshot: ConnectionSnapshot
         /// gids of the groups the grants name, resolved when the entry was loaded.
         var grantedGIDs: Set<UInt32>
@@ -34,6 +38,26 @@ public final class TokenBroker: Sendable {
         var prepared: PreparedTokenResponse?
         /// Callers waiting for the upstream call under way.
         var waiters: [CheckedContinuation<Void, Never>] = []
+
+        init(snapshot: ConnectionSnapshot, grantedGIDs: Set<UInt32>) {
+            self.snapshot = snapshot
+            self.grantedGIDs = grantedGIDs
+        }
+
+        /// ``TokenBroker/cachedResponse(_:for:minTTL:at:)`` for this entry.
+        func fastAnswer(caller: Caller, minTTL: Int, at now: ContinuousClock.Instant) -> FastAnswer? {
+            // The usual case is checked field by field, without copying the snapshot; a refusal is built by the one
+            // function that words them.
+            guard self.snapshot.state == .active, self.snapshot.provider.isTokenExportable,
+                TokenBroker.isGranted(self.snapshot.grants, gids: self.grantedGIDs, caller: caller)
+            else {
+                return TokenBroker.refusal(self.snapshot, grantedGIDs: self.grantedGIDs, caller: caller).map {
+                    .refused($0)
+                }
+            }
+            guard let prepared = self.prepared, prepared.expiresAt - now >= .seconds(minTTL) else { return nil }
+            return .token(prepared)
+        }
     }
 
     struct Revocation: Sendable {
@@ -84,10 +108,7 @@ public final class TokenBroker: Sendable {
         at now: ContinuousClock.Instant = .now
     ) -> FastAnswer? {
         self.entries.withLock { entries -> FastAnswer? in
-            guard let entry = entries[id] else { return nil }
-            if let refusal = Self.refusal(entry, caller: caller) { return .refused(refusal) }
-            guard let prepared = entry.prepared, prepared.expiresAt - now >= .seconds(minTTL) else { return nil }
-            return .token(prepared)
+            entries[id]?.fastAnswer(caller: caller, minTTL: minTTL, at: now)
         }
     }
 
@@ -108,15 +129,11 @@ public final class TokenBroker: Sendable {
         try await self.loadEntry(id)
         while true {
             let decision = try self.entries.withLock { entries throws(VaultError) -> TokenState.Decision in
-                guard var entry = entries[id] else { throw Self.forbidden }
-                if let refusal = Self.refusal(entry, caller: caller) { throw refusal }
-                let decision = entry.state.decide(
-                    now: .now,
-                    minTTL: minTTL,
-                    policy: self.policy(entry.snapshot.provider)
-                )
-                entries[id] = entry
-                return decision
+                guard let entry = entries[id] else { throw Self.forbidden }
+                if let refusal = Self.refusal(entry.snapshot, grantedGIDs: entry.grantedGIDs, caller: caller) {
+                    throw refusal
+                }
+                return entry.state.decide(now: .now, minTTL: minTTL, policy: self.policy(entry.snapshot.provider))
             }
             switch decision {
             case .serve(let token):
@@ -164,23 +181,28 @@ public final class TokenBroker: Sendable {
     static let forbidden = VaultError(.forbidden, "no such connection, or it is not granted to you")
 
     /// Why `caller` may not have a token of `entry` now (or, with `allowRecruiting`, use it through the proxy), or nil.
-    static func refusal(_ entry: Entry, caller: Caller, allowRecruiting: Bool = false) -> VaultError? {
-        guard Self.isGranted(entry.snapshot.grants, gids: entry.grantedGIDs, caller: caller) else {
+    static func refusal(
+        _ snapshot: ConnectionSnapshot,
+        grantedGIDs: Set<UInt32>,
+        caller: Caller,
+        allowRecruiting: Bool = false
+    ) -> VaultError? {
+        guard Self.isGranted(snapshot.grants, gids: grantedGIDs, caller: caller) else {
             return Self.forbidden
         }
-        switch entry.snapshot.state {
-        case .disabled: return VaultError(.connectionDisabled, "connection '\(entry.snapshot.id)' is disabled")
+        switch snapshot.state {
+        case .disabled: return VaultError(.connectionDisabled, "connection '\(snapshot.id)' is disabled")
         case .needsReset:
             return VaultError(
                 .connectionNeedsReset,
-                "Personio rejected the credentials of '\(entry.snapshot.id)'; an admin must reset them"
+                "Personio rejected the credentials of '\(snapshot.id)'; an admin must reset them"
             )
         case .active: break
         }
-        guard allowRecruiting || entry.snapshot.provider.isTokenExportable else {
+        guard allowRecruiting || snapshot.provider.isTokenExportable else {
             return VaultError(
                 .tokenNotExportable,
-                "'\(entry.snapshot.id)' is a recruiting connection: its key is never handed out; use /v1/connections/\(entry.snapshot.id)/proxy/…"
+                "'\(snapshot.id)' is a recruiting connection: its key is never handed out; use /v1/connections/\(snapshot.id)/proxy/…"
             )
         }
         return nil
@@ -255,7 +277,7 @@ public final class TokenBroker: Sendable {
             let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
             let stored = self.entries.withLock { entries -> Bool in
                 // A reset or edit during the call made this token stale: do not cache it.
-                guard var entry = entries[id], entry.snapshot.revision == snapshot.revision else { return false }
+                guard let entry = entries[id], entry.snapshot.revision == snapshot.revision else { return false }
                 if entry.state.token?.accessToken == token.accessToken {
                     // Personio hands out the same token for a credential pair until it expires: asking again before
                     // then cannot renew it, so the next refresh is due when it expires.
@@ -263,7 +285,6 @@ public final class TokenBroker: Sendable {
                 }
                 entry.state.succeeded(token)
                 entry.prepared = prepared
-                entries[id] = entry
                 return true
             }
             self.logger.debug(
@@ -366,7 +387,7 @@ public final class TokenBroker: Sendable {
     /// change withdraws the credentials.
     func connectionChanged(_ change: ConnectionChange) {
         let dropped = self.entries.withLock { entries -> (CachedToken?, ConnectionSnapshot?) in
-            guard var entry = entries.removeValue(forKey: change.id) else { return (nil, nil) }
+            guard let entry = entries.removeValue(forKey: change.id) else { return (nil, nil) }
             let token = entry.state.invalidate()
             for waiter in entry.waiters { waiter.resume() }
             entry.waiters = []
@@ -423,9 +444,8 @@ public final class TokenBroker: Sendable {
         let now = ContinuousClock.now
         let due = self.entries.withLock { entries -> [String] in
             var due: [String] = []
-            for (id, var entry) in entries
+            for (id, entry) in entries
             where entry.state.shouldRefresh(now: now, policy: self.policy(entry.snapshot.provider)) {
-                entries[id] = entry
                 due.append(id)
             }
             return due

@@ -18,7 +18,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         /// Between requests.
         case idle
         /// Reading a request; the body buffer is allocated at the first body part.
-        case receiving(HTTPRequestHead, ByteBuffer?, ContinuousClock.Instant)
+        case receiving(HTTPRequestHead, ByteBuffer?, ContinuousClock.Instant?)
         /// The request is complete and its response is being prepared.
         case responding
         /// An answer went out before the request was complete; the rest is ignored and the connection closes.
@@ -38,6 +38,11 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.logger = logger
     }
 
+    /// When a request began: read only when the debug log will print its duration.
+    private var requestStart: ContinuousClock.Instant? {
+        self.logger.logLevel <= .debug ? .now : nil
+    }
+
     // MARK: - Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -53,7 +58,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private func receiveHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard case .idle = self.state else { return }
-        let start = ContinuousClock.now
+        let start = self.requestStart
         if let declared = head.headers.first(name: "Content-Length").flatMap({ Int($0) }),
             declared > self.dispatcher.bodyLimit
         {
@@ -112,7 +117,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 case .failure(let error):
                     response = ErrorResponse.response(
                         for: error,
-                        requestID: dispatch.requestID,
+                        requestID: dispatch.requestID.description,
                         logger: dispatch.logger
                     )
                 }
@@ -142,7 +147,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         case .idle, .receiving:
             // Not HTTP, or not HTTP this server speaks: say so once and hang up.
             let error = HTTPError(.badRequest, "the request is not valid HTTP/1.1")
-            self.refuse(error, version: .http1_1, start: .now, context: context)
+            self.refuse(error, version: .http1_1, start: self.requestStart, context: context)
         case .responding, .closing:
             context.close(promise: nil)
         }
@@ -154,13 +159,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func refuse(
         _ error: HTTPError,
         version: HTTPVersion,
-        start: ContinuousClock.Instant,
+        start: ContinuousClock.Instant?,
         context: ChannelHandlerContext
     ) {
         self.state = .closing
-        let requestID = RequestDispatcher.makeRequestID()
+        let requestID = RequestID.next()
         let logger = RequestDispatcher.requestLogger(self.logger, requestID: requestID, connectionID: nil)
-        let response = ErrorResponse.response(for: error, requestID: requestID, logger: logger)
+        let response = ErrorResponse.response(for: error, requestID: requestID.description, logger: logger)
         let head = HTTPRequestHead(version: version, method: .GET, uri: "/")
         let dispatch = RequestDispatcher.Dispatch(
             outcome: .immediate(response),
@@ -175,47 +180,52 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         _ response: Response,
         for request: HTTPRequestHead,
         dispatch: RequestDispatcher.Dispatch,
-        start: ContinuousClock.Instant,
+        start: ContinuousClock.Instant?,
         forceClose: Bool = false,
         context: ChannelHandlerContext
     ) {
         let keepAlive = request.isKeepAlive && !self.inputClosed && !forceClose
-        var headers = response.headers
-        if response.stream == nil {
-            // The vault's own responses never carry these three (``Response`` leaves them to this handler), so they
-            // are appended without a search; a relayed (streamed) response may, and gets them replaced.
-            if response.status != .noContent {
-                headers.add(name: "Content-Length", value: String(response.body?.readableBytes ?? 0))
-            }
-            headers.add(name: "Cache-Control", value: "no-store")
+        let head: HTTPResponseHead
+        if let prepared = response.preparedHead, keepAlive, request.version == .http1_1 {
+            head = prepared
         } else {
-            headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
+            var headers: HTTPHeaders
+            if let prepared = response.preparedHead {
+                headers = prepared.headers
+            } else if response.stream == nil {
+                headers = response.framedHeaders
+            } else {
+                // A relayed (streamed) response may carry its own Cache-Control: it is replaced.
+                headers = response.headers
+                headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
+            }
+            if !keepAlive {
+                headers.replaceOrAdd(name: "Connection", value: "close")
+            } else if request.version == .http1_0 {
+                headers.replaceOrAdd(name: "Connection", value: "keep-alive")
+            }
+            let version: HTTPVersion = request.version == .http1_0 ? .http1_0 : .http1_1
+            head = HTTPResponseHead(version: version, status: response.status, headers: headers)
         }
-        if !keepAlive {
-            headers.replaceOrAdd(name: "Connection", value: "close")
-        } else if request.version == .http1_0 {
-            headers.replaceOrAdd(name: "Connection", value: "keep-alive")
-        }
-        let version: HTTPVersion = request.version == .http1_0 ? .http1_0 : .http1_1
         // Set before writing: writing `.end` lets the pipeline handler deliver a pipelined request re-entrantly.
         if !keepAlive {
             self.state = .closing
         } else if case .responding = self.state {
             self.state = .idle
         }
-        context.write(
-            self.wrapOutboundOut(.head(HTTPResponseHead(version: version, status: response.status, headers: headers))),
-            promise: nil
-        )
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         if let stream = response.stream {
             self.stream(stream, keepAlive: keepAlive, context: context)
         } else {
             if let body = response.body, body.readableBytes > 0 {
                 context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             }
-            let written = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
-            if !keepAlive {
-                written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            if keepAlive {
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            } else {
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                    context.close(promise: nil)
+                }
             }
         }
 
@@ -225,15 +235,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             status: response.status.code
         )
         guard self.logger.logLevel <= .debug else { return }
-        let elapsed = ContinuousClock.now - start
-        dispatch.logger.debug(
-            "request",
-            metadata: [
-                "http.route": "\(dispatch.route)", "http.status": "\(response.status.code)",
-                "http.duration_us":
-                    "\(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)",
-            ]
-        )
+        var metadata: Logger.Metadata = ["http.route": "\(dispatch.route)", "http.status": "\(response.status.code)"]
+        if let start {
+            let elapsed = ContinuousClock.now - start
+            metadata["http.duration_us"] =
+                "\(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)"
+        }
+        dispatch.logger.debug("request", metadata: metadata)
     }
 
     /// Writes a streamed body piece by piece, each write waiting for the previous one to be flushed (back-pressure

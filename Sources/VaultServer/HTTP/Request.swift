@@ -13,8 +13,8 @@ import Foundation
 
 /// One HTTP request, complete with its body, as a route sees it.
 public struct Request: Sendable {
-    /// An unguessable id for this request (16 hex digits), in every log line about it and in 500 answers.
-    public var id: String
+    /// An unguessable id for this request, in every log line about it and in 500 answers.
+    public var id: RequestID
     public var method: HTTPMethod
     /// The path without the query, exactly as sent (not percent-decoded).
     public var path: Substring
@@ -24,7 +24,7 @@ public struct Request: Sendable {
     /// Who sent it, from the connection's peer credentials.
     public var caller: Caller
     /// The `{name}` segments of the matched route.
-    public var parameters: [String: String]
+    public var parameters: PathParameters
     /// The body; empty when none was sent.
     public var body: RequestBody
     /// The connection's logger, with the peer's metadata; ``logger`` adds the request's.

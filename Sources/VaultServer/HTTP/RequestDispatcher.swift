@@ -1,7 +1,6 @@
 import Logging
 import NIOCore
 import NIOHTTP1
-import Synchronization
 import VaultAPI
 import VaultCore
 
@@ -48,7 +47,7 @@ public struct RequestDispatcher: Sendable {
     /// What the connection handler needs to finish a request: the outcome, and names for the log and metrics.
     struct Dispatch {
         var outcome: Outcome
-        var requestID: String
+        var requestID: RequestID
         /// The matched route's name, or a fixed word when none matched.
         var route: String
         /// The connection's logger (``logger`` adds the request's metadata).
@@ -68,7 +67,7 @@ public struct RequestDispatcher: Sendable {
 
     /// `connectionLogger` with `request.id` and, when there is one, `connection.id` (ids are checked before a route
     /// runs, so only valid ones get here).
-    static func requestLogger(_ connectionLogger: Logger, requestID: String, connectionID: String?) -> Logger {
+    static func requestLogger(_ connectionLogger: Logger, requestID: RequestID, connectionID: String?) -> Logger {
         var logger = connectionLogger
         logger[metadataKey: "request.id"] = "\(requestID)"
         if let connectionID { logger[metadataKey: "connection.id"] = "\(connectionID)" }
@@ -86,7 +85,7 @@ public struct RequestDispatcher: Sendable {
         logger connectionLogger: Logger,
         on eventLoop: any EventLoop
     ) -> Dispatch {
-        let requestID = Self.makeRequestID()
+        let requestID = RequestID.next()
         var routeName = "unmatched"
         var connectionID: String?
         func answer(_ outcome: Outcome) -> Dispatch {
@@ -108,7 +107,7 @@ public struct RequestDispatcher: Sendable {
             }
             let (path, query) = Self.split(head.uri)
             let route: Route
-            let parameters: [String: String]
+            let parameters: PathParameters
             switch self.router.match(method: head.method, path: path) {
             case .notFound:
                 throw HTTPError(
@@ -159,7 +158,9 @@ public struct RequestDispatcher: Sendable {
             }
         } catch {
             let logger = Self.requestLogger(connectionLogger, requestID: requestID, connectionID: connectionID)
-            return answer(.immediate(ErrorResponse.response(for: error, requestID: requestID, logger: logger)))
+            return answer(
+                .immediate(ErrorResponse.response(for: error, requestID: requestID.description, logger: logger))
+            )
         }
     }
 
@@ -175,7 +176,7 @@ public struct RequestDispatcher: Sendable {
             do {
                 return try await action(request)
             } catch {
-                return ErrorResponse.response(for: error, requestID: request.id, logger: request.logger)
+                return ErrorResponse.response(for: error, requestID: request.id.description, logger: request.logger)
             }
         }
         return Dispatch(
@@ -218,22 +219,4 @@ public struct RequestDispatcher: Sendable {
         }
         return (target[..<question], target[target.utf8.index(after: question)...])
     }
-
-    /// 16 hex digits: a per-process counter keyed-hashed under a random seed (`Hasher` is SipHash with a seed drawn
-    /// from the system's CSPRNG at start), so ids are unique and unguessable, and a request id in an answer says
-    /// nothing about others. Drawing from the CSPRNG itself would cost a `getrandom` system call per request.
-    static func makeRequestID() -> String {
-        var hasher = Hasher()
-        hasher.combine(Self.requestCounter.wrappingAdd(1, ordering: .relaxed).newValue)
-        let value = UInt64(bitPattern: Int64(hasher.finalize()))
-        return String(unsafeUninitializedCapacity: 16) { digits in
-            for position in 0..<16 {
-                let nibble = UInt8(truncatingIfNeeded: value >> (60 - 4 * UInt64(position))) & 0x0f
-                digits[position] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
-            }
-            return 16
-        }
-    }
-
-    private static let requestCounter = Atomic<UInt64>(0)
 }

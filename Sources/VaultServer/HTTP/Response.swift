@@ -17,11 +17,36 @@ public struct Response: Sendable {
     /// A body written as it arrives (the proxy's), instead of `body`: chunked unless `headers` has a
     /// `Content-Length`. An error while streaming closes the connection, the only way left to say the body is cut.
     public var stream: ResponseStream?
+    /// The complete head of a keep-alive HTTP/1.1 answer, for a response built once and sent many times (a cached
+    /// token's): the connection handler writes it as it is, instead of adding its own headers to a copy of `headers`.
+    /// Set by ``prepared()``.
+    private(set) var preparedHead: HTTPResponseHead?
 
     public init(status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) {
         self.status = status
         self.headers = headers
         self.body = body
+    }
+
+    /// `headers` with the ones the connection handler owns: `Content-Length` (but on 204) and
+    /// `Cache-Control: no-store`. Not for streamed responses.
+    var framedHeaders: HTTPHeaders {
+        // The vault's own responses never carry these two, so they are appended without a search.
+        var headers = self.headers
+        if self.status != .noContent {
+            headers.add(name: "Content-Length", value: String(self.body?.readableBytes ?? 0))
+        }
+        headers.add(name: "Cache-Control", value: "no-store")
+        return headers
+    }
+
+    /// This response with its head built now, to be sent many times: writing it then costs no header work and no
+    /// allocation for the head. Not for streamed responses.
+    public func prepared() -> Response {
+        precondition(self.stream == nil, "a streamed response cannot be prepared")
+        var prepared = self
+        prepared.preparedHead = HTTPResponseHead(version: .http1_1, status: self.status, headers: self.framedHeaders)
+        return prepared
     }
 
     /// `value` as `application/json`.

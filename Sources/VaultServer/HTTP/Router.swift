@@ -27,7 +27,8 @@ public enum BodyPolicy: Sendable, Equatable {
 /// kept as sent, joined by `/`).
 public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
     enum Segment: Sendable, Equatable {
-        case literal(String)
+        /// A fixed segment, as UTF-8: compared byte-wise (a path segment never needs canonical equivalence).
+        case literal([UInt8])
         case parameter(String)
         case remainder(String)
     }
@@ -47,7 +48,7 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
             if segment.hasPrefix("{") && segment.hasSuffix("}") {
                 return .parameter(String(segment.dropFirst().dropLast()))
             }
-            return .literal(String(segment))
+            return .literal(Array(segment.utf8))
         }
         precondition(
             !self.segments.dropLast().contains { if case .remainder = $0 { true } else { false } },
@@ -55,34 +56,92 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
         )
     }
 
-    /// The parameters when `path` (absolute, without its query) matches. Walks the path's UTF-8 once, without
-    /// splitting it into an array: this runs for every route tried on every request.
-    func match(_ path: Substring) -> [String: String]? {
-        let bytes = path.utf8
-        guard bytes.first == UInt8(ascii: "/") else { return nil }
-        var parameters: [String: String] = [:]
-        var start = bytes.index(after: bytes.startIndex)
+    /// The parameters when `path` (absolute, without its query, as UTF-8) matches. Walks the bytes once, without
+    /// splitting them: this runs for every route tried on every request.
+    func match(_ path: UnsafeBufferPointer<UInt8>) -> PathParameters? {
+        guard path.first == UInt8(ascii: "/") else { return nil }
+        var parameters = PathParameters()
+        var start = 1
         for position in self.segments.indices {
-            let end = bytes[start...].firstIndex(of: UInt8(ascii: "/")) ?? bytes.endIndex
-            let segment = path[start..<end]
+            var end = start
+            while end < path.count && path[end] != UInt8(ascii: "/") { end += 1 }
             switch self.segments[position] {
             case .remainder(let name):
                 // Everything after the '/' that ends the fixed part, kept as sent.
-                parameters[name] = String(path[start...])
+                parameters.append(name, Self.string(path, start..<path.count))
                 return parameters
             case .literal(let literal):
-                // Byte-wise: String equality would compare canonical equivalence, which a path segment never needs.
-                guard segment.utf8.elementsEqual(literal.utf8) else { return nil }
+                guard end - start == literal.count, path[start..<end].elementsEqual(literal) else { return nil }
             case .parameter(let name):
-                guard !segment.isEmpty else { return nil }
-                parameters[name] = String(segment)
+                guard end > start else { return nil }
+                parameters.append(name, Self.string(path, start..<end))
             }
-            if position == self.segments.count - 1 { return end == bytes.endIndex ? parameters : nil }
+            if position == self.segments.count - 1 { return end == path.count ? parameters : nil }
             // More pattern segments follow: the path must go on after a '/'.
-            guard end < bytes.endIndex else { return nil }
-            start = bytes.index(after: end)
+            guard end < path.count else { return nil }
+            start = end + 1
         }
         return parameters
+    }
+
+    /// The bytes in `range` of `path` as a string; they come from a `String`, so they are valid UTF-8 cut at '/'.
+    private static func string(_ path: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> String {
+        String(decoding: UnsafeBufferPointer(rebasing: path[range]), as: UTF8.self)
+    }
+}
+
+/// The `{name}` values of a matched route, as sent (not percent-decoded).
+///
+/// The vault's patterns have one or two parameters; those are held inline, so that matching a route allocates
+/// nothing for short values (a dictionary would allocate for every route tried that gets as far as its first
+/// parameter).
+public struct PathParameters: Sendable, Equatable, ExpressibleByDictionaryLiteral, CustomStringConvertible {
+    private var first: (name: String, value: String)?
+    private var second: (name: String, value: String)?
+    private var more: [(name: String, value: String)] = []
+
+    public init() {}
+
+    public init(dictionaryLiteral elements: (String, String)...) {
+        for (name, value) in elements { self.append(name, value) }
+    }
+
+    mutating func append(_ name: String, _ value: String) {
+        if self.first == nil {
+            self.first = (name, value)
+        } else if self.second == nil {
+            self.second = (name, value)
+        } else {
+            self.more.append((name, value))
+        }
+    }
+
+    /// The value of `{name}`, or nil when the route has no such parameter.
+    public subscript(name: String) -> String? {
+        if let first = self.first, first.name == name { return first.value }
+        if let second = self.second, second.name == name { return second.value }
+        return self.more.first { $0.name == name }?.value
+    }
+
+    /// Every parameter, in pattern order.
+    public var all: [(name: String, value: String)] {
+        [self.first, self.second].compactMap { $0 } + self.more
+    }
+
+    public var isEmpty: Bool { self.first == nil }
+
+    /// Equal when the same names have the same values, whatever their order.
+    public static func == (lhs: PathParameters, rhs: PathParameters) -> Bool {
+        let left = lhs.all
+        let right = rhs.all
+        return left.count == right.count
+            && left.allSatisfy { parameter in
+                right.contains { $0.name == parameter.name && $0.value == parameter.value }
+            }
+    }
+
+    public var description: String {
+        "[" + self.all.map { "\($0.name): \($0.value)" }.joined(separator: ", ") + "]"
     }
 }
 
@@ -108,7 +167,7 @@ public final class Route: Sendable {
 
 /// The outcome of looking a request up in a ``Router``.
 public enum RouteMatch: Sendable {
-    case matched(Route, parameters: [String: String])
+    case matched(Route, parameters: PathParameters)
     /// The path exists, but not with this method; `allowed` lists the methods it has.
     case methodNotAllowed(allowed: [HTTPMethod])
     case notFound
@@ -134,10 +193,19 @@ public struct Router: Sendable {
 
     /// The route for `method` and `path` (without its query).
     public func match(method: HTTPMethod, path: Substring) -> RouteMatch {
-        guard path.utf8.first == UInt8(ascii: "/") else { return .notFound }
+        if let match = path.utf8.withContiguousStorageIfAvailable({ self.match(method: method, bytes: $0) }) {
+            return match
+        }
+        // Only a bridged or lazily decoded string lacks contiguous UTF-8; a copy has it.
+        var copy = String(path)
+        return copy.withUTF8 { self.match(method: method, bytes: $0) }
+    }
+
+    private func match(method: HTTPMethod, bytes: UnsafeBufferPointer<UInt8>) -> RouteMatch {
+        guard bytes.first == UInt8(ascii: "/") else { return .notFound }
         var allowed: [HTTPMethod] = []
         for route in self.routes {
-            guard let parameters = route.pattern.match(path) else { continue }
+            guard let parameters = route.pattern.match(bytes) else { continue }
             if route.method == method { return .matched(route, parameters: parameters) }
             allowed.append(route.method)
         }

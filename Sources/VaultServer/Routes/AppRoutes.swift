@@ -13,13 +13,13 @@ public enum AppRoutes {
     }
 }
 
-/// `GET /v1/health` on both sockets: answered on the event loop, from a body encoded once.
+/// `GET /v1/health` on both sockets: answered on the event loop, from a body encoded and a head built once.
 enum HealthRoute {
     static let route = Route(.GET, Routes.health, .sync { _ in Self.response })
 
     static let response: Response = {
         do {
-            return try Response.json(HealthView(status: "ok"))
+            return try Response.json(HealthView(status: "ok")).prepared()
         } catch {
             preconditionFailure("encoding a constant cannot fail: \(error)")
         }

@@ -90,14 +90,29 @@ public struct BrokerRoutes: Sendable {
         return Int(try query.integer("min_ttl", in: 0...86_400) ?? 0)
     }
 
+    /// The answer for `prepared` at `now`: rendered once per second of `expires_in` (body and head, see
+    /// ``Response/prepared()``) and shared by every request in that second.
     static func tokenResponse(_ prepared: PreparedTokenResponse, at now: ContinuousClock.Instant = .now) -> Response {
-        let expiresIn = String(prepared.expiresIn(at: now))
+        let expiresIn = prepared.expiresIn(at: now)
+        return prepared.rendering(expiresIn: expiresIn) {
+            RenderedTokenResponse(response: Self.render(prepared, expiresIn: expiresIn))
+        }.response
+    }
+
+    static func render(_ prepared: PreparedTokenResponse, expiresIn: Int) -> Response {
+        let number = String(expiresIn)
         var body = ByteBuffer()
-        body.reserveCapacity(prepared.prefix.count + expiresIn.utf8.count + prepared.suffix.count)
+        body.reserveCapacity(prepared.prefix.count + number.utf8.count + prepared.suffix.count)
         body.writeBytes(prepared.prefix)
-        body.writeString(expiresIn)
+        body.writeString(number)
         body.writeBytes(prepared.suffix)
-        return Response(status: .ok, headers: Self.jsonHeaders, body: body)
+        return Response(status: .ok, headers: Self.jsonHeaders, body: body).prepared()
+    }
+
+    /// A rendered token answer, kept by its ``PreparedTokenResponse`` for the second it is valid in.
+    final class RenderedTokenResponse: Sendable {
+        let response: Response
+        init(response: Response) { self.response = response }
     }
 
     static let jsonHeaders: HTTPHeaders = ["Content-Type": "application/json"]
