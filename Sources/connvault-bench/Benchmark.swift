@@ -24,7 +24,8 @@ final class Benchmark {
         self.report.say(
             "load: HTTP/1.1 keep-alive over a Unix socket, \(TextTable.fixed(self.configuration.warmUpSeconds, 1)) s "
                 + "warm-up, \(TextTable.fixed(self.configuration.durationSeconds, 1)) s measured per case, "
-                + "\(self.configuration.rounds) round(s) with the servers taking turns; "
+                + "\(self.configuration.rounds) round(s) with the servers taking turns (each round starting with the "
+                + "next); "
                 + "1 connection pinned with the server to CPU \(pinned), more connections unpinned (CPUs \(unpinned))"
         )
 
@@ -103,7 +104,10 @@ final class Benchmark {
             self.start(&servers) { vault.daemon }
         }
         for round in 1...self.configuration.rounds {
-            for server in servers {
+            // Each round starts with the next server, so that no server is always measured first (or always right
+            // after the same one) when the machine's load changes over minutes.
+            let start = (round - 1) % max(servers.count, 1)
+            for server in servers[start...] + servers[..<start] {
                 self.measure(server, round: round, generator: generator, pinned: pinned, unpinned: unpinned)
             }
         }

@@ -25,7 +25,7 @@ struct ConnvaultBench: AsyncParsableCommand {
     var duration: Double = 5
 
     @Option(help: "Rounds: every server is measured once per round, in turn; the summary gives medians.")
-    var rounds: Int = 3
+    var rounds: Int = 5
 
     @Option(name: .customLong("connections"), help: "Connection counts to measure (repeatable; 1 runs pinned).")
     var connectionCounts: [Int] = [1, 16]

@@ -150,6 +150,11 @@ struct RouterTests {
         #expect(RequestDispatcher.split("/v1/audit") == ("/v1/audit", ""))
         #expect(RequestDispatcher.split("/v1/audit?") == ("/v1/audit", ""))
         #expect(RequestDispatcher.split("/v1/health#x") == ("/v1/health", ""))
+        #expect(RequestDispatcher.split("/a?b=1#c?d") == ("/a", "b=1"))
+        #expect(RequestDispatcher.split("/a#b?c") == ("/a", ""))
+        #expect(RequestDispatcher.split("/a?b?c") == ("/a", "b?c"))
+        #expect(RequestDispatcher.split("/ä/ö?ü=é") == ("/ä/ö", "ü=é"))
+        #expect(RequestDispatcher.split("") == ("", ""))
     }
 
     @Test("application/json with parameters and any case is JSON; nothing else is")

@@ -211,12 +211,27 @@ public struct RequestDispatcher: Sendable {
     /// The request target split into path and query. Only origin-form targets (`/path?query`) can match a route:
     /// clients of a Unix socket have no reason to send any other form.
     static func split(_ uri: String) -> (path: Substring, query: Substring) {
-        // Scanned as UTF-8 code units: '#' and '?' are ASCII, and a Character walk would cost grapheme breaking.
-        var target = Substring(uri)
-        if let fragment = target.utf8.firstIndex(of: UInt8(ascii: "#")) { target = target[..<fragment] }
-        guard let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) else {
-            return (target, target[target.endIndex...])
+        // Scanned as UTF-8 code units, once: '#' and '?' are ASCII, and a Character walk would cost grapheme breaking.
+        let found = uri.utf8.withContiguousStorageIfAvailable { bytes -> (question: Int?, end: Int) in
+            var question: Int?
+            for offset in bytes.indices {
+                switch bytes[offset] {
+                case UInt8(ascii: "#"): return (question, offset)
+                case UInt8(ascii: "?") where question == nil: question = offset
+                default: break
+                }
+            }
+            return (question, bytes.count)
         }
-        return (target[..<question], target[target.utf8.index(after: question)...])
+        guard let (question, end) = found else {
+            // Only a bridged string lacks contiguous UTF-8; a copy has it.
+            return Self.split(String(decoding: Array(uri.utf8), as: UTF8.self))
+        }
+        let utf8 = uri.utf8
+        let target = Substring(uri)
+        let endIndex = utf8.index(utf8.startIndex, offsetBy: end)
+        guard let question else { return (target[..<endIndex], target[endIndex..<endIndex]) }
+        let questionIndex = utf8.index(utf8.startIndex, offsetBy: question)
+        return (target[..<questionIndex], target[utf8.index(after: questionIndex)..<endIndex])
     }
 }
