@@ -93,20 +93,8 @@ extension Vault {
             let settings = request.settings.applied(to: try Self.settings(record))
             try Self.validate(settings, for: provider)
             let newValues = try Self.secretValues(request.secrets, provider: provider)
-            let previous = try tx.secrets(of: id)
-            var values = try self.openSecrets(tx, record)
-            values.merge(newValues) { _, new in new }
-            record.revision += 1
+            try self.sealNextRevision(tx, &record, replacing: newValues)
             record.settingsJSON = try Self.settingsJSON(settings)
-            record.updatedAt = Timestamp.now()
-            try self.sealRevision(
-                tx,
-                id: id,
-                revision: record.revision,
-                values: values,
-                previous: previous,
-                changed: Set(newValues.keys)
-            )
             if let grants { try tx.replaceGrants(of: id, with: Self.grantRecords(grants)) }
             try tx.updateConnection(record)
             var changes: [String] = []
@@ -143,22 +131,10 @@ extension Vault {
             guard case .changed(let state) = try Lifecycle.transition(from: try Self.state(record), .reset) else {
                 throw VaultError(.internalError, "reset did not change the state")
             }
-            let previous = try tx.secrets(of: id)
-            var values = try self.openSecrets(tx, record)
-            values.merge(newValues) { _, new in new }
-            record.revision += 1
+            try self.sealNextRevision(tx, &record, replacing: newValues)
             record.state = state.rawValue
             record.lastError = nil
             record.disabledReason = nil
-            record.updatedAt = Timestamp.now()
-            try self.sealRevision(
-                tx,
-                id: id,
-                revision: record.revision,
-                values: values,
-                previous: previous,
-                changed: Set(newValues.keys)
-            )
             try tx.updateConnection(record)
             try tx.appendAudit(
                 Self.auditEntry(

@@ -75,6 +75,29 @@ extension Vault {
         return values
     }
 
+    /// Makes `record` its next revision (an edit, a reset): every secret is opened and sealed again under a new data
+    /// key, with `newValues` replacing the fields they name; `revision` and `updatedAt` move on. The caller stores
+    /// `record`, in the same transaction.
+    func sealNextRevision(
+        _ tx: StoreTransaction,
+        _ record: inout ConnectionRecord,
+        replacing newValues: SecretValues
+    ) throws {
+        let previous = try tx.secrets(of: record.id)
+        var values = try self.openSecrets(tx, record)
+        values.merge(newValues) { _, new in new }
+        record.revision += 1
+        record.updatedAt = Timestamp.now()
+        try self.sealRevision(
+            tx,
+            id: record.id,
+            revision: record.revision,
+            values: values,
+            previous: previous,
+            changed: Set(newValues.keys)
+        )
+    }
+
     /// Seals `values` as revision `revision` under a fresh data key (fresh nonces too) and stores them, replacing
     /// the previous revision's data key and ciphertexts. Fingerprints and `updated_at` carry over for values that
     /// did not change. Runs inside a store write transaction.
