@@ -65,33 +65,14 @@ enum Sodium {
         let a = ad.baseAddress?.assumingMemoryBound(to: UInt8.self)
         let n = nonce.baseAddress!.assumingMemoryBound(to: UInt8.self)
         let k = key.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        switch algorithm {
-        case .aes256gcm:
-            guard Self.aes256gcmAvailable else { return false }
-            return crypto_aead_aes256gcm_encrypt(
-                out,
-                &outLength,
-                m,
-                UInt64(message.count),
-                a,
-                UInt64(ad.count),
-                nil,
-                n,
-                k
-            ) == 0
-        case .xchacha20poly1305:
-            return crypto_aead_xchacha20poly1305_ietf_encrypt(
-                out,
-                &outLength,
-                m,
-                UInt64(message.count),
-                a,
-                UInt64(ad.count),
-                nil,
-                n,
-                k
-            ) == 0
-        }
+        // The two constructions take the same arguments; only the function differs.
+        if case .aes256gcm = algorithm, !Self.aes256gcmAvailable { return false }
+        let encrypt =
+            switch algorithm {
+            case .aes256gcm: crypto_aead_aes256gcm_encrypt
+            case .xchacha20poly1305: crypto_aead_xchacha20poly1305_ietf_encrypt
+            }
+        return encrypt(out, &outLength, m, UInt64(message.count), a, UInt64(ad.count), nil, n, k) == 0
     }
 
     /// Decrypts and authenticates `ciphertext` (message + tag) into `out`. Returns false when it does not verify.
@@ -109,33 +90,13 @@ enum Sodium {
         let a = ad.baseAddress?.assumingMemoryBound(to: UInt8.self)
         let n = nonce.baseAddress!.assumingMemoryBound(to: UInt8.self)
         let k = key.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        switch algorithm {
-        case .aes256gcm:
-            guard Self.aes256gcmAvailable else { return false }
-            return crypto_aead_aes256gcm_decrypt(
-                out,
-                &outLength,
-                nil,
-                c,
-                UInt64(ciphertext.count),
-                a,
-                UInt64(ad.count),
-                n,
-                k
-            ) == 0
-        case .xchacha20poly1305:
-            return crypto_aead_xchacha20poly1305_ietf_decrypt(
-                out,
-                &outLength,
-                nil,
-                c,
-                UInt64(ciphertext.count),
-                a,
-                UInt64(ad.count),
-                n,
-                k
-            ) == 0
-        }
+        if case .aes256gcm = algorithm, !Self.aes256gcmAvailable { return false }
+        let decrypt =
+            switch algorithm {
+            case .aes256gcm: crypto_aead_aes256gcm_decrypt
+            case .xchacha20poly1305: crypto_aead_xchacha20poly1305_ietf_decrypt
+            }
+        return decrypt(out, &outLength, nil, c, UInt64(ciphertext.count), a, UInt64(ad.count), n, k) == 0
     }
 
     // MARK: - Hashing and key derivation
