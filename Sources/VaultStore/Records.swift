@@ -113,52 +113,29 @@ public struct MasterKeyRecord: Sendable, Equatable {
     }
 }
 
-/// One row of the audit trail, hash-chained to the one before.
+/// One row of the audit trail, hash-chained to the one before: an ``NewAuditEntry`` as the store numbered and chained
+/// it. The entry's fields read as the record's own (`record.action`).
+@dynamicMemberLookup
 public struct AuditRecord: Sendable, Equatable {
     public var seq: Int64
-    public var time: String
-    public var actorUID: Int64
-    public var actorPID: Int64
-    public var actorComm: String
-    public var actorUnit: String?
-    public var action: String
-    public var connectionID: String?
-    public var outcome: String
-    public var detail: String
+    public var entry: NewAuditEntry
     public var prevHash: [UInt8]
     public var hash: [UInt8]
 
-    public init(
-        seq: Int64,
-        time: String,
-        actorUID: Int64,
-        actorPID: Int64,
-        actorComm: String,
-        actorUnit: String?,
-        action: String,
-        connectionID: String?,
-        outcome: String,
-        detail: String,
-        prevHash: [UInt8],
-        hash: [UInt8]
-    ) {
+    public init(seq: Int64, entry: NewAuditEntry, prevHash: [UInt8], hash: [UInt8]) {
         self.seq = seq
-        self.time = time
-        self.actorUID = actorUID
-        self.actorPID = actorPID
-        self.actorComm = actorComm
-        self.actorUnit = actorUnit
-        self.action = action
-        self.connectionID = connectionID
-        self.outcome = outcome
-        self.detail = detail
+        self.entry = entry
         self.prevHash = prevHash
         self.hash = hash
+    }
+
+    public subscript<Value>(dynamicMember field: KeyPath<NewAuditEntry, Value>) -> Value {
+        self.entry[keyPath: field]
     }
 }
 
 /// An audit row before the store numbers and chains it.
-public struct NewAuditEntry: Sendable {
+public struct NewAuditEntry: Sendable, Equatable {
     public var time: String
     public var actorUID: Int64
     public var actorPID: Int64

@@ -179,20 +179,7 @@ public struct StoreTransaction {
         let last = try Row.fetchOne(self.db, sql: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         let seq: Int64 = (last?["seq"] ?? 0) + 1
         let prevHash = last.map { Self.bytes($0["hash"]) } ?? [UInt8](repeating: 0, count: 32)
-        var record = AuditRecord(
-            seq: seq,
-            time: entry.time,
-            actorUID: entry.actorUID,
-            actorPID: entry.actorPID,
-            actorComm: entry.actorComm,
-            actorUnit: entry.actorUnit,
-            action: entry.action,
-            connectionID: entry.connectionID,
-            outcome: entry.outcome,
-            detail: entry.detail,
-            prevHash: prevHash,
-            hash: []
-        )
+        var record = AuditRecord(seq: seq, entry: entry, prevHash: prevHash, hash: [])
         record.hash = self.chainHash(prevHash + Self.canonical(record))
         try self.db.execute(
             sql: """
@@ -299,15 +286,17 @@ public struct StoreTransaction {
     static func audit(_ row: Row) -> AuditRecord {
         AuditRecord(
             seq: row["seq"],
-            time: row["time"],
-            actorUID: row["actor_uid"],
-            actorPID: row["actor_pid"],
-            actorComm: row["actor_comm"],
-            actorUnit: row["actor_unit"],
-            action: row["action"],
-            connectionID: row["connection_id"],
-            outcome: row["outcome"],
-            detail: row["detail"],
+            entry: NewAuditEntry(
+                time: row["time"],
+                actorUID: row["actor_uid"],
+                actorPID: row["actor_pid"],
+                actorComm: row["actor_comm"],
+                actorUnit: row["actor_unit"],
+                action: row["action"],
+                connectionID: row["connection_id"],
+                outcome: row["outcome"],
+                detail: row["detail"]
+            ),
             prevHash: Self.bytes(row["prev_hash"]),
             hash: Self.bytes(row["hash"])
         )
