@@ -158,6 +158,21 @@ struct HTTPConnectionHandlerTests {
         _ = try? kept.finish()
     }
 
+    @Test("a prepared response that is changed afterwards loses its prepared head, and is framed anew")
+    func preparedThenChanged() throws {
+        var response = Self.prepared
+        #expect(response.preparedHead != nil)
+        response.body = ByteBuffer(string: #"{"status":"changed"}"#)
+        #expect(response.preparedHead == nil)
+        #expect(response.framedHeaders["Content-Length"] == ["20"])
+        var status = Self.prepared
+        status.status = .accepted
+        #expect(status.preparedHead == nil)
+        var headers = Self.prepared
+        headers.headers.add(name: "X-Extra", value: "1")
+        #expect(headers.preparedHead == nil)
+    }
+
     @Test("the peer's half-close ends the connection after the answer")
     func halfClose() throws {
         let channel = try self.makeChannel()

@@ -7,8 +7,9 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// A token response body prepared once per cached token, so that serving it costs two copies and one integer:
-/// only `expires_in` changes between requests. Members are in sorted order, like every other JSON the vault writes.
+/// A token response body prepared once per cached token: only `expires_in` changes between requests, and it changes
+/// once a second, so the server renders the answer once per second (``rendering(expiresIn:_:)``) and shares it.
+/// Members are in sorted order, like every other JSON the vault writes.
 ///
 /// A class, and immutable but for ``rendering(expiresIn:_:)``'s memo: it is handed out on every cached token request,
 /// and passing it then costs one reference count.

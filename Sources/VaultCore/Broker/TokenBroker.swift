@@ -180,7 +180,8 @@ public final class TokenBroker: Sendable {
 
     static let forbidden = VaultError(.forbidden, "no such connection, or it is not granted to you")
 
-    /// Why `caller` may not have a token of `entry` now (or, with `allowRecruiting`, use it through the proxy), or nil.
+    /// Why `caller` may not have a token of the connection `snapshot` describes now (or, with `allowRecruiting`, use
+    /// it through the proxy), or nil. `grantedGIDs` are the gids of the groups its grants name.
     static func refusal(
         _ snapshot: ConnectionSnapshot,
         grantedGIDs: Set<UInt32>,

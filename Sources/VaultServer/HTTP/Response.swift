@@ -11,15 +11,16 @@ import Foundation
 /// An HTTP response before it is written. The connection handler adds `Content-Length`, `Cache-Control: no-store`
 /// and `Connection` when it writes it; a response with a `body` must not set them itself.
 public struct Response: Sendable {
-    public var status: HTTPResponseStatus
-    public var headers: HTTPHeaders
-    public var body: ByteBuffer?
+    // A change to any part drops a prepared head, so that it never describes another response.
+    public var status: HTTPResponseStatus { didSet { self.preparedHead = nil } }
+    public var headers: HTTPHeaders { didSet { self.preparedHead = nil } }
+    public var body: ByteBuffer? { didSet { self.preparedHead = nil } }
     /// A body written as it arrives (the proxy's), instead of `body`: chunked unless `headers` has a
     /// `Content-Length`. An error while streaming closes the connection, the only way left to say the body is cut.
-    public var stream: ResponseStream?
+    public var stream: ResponseStream? { didSet { self.preparedHead = nil } }
     /// The complete head of a keep-alive HTTP/1.1 answer, for a response built once and sent many times (a cached
     /// token's): the connection handler writes it as it is, instead of adding its own headers to a copy of `headers`.
-    /// Set by ``prepared()``.
+    /// Set by ``prepared()``; dropped when any part of the response changes afterwards.
     private(set) var preparedHead: HTTPResponseHead?
 
     public init(status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) {
