@@ -5,7 +5,7 @@ import VaultAPI
 public struct VaultError: Error, Sendable, CustomStringConvertible, Equatable {
     public var code: ProblemCode
     public var message: String
-    /// The underlying error's description, for logs only; already free of secrets by construction.
+    /// The underlying error's text, for logs only; free of credentials by construction.
     public var cause: String?
     /// Seconds after which a retry may succeed (`Retry-After` on 503 `upstream_unavailable`).
     public var retryAfter: Int?

@@ -1,4 +1,4 @@
-/// An error from the crypto layer. The description names what failed and why, never a key or a secret.
+/// An error from the crypto layer. Its text names what failed and why, never key material or a credential.
 public struct VaultCryptoError: Error, Sendable, CustomStringConvertible, Equatable {
     /// What went wrong, stable for callers to switch on.
     public struct Code: Hashable, Sendable, CustomStringConvertible {

@@ -47,7 +47,7 @@ public enum ErrorResponse {
     /// The response for `error`, raised while handling request `requestID`.
     ///
     /// Errors of the vault and of this layer carry messages that are free of secrets by construction and are passed
-    /// on. Anything else is a bug: it is logged (its description names no secret either) and answered with a generic
+    /// on. Anything else is a bug: it is logged (its text names no credential either) and answered with a generic
     /// 500 that names the request, so that an admin can find the log line.
     public static func response(for error: any Error, requestID: String, logger: Logger) -> Response {
         let (code, detail, headers) = Self.classify(error, requestID: requestID)
