@@ -212,7 +212,9 @@ public struct RequestDispatcher: Sendable {
     /// clients of a Unix socket have no reason to send any other form.
     static func split(_ uri: String) -> (path: Substring, query: Substring) {
         // Scanned as UTF-8 code units, once: '#' and '?' are ASCII, and a Character walk would cost grapheme breaking.
-        let found = uri.utf8.withContiguousStorageIfAvailable { bytes -> (question: Int?, end: Int) in
+        // `withUTF8` hands out the bytes in place (it copies only a string that has no contiguous UTF-8).
+        var scanned = uri
+        let (question, end) = scanned.withUTF8 { bytes -> (question: Int?, end: Int) in
             var question: Int?
             for offset in bytes.indices {
                 switch bytes[offset] {
@@ -222,10 +224,6 @@ public struct RequestDispatcher: Sendable {
                 }
             }
             return (question, bytes.count)
-        }
-        guard let (question, end) = found else {
-            // Only a bridged string lacks contiguous UTF-8; a copy has it.
-            return Self.split(String(decoding: Array(uri.utf8), as: UTF8.self))
         }
         let utf8 = uri.utf8
         let target = Substring(uri)

@@ -128,8 +128,6 @@ public struct PathParameters: Sendable, Equatable, ExpressibleByDictionaryLitera
         [self.first, self.second].compactMap { $0 } + self.more
     }
 
-    public var isEmpty: Bool { self.first == nil }
-
     /// Equal when the same names have the same values, whatever their order.
     public static func == (lhs: PathParameters, rhs: PathParameters) -> Bool {
         let left = lhs.all
@@ -193,12 +191,9 @@ public struct Router: Sendable {
 
     /// The route for `method` and `path` (without its query).
     public func match(method: HTTPMethod, path: Substring) -> RouteMatch {
-        if let match = path.utf8.withContiguousStorageIfAvailable({ self.match(method: method, bytes: $0) }) {
-            return match
-        }
-        // Only a bridged or lazily decoded string lacks contiguous UTF-8; a copy has it.
-        var copy = String(path)
-        return copy.withUTF8 { self.match(method: method, bytes: $0) }
+        // `withUTF8` hands out the bytes in place (it copies only a string that has no contiguous UTF-8).
+        var path = path
+        return path.withUTF8 { self.match(method: method, bytes: $0) }
     }
 
     private func match(method: HTTPMethod, bytes: UnsafeBufferPointer<UInt8>) -> RouteMatch {
