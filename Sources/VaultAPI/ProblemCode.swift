@@ -13,6 +13,8 @@ public struct ProblemCode: RawRepresentable, Hashable, Codable, Sendable, Custom
     public static let invalidSetting = ProblemCode(rawValue: "invalid_setting")
     public static let missingSecret = ProblemCode(rawValue: "missing_secret")
     public static let invalidSecret = ProblemCode(rawValue: "invalid_secret")
+    /// An edit that changes where the secrets go (`api_base_url`) without giving them again.
+    public static let secretsRequired = ProblemCode(rawValue: "secrets_required")
     public static let invalidGrant = ProblemCode(rawValue: "invalid_grant")
     public static let payloadTooLarge = ProblemCode(rawValue: "payload_too_large")
     public static let notFound = ProblemCode(rawValue: "not_found")

@@ -1,7 +1,9 @@
 /// A secret as it arrives in (or leaves) a request body.
 ///
 /// The server copies it into locked `sodium_malloc` memory at once and the bytes here are zeroed when the last
-/// reference goes. JSON decoding passes the value through a transient `String` first; see docs/security.md.
+/// reference goes. The daemon never decodes one through `Decodable`: it takes secret members out of the raw body
+/// first (``ExtractedSecrets``), since `JSONDecoder` would make a `String` of the value, and Swift frees strings
+/// without zeroing them. `init(from:)` and `encode(to:)` (through a `String`) are for clients and tests.
 public final class SecretInput: Codable, @unchecked Sendable, CustomStringConvertible {
     // @unchecked Sendable: `bytes` is written in `init`, only read afterwards, and zeroed in `deinit`, when no other
     // reference can exist.
@@ -58,10 +60,15 @@ public struct SecretsInput: Codable, Sendable {
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(allowed: Set(SecretField.allCases.map(\.rawValue)))
         let container = try decoder.container(keyedBy: AnyCodingKey.self)
+        let extracted = decoder.userInfo[ExtractedSecrets.userInfoKey] as? ExtractedSecrets
+        let prefix = decoder.codingPath.map(\.stringValue)
         var values: [SecretField: SecretInput] = [:]
         for field in SecretField.allCases {
             let key = AnyCodingKey(stringValue: field.rawValue)
-            if let value = try container.decodeIfPresent(SecretInput.self, forKey: key) {
+            // A value taken out of the body before decoding; what is left in its place is blank.
+            if container.contains(key), let value = extracted?.value(at: prefix + [field.rawValue]) {
+                values[field] = value
+            } else if let value = try container.decodeIfPresent(SecretInput.self, forKey: key) {
                 values[field] = value
             }
         }
@@ -73,5 +80,22 @@ public struct SecretsInput: Codable, Sendable {
         for (field, value) in self.values.sorted(by: { $0.key < $1.key }) {
             try container.encode(value, forKey: AnyCodingKey(stringValue: field.rawValue))
         }
+    }
+}
+
+/// Secret members a server took out of a request body before decoding the rest, by their path (`client_secret`,
+/// `secrets.client_secret`). Passed to the decoder in `userInfo` under ``userInfoKey``; ``SecretsInput`` takes its
+/// values from here instead of decoding them.
+public final class ExtractedSecrets: Sendable {
+    public static let userInfoKey = CodingUserInfoKey(rawValue: "connvault.extracted-secrets")!
+
+    private let values: [String: SecretInput]
+
+    /// - Parameter values: The secrets, by member path joined with dots.
+    public init(_ values: [String: SecretInput]) { self.values = values }
+
+    /// The secret at `path` (member names from the top level), if one was extracted there.
+    public func value(at path: [String]) -> SecretInput? {
+        self.values[path.joined(separator: ".")]
     }
 }

@@ -11,6 +11,7 @@ extension Vault {
     public func create(_ request: CreateConnectionRequest, by actor: AuditActor) async throws -> ConnectionView {
         guard ConnectionID.isValid(request.id) else { throw Self.invalidID }
         try Self.validate(request.settings, for: request.provider)
+        try self.checkTransport(request.settings)
         let values = try Self.secretValues(request.secrets, provider: request.provider)
         for field in request.provider.requiredSecrets where values[field] == nil {
             throw VaultError(.missingSecret, "\(field.rawValue) is required for \(request.provider.rawValue)")
@@ -90,9 +91,14 @@ extension Vault {
         let (view, revision) = try await self.write { tx in
             guard var record = try tx.connection(id) else { throw VaultError.notFound(id) }
             let provider = try Self.provider(record)
-            let settings = request.settings.applied(to: try Self.settings(record))
+            let previous = try Self.settings(record)
+            let settings = request.settings.applied(to: previous)
             try Self.validate(settings, for: provider)
+            if request.settings.apiBaseURL != .keep { try self.checkTransport(settings) }
             let newValues = try Self.secretValues(request.secrets, provider: provider)
+            if settings.effectiveAPIBaseURL != previous.effectiveAPIBaseURL {
+                try Self.requireSecrets(newValues, provider: provider)
+            }
             try self.sealNextRevision(tx, &record, replacing: newValues)
             record.settingsJSON = try Self.settingsJSON(settings)
             if let grants { try tx.replaceGrants(of: id, with: Self.grantRecords(grants)) }
@@ -324,6 +330,29 @@ extension Vault {
     }
 
     static func fieldList(_ fields: some Sequence<SecretField>) -> String {
+    /// Refuses a plain `http://` API base unless the daemon runs with `--dev` or `--allow-insecure-upstream`.
+    func checkTransport(_ settings: ConnectionSettings) throws(VaultError) {
+        guard !self.configuration.allowInsecureUpstream, settings.effectiveAPIBaseURL.hasPrefix("http://") else {
+            return
+        }
+        throw VaultError(
+            .invalidSetting,
+            "api_base_url uses plain http://, which connvaultd accepts only with --dev or --allow-insecure-upstream"
+        )
+    }
+
+    /// Refuses an edit that sends the connection's credentials somewhere new without them: an admin sees secrets
+    /// only as fingerprints, and must not be able to redirect a secret they do not know to a listener of their own.
+    /// The provider cannot be edited at all, so the API base is the only destination an edit can change.
+    static func requireSecrets(_ values: SecretValues, provider: Provider) throws(VaultError) {
+        let missing = provider.requiredSecrets.filter { values[$0] == nil }
+        guard !missing.isEmpty else { return }
+        throw VaultError(
+            .secretsRequired,
+            "changing api_base_url needs the connection's secrets again: give \(Self.fieldList(provider.requiredSecrets)) with the edit"
+        )
+    }
+
         fields.map(\.rawValue).sorted().joined(separator: ",")
     }
 }

@@ -16,11 +16,20 @@ public struct VaultConfiguration: Sendable {
     public var keyFilePath: String
     /// Create the key file (and a new vault) when it does not exist: `--dev` and `--init` only.
     public var createKeyIfMissing: Bool
+    /// Accept plain `http://` API base URLs (to a loopback host): `--dev` and `--allow-insecure-upstream` only. A
+    /// secret sent over plain HTTP can be read by any local process that can listen on that port.
+    public var allowInsecureUpstream: Bool
 
-    public init(databasePath: String, keyFilePath: String, createKeyIfMissing: Bool = false) {
+    public init(
+        databasePath: String,
+        keyFilePath: String,
+        createKeyIfMissing: Bool = false,
+        allowInsecureUpstream: Bool = false
+    ) {
         self.databasePath = databasePath
         self.keyFilePath = keyFilePath
         self.createKeyIfMissing = createKeyIfMissing
+        self.allowInsecureUpstream = allowInsecureUpstream
     }
 }
 

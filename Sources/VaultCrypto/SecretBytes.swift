@@ -75,7 +75,16 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, Eq
             for index in bytes.indices.dropLast() where bytes[index] == 0xC2 {
                 if (0x80...0x9F).contains(bytes[index + 1]) { return false }
             }
-            return String(validating: bytes, as: UTF8.self) != nil
+            // Validated without building a `String`: that would be a copy of the secret in ordinary heap memory.
+            var parser = Unicode.UTF8.ForwardParser()
+            var iterator = bytes.makeIterator()
+            while true {
+                switch parser.parseScalar(from: &iterator) {
+                case .valid: continue
+                case .emptyInput: return true
+                case .error: return false
+                }
+            }
         }
     }
 

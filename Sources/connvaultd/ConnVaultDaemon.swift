@@ -72,6 +72,15 @@ struct ConnVaultDaemon: AsyncParsableCommand {
             throw ExitCode.failure
         }
     }
+    @Flag(
+        help: ArgumentHelp(
+            "Accept plain http:// API base URLs (loopback hosts only), for a local Personio stand-in; --dev implies it.",
+            discussion:
+                "Without it, connections must use https://: over plain HTTP any local process that can listen on the port reads the client secret."
+        )
+    )
+    var allowInsecureUpstream = false
+
 
     private func start(logger: Logger) async throws {
         try ProcessHardening.apply(logger: logger)
@@ -94,7 +103,8 @@ struct ConnVaultDaemon: AsyncParsableCommand {
             vault: VaultConfiguration(
                 databasePath: layout.databasePath,
                 keyFilePath: layout.keyFilePath,
-                createKeyIfMissing: layout.createKeyIfMissing
+                createKeyIfMissing: layout.createKeyIfMissing,
+                allowInsecureUpstream: self.dev || self.allowInsecureUpstream
             ),
             appSocketPath: layout.appSocketPath,
             adminSocketPath: layout.adminSocketPath,

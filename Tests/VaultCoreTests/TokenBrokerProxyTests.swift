@@ -324,7 +324,9 @@ struct TokenBrokerProxyTests {
         try await Setup.with { setup in
             var patch = SettingsPatch()
             patch.apiBaseURL = .set("http://127.0.0.1:1")
-            _ = try await setup.vault.edit("hiring", EditConnectionRequest(settings: patch), by: admin)
+            // A new API base needs the secret again.
+            let key = secrets([.recruitingToken: Self.recruitingKey])
+            _ = try await setup.vault.edit("hiring", EditConnectionRequest(settings: patch, secrets: key), by: admin)
             #expect(
                 await Self.code { _ = try await setup.get("hiring", "/v1/recruiting/applications") }
                     == .upstreamUnavailable

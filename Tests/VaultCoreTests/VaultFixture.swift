@@ -27,7 +27,9 @@ struct VaultFixture: Sendable {
         VaultConfiguration(
             databasePath: self.databasePath,
             keyFilePath: self.keyFilePath,
-            createKeyIfMissing: createKeyIfMissing
+            createKeyIfMissing: createKeyIfMissing,
+            // The Personio stand-in listens on plain http://127.0.0.1, as under `connvaultd --dev`.
+            allowInsecureUpstream: true
         )
     }
 

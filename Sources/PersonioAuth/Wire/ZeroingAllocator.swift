@@ -12,13 +12,13 @@ import Darwin
 /// A `ByteBufferAllocator` whose memory is zeroed before it goes back to the system: on free and on a move by
 /// reallocation.
 ///
-/// Request bodies that carry a client secret come from here. Zeroing on free does not depend on who drops the last
+/// Request bodies that carry a client secret come from here, and every buffer of an admin socket connection. Zeroing on free does not depend on who drops the last
 /// reference: the HTTP client may still hold the buffer for a moment after the response arrived (copy-on-write
 /// would then zero a copy, not the original), and on a time-out it releases it on its own event loop. NIO's custom
 /// allocator hooks are C function pointers without context, so each block carries its size in a 16-byte header
 /// (which also keeps the payload 16-byte aligned).
-enum ZeroingAllocator {
-    static let allocator = ByteBufferAllocator(
+package enum ZeroingAllocator {
+    package static let allocator = ByteBufferAllocator(
         allocate: { size in ZeroingAllocator.allocate(size) },
         reallocate: { pointer, oldSize, newSize in ZeroingAllocator.reallocate(pointer, oldSize, newSize) },
         deallocate: { pointer in ZeroingAllocator.deallocate(pointer) },
@@ -26,7 +26,7 @@ enum ZeroingAllocator {
     )
 
     /// Addresses of the blocks handed out and not yet freed, for tests to see that a secret-bearing buffer went
-    /// through `deallocate`. Only request bodies come from here, so the bookkeeping is cheap.
+    /// through `deallocate`. Only request bodies and admin connections use it, so the bookkeeping is cheap.
     static let liveBlocks = Mutex<Set<UInt>>([])
 
     private static let headerSize = 16

@@ -26,7 +26,7 @@ public enum ErrorResponse {
     public static func status(for code: ProblemCode) -> HTTPResponseStatus {
         switch code {
         case .badRequest, .invalidJSON, .unknownField, .invalidID, .invalidProvider, .invalidSetting, .missingSecret,
-            .invalidSecret, .invalidGrant:
+            .invalidSecret, .invalidGrant, .secretsRequired:
             .badRequest
         case .forbidden: .forbidden
         case .notFound: .notFound
@@ -97,6 +97,7 @@ public enum ErrorResponse {
         case .invalidSetting: "Invalid setting"
         case .missingSecret: "Missing secret"
         case .invalidSecret: "Invalid secret"
+        case .secretsRequired: "Secrets required"
         case .invalidGrant: "Invalid grant"
         case .alreadyExists: "Connection already exists"
         case .connectionDisabled: "Connection disabled"

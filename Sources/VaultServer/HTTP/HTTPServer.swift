@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import PersonioAuth
 import ServiceLifecycle
 import Synchronization
 import VaultCore
@@ -57,6 +58,12 @@ final class HTTPServer: Service, Sendable {
                 let dispatcher = listener.dispatcher
                 let channel = try await ServerBootstrap(group: group)
                     .childChannelOption(.allowRemoteHalfClosure, value: true)
+                    // Admin requests carry secrets: every buffer of such a connection (socket reads, the body, the
+                    // parser's) is zeroed when freed. The app socket keeps NIO's allocator (its hot path).
+                    .childChannelOption(
+                        .allocator,
+                        value: listener.dispatcher.zeroesFreedBuffers ? ZeroingAllocator.allocator : ByteBufferAllocator()
+                    )
                     .childChannelInitializer { channel in
                         Self.initializeConnection(channel, dispatcher: dispatcher, connections: connections)
                     }

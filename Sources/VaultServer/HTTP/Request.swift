@@ -44,13 +44,14 @@ public struct Request: Sendable {
 
     /// Decodes the JSON body as `T`.
     ///
-    /// - Parameter containsSecrets: When true the body's bytes are zeroed right after decoding (they are zeroed when
-    ///   the request ends in any case).
+    /// - Parameter containsSecrets: When true, secret members are taken out of the raw body and copied straight into
+    ///   ``SecretInput``s before the rest is decoded (``SecretFieldScanner``: no `String` ever holds a secret), and
+    ///   the body's bytes are zeroed right after decoding (they are zeroed when the request ends in any case).
     /// - Throws: ``RequestDecodingError`` when the body is not a valid `T`; the error boundary turns it into a 400
     ///   that names the member and the kind of problem, never the body's content.
     public func decode<T: Decodable & Sendable>(_ type: T.Type, containsSecrets: Bool = false) throws -> T {
         defer { if containsSecrets { self.body.zero() } }
-        return try self.body.decode(type)
+        return try self.body.decode(type, extractingSecrets: containsSecrets)
     }
 
     /// Decodes the JSON body as `T`, or returns nil when there is none.
@@ -98,20 +99,23 @@ public final class RequestBody: Sendable {
         self.buffer.withLock { Array($0.readableBytesView) }
     }
 
-    func decode<T: Decodable & Sendable>(_ type: T.Type) throws -> T {
+    func decode<T: Decodable & Sendable>(_ type: T.Type, extractingSecrets: Bool = false) throws -> T {
         try self.buffer.withLock { buffer in
-            try buffer.withUnsafeReadableBytes { bytes in
+            try buffer.withUnsafeMutableReadableBytes { bytes in
                 guard let base = bytes.baseAddress, bytes.count > 0 else {
                     throw RequestDecodingError.empty
                 }
-                // Decode straight from the buffer: a `Data` copy would be one more copy of a secret to zero.
-                let data = Data(
-                    bytesNoCopy: UnsafeMutableRawPointer(mutating: base),
-                    count: bytes.count,
-                    deallocator: .none
-                )
+                let decoder = VaultJSON.decoder()
                 do {
-                    return try VaultJSON.decoder().decode(type, from: data)
+                    if extractingSecrets {
+                        // Before the decoder sees the body: it would turn each secret into a `String`.
+                        decoder.userInfo[ExtractedSecrets.userInfoKey] = ExtractedSecrets(
+                            try SecretFieldScanner.extract(bytes)
+                        )
+                    }
+                    // Decode straight from the buffer: a `Data` copy would be one more copy to zero.
+                    let data = Data(bytesNoCopy: base, count: bytes.count, deallocator: .none)
+                    return try decoder.decode(type, from: data)
                 } catch let error as UnknownFieldError {
                     throw RequestDecodingError.unknownField(error)
                 } catch let error as DecodingError {

@@ -22,6 +22,10 @@ public struct RequestDispatcher: Sendable {
 
     public static let defaultBodyLimit = 64 * 1024
 
+    /// Whether this socket's connections allocate their buffers from the zeroing allocator: the admin socket's
+    /// requests carry secrets (create, edit, reset), and NIO frees read buffers without zeroing them.
+    var zeroesFreedBuffers: Bool { self.socket == "admin" }
+
     public init(
         socket: String,
         router: Router,

@@ -13,6 +13,9 @@ struct EditCommand: AsyncParsableCommand {
             --new-secret reads a new client secret (personio-v1/v2) or recruiting key (personio-recruiting); \
             --with-webhook-token reads a new webhook token, after it. They are read like `add` reads them: a \
             no-echo prompt on a terminal, else --secret-stdin or --secret-file, one line each.
+            Changing --api-base-url (or clearing it) changes where the secrets are sent, so it needs the \
+            connection's secrets again: give --new-secret, and for personio-v1/v2 also --client-id or the client \
+            id as the first line read (as `add` reads it).
             """
     )
 
@@ -73,7 +76,13 @@ struct EditCommand: AsyncParsableCommand {
             self.newSecret || !self.grants.isEmpty ? try await client.connection(self.id) : nil
 
         var requests: [SecretRequest] = []
-        if self.newSecret, let provider = current?.provider { requests.append(.primary(for: provider)) }
+        if self.newSecret, let provider = current?.provider {
+            // A new API base needs the whole credential again (the daemon refuses it otherwise), in add's order.
+            if patch.apiBaseURL != .keep && provider != .personioRecruiting && self.clientID == nil {
+                requests.append(.clientID)
+            }
+            requests.append(.primary(for: provider))
+        }
         if self.withWebhookToken { requests.append(.webhookToken) }
         var secrets = SecretsInput()
         if !requests.isEmpty {
