@@ -30,6 +30,11 @@ public struct ConnectionView: Codable, Sendable, Equatable {
     public var updatedAt: String
     public var lastError: String?
     public var disabledReason: String?
+    /// v1 only (no revoke endpoint): until when tokens already handed out for a previous state of the connection stay
+    /// valid at Personio; nil once that time has passed (DESIGN §11).
+    public var tokensValidUntil: String?
+    /// How many tokens handed out for a previous state still wait for revocation at Personio.
+    public var pendingRevocations: Int
 
     public init(
         id: String,
@@ -42,7 +47,9 @@ public struct ConnectionView: Codable, Sendable, Equatable {
         createdAt: String,
         updatedAt: String,
         lastError: String?,
-        disabledReason: String?
+        disabledReason: String?,
+        tokensValidUntil: String? = nil,
+        pendingRevocations: Int = 0
     ) {
         self.id = id
         self.provider = provider
@@ -55,6 +62,8 @@ public struct ConnectionView: Codable, Sendable, Equatable {
         self.updatedAt = updatedAt
         self.lastError = lastError
         self.disabledReason = disabledReason
+        self.tokensValidUntil = tokensValidUntil
+        self.pendingRevocations = pendingRevocations
     }
 
     enum CodingKeys: String, CodingKey {
@@ -63,6 +72,26 @@ public struct ConnectionView: Codable, Sendable, Equatable {
         case updatedAt = "updated_at"
         case lastError = "last_error"
         case disabledReason = "disabled_reason"
+        case tokensValidUntil = "tokens_valid_until"
+        case pendingRevocations = "pending_revocations"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.id = try container.decode(String.self, forKey: .id)
+        self.provider = try container.decode(Provider.self, forKey: .provider)
+        self.state = try container.decode(ConnectionState.self, forKey: .state)
+        self.revision = try container.decode(Int.self, forKey: .revision)
+        self.settings = try container.decode(ConnectionSettings.self, forKey: .settings)
+        self.secrets = try container.decode([String: SecretFieldView].self, forKey: .secrets)
+        self.grants = try container.decode(Grants.self, forKey: .grants)
+        self.createdAt = try container.decode(String.self, forKey: .createdAt)
+        self.updatedAt = try container.decode(String.self, forKey: .updatedAt)
+        self.lastError = try container.decodeIfPresent(String.self, forKey: .lastError)
+        self.disabledReason = try container.decodeIfPresent(String.self, forKey: .disabledReason)
+        // Added later: a daemon of an earlier version does not send them.
+        self.tokensValidUntil = try container.decodeIfPresent(String.self, forKey: .tokensValidUntil)
+        self.pendingRevocations = try container.decodeIfPresent(Int.self, forKey: .pendingRevocations) ?? 0
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -79,6 +108,43 @@ public struct ConnectionView: Codable, Sendable, Equatable {
         // Always present, null when unset: scripts can rely on the member.
         try container.encode(self.lastError, forKey: .lastError)
         try container.encode(self.disabledReason, forKey: .disabledReason)
+        try container.encode(self.tokensValidUntil, forKey: .tokensValidUntil)
+        try container.encode(self.pendingRevocations, forKey: .pendingRevocations)
+    }
+}
+
+/// A token handed out for a previous state of a connection that waits for revocation at Personio (`GET /v1/status`).
+public struct PendingRevocationView: Codable, Sendable, Equatable {
+    public var connection: String
+    public var revision: Int64
+    /// When the token expires at Personio; the revocation is given up then.
+    public var expiresAt: String
+    /// Failed attempts so far.
+    public var attempts: Int
+    public var lastError: String?
+    public var nextAttemptAt: String?
+
+    public init(
+        connection: String,
+        revision: Int64,
+        expiresAt: String,
+        attempts: Int,
+        lastError: String?,
+        nextAttemptAt: String?
+    ) {
+        self.connection = connection
+        self.revision = revision
+        self.expiresAt = expiresAt
+        self.attempts = attempts
+        self.lastError = lastError
+        self.nextAttemptAt = nextAttemptAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case connection, revision, attempts
+        case expiresAt = "expires_at"
+        case lastError = "last_error"
+        case nextAttemptAt = "next_attempt_at"
     }
 }
 
@@ -192,6 +258,11 @@ public struct StatusView: Codable, Sendable, Equatable {
     public var aead: String
     public var auditEntries: Int
     public var databaseBytes: Int64
+    /// Tokens handed out for a previous state of their connection that wait for revocation (DESIGN §11).
+    public var pendingRevocations: [PendingRevocationView]
+    /// v1 connections (by id, disconnected ones too) whose tokens handed out before a disable, reset, edit or
+    /// disconnect stay valid until the given time (v1 has no revoke endpoint).
+    public var tokensValidUntil: [String: String]
 
     public init(
         version: String,
@@ -204,7 +275,9 @@ public struct StatusView: Codable, Sendable, Equatable {
         masterKeyCreatedAt: String,
         aead: String,
         auditEntries: Int,
-        databaseBytes: Int64
+        databaseBytes: Int64,
+        pendingRevocations: [PendingRevocationView] = [],
+        tokensValidUntil: [String: String] = [:]
     ) {
         self.version = version
         self.pid = pid
@@ -217,6 +290,8 @@ public struct StatusView: Codable, Sendable, Equatable {
         self.aead = aead
         self.auditEntries = auditEntries
         self.databaseBytes = databaseBytes
+        self.pendingRevocations = pendingRevocations
+        self.tokensValidUntil = tokensValidUntil
     }
 
     enum CodingKeys: String, CodingKey {
@@ -228,6 +303,27 @@ public struct StatusView: Codable, Sendable, Equatable {
         case masterKeyCreatedAt = "master_key_created_at"
         case auditEntries = "audit_entries"
         case databaseBytes = "database_bytes"
+        case pendingRevocations = "pending_revocations"
+        case tokensValidUntil = "tokens_valid_until"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.version = try container.decode(String.self, forKey: .version)
+        self.pid = try container.decode(Int32.self, forKey: .pid)
+        self.uptimeSeconds = try container.decode(Int.self, forKey: .uptimeSeconds)
+        self.connections = try container.decode(Int.self, forKey: .connections)
+        self.byState = try container.decode([String: Int].self, forKey: .byState)
+        self.needsReset = try container.decode([String].self, forKey: .needsReset)
+        self.masterKeyID = try container.decode(Int64.self, forKey: .masterKeyID)
+        self.masterKeyCreatedAt = try container.decode(String.self, forKey: .masterKeyCreatedAt)
+        self.aead = try container.decode(String.self, forKey: .aead)
+        self.auditEntries = try container.decode(Int.self, forKey: .auditEntries)
+        self.databaseBytes = try container.decode(Int64.self, forKey: .databaseBytes)
+        // Added later: a daemon of an earlier version does not send them.
+        self.pendingRevocations =
+            try container.decodeIfPresent([PendingRevocationView].self, forKey: .pendingRevocations) ?? []
+        self.tokensValidUntil = try container.decodeIfPresent([String: String].self, forKey: .tokensValidUntil) ?? [:]
     }
 }
 

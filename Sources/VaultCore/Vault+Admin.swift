@@ -102,6 +102,7 @@ extension Vault {
             try self.sealNextRevision(tx, &record, replacing: newValues)
             record.settingsJSON = try Self.settingsJSON(settings)
             if let grants { try tx.replaceGrants(of: id, with: Self.grantRecords(grants)) }
+            try Self.withdrawIssuedTokens(tx, id)
             try tx.updateConnection(record)
             var changes: [String] = []
             if !request.settings.isEmpty { changes.append("settings") }
@@ -141,6 +142,7 @@ extension Vault {
             record.state = state.rawValue
             record.lastError = nil
             record.disabledReason = nil
+            try Self.withdrawIssuedTokens(tx, id)
             try tx.updateConnection(record)
             try tx.appendAudit(
                 Self.auditEntry(
@@ -201,6 +203,7 @@ extension Vault {
             record.state = state.rawValue
             record.lastError = error
             record.updatedAt = Timestamp.now()
+            try Self.withdrawIssuedTokens(tx, id)
             try tx.updateConnection(record)
             try tx.appendAudit(
                 Self.auditEntry(
@@ -247,6 +250,7 @@ extension Vault {
                 record.state = state.rawValue
                 record.updatedAt = Timestamp.now()
                 let detail = update(&record)
+                if state != .active { try Self.withdrawIssuedTokens(tx, id) }
                 try tx.updateConnection(record)
                 try tx.appendAudit(
                     Self.auditEntry(
@@ -269,6 +273,8 @@ extension Vault {
         guard ConnectionID.isValid(id) else { throw Self.invalidID }
         try await self.write { tx in
             guard let record = try tx.connection(id) else { throw VaultError.notFound(id) }
+            // The tokens outlive the connection until they are revoked (or, v1, expire).
+            try Self.withdrawIssuedTokens(tx, id)
             try tx.deleteConnection(id)
             try tx.appendAudit(
                 Self.auditEntry(

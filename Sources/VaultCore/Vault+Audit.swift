@@ -7,6 +7,12 @@ import VaultStore
 import Glibc
 #endif
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 extension Vault {
     /// Audit rows, oldest first, after `since`, optionally of one connection (also after it was disconnected).
     public func audit(connection: String?, since: Int64?, limit: Int) async throws -> [AuditEntry] {
@@ -31,12 +37,15 @@ extension Vault {
 
     /// Counts, key and database facts for `connvaultctl status`.
     public func status() async throws -> StatusView {
-        let (counts, needsReset, auditCount, key) = try await self.read { tx in
+        let now = Int64(Date().timeIntervalSince1970)
+        let (counts, needsReset, auditCount, key, pending, unrevocable) = try await self.read { tx in
             (
                 try tx.connectionCountsByState(),
                 try tx.connections().filter { $0.state == ConnectionState.needsReset.rawValue }.map(\.id),
                 try tx.auditCount(),
-                try tx.activeMasterKey()
+                try tx.activeMasterKey(),
+                try self.pendingRevocationViews(tx),
+                try self.unrevocableTokens(tx, now: now)
             )
         }
         var byState: [String: Int] = [:]
@@ -53,7 +62,9 @@ extension Vault {
             masterKeyCreatedAt: key?.createdAt ?? "",
             aead: AEADAlgorithm.preferred.description,
             auditEntries: auditCount,
-            databaseBytes: self.database.fileSize()
+            databaseBytes: self.database.fileSize(),
+            pendingRevocations: pending,
+            tokensValidUntil: unrevocable
         )
     }
 

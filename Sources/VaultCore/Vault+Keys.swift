@@ -81,12 +81,15 @@ extension Vault {
                     }
                     count += 1
                 }
+                // Tokens waiting for revocation must stay revocable under the new key (DESIGN §11).
+                let tokens = try self.rewrapIssuedTokens(tx, from: old, to: new)
                 try tx.appendAudit(
                     Self.auditEntry(
                         actor,
                         action: "key.rotate",
                         connection: nil,
                         detail: "master key \(old.id) -> \(new.id); \(count) data keys re-wrapped"
+                            + (tokens > 0 ? "; \(tokens) issued token keys re-wrapped" : "")
                     )
                 )
                 // The store runs one transaction at a time and nothing runs between this closure and its COMMIT,

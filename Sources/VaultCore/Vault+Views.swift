@@ -30,7 +30,11 @@ extension Vault {
             createdAt: record.createdAt,
             updatedAt: record.updatedAt,
             lastError: record.lastError,
-            disabledReason: record.disabledReason
+            disabledReason: record.disabledReason,
+            tokensValidUntil: try tx.unrevocableUntil(of: record.id, now: Int64(Date().timeIntervalSince1970)).map {
+                Timestamp.format(secondsSince1970: Double($0))
+            },
+            pendingRevocations: try tx.pendingRevocationCount(of: record.id)
         )
     }
 

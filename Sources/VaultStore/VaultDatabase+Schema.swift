@@ -75,6 +75,40 @@ extension VaultDatabase {
                     """
             )
         }
+        migrator.registerMigration("v2-issued-tokens") { db in
+            try db.execute(
+                sql: """
+                    -- What the daemon needs to revoke an access token it handed out (DESIGN §11), kept until the
+                    -- token is revoked or has expired. No foreign key to connections: a disconnect shreds the
+                    -- connection's secrets, but its tokens must still be revoked. The token is sealed under a data
+                    -- key of the row's own, wrapped by the master key (re-wrapped by a key rotation).
+                    -- state: issued (the connection is still in the state that obtained it), pending (to revoke),
+                    -- unrevocable (v1: no revoke endpoint; kept to say until when it stays valid).
+                    CREATE TABLE issued_tokens (
+                        id INTEGER PRIMARY KEY,
+                        connection_id TEXT NOT NULL,
+                        revision INTEGER NOT NULL,
+                        api TEXT NOT NULL CHECK (api IN ('v1', 'v2')),
+                        state TEXT NOT NULL CHECK (state IN ('issued', 'pending', 'unrevocable')),
+                        settings TEXT NOT NULL,
+                        expires_at INTEGER NOT NULL,
+                        key_id INTEGER NOT NULL REFERENCES master_keys(id),
+                        dek_alg INTEGER NOT NULL,
+                        dek_nonce BLOB NOT NULL,
+                        dek_wrapped BLOB NOT NULL,
+                        alg INTEGER NOT NULL,
+                        nonce BLOB NOT NULL,
+                        ciphertext BLOB NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        next_attempt_at REAL NOT NULL DEFAULT 0,
+                        last_error TEXT,
+                        created_at TEXT NOT NULL,
+                        withdrawn_at TEXT
+                    );
+                    CREATE INDEX issued_tokens_connection ON issued_tokens(connection_id, state);
+                    """
+            )
+        }
         return migrator
     }
 }

@@ -20,7 +20,10 @@ extension TokenBroker {
         }
         do {
             let issued = try await self.auth.exchange(Self.personioCredentials(credentials))
-            if snapshot.state == .active {
+            // The same stable token apps get: recorded before it may be cached, and revoked at once when the
+            // connection is not active (a verify of a disabled connection leaves no valid token behind).
+            let servable = await self.record(issued, for: snapshot, policy: self.policy(snapshot.provider)) == nil
+            if snapshot.state == .active, servable {
                 let token = Self.cachedToken(
                     issued,
                     revision: snapshot.revision,

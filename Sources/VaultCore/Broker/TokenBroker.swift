@@ -11,7 +11,10 @@ import VaultCrypto
 /// - Tokens are refreshed ahead of expiry by `run()` (about two thirds of their lifetime, with jitter).
 /// - After a failure: a cool-down, then capped exponential back-off, while a still-valid token keeps being served;
 ///   never more upstream calls per connection than Personio's limit.
-/// - A disable, reset, edit or disconnect drops the cached token at once and revokes it upstream (v2).
+/// - Every token obtained from Personio is recorded in the vault, sealed, before it is served; a disable, reset, edit,
+///   needs_reset or disconnect drops the cached token at once, and the revoker in `run()` revokes every token of the
+///   connection's previous state at Personio (v2), retrying with back-off until Personio accepts or the token expires,
+///   also across restarts (DESIGN §11).
 public final class TokenBroker: Sendable {
     let vault: Vault
     let auth: PersonioAuthClient
@@ -22,8 +25,14 @@ public final class TokenBroker: Sendable {
     let logger: Logger
     let policy: @Sendable (Provider) -> RefreshPolicy
     let entries: Mutex<[String: Entry]>
-    let revocations: AsyncStream<Revocation>
-    let revocationQueue: AsyncStream<Revocation>.Continuation
+    /// Retry rules of the revoker.
+    let revocationPolicy: RevocationPolicy
+    /// Set when the revoker has work to look for (a withdrawing change, a token that must not be served); the
+    /// revoker also looks at start-up, for rows left by an earlier run.
+    let revokerWake = Atomic<Bool>(true)
+    /// Revocation calls per connection while the broker holds no entry for it (with an entry they are counted in its
+    /// `TokenState`, against the same per-connection limit as token calls).
+    let revocationCalls: Mutex<[String: [ContinuousClock.Instant]]>
 
     /// What the broker knows of one connection. Lives in `entries` and is read and changed only under its lock.
     ///
@@ -60,24 +69,21 @@ public final class TokenBroker: Sendable {
         }
     }
 
-    struct Revocation: Sendable {
-        var token: String
-        var settings: ConnectionSettings
-    }
-
     /// - Parameters:
     ///   - vault: where credentials come from; the broker registers for its change notifications.
     ///   - auth: the Personio client.
     ///   - proxy: forwards proxied requests; by default one sharing `auth`'s HTTP client.
     ///   - proxyTimeout: how long a proxied request may wait for Personio's response head.
     ///   - policy: refresh and back-off rules per provider (tests shorten them).
+    ///   - revocationPolicy: the revoker's retry rules (tests shorten them).
     public init(
         vault: Vault,
         auth: PersonioAuthClient,
         proxy: PersonioProxy? = nil,
         proxyTimeout: Duration = PersonioProxy.defaultTimeout,
         logger: Logger,
-        policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider
+        policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider,
+        revocationPolicy: RevocationPolicy = RevocationPolicy()
     ) {
         self.vault = vault
         self.auth = auth
@@ -86,7 +92,8 @@ public final class TokenBroker: Sendable {
         self.logger = logger
         self.policy = policy
         self.entries = Mutex([:])
-        (self.revocations, self.revocationQueue) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1024))
+        self.revocationPolicy = revocationPolicy
+        self.revocationCalls = Mutex([:])
         vault.observeChanges { [weak self] change in self?.connectionChanged(change) }
     }
 
@@ -274,6 +281,7 @@ public final class TokenBroker: Sendable {
         let policy = self.policy(snapshot.provider)
         do {
             let issued = try await self.auth.exchange(Self.personioCredentials(credentials))
+            if let refusal = await self.record(issued, for: snapshot, policy: policy) { return .failure(refusal) }
             var token = Self.cachedToken(issued, revision: snapshot.revision, policy: policy)
             let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
             let stored = self.entries.withLock { entries -> Bool in
@@ -384,22 +392,18 @@ public final class TokenBroker: Sendable {
 
     // MARK: - Changes
 
-    /// Drops what the broker knows of a changed connection; queues an upstream revoke of its token (v2) when the
-    /// change withdraws the credentials.
+    /// Drops what the broker knows of a changed connection; wakes the revoker when the change withdrew its tokens
+    /// (the vault moved them to pending revocation in the change's own transaction).
     func connectionChanged(_ change: ConnectionChange) {
-        let dropped = self.entries.withLock { entries -> (CachedToken?, ConnectionSnapshot?) in
-            guard let entry = entries.removeValue(forKey: change.id) else { return (nil, nil) }
-            let token = entry.state.invalidate()
+        self.entries.withLock { entries in
+            guard let entry = entries.removeValue(forKey: change.id) else { return }
+            _ = entry.state.invalidate()
             for waiter in entry.waiters { waiter.resume() }
             entry.waiters = []
-            return (token, entry.snapshot)
         }
-        guard let token = dropped.0, let snapshot = dropped.1 else { return }
         switch change.kind {
         case .disabled, .reset, .disconnected, .edited, .needsReset:
-            if snapshot.provider == .personioV2 {
-                self.revocationQueue.yield(Revocation(token: token.accessToken, settings: snapshot.settings))
-            }
+            self.revokerWake.store(true, ordering: .releasing)
         case .created, .enabled, .grantsChanged:
             break
         }
@@ -410,33 +414,13 @@ public final class TokenBroker: Sendable {
     /// Revokes withdrawn tokens and refreshes tokens ahead of expiry until cancelled (run it in the service group).
     public func run() async {
         await withDiscardingTaskGroup { group in
-            group.addTask {
-                for await revocation in self.revocations {
-                    await self.revoke(revocation)
-                }
-            }
+            group.addTask { await self.runRevoker() }
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(500))
                     await self.refreshDue()
                 }
-                self.revocationQueue.finish()
             }
-        }
-    }
-
-    func revoke(_ revocation: Revocation) async {
-        do {
-            try await self.auth.revoke(
-                token: revocation.token,
-                api: .v2,
-                baseURL: revocation.settings.effectiveAPIBaseURL,
-                appID: revocation.settings.appID,
-                partnerID: revocation.settings.partnerID
-            )
-            self.logger.debug("token revoked upstream")
-        } catch {
-            self.logger.warning("token revoke failed", metadata: ["error": "\(error)"])
         }
     }
 

@@ -145,6 +145,14 @@ public struct TokenState: Sendable {
 
     // MARK: - Call accounting
 
+    /// Counts an upstream call that is not a token call (a revocation) against the limit, if the limit allows it.
+    public mutating func reserveCall(now: ContinuousClock.Instant, policy: RefreshPolicy) -> Bool {
+        guard self.underLimit(now: now, policy: policy) else { return false }
+        self.recentCalls.append(now)
+        if self.recentCalls.count > 256 { self.recentCalls.removeFirst(self.recentCalls.count - 256) }
+        return true
+    }
+
     private func mayCall(now: ContinuousClock.Instant, policy: RefreshPolicy) -> Bool {
         if let retryAt = self.retryAt, now < retryAt { return false }
         return self.underLimit(now: now, policy: policy)

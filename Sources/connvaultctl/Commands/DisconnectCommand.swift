@@ -45,6 +45,10 @@ struct DisconnectCommand: AsyncParsableCommand {
         try await client.disconnect(self.id)
         if !self.global.json {
             Console.output("\(TableFormatter.sanitize(self.id)): disconnected; its secrets are destroyed")
+            // Personio v1 cannot revoke the tokens already handed out: say until when they keep working.
+            if let until = try? await client.status().tokensValidUntil[self.id] {
+                Console.output(ViewRenderer.v1Validity(until))
+            }
         }
     }
 }

@@ -17,6 +17,10 @@ enum ViewRenderer {
         summary.append(["created", view.createdAt])
         summary.append(["updated", view.updatedAt])
         summary.append(["last error", view.lastError ?? Self.none])
+        if view.pendingRevocations > 0 {
+            summary.append(["pending revocations", "\(view.pendingRevocations) (tokens of a previous state)"])
+        }
+        if let until = view.tokensValidUntil { summary.append(["old v1 tokens", Self.v1Validity(until)]) }
         sections.append(summary.render())
 
         var settings = TableFormatter(indent: 2)
@@ -62,9 +66,17 @@ enum ViewRenderer {
         return table.render()
     }
 
-    /// One line after a state change: `acme: disabled (revision 4)`.
+    /// One line after a state change: `acme: disabled (revision 4)`, and a second for a v1 connection whose tokens
+    /// already handed out stay valid (v1 has no revocation).
     static func stateLine(_ view: ConnectionView) -> String {
-        "\(TableFormatter.sanitize(view.id)): \(view.state.rawValue) (revision \(view.revision))"
+        var line = "\(TableFormatter.sanitize(view.id)): \(view.state.rawValue) (revision \(view.revision))"
+        if let until = view.tokensValidUntil { line += "\n" + Self.v1Validity(until) }
+        return line
+    }
+
+    /// Personio v1 cannot revoke a token: say until when the ones already handed out keep working.
+    static func v1Validity(_ until: String) -> String {
+        "v1 tokens already handed out stay valid until \(TableFormatter.sanitize(until)) (Personio v1 cannot revoke them)"
     }
 
     // MARK: - Vault
@@ -109,7 +121,24 @@ enum ViewRenderer {
         table.append(["aead", status.aead])
         table.append(["audit entries", String(status.auditEntries)])
         table.append(["database", "\(status.databaseBytes) bytes"])
-        return table.render()
+        table.append(["pending revocations", String(status.pendingRevocations.count)])
+        var sections = [table.render()]
+        if !status.pendingRevocations.isEmpty {
+            var pending = TableFormatter(header: [
+                "CONNECTION", "REVISION", "EXPIRES", "ATTEMPTS", "NEXT", "LAST ERROR",
+            ])
+            for row in status.pendingRevocations {
+                pending.append([
+                    row.connection, String(row.revision), row.expiresAt, String(row.attempts),
+                    row.nextAttemptAt ?? Self.none, row.lastError ?? Self.none,
+                ])
+            }
+            sections.append("pending revocations\n" + pending.render())
+        }
+        for (connection, until) in status.tokensValidUntil.sorted(by: { $0.key < $1.key }) {
+            sections.append("\(TableFormatter.sanitize(connection)): " + Self.v1Validity(until))
+        }
+        return sections.joined(separator: "\n")
     }
 
     static func keyRotation(_ result: KeyRotationResult) -> String {

@@ -1,0 +1,194 @@
+import Logging
+import PersonioAuth
+import Synchronization
+import VaultAPI
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The revoker's retry rules, as numbers.
+public struct RevocationPolicy: Sendable {
+    /// Wait after the first failed attempt; doubles with each further failure up to `maximumBackoff`.
+    public var initialBackoff: Duration = .seconds(1)
+    public var maximumBackoff: Duration = .seconds(300)
+    /// How often the revoker checks whether a pending row has become due (it reads the store only then).
+    public var tick: Duration = .milliseconds(250)
+    /// Wall-clock seconds since 1970: pending rows survive restarts, so their schedule is in wall time.
+    public var now: @Sendable () -> Double = { Date().timeIntervalSince1970 }
+
+    public init() {}
+
+    /// The wait after `failures` failed attempts (1 or more), at least `retryAfter` when Personio gave one.
+    public func backoff(afterFailures failures: Int, retryAfter: Duration? = nil) -> Duration {
+        var delay = self.initialBackoff
+        for _ in 1..<max(1, min(failures, 40)) where delay < self.maximumBackoff { delay *= 2 }
+        delay = min(delay, self.maximumBackoff)
+        if let retryAfter, retryAfter > delay { delay = min(retryAfter, .seconds(3600)) }
+        return delay
+    }
+}
+
+extension TokenBroker {
+    // MARK: - Recording what is handed out
+
+    /// Records a token just obtained for `snapshot` in the vault, before anyone is handed it; nil means "serve it".
+    ///
+    /// A token the broker already holds for the same revision was recorded when it first arrived (Personio hands out
+    /// the same token until it expires), so refreshes that return it cost no write.
+    func record(_ issued: IssuedToken, for snapshot: ConnectionSnapshot, policy: RefreshPolicy) async -> VaultError? {
+        let id = snapshot.id
+        let known = self.entries.withLock { entries in
+            guard let entry = entries[id], entry.snapshot.revision == snapshot.revision else { return false }
+            return entry.state.token?.accessToken == issued.accessToken
+        }
+        if known { return nil }
+        let recording: TokenRecording
+        do {
+            recording = try await self.vault.recordIssuedToken(
+                snapshot,
+                token: issued.accessToken,
+                expiresAt: issued.expiresAtEpochSeconds
+            )
+        } catch {
+            // A token that is not recorded could not be revoked after a restart: it is not handed out.
+            self.logger.error(
+                "could not record an issued token; not serving it",
+                metadata: ["connection.id": "\(id)", "error": "\(error)"]
+            )
+            let failure = VaultError(
+                .upstreamUnavailable,
+                "the vault could not record the token for '\(id)'; retry",
+                cause: error,
+                retryAfter: 1
+            )
+            self.entries.withLock { entries in
+                entries[id]?.state.failed(now: .now, error: failure.message, retryAfter: nil, policy: policy)
+            }
+            return failure
+        }
+        switch recording {
+        case .recorded, .alreadyRecorded:
+            return nil
+        case .withdrawn:
+            self.revokerWake.store(true, ordering: .releasing)
+            return VaultError(
+                .upstreamUnavailable,
+                "the connection changed during the token request; retry",
+                retryAfter: 1
+            )
+        case .revocationPending:
+            // Personio handed back the token of the connection's previous state: it is about to be revoked, so
+            // serving it would hand out a token that dies within seconds. Once revoked, Personio issues a new one.
+            self.revokerWake.store(true, ordering: .releasing)
+            let failure = VaultError(
+                .upstreamUnavailable,
+                "a token of the previous state of '\(id)' is still being revoked at Personio; retry",
+                retryAfter: 1
+            )
+            self.entries.withLock { entries in
+                entries[id]?.state.failed(now: .now, error: failure.message, retryAfter: nil, policy: policy)
+            }
+            return failure
+        }
+    }
+
+    // MARK: - The revoker
+
+    /// Revokes pending tokens until cancelled: at start-up (rows an earlier run left), when a change withdraws
+    /// tokens, and when a retry or an expiry falls due. It reads the store only then, not on every tick.
+    func runRevoker() async {
+        var nextEvent: Double?
+        while !Task.isCancelled {
+            let now = self.revocationPolicy.now()
+            let woken = self.revokerWake.exchange(false, ordering: .acquiringAndReleasing)
+            if woken || nextEvent.map({ $0 <= now }) == true {
+                nextEvent = await self.revocationPass(now: now)
+            }
+            try? await Task.sleep(for: self.revocationPolicy.tick)
+        }
+    }
+
+    /// One pass: drops expired rows, attempts every due revocation; returns when the next pass has work.
+    func revocationPass(now: Double) async -> Double? {
+        let pass: RevocationPass
+        do {
+            pass = try await self.vault.revocationPass(now: now)
+        } catch {
+            self.logger.error("cannot read pending revocations", metadata: ["error": "\(error)"])
+            return now + 1
+        }
+        if pass.expired > 0 {
+            self.logger.debug("dropped expired token records", metadata: ["tokens.expired": "\(pass.expired)"])
+        }
+        guard !pass.due.isEmpty else { return pass.nextEvent }
+        await withDiscardingTaskGroup { group in
+            for due in pass.due {
+                group.addTask { await self.revoke(due, now: now) }
+            }
+        }
+        // The attempts just made moved their rows' schedule: look again at the next tick.
+        return now
+    }
+
+    /// Revokes one token at Personio and records the outcome.
+    func revoke(_ due: DueRevocation, now: Double) async {
+        let metadata: Logger.Metadata = ["connection.id": "\(due.connectionID)", "token.attempts": "\(due.attempts)"]
+        guard self.reserveRevocationCall(due.connectionID, provider: due.provider) else {
+            // The connection's Personio call budget is spent: wait, without counting an attempt.
+            try? await self.vault.postponeRevocation(due, until: now + 1)
+            return
+        }
+        do {
+            try await self.auth.revoke(
+                token: due.token,
+                api: .v2,
+                baseURL: due.settings.effectiveAPIBaseURL,
+                appID: due.settings.appID,
+                partnerID: due.settings.partnerID
+            )
+        } catch {
+            let delay = self.revocationPolicy.backoff(afterFailures: due.attempts + 1, retryAfter: error.retryAfter)
+            let seconds = Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18
+            self.logger.warning(
+                "token revocation failed; retrying",
+                metadata: metadata.merging(["error": "\(error.message)", "retry.in": "\(delay)"]) { $1 }
+            )
+            do {
+                try await self.vault.revocationFailed(due, error: error.message, nextAttemptAt: now + seconds)
+            } catch {
+                self.logger.error("cannot record a failed revocation", metadata: ["error": "\(error)"])
+            }
+            return
+        }
+        do {
+            try await self.vault.revocationSucceeded(due)
+            self.logger.info("token revoked at Personio", metadata: metadata)
+        } catch {
+            // The row stays and is revoked again later; Personio answers a repeated revocation with 200.
+            self.logger.error("cannot record a revocation", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Counts one revocation call against the connection's Personio call limit, or says the budget is spent.
+    func reserveRevocationCall(_ id: String, provider: Provider) -> Bool {
+        let policy = self.policy(provider)
+        let now = ContinuousClock.now
+        // With an entry, the call is one of its upstream calls (token calls see it too); without one, the revoker's
+        // own list counts it.
+        let counted = self.entries.withLock { entries -> Bool? in
+            guard let entry = entries[id] else { return nil }
+            return entry.state.reserveCall(now: now, policy: policy)
+        }
+        if let counted { return counted }
+        return self.revocationCalls.withLock { calls in
+            var recent = calls[id, default: []].filter { now - $0 < policy.window }
+            defer { calls[id] = recent.isEmpty ? nil : recent }
+            guard recent.count < policy.callLimit else { return false }
+            recent.append(now)
+            return true
+        }
+    }
+}

@@ -1,0 +1,287 @@
+import Foundation
+import Logging
+import PersonioAuth
+import PersonioStandIn
+import TestSupport
+import Testing
+import VaultAPI
+import VaultCore
+import VaultStore
+
+/// Revocation that holds (DESIGN §11), against the Personio stand-in over real HTTP and a real vault on a real
+/// SQLite file: every token the broker hands out is recorded, sealed, before it is served, so a disable, reset or
+/// disconnect revokes it at Personio even when the broker that handed it out is gone (a restart, a crash).
+@Suite("Revocation", .timeLimit(.minutes(2)))
+struct RevocationTests {
+    static let caller = Caller(uid: 1000, gid: 1000, pid: 77, comm: "app", groups: [1000])
+    static let clientID = "fake-client-revoke"
+    static let secret = "fake-secret-revoke"
+
+    /// Short back-off, so that retries happen within a test.
+    static var quickRetries: RevocationPolicy {
+        var policy = RevocationPolicy()
+        policy.initialBackoff = .milliseconds(50)
+        policy.maximumBackoff = .milliseconds(400)
+        policy.tick = .milliseconds(20)
+        return policy
+    }
+
+    /// A stand-in with one registered client, and a vault with connection `acme` pointing at it.
+    static func with(
+        provider: Provider = .personioV2,
+        _ body: (PersonioStandIn, VaultFixture, Vault, PersonioAuthClient) async throws -> Void
+    ) async throws {
+        let standIn = try await PersonioStandIn.start(threads: 2)
+        standIn.register(clientID: Self.clientID, clientSecret: Self.secret)
+        let auth = PersonioAuthClient(
+            logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() },
+            timeout: .seconds(2)
+        )
+        do {
+            try await VaultFixture.with { fixture, vault in
+                _ = try await vault.create(
+                    CreateConnectionRequest(
+                        id: "acme",
+                        provider: provider,
+                        settings: ConnectionSettings(apiBaseURL: standIn.baseURL),
+                        secrets: secrets([.clientID: Self.clientID, .clientSecret: Self.secret]),
+                        grants: Grants(uids: [1000])
+                    ),
+                    by: admin
+                )
+                try await body(standIn, fixture, vault, auth)
+            }
+        } catch {
+            try? await auth.shutdown()
+            try? await standIn.shutdown()
+            throw error
+        }
+        try await auth.shutdown()
+        try await standIn.shutdown()
+    }
+
+    static func broker(_ vault: Vault, _ auth: PersonioAuthClient, _ fixture: VaultFixture) -> TokenBroker {
+        TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger(), revocationPolicy: Self.quickRetries)
+    }
+
+    /// Runs `body` while `broker.run()` does its background work; stops it afterwards.
+    static func running(_ broker: TokenBroker, _ body: () async throws -> Void) async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { await broker.run() }
+            defer { group.cancelAll() }
+            try await body()
+        }
+    }
+
+    static func token(_ broker: TokenBroker) async throws -> String {
+        let prepared = try await broker.token("acme", for: Self.caller, minTTL: 0)
+        return try VaultJSON.decoder().decode(TokenResponse.self, from: Data(prepared.body(at: .now))).accessToken
+    }
+
+    /// Whether `condition` holds within `timeout` (an error counts as "not yet").
+    static func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if (try? await condition()) == true { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return (try? await condition()) == true
+    }
+
+    static func actions(_ vault: Vault) async throws -> [String] {
+        try await vault.audit(connection: "acme", since: nil, limit: 1000).map(\.action)
+    }
+
+    // MARK: - Tests
+
+    @Test(
+        "a token handed out before a restart is revoked by the next run's disable, reset or disconnect",
+        arguments: ["disable", "reset", "disconnect"]
+    )
+    func revokedAfterRestart(_ operation: String) async throws {
+        try await Self.with { standIn, fixture, vault, auth in
+            // The first run hands the token out and stops (no background work, nothing revoked).
+            let token = try await Self.token(Self.broker(vault, auth, fixture))
+            #expect(standIn.isValid(token: token))
+
+            // The next run: a fresh vault and broker on the same files, knowing nothing of the token in memory.
+            let restarted = try await fixture.open()
+            do {
+                let broker = Self.broker(restarted, auth, fixture)
+                try await Self.running(broker) {
+                    switch operation {
+                    case "disable": _ = try await restarted.disable("acme", reason: "test", by: admin)
+                    case "reset":
+                        _ = try await restarted.reset("acme", secrets: secrets([.clientSecret: Self.secret]), by: admin)
+                    default: try await restarted.disconnect("acme", by: admin)
+                    }
+                    #expect(await Self.eventually { !standIn.isValid(token: token) }, "the old token still works")
+                    #expect(await Self.eventually { try await restarted.status().pendingRevocations.isEmpty })
+                }
+                #expect(try await Self.actions(restarted).contains("token.revoked"))
+                if operation == "reset" {
+                    // Personio issues a new token once the old one is revoked; the broker hands out that one.
+                    let fresh = try await Self.token(Self.broker(restarted, auth, fixture))
+                    #expect(fresh != token)
+                    #expect(standIn.isValid(token: fresh))
+                }
+            } catch {
+                try? await restarted.close()
+                throw error
+            }
+            try await restarted.close()
+        }
+    }
+
+    @Test("a rotate-key between hand-out and restart keeps the recorded token revocable")
+    func revokedAfterKeyRotation() async throws {
+        try await Self.with { standIn, fixture, vault, auth in
+            let token = try await Self.token(Self.broker(vault, auth, fixture))
+            _ = try await vault.rotateMasterKey(by: admin)
+            let restarted = try await fixture.open()
+            do {
+                try await Self.running(Self.broker(restarted, auth, fixture)) {
+                    _ = try await restarted.disable("acme", reason: nil, by: admin)
+                    #expect(await Self.eventually { !standIn.isValid(token: token) }, "the old token still works")
+                }
+            } catch {
+                try? await restarted.close()
+                throw error
+            }
+            try await restarted.close()
+        }
+    }
+
+    @Test("the recorded token is sealed: no byte of the database, WAL or journal holds it")
+    func sealedAtRest() async throws {
+        try await Self.with { standIn, fixture, vault, auth in
+            let token = try await Self.token(Self.broker(vault, auth, fixture))
+            let rows = try await fixture.store { try $0.issuedTokens(of: "acme") }
+            #expect(rows.count == 1)
+            #expect(rows.first?.state == .issued)
+            _ = try await vault.disable("acme", reason: nil, by: admin)
+            #expect(try await fixture.store { try $0.issuedTokens(of: "acme", state: .pending) }.count == 1)
+            for (path, bytes) in try fixture.databaseFiles() {
+                #expect(!bytes.containsSequence(Array(token.utf8)), "the access token is in \(path) in plaintext")
+            }
+            #expect(standIn.isValid(token: token), "nothing revokes without the broker's background work")
+        }
+    }
+
+    @Test("a failing revocation is retried with back-off until it succeeds; status lists it meanwhile; audited once")
+    func retriedUntilAccepted() async throws {
+        try await Self.with { standIn, fixture, vault, auth in
+            let broker = Self.broker(vault, auth, fixture)
+            let token = try await Self.token(broker)
+            standIn.setFailure(.status(503), on: [.v2Revoke])
+            try await Self.running(broker) {
+                _ = try await vault.disable("acme", reason: nil, by: admin)
+                #expect(await Self.eventually { standIn.calls(.v2Revoke) >= 3 })
+                let status = try await vault.status()
+                let pending = try #require(status.pendingRevocations.first)
+                #expect(pending.connection == "acme")
+                #expect(pending.attempts >= 1)
+                #expect(pending.lastError?.isEmpty == false)
+                #expect(try await vault.view("acme").pendingRevocations == 1)
+                #expect(standIn.isValid(token: token))
+
+                standIn.setFailure(.none, on: [.v2Revoke])
+                #expect(await Self.eventually { !standIn.isValid(token: token) })
+                #expect(await Self.eventually { try await vault.status().pendingRevocations.isEmpty })
+            }
+            let actions = try await Self.actions(vault)
+            #expect(actions.filter { $0 == "token.revoke_failed" }.count == 1, "\(actions)")
+            #expect(actions.filter { $0 == "token.revoked" }.count == 1, "\(actions)")
+        }
+    }
+
+    @Test("a revocation that fails 3 times then succeeds makes exactly 4 calls")
+    func failsThenSucceeds() async throws {
+        try await Self.with { standIn, fixture, vault, auth in
+            let broker = Self.broker(vault, auth, fixture)
+            let token = try await Self.token(broker)
+            standIn.setFailure(.status(503), times: 3, on: [.v2Revoke])
+            try await Self.running(broker) {
+                _ = try await vault.disable("acme", reason: nil, by: admin)
+                #expect(await Self.eventually { !standIn.isValid(token: token) })
+                #expect(await Self.eventually { try await vault.status().pendingRevocations.isEmpty })
+            }
+            #expect(standIn.calls(.v2Revoke) == 4)
+            let revoked = try #require(
+                try await vault.audit(connection: "acme", since: nil, limit: 100).last { $0.action == "token.revoked" }
+            )
+            #expect(revoked.detail.contains("after 3 failed attempts"), "\(revoked.detail)")
+            #expect(!revoked.detail.contains(token))
+        }
+    }
+
+    @Test("a token that expires before Personio accepts its revocation is dropped, audited as given up")
+    func expiryDropsTheRow() async throws {
+        try await Self.with { standIn, fixture, vault, auth in
+            standIn.setTokenLifetime(seconds: 2)
+            let broker = Self.broker(vault, auth, fixture)
+            _ = try await Self.token(broker)
+            standIn.setFailure(.status(503), on: [.v2Revoke])
+            try await Self.running(broker) {
+                _ = try await vault.disable("acme", reason: nil, by: admin)
+                #expect(await Self.eventually { try await vault.status().pendingRevocations.count == 1 })
+                #expect(await Self.eventually { try await vault.status().pendingRevocations.isEmpty })
+            }
+            #expect(try await fixture.store { try $0.issuedTokens() }.isEmpty)
+            let entries = try await vault.audit(connection: "acme", since: nil, limit: 100)
+            #expect(entries.contains { $0.action == "token.revoke_failed" && $0.outcome == "expired" })
+            #expect(!entries.contains { $0.action == "token.revoked" })
+        }
+    }
+
+    @Test("a disable that commits while the token exchange is under way: the token obtained is revoked")
+    func lifecycleChangeDuringExchange() async throws {
+        try await Self.with { standIn, fixture, vault, auth in
+            let broker = Self.broker(vault, auth, fixture)
+            standIn.setLatency(.milliseconds(500))
+            try await Self.running(broker) {
+                async let answer: String? = try? await Self.token(broker)
+                // The exchange has reached Personio; disable before its answer arrives.
+                #expect(await Self.eventually { standIn.calls(.v2Token) == 1 })
+                _ = try await vault.disable("acme", reason: nil, by: admin)
+                let served = await answer
+                #expect(served == nil, "a token was served for a connection disabled meanwhile")
+                let issued = try #require(standIn.issuedTokens.first)
+                standIn.setLatency(.zero)
+                #expect(await Self.eventually { !standIn.isValid(token: issued) }, "the obtained token still works")
+            }
+        }
+    }
+
+    @Test("v1 has no revocation: a disable says until when the tokens handed out stay valid")
+    func v1SaysUntilWhen() async throws {
+        try await Self.with(provider: .personioV1) { standIn, fixture, vault, auth in
+            let broker = Self.broker(vault, auth, fixture)
+            _ = try await Self.token(broker)
+            #expect(try await vault.view("acme").tokensValidUntil == nil)
+            try await Self.running(broker) {
+                let view = try await vault.disable("acme", reason: nil, by: admin)
+                let until = try #require(view.tokensValidUntil)
+                let seconds = try #require(try? Date(until, strategy: .iso8601)).timeIntervalSinceNow
+                #expect((86_000...86_500).contains(seconds), "\(until)")
+                #expect(try await vault.view("acme").tokensValidUntil == until)
+                #expect(try await vault.status().tokensValidUntil["acme"] == until)
+                #expect(try await vault.status().pendingRevocations.isEmpty)
+            }
+            #expect(standIn.calls(.v2Revoke) == 0)
+        }
+    }
+
+    @Test("the back-off doubles from the first wait up to the cap, and honours a longer Retry-After")
+    func backoffValues() {
+        let policy = RevocationPolicy()
+        #expect(
+            (1...11).map { policy.backoff(afterFailures: $0) }
+                == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300].map {
+                    Duration.seconds($0)
+                }
+        )
+        #expect(policy.backoff(afterFailures: 1, retryAfter: .seconds(30)) == .seconds(30))
+        #expect(policy.backoff(afterFailures: 9, retryAfter: .seconds(30)) == .seconds(256))
+    }
+}
