@@ -9,18 +9,29 @@ import Darwin
 /// Every failure names the file and the reason, so an operator can fix it without reading code.
 public enum KeyFile {
     /// Reads and checks the key file.
+    ///
+    /// The file is opened without blocking (a FIFO would otherwise wait for a writer) and without following a link;
+    /// every check is made on the opened descriptor (`fstat`), never on the path again, so nothing can be swapped in
+    /// between.
+    ///
     /// - Parameters:
     ///   - path: the key file.
     ///   - owner: the uid that must own it (the daemon's effective uid).
     /// - Throws: `VaultCryptoError` `.keyFile` when it is missing, not a regular file, readable by group or
     ///   others, owned by someone else, or not 32 bytes.
     public static func load(path: String, owner: uid_t = geteuid()) throws -> SecretBytes {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY)
         guard fd >= 0 else {
-            let reason =
-                errno == ENOENT
+            let code = errno
+            var reason =
+                code == ENOENT
                 ? "it does not exist (create one with `connvaultd --init`, or use --dev)"
-                : errno == ELOOP ? "it is a symbolic link" : "it cannot be opened: \(Self.errorText(errno))"
+                : code == ELOOP ? "it is a symbolic link" : "it cannot be opened: \(Self.errorText(code))"
+            // A socket cannot be opened at all (ENXIO); say what it is. The refusal does not depend on this lstat.
+            var info = stat()
+            if code == ENXIO, lstat(path, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
+                reason = "it is not a regular file (it is \(Self.kind(of: info.st_mode)))"
+            }
             throw VaultCryptoError(.keyFile, "master key file \(path): \(reason)")
         }
         defer { close(fd) }
@@ -29,7 +40,10 @@ public enum KeyFile {
             throw VaultCryptoError(.keyFile, "master key file \(path): cannot stat: \(Self.errorText(errno))")
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
-            throw VaultCryptoError(.keyFile, "master key file \(path): it is not a regular file")
+            throw VaultCryptoError(
+                .keyFile,
+                "master key file \(path): it is not a regular file (it is \(Self.kind(of: info.st_mode)))"
+            )
         }
         guard info.st_mode & 0o077 == 0 else {
             throw VaultCryptoError(
@@ -139,4 +153,17 @@ public enum KeyFile {
     }
 
     static func errorText(_ code: Int32) -> String { String(cString: strerror(code)) }
+
+    /// What a file that is not a regular file is, for a message.
+    static func kind(of mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFIFO: "a FIFO (named pipe)"
+        case S_IFSOCK: "a socket"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFDIR: "a directory"
+        case S_IFLNK: "a symbolic link"
+        default: "of an unknown type"
+        }
+    }
 }

@@ -109,6 +109,66 @@ import Glibc
         }
     }
 
+    @Test func loadRefusesAFIFOWithoutWaitingForAWriter() throws {
+        try self.withScratch { scratch in
+            let path = scratch.file("master.key")
+            #expect(mkfifo(path, 0o600) == 0)
+            // Load on a thread of its own: a blocking open would wait for a writer for ever. After a bounded wait
+            // the test opens the FIFO for writing itself, which ends such an open, and fails.
+            let finished = DispatchSemaphore(value: 0)
+            let outcome = Outcome()
+            Thread.detachNewThread {
+                do {
+                    _ = try KeyFile.load(path: path)
+                    outcome.set("loaded")
+                } catch let error as VaultCryptoError {
+                    outcome.set(error.message)
+                } catch {
+                    outcome.set("\(error)")
+                }
+                finished.signal()
+            }
+            let returned = finished.wait(timeout: .now() + 10) == .success
+            if !returned {
+                let writer = open(path, O_WRONLY | O_CLOEXEC)
+                finished.wait()
+                close(writer)
+            }
+            #expect(returned, "KeyFile.load waited on the FIFO")
+            let message = outcome.value
+            #expect(message?.contains(path) == true)
+            #expect(message?.contains("not a regular file (it is a FIFO (named pipe))") == true, "\(message ?? "-")")
+        }
+    }
+
+    @Test func loadRefusesASocket() throws {
+        try self.withScratch { scratch in
+            let path = scratch.file("master.key")
+            let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(descriptor) }
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                raw.copyBytes(from: path.utf8)
+                raw[path.utf8.count] = 0
+            }
+            let bound = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            try #require(bound == 0)
+            let error = self.loadError(path)
+            #expect(error?.message.contains("not a regular file (it is a socket)") == true, "\(error?.message ?? "-")")
+        }
+    }
+
+    @Test func loadRefusesADevice() {
+        // Refused as a device, before its mode (0666) is looked at.
+        let error = self.loadError("/dev/zero")
+        #expect(error?.message.contains("not a regular file (it is a character device)") == true)
+    }
+
     @Test func loadRefusesAFileOwnedBySomeoneElse() throws {
         try self.withScratch { scratch in
             let path = try scratch.write("master.key", bytes: [UInt8](repeating: 0x5A, count: 32))
@@ -155,4 +215,15 @@ import Glibc
             #expect(!KeyFile.isDirectoryWritable(for: scratch.file("absent/master.key")))
         }
     }
+}
+
+/// A value set by one thread and read by another after a semaphore.
+final class Outcome: @unchecked Sendable {
+    // @unchecked Sendable: guarded by `lock`.
+    private let lock = NSLock()
+    private var stored: String?
+
+    func set(_ value: String) { self.lock.withLock { self.stored = value } }
+
+    var value: String? { self.lock.withLock { self.stored } }
 }

@@ -7,31 +7,12 @@ import Glibc
 
 /// Preparing the state directory and initialising a new vault (`connvaultd --init`).
 public enum VaultSetup {
-    /// Creates the state directory with mode 0700 when it is missing (and missing parents with 0755).
-    /// - Throws: `StartupError` when it cannot be created or is not a directory.
+    /// Creates the state directory with mode 0700 when it is missing (and missing parents with 0755), then refuses
+    /// it unless ``TrustedDirectory`` accepts it and every directory above it.
+    /// - Throws: `StartupError` when it cannot be created, is not a directory, or another uid could write to it or
+    ///   to a directory above it.
     public static func prepareStateDirectory(_ path: String) throws(StartupError) {
-        try Self.createDirectory(path, mode: 0o700)
-    }
-
-    /// Creates `path` with `mode` unless it exists, after its missing parents (mode 0755).
-    static func createDirectory(_ path: String, mode: mode_t) throws(StartupError) {
-        var info = stat()
-        if stat(path, &info) == 0 {
-            guard info.st_mode & S_IFMT == S_IFDIR else { throw StartupError("\(path) is not a directory") }
-            return
-        }
-        guard errno == ENOENT else {
-            throw StartupError("cannot use directory \(path): \(String(cString: strerror(errno)))")
-        }
-        let parent = UnixSocketFile.directory(of: path)
-        if parent != path && parent != "/" && parent != "." {
-            try Self.createDirectory(parent, mode: 0o755)
-        }
-        guard mkdir(path, mode) == 0 || errno == EEXIST else {
-            throw StartupError("cannot create directory \(path): \(String(cString: strerror(errno)))")
-        }
-        // mkdir's mode passed through the umask; set the one intended.
-        chmod(path, mode)
+        try TrustedDirectory.create(path, mode: 0o700, parents: true, purpose: "state directory")
     }
 
     /// `connvaultd --init`: creates the state directory, a new master key file and the database, then closes them.

@@ -17,6 +17,11 @@ struct FileIdentity: Sendable, Equatable {
     var device: UInt64
     var inode: UInt64
 
+    init(device: UInt64, inode: UInt64) {
+        self.device = device
+        self.inode = inode
+    }
+
     init?(path: String) {
         var info = stat()
         guard lstat(path, &info) == 0 else { return nil }
@@ -25,14 +30,25 @@ struct FileIdentity: Sendable, Equatable {
     }
 }
 
-/// Binds Unix stream sockets so that they appear at their path already listening, with their final mode and group.
+/// Binds Unix stream sockets so that they appear at their path already listening, with their final mode and group,
+/// without a single path-based call that another process could redirect.
 ///
-/// The socket is bound under a fresh temporary name in the same directory, given its mode and group, set listening,
-/// and only then renamed onto the final path. `rename(2)` is atomic: a client sees either the old file or the
-/// finished socket, never a socket with a wider mode than intended, and never one that refuses connections.
+/// The socket's directory must pass ``TrustedDirectory``. The socket is then bound inside a private directory the
+/// daemon has just made there (mkdtemp: mode 0700, its own), reached through a descriptor opened without following
+/// links; its group and mode are set relative to that descriptor, where no other uid can swap an entry; it is set
+/// listening, and only then renamed onto the final path, and the private directory removed. `rename(2)` is atomic: a
+/// client sees either the old file or the finished socket, never a socket with a wider mode than intended, and never
+/// one that refuses connections. The process umask (077) is left alone: it is process-wide, and the private
+/// directory makes a narrower umask unnecessary.
 enum UnixSocketFile {
     /// `sun_path` holds 108 bytes, one of which is the terminating NUL.
     static let maximumPathLength = 107
+
+    /// The prefix of the private directories sockets are bound in.
+    static let privatePrefix = ".connvaultd-bind-"
+
+    /// The socket's name inside its private directory.
+    static let privateName = "socket"
 
     /// Binds, configures and renames a listening socket onto `path`.
     ///
@@ -52,48 +68,52 @@ enum UnixSocketFile {
         backlog: Int32 = 256
     ) throws(StartupError) -> ListeningSocket {
         try Self.checkLength(path)
-        try Self.checkExisting(path)
         let directory = Self.directory(of: path)
         try Self.ensureDirectory(directory)
-        let temporary = "\(directory)/.\(Self.randomName())"
-        guard temporary.utf8.count <= Self.maximumPathLength else {
-            throw StartupError(
-                "socket path \(path) leaves no room for the temporary name it is bound under (\(temporary.utf8.count) of \(Self.maximumPathLength) bytes); use a shorter path"
-            )
-        }
+        try Self.checkExisting(path)
+        let scratch = try PrivateDirectory(in: directory, for: path)
+        defer { scratch.remove() }
 
         let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard descriptor >= 0 else { throw StartupError("cannot create a socket for \(path): \(Self.lastError())") }
         do throws(StartupError) {
-            try Self.withAddress(temporary) { address, length throws(StartupError) in
+            try Self.withAddress(scratch.bindPath) { address, length throws(StartupError) in
                 guard Glibc.bind(descriptor, address, length) == 0 else {
-                    throw StartupError("cannot bind \(temporary): \(Self.lastError())")
+                    throw StartupError("cannot bind a socket in \(scratch.path) for \(path): \(Self.lastError())")
                 }
             }
             do throws(StartupError) {
-                if let group, lchown(temporary, uid_t.max, group) != 0 {
+                if let group, fchownat(scratch.descriptor, Self.privateName, uid_t.max, group, AT_SYMLINK_NOFOLLOW) != 0
+                {
                     throw StartupError(
                         "cannot give socket \(path) to group \(group): \(Self.lastError()) (the daemon's user must be a member of the group)"
                     )
                 }
-                guard chmod(temporary, mode) == 0 else {
+                guard fchmodat(scratch.descriptor, Self.privateName, mode, 0) == 0 else {
                     throw StartupError("cannot set the mode of socket \(path): \(Self.lastError())")
                 }
                 guard listen(descriptor, backlog) == 0 else {
                     throw StartupError("cannot listen on \(path): \(Self.lastError())")
                 }
-                guard rename(temporary, path) == 0 else {
+                var info = stat()
+                guard fstatat(scratch.descriptor, Self.privateName, &info, AT_SYMLINK_NOFOLLOW) == 0,
+                    info.st_mode & S_IFMT == S_IFSOCK
+                else {
+                    throw StartupError("the socket bound for \(path) is missing from \(scratch.path)")
+                }
+                guard renameat(scratch.descriptor, Self.privateName, AT_FDCWD, path) == 0 else {
                     throw StartupError("cannot move socket into place at \(path): \(Self.lastError())")
                 }
+                let identity = FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+                return ListeningSocket(descriptor: descriptor, path: path, identity: identity)
             } catch {
-                unlink(temporary)
+                unlinkat(scratch.descriptor, Self.privateName, 0)
                 throw error
             }
         } catch {
             close(descriptor)
             throw error
         }
-        return ListeningSocket(descriptor: descriptor, path: path, identity: FileIdentity(path: path))
     }
 
     /// Removes the socket file of `socket` if it is still the one bound there (a newer daemon may have replaced it).
@@ -147,32 +167,16 @@ enum UnixSocketFile {
         }
     }
 
-    /// Creates the socket's directory when it is missing (one level, mode 0755 so that the app socket is reachable);
-    /// an existing directory keeps its mode.
+    /// Creates the socket's directory when it is missing (one level, mode 0755 so that the app socket is reachable;
+    /// an existing directory keeps its mode), then refuses it unless ``TrustedDirectory`` accepts it.
     static func ensureDirectory(_ directory: String) throws(StartupError) {
-        var info = stat()
-        if stat(directory, &info) == 0 {
-            guard info.st_mode & S_IFMT == S_IFDIR else { throw StartupError("\(directory) is not a directory") }
-            return
-        }
-        guard errno == ENOENT, mkdir(directory, 0o755) == 0 || errno == EEXIST else {
-            throw StartupError("cannot create socket directory \(directory): \(Self.lastError())")
-        }
-        // The umask (077) narrowed mkdir's mode.
-        chmod(directory, 0o755)
+        try TrustedDirectory.create(directory, mode: 0o755, parents: false, purpose: "socket directory")
     }
 
     static func directory(of path: String) -> String {
         guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return "." }
         let directory = String(path[..<slash])
         return directory.isEmpty ? "/" : directory
-    }
-
-    /// 8 random lowercase hex digits.
-    static func randomName() -> String {
-        let value = UInt32.random(in: .min ... .max)
-        let hex = String(value, radix: 16)
-        return String(repeating: "0", count: 8 - hex.count) + hex
     }
 
     /// Calls `body` with `path` as a `sockaddr_un`.
@@ -197,4 +201,56 @@ enum UnixSocketFile {
     }
 
     static func lastError() -> String { String(cString: strerror(errno)) }
+}
+
+/// A directory made with `mkdtemp(3)` (mode 0700, the daemon's own) next to a socket's final path, held open by a
+/// descriptor, for binding the socket where no other uid can reach it.
+struct PrivateDirectory {
+    let path: String
+    let descriptor: Int32
+    /// Where to bind: the directory reached through its descriptor (`/proc/self/fd/N/socket`), so that the kernel
+    /// does not resolve the directory's name again; its full path when `/proc` is not mounted.
+    let bindPath: String
+
+    /// - Throws: `StartupError` naming `socketPath` when the directory cannot be made, or what was opened is not
+    ///   the daemon's private directory.
+    init(in directory: String, for socketPath: String) throws(StartupError) {
+        var template = Array("\(directory)/\(UnixSocketFile.privatePrefix)XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        guard let made else {
+            throw StartupError(
+                "cannot make a private directory in \(directory) to bind \(socketPath) in: \(UnixSocketFile.lastError())"
+            )
+        }
+        let path = String(cString: made)
+        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw StartupError(
+                "cannot open the private directory \(path) for \(socketPath): \(UnixSocketFile.lastError())"
+            )
+        }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0, info.st_uid == geteuid(), info.st_mode & 0o7777 == 0o700 else {
+            close(descriptor)
+            throw StartupError(
+                "the private directory \(path) made for \(socketPath) was replaced; refusing to bind there"
+            )
+        }
+        self.path = path
+        self.descriptor = descriptor
+        let throughDescriptor = "/proc/self/fd/\(descriptor)"
+        var linked = stat()
+        if stat(throughDescriptor, &linked) == 0, linked.st_dev == info.st_dev, linked.st_ino == info.st_ino {
+            self.bindPath = "\(throughDescriptor)/\(UnixSocketFile.privateName)"
+        } else {
+            self.bindPath = "\(path)/\(UnixSocketFile.privateName)"
+        }
+    }
+
+    /// Removes what is left in the directory and the directory, and closes its descriptor.
+    func remove() {
+        unlinkat(self.descriptor, UnixSocketFile.privateName, 0)
+        rmdir(self.path)
+        close(self.descriptor)
+    }
 }
