@@ -10,6 +10,7 @@ public struct VaultClientError: Error, Sendable, CustomStringConvertible, Equata
             case timedOut = "timed_out"
             case invalidResponse = "invalid_response"
             case invalidRequest = "invalid_request"
+            case untrustedServer = "untrusted_server"
             case problem
         }
 
@@ -24,6 +25,9 @@ public struct VaultClientError: Error, Sendable, CustomStringConvertible, Equata
         public static let invalidResponse = Code(.invalidResponse)
         /// The request could not be sent as asked (socket path too long, a secret that is not UTF-8, …).
         public static let invalidRequest = Code(.invalidRequest)
+        /// The socket is served by a user the client does not trust with its requests (not root, not itself, not the
+        /// owner of the socket's protected directory); nothing was sent.
+        public static let untrustedServer = Code(.untrustedServer)
         /// The daemon answered with an `application/problem+json` error; see ``VaultClientError/problem``.
         public static let problem = Code(.problem)
 

@@ -8,7 +8,8 @@ enum ExitStatus: Int32, Sendable {
     case failure = 1
     /// Bad arguments or input (including argument-parser's own errors, which would otherwise exit 64).
     case usage = 2
-    /// The daemon cannot be reached: socket missing, refused, not permitted, or no answer in time.
+    /// The daemon cannot be reached: socket missing, refused, not permitted, no answer in time, or served by a user
+    /// that is not the daemon's (nothing was sent to it).
     case unreachable = 3
 }
 
@@ -56,7 +57,7 @@ struct ErrorReport: Equatable {
     /// failure (1) when something answered and refused or misbehaved.
     static func status(for error: VaultClientError) -> ExitStatus {
         switch error.code {
-        case .cannotConnect, .timedOut: .unreachable
+        case .cannotConnect, .timedOut, .untrustedServer: .unreachable
         case .invalidRequest: .usage
         default: .failure
         }

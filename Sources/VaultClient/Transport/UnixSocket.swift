@@ -19,7 +19,8 @@ final class UnixSocket: @unchecked Sendable {
     /// Connects to `path`, waiting at most until `deadline` when the listen backlog is full.
     ///
     /// - Throws: `VaultClientError` `.cannotConnect` (missing, refused, permission denied), `.invalidRequest`
-    ///   (path too long), `.timedOut`; `CancellationError` when `cancellation` is set.
+    ///   (path too long), `.timedOut`, `.untrustedServer` (an admin socket served by an untrusted uid, see
+    ///   ``ServerIdentity``); `CancellationError` when `cancellation` is set.
     init(connectingTo path: String, kind: SocketKind?, deadline: Deadline, cancellation: CancellationFlag?) throws {
         try SocketPath.validate(path, kind: kind)
         self.path = path
@@ -41,7 +42,7 @@ final class UnixSocket: @unchecked Sendable {
             raw[path.utf8.count] = 0
         }
         do {
-            while true {
+            connecting: while true {
                 let result = withUnsafePointer(to: &address) { pointer in
                     pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                         connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
@@ -62,11 +63,13 @@ final class UnixSocket: @unchecked Sendable {
                     var length = socklen_t(MemoryLayout<Int32>.size)
                     getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &pending, &length)
                     if pending != 0 { throw Self.cannotConnect(path, kind: kind, errno: pending) }
-                    return
+                    break connecting
                 default:
                     throw Self.cannotConnect(path, kind: kind, errno: error)
                 }
             }
+            // Before any byte is sent: the admin socket's server must be the daemon, not a stand-in of another user.
+            if kind == .admin { try ServerIdentity.check(descriptor, path: path, kind: kind) }
         } catch {
             self.close()
             throw error
