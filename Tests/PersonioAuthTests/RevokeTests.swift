@@ -51,6 +51,26 @@ import Testing
         }
     }
 
+    /// The vault's revoker relies on both: a failure injected for N calls ends by itself, and revoking a token that
+    /// is already revoked (a revocation whose success the vault could not record) succeeds again.
+    @Test func failuresForNCallsThenARepeatableRevocation() async throws {
+        try await withFixture { fixture in
+            let credentials = fixture.credentials(.v2)
+            let token = try await fixture.client.exchange(credentials)
+            fixture.standIn.setFailure(.status(503), times: 2, on: [.v2Revoke])
+            for _ in 0..<2 {
+                await #expect(throws: PersonioAuthError(.unavailable, "")) {
+                    try await fixture.client.revoke(token: token.accessToken, credentials: credentials)
+                }
+                #expect(fixture.standIn.isValid(token: token.accessToken))
+            }
+            try await fixture.client.revoke(token: token.accessToken, credentials: credentials)
+            #expect(!fixture.standIn.isValid(token: token.accessToken))
+            try await fixture.client.revoke(token: token.accessToken, credentials: credentials)
+            #expect(fixture.standIn.calls(.v2Revoke) == 4)
+        }
+    }
+
     @Test func anEmptyTokenIsAnInvalidRequest() async throws {
         try await withFixture { fixture in
             await #expect(throws: PersonioAuthError(.invalidRequest, "")) {

@@ -234,6 +234,21 @@ struct RevocationTests {
         }
     }
 
+    @Test("the record of a token that expired while its connection stayed active is dropped, without an audit row")
+    func expiredIssuedRowsGo() async throws {
+        try await Self.with { standIn, fixture, vault, auth in
+            standIn.setTokenLifetime(seconds: 1)
+            let audited = try await vault.audit(connection: "acme", since: nil, limit: 100).count
+            _ = try await Self.token(Self.broker(vault, auth, fixture))
+            #expect(try await fixture.store { try $0.issuedTokens(of: "acme") }.count == 1)
+            // A broker that holds no token (so refreshes nothing) and only does the revoker's housekeeping.
+            try await Self.running(Self.broker(vault, auth, fixture)) {
+                #expect(await Self.eventually { try await fixture.store { try $0.issuedTokens() }.isEmpty })
+            }
+            #expect(try await vault.audit(connection: "acme", since: nil, limit: 100).count == audited)
+        }
+    }
+
     @Test("a disable that commits while the token exchange is under way: the token obtained is revoked")
     func lifecycleChangeDuringExchange() async throws {
         try await Self.with { standIn, fixture, vault, auth in

@@ -70,7 +70,11 @@ extension TokenBroker {
             return failure
         }
         switch recording {
-        case .recorded, .alreadyRecorded:
+        case .recorded:
+            // The revoker learns of the new row's expiry, so the row is dropped then.
+            self.revokerWake.store(true, ordering: .releasing)
+            return nil
+        case .alreadyRecorded:
             return nil
         case .withdrawn:
             self.revokerWake.store(true, ordering: .releasing)
