@@ -43,11 +43,43 @@ struct ConnVaultDaemon: AsyncParsableCommand {
     @Option(help: "Seconds a proxied request may wait for Personio's response head (1-300).")
     var proxyTimeout: Int = 30
 
+    @Option(
+        help: "Open connections one uid may hold on each socket; root and the daemon's uid are not limited (1-65536)."
+    )
+    var maxConnectionsPerUid: Int = ConnectionLimits.defaults.perUID
+
+    @Option(
+        help:
+            "Open connections of all other callers together (1-1048576). Default: the descriptor limit less the reserve."
+    )
+    var maxConnections: Int?
+
+    @Option(help: "Descriptors kept for root, admins, the database and Personio calls (16-65536).")
+    var reservedDescriptors: Int = ConnectionLimits.defaults.reservedDescriptors
+
+    @Option(help: "Seconds from a request's first byte to the end of its head (1-300).")
+    var requestHeadTimeout: Int = 10
+
+    @Option(help: "Seconds from the end of a request's head to the end of its body (1-300).")
+    var bodyTimeout: Int = 30
+
+    @Option(help: "Seconds a connection may stay open without a request (1-3600).")
+    var idleTimeout: Int = 60
+
     @Option(help: "Lowest level to log: trace, debug, info, notice, warning, error or critical.")
     var logLevel: LogLevel = .info
 
     @Flag(help: "Development mode: state and sockets in ./.connvault/, key file created on first start.")
     var dev = false
+
+    @Flag(
+        help: ArgumentHelp(
+            "Accept plain http:// API base URLs (loopback hosts only), for a local Personio stand-in; --dev implies it.",
+            discussion:
+                "Without it, connections must use https://: over plain HTTP any local process that can listen on the port reads the client secret."
+        )
+    )
+    var allowInsecureUpstream = false
 
     @Flag(name: .customLong("init"), help: "Create the state directory, key file and database, then exit.")
     var initialize = false
@@ -56,6 +88,20 @@ struct ConnVaultDaemon: AsyncParsableCommand {
         for (flag, value) in [("--token-timeout", self.tokenTimeout), ("--proxy-timeout", self.proxyTimeout)] {
             guard (1...300).contains(value) else {
                 throw ValidationError("\(flag) must be a whole number of seconds from 1 to 300")
+            }
+        }
+        let ranges: [(String, Int?, ClosedRange<Int>)] = [
+            ("--request-head-timeout", self.requestHeadTimeout, 1...300),
+            ("--body-timeout", self.bodyTimeout, 1...300),
+            ("--idle-timeout", self.idleTimeout, 1...3600),
+            ("--max-connections-per-uid", self.maxConnectionsPerUid, 1...65536),
+            ("--max-connections", self.maxConnections, 1...1_048_576),
+            ("--reserved-descriptors", self.reservedDescriptors, 16...65536),
+        ]
+        for (flag, value, range) in ranges {
+            guard let value else { continue }
+            guard range.contains(value) else {
+                throw ValidationError("\(flag) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
             }
         }
     }
@@ -72,15 +118,6 @@ struct ConnVaultDaemon: AsyncParsableCommand {
             throw ExitCode.failure
         }
     }
-    @Flag(
-        help: ArgumentHelp(
-            "Accept plain http:// API base URLs (loopback hosts only), for a local Personio stand-in; --dev implies it.",
-            discussion:
-                "Without it, connections must use https://: over plain HTTP any local process that can listen on the port reads the client secret."
-        )
-    )
-    var allowInsecureUpstream = false
-
 
     private func start(logger: Logger) async throws {
         try ProcessHardening.apply(logger: logger)
@@ -112,7 +149,17 @@ struct ConnVaultDaemon: AsyncParsableCommand {
             inheritedSockets: try SocketActivation.take(),
             notify: SystemdNotifier.Configuration.fromProcessEnvironment(),
             tokenTimeout: .seconds(self.tokenTimeout),
-            proxyTimeout: .seconds(self.proxyTimeout)
+            proxyTimeout: .seconds(self.proxyTimeout),
+            connectionLimits: ConnectionLimits(
+                perUID: self.maxConnectionsPerUid,
+                total: self.maxConnections,
+                reservedDescriptors: self.reservedDescriptors
+            ),
+            connectionTimeouts: ConnectionTimeouts(
+                head: .seconds(self.requestHeadTimeout),
+                body: .seconds(self.bodyTimeout),
+                idle: .seconds(self.idleTimeout)
+            )
         )
         let application = try await buildApplication(configuration: configuration, logger: logger)
         if self.dev { Self.printQuickStart(layout) }

@@ -8,7 +8,7 @@ import VaultCore
 import Glibc
 #endif
 
-@Suite("Peer identity from /proc")
+@Suite("Peer identity from the kernel and /proc")
 struct PeerIdentityTests {
     struct CgroupCase: Sendable, CustomTestStringConvertible {
         var name: String
@@ -74,30 +74,28 @@ struct PeerIdentityTests {
         #expect(CgroupUnit.unit(fromCgroupFile: testCase.file) == testCase.unit)
     }
 
-    static let status = """
-        Name:\tpayroll-sync
-        Umask:\t0022
-        State:\tS (sleeping)
-        Tgid:\t4242
-        Pid:\t4242
-        Uid:\t1000\t1000\t1000\t1000
-        Gid:\t1000\t1000\t1000\t1000
-        FDSize:\t64
-        Groups:\t4 24 27 100 1000 
-        NStgid:\t4242
+    @Test(
+        "the group set is recovered from a zero-filled SO_PEERGROUPS buffer",
+        arguments: [
+            ([4, 24, 27, 100, 1000, 0, 0, 0], false, [4, 24, 27, 100, 1000] as [UInt32]),
+            ([0, 5, 50, 0, 0], false, [0, 5, 50]),
+            ([0, 0, 0, 0], false, [0]),
+            ([0, 0, 0, 0], true, []),
+            ([7, 7, 9, 0], false, [7, 9]),
+            ([1, 2, 3, 4], false, [1, 2, 3, 4]),
+        ] as [([UInt32], Bool, [UInt32])]
+    )
+    func zeroFilledGroups(_ buffer: [UInt32], empty: Bool, expected: [UInt32]) {
+        #expect(Kernel.groups(inZeroFilled: buffer, hasNoGroups: { empty }) == expected)
+    }
 
-        """
-
-    @Test("status fields and supplementary groups are read from fixture text")
+    @Test("status fields are read from fixture text")
     func status() {
-        #expect(ProcStatus.field("Umask", in: Self.status) == "0022")
-        #expect(ProcStatus.field("Name", in: Self.status) == "payroll-sync")
-        #expect(ProcStatus.field("Uid", in: Self.status) == "1000\t1000\t1000\t1000")
-        #expect(ProcStatus.field("Missing", in: Self.status) == nil)
-        #expect(ProcStatus.supplementaryGroups(in: Self.status) == [4, 24, 27, 100, 1000])
-        #expect(ProcStatus.supplementaryGroups(in: "Name:\tx\nGroups:\t\nPid:\t1\n") == [])
-        #expect(ProcStatus.supplementaryGroups(in: "Name:\tx\n") == [])
-        #expect(ProcStatus.supplementaryGroups(in: "Groups:\t5 x 7\n") == [5, 7])
+        let status = "Name:\tpayroll-sync\nUmask:\t0022\nUid:\t1000\t1000\t1000\t1000\n"
+        #expect(ProcStatus.field("Umask", in: status) == "0022")
+        #expect(ProcStatus.field("Name", in: status) == "payroll-sync")
+        #expect(ProcStatus.field("Uid", in: status) == "1000\t1000\t1000\t1000")
+        #expect(ProcStatus.field("Missing", in: status) == nil)
     }
 
     @Test("comm is cut to printable ASCII")
@@ -108,7 +106,7 @@ struct PeerIdentityTests {
         #expect(PeerIdentity.sanitisedComm("a-very-long-process-name") == "a-very-long-pro")
     }
 
-    @Test("a caller is built from a fake /proc tree")
+    @Test("a confirmed caller gets the unit and comm of a fake /proc tree; groups come only from the kernel")
     func fakeProc() throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
@@ -116,10 +114,21 @@ struct PeerIdentityTests {
         try FileSystemFixture.write(
             [
                 "\(pidDirectory)/comm": "payroll-sync\n",
-                "\(pidDirectory)/status": Self.status,
+                "\(pidDirectory)/status": "Name:\tpayroll-sync\nGroups:\t4 24 27\n",
                 "\(pidDirectory)/cgroup": "0::/system.slice/payroll.service\n",
             ])
-        let caller = PeerIdentity.caller(.init(pid: 4242, uid: 1000, gid: 1001), procRoot: directory.path)
+        var asked = 0
+        let caller = PeerIdentity.caller(
+            .init(pid: 4242, uid: 1000, gid: 1001),
+            groups: [100, 1000],
+            pidfd: 99,
+            procRoot: directory.path,
+            isAlive: { pidfd in
+                asked += 1
+                return pidfd == 99
+            }
+        )
+        #expect(asked == 1)
         #expect(
             caller
                 == Caller(
@@ -127,23 +136,59 @@ struct PeerIdentityTests {
                     gid: 1001,
                     pid: 4242,
                     comm: "payroll-sync",
-                    groups: [4, 24, 27, 100, 1000, 1001],
+                    groups: [100, 1000, 1001],
                     unit: "payroll.service"
                 )
         )
     }
 
-    @Test("a process that is gone reads as comm ?, its primary group only and no unit")
+    @Test("a caller whose process is gone after /proc was read gets no unit: the pid may be another process's")
+    func unconfirmed() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try FileSystemFixture.write([
+            "\(directory.file("4242"))/comm": "payroll-sync\n",
+            "\(directory.file("4242"))/cgroup": "0::/system.slice/payroll.service\n",
+        ])
+        let gone = PeerIdentity.caller(
+            .init(pid: 4242, uid: 65534, gid: 65534),
+            groups: [],
+            pidfd: 99,
+            procRoot: directory.path,
+            isAlive: { _ in false }
+        )
+        #expect(gone == Caller(uid: 65534, gid: 65534, pid: 4242, comm: "?", groups: [65534], unit: nil))
+        // No pidfd (a kernel before 6.5): nothing from /proc at all.
+        let noPidfd = PeerIdentity.caller(
+            .init(pid: 4242, uid: 65534, gid: 65534),
+            groups: nil,
+            pidfd: nil,
+            procRoot: directory.path,
+            isAlive: { _ in true }
+        )
+        #expect(noPidfd == gone)
+    }
+
+    @Test("a process that is gone reads as comm ?, its kernel groups and no unit")
     func goneProcess() throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let caller = PeerIdentity.caller(.init(pid: 99999, uid: 1000, gid: 1000), procRoot: directory.path)
-        #expect(caller == Caller(uid: 1000, gid: 1000, pid: 99999, comm: "?", groups: [1000], unit: nil))
+        let caller = PeerIdentity.caller(
+            .init(pid: 99999, uid: 1000, gid: 1000),
+            groups: [5],
+            pidfd: 99,
+            procRoot: directory.path,
+            isAlive: { _ in true }
+        )
+        #expect(caller == Caller(uid: 1000, gid: 1000, pid: 99999, comm: "?", groups: [5, 1000], unit: nil))
     }
 
-    @Test("this process reads as itself")
-    func ownProcess() {
-        let caller = PeerIdentity.caller(.init(pid: getpid(), uid: getuid(), gid: getgid()))
+    @Test("this process, pinned by a real pidfd, reads as itself")
+    func ownProcess() throws {
+        let pidfd = try #require(Kernel.pidfdOpen(getpid()))
+        defer { close(pidfd) }
+        #expect(Kernel.isAlive(pidfd: pidfd))
+        let caller = PeerIdentity.caller(.init(pid: getpid(), uid: getuid(), gid: getgid()), groups: [], pidfd: pidfd)
         #expect(caller.comm != "?")
         #expect(caller.groups.contains(getgid()))
     }

@@ -88,13 +88,23 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
             logger: appLogger
         )
 
+        let policy = connectionPolicy(configuration, logger: logger)
+        let daemonUID = geteuid()
+        let isPrivileged: @Sendable (Caller) -> Bool = { $0.uid == 0 || $0.uid == daemonUID }
+        let adminListener = HTTPServer.Listener(socket: admin, dispatcher: adminDispatcher) { caller in
+            isPrivileged(caller) ? .privileged : authorization.allows(caller) ? .admin : .unprivileged
+        }
+        let appListener = HTTPServer.Listener(socket: app, dispatcher: appDispatcher) { caller in
+            isPrivileged(caller) ? .privileged : .unprivileged
+        }
         let server: HTTPServer
         do {
             server = try await HTTPServer.start(
-                [.init(socket: admin, dispatcher: adminDispatcher), .init(socket: app, dispatcher: appDispatcher)],
+                [adminListener, appListener],
                 group: configuration.eventLoopGroup,
                 logger: logger,
-                drainTimeout: configuration.drainTimeout
+                drainTimeout: configuration.drainTimeout,
+                policy: policy
             )
         } catch {
             for socket in bound { UnixSocketFile.remove(socket) }
@@ -143,6 +153,37 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         try? await vault.close()
         throw error
     }
+}
+
+/// Raises the descriptor limit and derives the connection caps from it, so that unprivileged callers run out of
+/// connections well before the daemon runs out of descriptors.
+func connectionPolicy(_ configuration: ServerConfiguration, logger: Logger) -> HTTPServer.ConnectionPolicy {
+    let descriptors = Kernel.raiseDescriptorLimit()
+    let limits = configuration.connectionLimits
+    let total = limits.totalCap(descriptorLimit: descriptors.soft)
+    if descriptors.raiseFailed {
+        logger.warning("cannot raise the descriptor limit", metadata: ["limit": "\(descriptors.soft ?? -1)"])
+    }
+    if let asked = limits.total, asked > total {
+        logger.warning(
+            "--max-connections lowered to keep descriptors in reserve",
+            metadata: ["asked": "\(asked)", "limit": "\(total)"]
+        )
+    }
+    if !Kernel.hasPeerPidfd {
+        logger.warning("this kernel has no SO_PEERPIDFD: unit grants never match")
+    }
+    logger.debug(
+        "connection limits",
+        metadata: [
+            "limits.per_uid": "\(limits.perUID)", "limits.total": "\(total)",
+            "limits.descriptors": "\(descriptors.soft ?? -1)",
+        ]
+    )
+    return HTTPServer.ConnectionPolicy(
+        limiter: ConnectionLimiter(perUID: limits.perUID, total: total),
+        timeouts: configuration.connectionTimeouts
+    )
 }
 
 /// The gid of `--admin-group`.

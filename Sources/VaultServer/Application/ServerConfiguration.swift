@@ -25,6 +25,10 @@ public struct ServerConfiguration: Sendable {
     public var tokenTimeout: Duration
     /// How long a proxied request may wait for Personio's response head (`--proxy-timeout`).
     public var proxyTimeout: Duration
+    /// Caps on open connections (`--max-connections-per-uid`, `--max-connections`, `--reserved-descriptors`).
+    public var connectionLimits: ConnectionLimits
+    /// Request-head, body and idle time-outs (`--request-head-timeout`, `--body-timeout`, `--idle-timeout`).
+    public var connectionTimeouts: ConnectionTimeouts
     /// The event loops serving the sockets.
     public var eventLoopGroup: any EventLoopGroup
 
@@ -39,6 +43,8 @@ public struct ServerConfiguration: Sendable {
     ///   - drainTimeout: The grace period for requests in progress at shutdown.
     ///   - tokenTimeout: The limit for one token exchange with Personio.
     ///   - proxyTimeout: The limit for a proxied request's response head.
+    ///   - connectionLimits: Caps on open connections.
+    ///   - connectionTimeouts: Time-outs of each connection.
     ///   - eventLoopGroup: NIO's shared group unless given.
     public init(
         vault: VaultConfiguration,
@@ -51,6 +57,8 @@ public struct ServerConfiguration: Sendable {
         drainTimeout: Duration = .seconds(10),
         tokenTimeout: Duration = PersonioAuthClient.defaultTimeout,
         proxyTimeout: Duration = PersonioProxy.defaultTimeout,
+        connectionLimits: ConnectionLimits = .defaults,
+        connectionTimeouts: ConnectionTimeouts = .defaults,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         self.vault = vault
@@ -63,6 +71,8 @@ public struct ServerConfiguration: Sendable {
         self.drainTimeout = drainTimeout
         self.tokenTimeout = tokenTimeout
         self.proxyTimeout = proxyTimeout
+        self.connectionLimits = connectionLimits
+        self.connectionTimeouts = connectionTimeouts
         self.eventLoopGroup = eventLoopGroup
     }
 }

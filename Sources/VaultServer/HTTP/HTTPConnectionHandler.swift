@@ -28,14 +28,17 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private let dispatcher: RequestDispatcher
     private let caller: Caller
     private let logger: Logger
+    /// The connection's time-outs; nil in tests that drive the handler alone.
+    private let deadlines: ConnectionDeadlines?
     private var state = State.idle
     /// The peer shut its writing side: answer what is in progress, then close.
     private var inputClosed = false
 
-    init(dispatcher: RequestDispatcher, caller: Caller, logger: Logger) {
+    init(dispatcher: RequestDispatcher, caller: Caller, logger: Logger, deadlines: ConnectionDeadlines? = nil) {
         self.dispatcher = dispatcher
         self.caller = caller
         self.logger = logger
+        self.deadlines = deadlines
     }
 
     /// When a request began: read only when the debug log will print its duration.
@@ -58,6 +61,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private func receiveHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard case .idle = self.state else { return }
+        self.deadlines?.headReceived()
         let start = self.requestStart
         if let declared = head.headers.first(name: "Content-Length").flatMap({ Int($0) }),
             declared > self.dispatcher.bodyLimit
@@ -98,6 +102,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func receiveEnd(context: ChannelHandlerContext) {
         guard case .receiving(let head, let body, let start) = self.state else { return }
         self.state = .responding
+        self.deadlines?.requestReceived()
         let requestBody = body.map(RequestBody.init) ?? .empty
         let dispatch = self.dispatcher.dispatch(
             head: head,
@@ -221,6 +226,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             }
             if keepAlive {
+                self.deadlines?.responseFinished()
                 context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
             } else {
                 context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
@@ -264,6 +270,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             let (handler, context) = bound.value
             switch result {
             case .success:
+                if keepAlive { handler.deadlines?.responseFinished() }
                 let written = context.writeAndFlush(handler.wrapOutboundOut(.end(nil)))
                 if !keepAlive {
                     written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }

@@ -18,6 +18,14 @@ final class HTTPServer: Service, Sendable {
     struct Listener: Sendable {
         var socket: ListeningSocket
         var dispatcher: RequestDispatcher
+        /// How the connection caps treat a caller, judged from its kernel credentials and groups alone.
+        var standing: @Sendable (Caller) -> ConnectionLimiter.Standing
+    }
+
+    /// What every connection is held to.
+    struct ConnectionPolicy: Sendable {
+        var limiter: ConnectionLimiter
+        var timeouts: ConnectionTimeouts
     }
 
     private let channels: [any Channel]
@@ -47,7 +55,8 @@ final class HTTPServer: Service, Sendable {
         _ listeners: [Listener],
         group: any EventLoopGroup,
         logger: Logger,
-        drainTimeout: Duration
+        drainTimeout: Duration,
+        policy: ConnectionPolicy
     ) async throws -> HTTPServer {
         let connections = ConnectionTracker()
         var channels: [any Channel] = []
@@ -55,17 +64,22 @@ final class HTTPServer: Service, Sendable {
         do {
             for listener in listeners {
                 adopted += 1
-                let dispatcher = listener.dispatcher
                 let channel = try await ServerBootstrap(group: group)
                     .childChannelOption(.allowRemoteHalfClosure, value: true)
                     // Admin requests carry secrets: every buffer of such a connection (socket reads, the body, the
                     // parser's) is zeroed when freed. The app socket keeps NIO's allocator (its hot path).
                     .childChannelOption(
                         .allocator,
-                        value: listener.dispatcher.zeroesFreedBuffers ? ZeroingAllocator.allocator : ByteBufferAllocator()
+                        value: listener.dispatcher.zeroesFreedBuffers
+                            ? ZeroingAllocator.allocator : ByteBufferAllocator()
                     )
                     .childChannelInitializer { channel in
-                        Self.initializeConnection(channel, dispatcher: dispatcher, connections: connections)
+                        Self.initializeConnection(
+                            channel,
+                            listener: listener,
+                            policy: policy,
+                            connections: connections
+                        )
                     }
                     .withBoundSocket(listener.socket.descriptor)
                     .get()
@@ -86,29 +100,58 @@ final class HTTPServer: Service, Sendable {
         )
     }
 
-    /// Reads the peer's credentials once, then sets up the HTTP/1.1 pipeline with a handler that knows the caller.
+    /// Reads what the kernel knows about the peer, admits the connection or closes it at once when a cap is reached,
+    /// then sets up the HTTP/1.1 pipeline with a handler that knows the caller.
+    ///
+    /// Everything here runs once per connection, on the connection's event loop, where NIO completes the socket
+    /// option calls at once.
     private static func initializeConnection(
         _ channel: any Channel,
-        dispatcher: RequestDispatcher,
+        listener: Listener,
+        policy: ConnectionPolicy,
         connections: ConnectionTracker
     ) -> EventLoopFuture<Void> {
-        guard let credentials = Kernel.peerCredentials(of: channel) else {
+        guard let provider = channel as? any SocketOptionProvider, let credentials = Kernel.peerCredentials(of: channel)
+        else {
             return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
         }
-        connections.add(channel)
+        let dispatcher = listener.dispatcher
         return credentials.flatMapThrowing { credentials in
-            let caller = PeerIdentity.caller(credentials)
+            let groups = Kernel.peerGroups(of: provider)
+            // Judged from the kernel's record alone (no /proc), and before anything else is read or opened for it.
+            let standing = listener.standing(PeerIdentity.caller(credentials, groups: groups, pidfd: nil))
+            let ticket: ConnectionLimiter.Ticket
+            switch policy.limiter.admit(socket: dispatcher.socket, uid: credentials.uid, standing: standing) {
+            case .success(let admitted):
+                ticket = admitted
+            case .failure(let refusal):
+                dispatcher.logger.debug(
+                    "connection refused",
+                    metadata: ["peer.uid": "\(credentials.uid)", "reason": "\(refusal)"]
+                )
+                throw refusal
+            }
+            channel.closeFuture.whenComplete { _ in policy.limiter.release(ticket) }
+            connections.add(channel)
+
+            let pidfd = Kernel.peerPidfd(of: provider)
+            // The pidfd is needed only to confirm what /proc said; the exe selector will read /proc/PID/exe in the
+            // same window, through the same directory descriptor.
+            defer { if let pidfd { close(pidfd) } }
+            let caller = PeerIdentity.caller(credentials, groups: groups, pidfd: pidfd)
             var logger = dispatcher.logger
             logger[metadataKey: "peer.uid"] = "\(caller.uid)"
             logger[metadataKey: "peer.pid"] = "\(caller.pid)"
             logger[metadataKey: "peer.comm"] = "\(caller.comm)"
             if let unit = caller.unit { logger[metadataKey: "peer.unit"] = "\(unit)" }
             logger.trace("connection accepted", metadata: ["peer.gid": "\(caller.gid)"])
+            let deadlines = ConnectionDeadlines(timeouts: policy.timeouts, eventLoop: channel.eventLoop)
+            try channel.pipeline.syncOperations.addHandler(RequestBytesHandler(deadlines: deadlines))
             // The protocol error handler is left out: the connection handler answers malformed requests itself, with
             // a problem+json body like every other error.
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
             try channel.pipeline.syncOperations.addHandler(
-                HTTPConnectionHandler(dispatcher: dispatcher, caller: caller, logger: logger)
+                HTTPConnectionHandler(dispatcher: dispatcher, caller: caller, logger: logger, deadlines: deadlines)
             )
         }
     }

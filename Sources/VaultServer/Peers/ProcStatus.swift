@@ -1,4 +1,4 @@
-/// Parses `/proc/PID/status`: `Name:\tvalue` lines.
+/// Parses `/proc/PID/status`: `Name:\tvalue` lines. (Never for a caller's groups: those come from `SO_PEERGROUPS`.)
 enum ProcStatus {
     /// The value of field `name` with surrounding white space removed, or nil when there is no such field.
     static func field(_ name: String, in status: String) -> String? {
@@ -7,13 +7,6 @@ enum ProcStatus {
             return String(line[line.index(after: colon)...].trimmingWhitespace())
         }
         return nil
-    }
-
-    /// The supplementary groups from the `Groups:` line (`Groups:\t4 24 27 \n`); empty when the line is missing or
-    /// empty. Entries that are not numbers are skipped.
-    static func supplementaryGroups(in status: String) -> [UInt32] {
-        guard let value = Self.field("Groups", in: status) else { return [] }
-        return value.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
     }
 }
 
