@@ -4,14 +4,17 @@
 #   make bench  release build, token-path benchmark beside nginx and a bare SwiftNIO server
 #   make fuzz   long randomized bad-input run against a live daemon (make test runs a short fixed-seed profile)
 #   make soak   long kill -9 / restart durability run
+#   make install / make uninstall   binaries, units, sysusers, tmpfiles, man pages, completions (PREFIX, DESTDIR)
+#   make deb    connvault_<version>_<arch>.deb: release binaries with the Swift runtime linked in statically
 
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config util-linux
+APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config util-linux systemd systemd-container curl dpkg-dev lintian
 BENCH_PACKAGES := nginx-light
 BIN := $(CURDIR)/.build/debug
 
-.PHONY: deps bench-deps build run test bench fuzz soak lint clean
+.PHONY: deps bench-deps build run test bench fuzz soak lint clean man completions install uninstall release deb \
+	test-systemd
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -36,11 +39,20 @@ run: build
 BLOCKING_SUITES := VaultClientTests VaultServerTests
 TEST_ENV := CONNVAULT_BIN_DIR=$(BIN)
 
+# The systemd suite boots a container (systemd-nspawn) and installs the Debian package into it, so `make test` builds
+# the package first (a release build of the two binaries in .build-release, beside the debug build).
 test: deps
 	$(SWIFT) build --build-tests
-	$(TEST_ENV) $(SWIFT) test --skip-build --skip 'VaultClientTests|VaultServerTests|EndToEndTests'
+	$(TEST_ENV) $(SWIFT) test --skip-build --skip 'VaultClientTests|VaultServerTests|EndToEndTests|SystemdTests'
 	$(foreach suite,$(BLOCKING_SUITES),$(TEST_ENV) $(SWIFT) test --skip-build --filter $(suite) &&) true
 	$(TEST_ENV) $(SWIFT) test --skip-build --filter EndToEndTests --no-parallel
+	$(MAKE) deb
+	$(MAKE) test-systemd
+
+# The service under a real systemd (built binaries, then the package); skipped where no container can boot, unless
+# CONNVAULT_REQUIRE_SYSTEMD=1.
+test-systemd:
+	$(TEST_ENV) CONNVAULT_DEB=$(wildcard $(CURDIR)/$(DEB)) $(SWIFT) test --skip-build --filter SystemdTests --no-parallel
 
 bench: bench-deps
 	$(SWIFT) build -c release --product connvaultd
@@ -57,8 +69,93 @@ soak: deps
 	$(SWIFT) build --build-tests
 	CONNVAULT_BIN_DIR=$(BIN) CONNVAULT_SOAK_ROUNDS=200 $(SWIFT) test --skip-build --filter Soak
 
+# MARK: installing and packaging
+
+VERSION ?= 0.1.0
+ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || uname -m)
+DEB := connvault_$(VERSION)_$(ARCH).deb
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+RELEASE_BIN := $(CURDIR)/.build-release/release
+# The binaries install takes: the release build (built first) unless told otherwise, e.g. INSTALL_BIN=$(BIN) for the
+# debug build. SKIP_BUILD=1: install what is there.
+INSTALL_BIN ?= $(RELEASE_BIN)
+GENERATED := $(CURDIR)/.build/generated
+INSTALL_BUILD := $(if $(SKIP_BUILD),,$(if $(filter $(RELEASE_BIN),$(INSTALL_BIN)),release,build))
+
+# Man pages from the argument parsers (swift-argument-parser's generate-manual tool, built by its plugin once).
+man:
+	@tool=$$(find .build -name generate-manual -type f -perm -u+x 2>/dev/null | head -1); \
+	if [ -z "$$tool" ]; then \
+		$(SWIFT) package plugin generate-manual --configuration debug >/dev/null && \
+		tool=$$(find .build -name generate-manual -type f -perm -u+x | head -1); \
+	fi; \
+	[ -n "$$tool" ] || { echo "generate-manual was not built" >&2; exit 1; }; \
+	mkdir -p $(GENERATED)/man && \
+	$$tool $(INSTALL_BIN)/connvaultctl --section 1 --authors 'Connection Vault authors' \
+		--output-directory $(GENERATED)/man && \
+	$$tool $(INSTALL_BIN)/connvaultd --section 8 --authors 'Connection Vault authors' \
+		--output-directory $(GENERATED)/man
+
+completions:
+	mkdir -p $(GENERATED)/completions
+	$(INSTALL_BIN)/connvaultctl --generate-completion-script bash > $(GENERATED)/completions/connvaultctl.bash
+	$(INSTALL_BIN)/connvaultctl --generate-completion-script zsh > $(GENERATED)/completions/_connvaultctl
+	$(INSTALL_BIN)/connvaultctl --generate-completion-script fish > $(GENERATED)/completions/connvaultctl.fish
+
+install: $(INSTALL_BUILD)
+	$(MAKE) --no-print-directory man completions INSTALL_BIN=$(INSTALL_BIN)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) \
+		$(DESTDIR)$(FISHCOMPDIR)
+	install -m 0755 $(INSTALL_BIN)/connvaultd $(INSTALL_BIN)/connvaultctl $(DESTDIR)$(BINDIR)/
+	sed 's#/usr/bin/connvaultd#$(BINDIR)/connvaultd#' systemd/connvaultd.service > $(DESTDIR)$(UNITDIR)/connvaultd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/connvaultd.service
+	install -m 0644 systemd/connvaultd.socket systemd/connvaultd-admin.socket $(DESTDIR)$(UNITDIR)/
+	install -m 0644 systemd/connvault.sysusers $(DESTDIR)$(SYSUSERSDIR)/connvault.conf
+	install -m 0644 systemd/connvault.tmpfiles $(DESTDIR)$(TMPFILESDIR)/connvault.conf
+	install -m 0644 $(GENERATED)/man/connvaultctl.1 $(DESTDIR)$(MANDIR)/man1/connvaultctl.1
+	install -m 0644 $(GENERATED)/man/connvaultd.8 $(DESTDIR)$(MANDIR)/man8/connvaultd.8
+	install -m 0644 $(GENERATED)/completions/connvaultctl.bash $(DESTDIR)$(BASHCOMPDIR)/connvaultctl
+	install -m 0644 $(GENERATED)/completions/_connvaultctl $(DESTDIR)$(ZSHCOMPDIR)/_connvaultctl
+	install -m 0644 $(GENERATED)/completions/connvaultctl.fish $(DESTDIR)$(FISHCOMPDIR)/connvaultctl.fish
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemd-sysusers connvault.conf && systemd-tmpfiles --create connvault.conf && systemctl daemon-reload; \
+	fi
+
+# Removes what install installed; the state directory, the key credential and the user stay (they hold data).
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl disable --now connvaultd.socket connvaultd-admin.socket connvaultd.service 2>/dev/null || true; \
+	fi
+	rm -f $(DESTDIR)$(BINDIR)/connvaultd $(DESTDIR)$(BINDIR)/connvaultctl \
+		$(DESTDIR)$(UNITDIR)/connvaultd.service $(DESTDIR)$(UNITDIR)/connvaultd.socket \
+		$(DESTDIR)$(UNITDIR)/connvaultd-admin.socket \
+		$(DESTDIR)$(SYSUSERSDIR)/connvault.conf $(DESTDIR)$(TMPFILESDIR)/connvault.conf \
+		$(DESTDIR)$(MANDIR)/man1/connvaultctl.1 $(DESTDIR)$(MANDIR)/man8/connvaultd.8 \
+		$(DESTDIR)$(BASHCOMPDIR)/connvaultctl $(DESTDIR)$(ZSHCOMPDIR)/_connvaultctl \
+		$(DESTDIR)$(FISHCOMPDIR)/connvaultctl.fish
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+# Release binaries with the Swift runtime linked statically, in a scratch path of their own (the debug build's lock
+# and artefacts stay untouched).
+release: deps
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path .build-release --product connvaultd
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path .build-release --product connvaultctl
+
+deb: release
+	packaging/build-deb.sh --version $(VERSION) --arch $(ARCH) --bin-dir $(RELEASE_BIN) --output $(CURDIR)/$(DEB)
+
 lint:
 	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift
 
 clean:
-	rm -rf .build .connvault
+	rm -rf .build .build-release .connvault connvault_*.deb

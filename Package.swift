@@ -146,6 +146,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "SystemdTests",
+            dependencies: ["TestSupport", "PersonioStandIn"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "EndToEndTests",
             dependencies: ["VaultClient", "VaultAPI", "VaultStore", "TestSupport", "PersonioStandIn", logging],
             swiftSettings: swiftSettings

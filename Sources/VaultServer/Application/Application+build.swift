@@ -64,7 +64,7 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         }
 
         let metrics = ServerMetrics()
-        let authorization = AdminAuthorization(daemonUID: geteuid(), adminGID: adminGID)
+        let authorization = ReloadableAdminAuthorization(AdminAuthorization(daemonUID: geteuid(), adminGID: adminGID))
         var adminLogger = logger
         adminLogger[metadataKey: "server.socket"] = "admin"
         var appLogger = logger
@@ -126,6 +126,17 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
             configuration: configuration.notify,
             eventLoopGroup: configuration.eventLoopGroup,
             status: "serving admin on \(adminWhere), apps on \(appWhere)",
+            reload: { [adminGroup = configuration.adminGroup] in
+                if let adminGroup {
+                    do {
+                        let gid = try resolveAdminGroup(adminGroup)
+                        authorization.replaceAdminGID(gid)
+                    } catch {
+                        logger.error("reload: keeping the admin group's previous gid", metadata: ["error": "\(error)"])
+                    }
+                }
+                return "serving admin on \(adminWhere), apps on \(appWhere)"
+            },
             logger: logger
         )
         let serviceGroup = ServiceGroup(

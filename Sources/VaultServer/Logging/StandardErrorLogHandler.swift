@@ -6,9 +6,11 @@ import Glibc
 
 /// Writes one line per event to standard error: `time level label: message key=value …`.
 ///
-/// Under systemd (`JOURNAL_STREAM` set) the time is left out, since the journal stamps every line, and each line
-/// starts with its syslog priority (`<3>` for errors, as `sd-daemon(3)` describes), so that `journalctl -p` filters
-/// by level. Each line goes out in a single `write(2)`, so lines from concurrent tasks never interleave.
+/// Under systemd (`JOURNAL_STREAM` names standard error) each event goes to journald directly as a structured entry
+/// (``JournalEntry``: `CONNECTION_ID=`, `CALLER_UID=`, `MESSAGE_ID=`, …). Should journald refuse it, the line is
+/// written instead, without the time, since the journal stamps every line, and starting with its syslog priority
+/// (`<3>` for errors, as `sd-daemon(3)` describes), so that `journalctl -p` filters by level. Each line goes out in a
+/// single `write(2)`, so lines from concurrent tasks never interleave.
 public struct StandardErrorLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var metadataProvider: Logger.MetadataProvider?
@@ -35,6 +37,15 @@ public struct StandardErrorLogHandler: LogHandler {
         var merged = self.metadata
         if let provided = self.metadataProvider?.get() { merged.merge(provided) { _, new in new } }
         if let metadata = event.metadata { merged.merge(metadata) { _, new in new } }
+        if self.journal, let journal = JournalSocket.shared {
+            let entry = JournalEntry(
+                label: self.label,
+                priority: Self.syslogPriority(event.level),
+                message: event.message.description,
+                metadata: merged
+            )
+            if journal.send(entry) { return }
+        }
         let line = Self.format(
             level: event.level,
             label: self.label,

@@ -1,14 +1,16 @@
 import Logging
 import NIOCore
 import ServiceLifecycle
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Tells systemd how the daemon is doing (`sd_notify(3)`): `READY=1` once the sockets listen, `WATCHDOG=1` while the
-/// event loops answer, `STOPPING=1` at shutdown. Without `$NOTIFY_SOCKET` it only waits for shutdown, so the daemon
-/// behaves the same with and without systemd.
+/// event loops answer, `RELOADING=1` … `READY=1` around a reload on SIGHUP, `STOPPING=1` at shutdown. Without
+/// `$NOTIFY_SOCKET` it still reloads on SIGHUP and otherwise waits for shutdown, so the daemon behaves the same with
+/// and without systemd.
 public struct SystemdNotifier: Service {
     /// Where and how often to notify.
     public struct Configuration: Sendable, Equatable {
@@ -48,37 +50,83 @@ public struct SystemdNotifier: Service {
     let eventLoopGroup: any EventLoopGroup
     /// `STATUS=` text sent with `READY=1`.
     let status: String
+    /// What SIGHUP does (`systemctl reload`): re-reads what the daemon took from the system at start and returns the
+    /// new `STATUS=` text. Nil: SIGHUP is only acknowledged.
+    let reload: (@Sendable () async -> String)?
     let logger: Logger
 
-    init(configuration: Configuration?, eventLoopGroup: any EventLoopGroup, status: String, logger: Logger) {
+    init(
+        configuration: Configuration?,
+        eventLoopGroup: any EventLoopGroup,
+        status: String,
+        reload: (@Sendable () async -> String)? = nil,
+        logger: Logger
+    ) {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.status = status
+        self.reload = reload
         self.logger = logger
     }
 
     public func run() async throws {
-        guard let configuration = self.configuration else {
-            try? await gracefulShutdown()
-            return
+        // Trapped before READY=1: systemd may send SIGHUP as soon as it has seen READY=1, and an untrapped SIGHUP
+        // ends the process.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        if let configuration = self.configuration {
+            self.send("READY=1\nSTATUS=\(self.status)\nMAINPID=\(getpid())", to: configuration.socketPath)
         }
-        self.send("READY=1\nSTATUS=\(self.status)\nMAINPID=\(getpid())", to: configuration.socketPath)
-        if let interval = configuration.watchdogInterval {
-            let group = self.eventLoopGroup
-            try? await cancelWhenGracefulShutdown {
-                while true {
-                    try await Task.sleep(for: interval)
-                    // A stuck event loop never answers, no WATCHDOG=1 goes out, and systemd restarts the daemon.
-                    for loop in group.makeIterator() {
-                        try await loop.submit {}.get()
+        try? await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await _ in hangups {
+                        await self.reloadNow()
                     }
-                    self.send("WATCHDOG=1", to: configuration.socketPath)
                 }
+                if let configuration = self.configuration, let interval = configuration.watchdogInterval {
+                    group.addTask {
+                        try? await self.watchdog(every: interval, socket: configuration.socketPath)
+                    }
+                }
+                await group.next()
+                group.cancelAll()
             }
-        } else {
-            try? await gracefulShutdown()
         }
-        self.send("STOPPING=1", to: configuration.socketPath)
+        if let configuration = self.configuration {
+            self.send("STOPPING=1", to: configuration.socketPath)
+        }
+    }
+
+    /// Sends `WATCHDOG=1` every `interval` while every event loop answers.
+    private func watchdog(every interval: Duration, socket: String) async throws {
+        let group = self.eventLoopGroup
+        while true {
+            try await Task.sleep(for: interval)
+            // A stuck event loop never answers, no WATCHDOG=1 goes out, and systemd restarts the daemon.
+            for loop in group.makeIterator() {
+                try await loop.submit {}.get()
+            }
+            self.send("WATCHDOG=1", to: socket)
+        }
+    }
+
+    /// One reload: `RELOADING=1` (with the monotonic time newer systemd versions ask for), the work, `READY=1`.
+    func reloadNow() async {
+        self.logger.info("reloading", metadata: ["systemd.signal": "SIGHUP"])
+        if let configuration = self.configuration {
+            self.send("RELOADING=1\nMONOTONIC_USEC=\(Self.monotonicMicroseconds())", to: configuration.socketPath)
+        }
+        let status = await self.reload?() ?? self.status
+        if let configuration = self.configuration {
+            self.send("READY=1\nSTATUS=\(status)", to: configuration.socketPath)
+        }
+        self.logger.info("reloaded")
+    }
+
+    static func monotonicMicroseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1_000
     }
 
     /// Sends one datagram; failures are logged, never fatal (systemd may be gone already at shutdown).

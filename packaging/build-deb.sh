@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds connvault_<version>_<arch>.deb from release binaries (Swift runtime linked statically): `make install`
+# into a staging root with Debian's paths, the control files and maintainer scripts of packaging/debian, then
+# dpkg-deb. Called by `make deb`.
+set -euo pipefail
+
+version="" arch="" bin_dir="" output=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --version) version="$2"; shift 2 ;;
+        --arch) arch="$2"; shift 2 ;;
+        --bin-dir) bin_dir="$2"; shift 2 ;;
+        --output) output="$2"; shift 2 ;;
+        *) echo "build-deb.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ -n "$version" ] && [ -n "$arch" ] && [ -n "$bin_dir" ] && [ -n "$output" ] || {
+    echo "usage: build-deb.sh --version V --arch A --bin-dir DIR --output FILE.deb" >&2
+    exit 2
+}
+
+repository="$(cd "$(dirname "$0")/.." && pwd)"
+here="$repository/packaging/debian"
+stage="$(mktemp -d /tmp/cvdeb-XXXXXX)"
+trap 'rm -rf "$stage"' EXIT
+
+# The binaries must not need a Swift toolchain at run time.
+for binary in connvaultd connvaultctl; do
+    if ldd "$bin_dir/$binary" | grep -q 'libswift'; then
+        echo "build-deb.sh: $bin_dir/$binary links the Swift runtime dynamically (build with --static-swift-stdlib)" >&2
+        exit 1
+    fi
+done
+
+make -C "$repository" --no-print-directory install SKIP_BUILD=1 INSTALL_BIN="$bin_dir" DESTDIR="$stage" \
+    PREFIX=/usr UNITDIR=/lib/systemd/system >/dev/null
+strip --strip-unneeded --remove-section=.comment --remove-section=.note "$stage/usr/bin/connvaultd" \
+    "$stage/usr/bin/connvaultctl"
+gzip -9n "$stage/usr/share/man/man1/connvaultctl.1" "$stage/usr/share/man/man8/connvaultd.8"
+
+install -d "$stage/usr/share/doc/connvault" "$stage/DEBIAN"
+install -m 0644 "$here/copyright" "$stage/usr/share/doc/connvault/copyright"
+sed "s/@VERSION@/$version/; s/@DATE@/$(date -R -d @"${SOURCE_DATE_EPOCH:-$(git -C "$repository" log -1 --format=%ct 2>/dev/null || date +%s)}")/" \
+    "$here/changelog" | gzip -9n > "$stage/usr/share/doc/connvault/changelog.Debian.gz"
+chmod 0644 "$stage/usr/share/doc/connvault/changelog.Debian.gz"
+
+size="$(du -sk --exclude=DEBIAN "$stage" | cut -f1)"
+sed "s/@VERSION@/$version/; s/@ARCH@/$arch/; s/@SIZE@/$size/" "$here/control" > "$stage/DEBIAN/control"
+for script in postinst prerm postrm; do
+    install -m 0755 "$here/$script" "$stage/DEBIAN/$script"
+done
+(cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) \
+    > "$stage/DEBIAN/md5sums"
+chmod 0644 "$stage/DEBIAN/md5sums" "$stage/DEBIAN/control"
+find "$stage" -type d -exec chmod 0755 {} +
+
+dpkg-deb --root-owner-group -Zxz --build "$stage" "$output" >/dev/null
+echo "built $output ($(du -h "$output" | cut -f1))"
