@@ -165,7 +165,8 @@ extension Vault {
     /// Personio accepted the revocation: the row goes, `token.revoked` is audited.
     public func revocationSucceeded(_ revocation: DueRevocation) async throws {
         try await self.write { tx in
-            try tx.deleteIssuedToken(revocation.id)
+            // Revoked twice (two passes raced): audited once.
+            guard try tx.deleteIssuedToken(revocation.id) else { return }
             try tx.appendAudit(
                 Self.auditEntry(
                     Self.daemonActor,
@@ -182,6 +183,9 @@ extension Vault {
     /// failure of a row is audited as `token.revoke_failed`; later ones only update the row (shown in `status`).
     public func revocationFailed(_ revocation: DueRevocation, error: String, nextAttemptAt: Double) async throws {
         try await self.write { tx in
+            guard try tx.issuedTokens(of: revocation.connectionID).contains(where: { $0.id == revocation.id }) else {
+                return
+            }
             try tx.updateRevocationAttempt(
                 revocation.id,
                 attempts: revocation.attempts + 1,

@@ -176,8 +176,11 @@ extension StoreTransaction {
         )
     }
 
-    public func deleteIssuedToken(_ id: Int64) throws {
+    /// - Returns: Whether there was such a row.
+    @discardableResult
+    public func deleteIssuedToken(_ id: Int64) throws -> Bool {
         try self.db.execute(sql: "DELETE FROM issued_tokens WHERE id = ?", arguments: [id])
+        return self.db.changesCount > 0
     }
 
     /// Records a failed revocation attempt.

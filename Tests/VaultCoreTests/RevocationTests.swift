@@ -249,6 +249,24 @@ struct RevocationTests {
         }
     }
 
+    @Test("Personio hands back a token still waiting for revocation: it is revoked first, and a new one is served")
+    func pendingTokenHandedBack() async throws {
+        try await Self.with { standIn, fixture, vault, auth in
+            // No background work: the disable's revocation is still pending when the connection is enabled again.
+            let broker = Self.broker(vault, auth, fixture)
+            let old = try await Self.token(broker)
+            _ = try await vault.disable("acme", reason: nil, by: admin)
+            _ = try await vault.enable("acme", by: admin)
+            #expect(standIn.isValid(token: old))
+            let fresh = try await Self.token(broker)
+            #expect(fresh != old, "a token of the disabled state was handed out again")
+            #expect(!standIn.isValid(token: old))
+            #expect(standIn.isValid(token: fresh))
+            #expect(try await vault.status().pendingRevocations.isEmpty)
+            #expect(try await Self.actions(vault).filter { $0 == "token.revoked" }.count == 1)
+        }
+    }
+
     @Test("a disable that commits while the token exchange is under way: the token obtained is revoked")
     func lifecycleChangeDuringExchange() async throws {
         try await Self.with { standIn, fixture, vault, auth in

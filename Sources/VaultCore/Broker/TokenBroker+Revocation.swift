@@ -34,17 +34,59 @@ public struct RevocationPolicy: Sendable {
 extension TokenBroker {
     // MARK: - Recording what is handed out
 
-    /// Records a token just obtained for `snapshot` in the vault, before anyone is handed it; nil means "serve it".
+    /// What may be done with a token just obtained.
+    enum RecordOutcome {
+        case serve
+        /// Not to be served, for this reason.
+        case refuse(VaultError)
+        /// Personio handed back a token of the connection's previous state that still waits for revocation.
+        case revokeFirst(VaultError)
+
+        var refusal: VaultError? {
+            switch self {
+            case .serve: nil
+            case .refuse(let error), .revokeFirst(let error): error
+            }
+        }
+    }
+
+    /// Exchanges the credentials with Personio and records the token before anyone is handed it.
+    ///
+    /// When Personio hands back a token of the connection's previous state that still waits for revocation (a reset
+    /// to credentials Personio did not change, moments after the change), the due revocations are made now and the
+    /// exchange is repeated once: after the revocation Personio issues a new token.
+    /// - Returns: The token, and why it must not be served (nil: serve it).
+    /// - Throws: `PersonioAuthError` from the exchange; `VaultError` for credentials that cannot be exchanged.
+    func obtain(_ credentials: ConnectionCredentials, policy: RefreshPolicy) async throws -> (IssuedToken, VaultError?)
+    {
+        let snapshot = credentials.snapshot
+        let request = try Self.personioCredentials(credentials)
+        var issued = try await self.auth.exchange(request)
+        var outcome = await self.record(issued, for: snapshot, policy: policy)
+        if case .revokeFirst = outcome {
+            _ = await self.revocationPass(now: self.revocationPolicy.now())
+            issued = try await self.auth.exchange(request)
+            outcome = await self.record(issued, for: snapshot, policy: policy)
+        }
+        if case .revokeFirst(let failure) = outcome {
+            self.entries.withLock { entries in
+                entries[snapshot.id]?.state.failed(now: .now, error: failure.message, retryAfter: nil, policy: policy)
+            }
+        }
+        return (issued, outcome.refusal)
+    }
+
+    /// Records a token just obtained for `snapshot` in the vault, before anyone is handed it.
     ///
     /// A token the broker already holds for the same revision was recorded when it first arrived (Personio hands out
     /// the same token until it expires), so refreshes that return it cost no write.
-    func record(_ issued: IssuedToken, for snapshot: ConnectionSnapshot, policy: RefreshPolicy) async -> VaultError? {
+    func record(_ issued: IssuedToken, for snapshot: ConnectionSnapshot, policy: RefreshPolicy) async -> RecordOutcome {
         let id = snapshot.id
         let known = self.entries.withLock { entries in
             guard let entry = entries[id], entry.snapshot.revision == snapshot.revision else { return false }
             return entry.state.token?.accessToken == issued.accessToken
         }
-        if known { return nil }
+        if known { return .serve }
         let recording: TokenRecording
         do {
             recording = try await self.vault.recordIssuedToken(
@@ -67,35 +109,35 @@ extension TokenBroker {
             self.entries.withLock { entries in
                 entries[id]?.state.failed(now: .now, error: failure.message, retryAfter: nil, policy: policy)
             }
-            return failure
+            return .refuse(failure)
         }
         switch recording {
         case .recorded:
             // The revoker learns of the new row's expiry, so the row is dropped then.
             self.revokerWake.store(true, ordering: .releasing)
-            return nil
+            return .serve
         case .alreadyRecorded:
-            return nil
+            return .serve
         case .withdrawn:
             self.revokerWake.store(true, ordering: .releasing)
-            return VaultError(
-                .upstreamUnavailable,
-                "the connection changed during the token request; retry",
-                retryAfter: 1
+            return .refuse(
+                VaultError(
+                    .upstreamUnavailable,
+                    "the connection changed during the token request; retry",
+                    retryAfter: 1
+                )
             )
         case .revocationPending:
             // Personio handed back the token of the connection's previous state: it is about to be revoked, so
             // serving it would hand out a token that dies within seconds. Once revoked, Personio issues a new one.
             self.revokerWake.store(true, ordering: .releasing)
-            let failure = VaultError(
-                .upstreamUnavailable,
-                "a token of the previous state of '\(id)' is still being revoked at Personio; retry",
-                retryAfter: 1
+            return .revokeFirst(
+                VaultError(
+                    .upstreamUnavailable,
+                    "a token of the previous state of '\(id)' is still being revoked at Personio; retry",
+                    retryAfter: 1
+                )
             )
-            self.entries.withLock { entries in
-                entries[id]?.state.failed(now: .now, error: failure.message, retryAfter: nil, policy: policy)
-            }
-            return failure
         }
     }
 
@@ -139,6 +181,9 @@ extension TokenBroker {
 
     /// Revokes one token at Personio and records the outcome.
     func revoke(_ due: DueRevocation, now: Double) async {
+        // A token request may make a pass of its own (see `obtain`): one attempt per row at a time.
+        guard self.revoking.withLock({ $0.insert(due.id).inserted }) else { return }
+        defer { _ = self.revoking.withLock { $0.remove(due.id) } }
         let metadata: Logger.Metadata = ["connection.id": "\(due.connectionID)", "token.attempts": "\(due.attempts)"]
         guard self.reserveRevocationCall(due.connectionID, provider: due.provider) else {
             // The connection's Personio call budget is spent: wait, without counting an attempt.

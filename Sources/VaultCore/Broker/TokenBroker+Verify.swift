@@ -19,11 +19,10 @@ extension TokenBroker {
             return .failed(connection: id, error: problem, state: snapshot.state)
         }
         do {
-            let issued = try await self.auth.exchange(Self.personioCredentials(credentials))
             // The same stable token apps get: recorded before it may be cached, and revoked at once when the
             // connection is not active (a verify of a disabled connection leaves no valid token behind).
-            let servable = await self.record(issued, for: snapshot, policy: self.policy(snapshot.provider)) == nil
-            if snapshot.state == .active, servable {
+            let (issued, refusal) = try await self.obtain(credentials, policy: self.policy(snapshot.provider))
+            if snapshot.state == .active, refusal == nil {
                 let token = Self.cachedToken(
                     issued,
                     revision: snapshot.revision,

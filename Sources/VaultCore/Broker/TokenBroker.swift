@@ -33,6 +33,8 @@ public final class TokenBroker: Sendable {
     /// Revocation calls per connection while the broker holds no entry for it (with an entry they are counted in its
     /// `TokenState`, against the same per-connection limit as token calls).
     let revocationCalls: Mutex<[String: [ContinuousClock.Instant]]>
+    /// Rows whose revocation is under way.
+    let revoking: Mutex<Set<Int64>>
 
     /// What the broker knows of one connection. Lives in `entries` and is read and changed only under its lock.
     ///
@@ -94,6 +96,7 @@ public final class TokenBroker: Sendable {
         self.entries = Mutex([:])
         self.revocationPolicy = revocationPolicy
         self.revocationCalls = Mutex([:])
+        self.revoking = Mutex([])
         vault.observeChanges { [weak self] change in self?.connectionChanged(change) }
     }
 
@@ -280,8 +283,8 @@ public final class TokenBroker: Sendable {
         let id = snapshot.id
         let policy = self.policy(snapshot.provider)
         do {
-            let issued = try await self.auth.exchange(Self.personioCredentials(credentials))
-            if let refusal = await self.record(issued, for: snapshot, policy: policy) { return .failure(refusal) }
+            let (issued, refusal) = try await self.obtain(credentials, policy: policy)
+            if let refusal { return .failure(refusal) }
             var token = Self.cachedToken(issued, revision: snapshot.revision, policy: policy)
             let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
             let stored = self.entries.withLock { entries -> Bool in
