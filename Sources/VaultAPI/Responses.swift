@@ -263,6 +263,9 @@ public struct StatusView: Codable, Sendable, Equatable {
     /// v1 connections (by id, disconnected ones too) whose tokens handed out before a disable, reset, edit or
     /// disconnect stay valid until the given time (v1 has no revoke endpoint).
     public var tokensValidUntil: [String: String]
+    /// Whether this kernel pins callers with `SO_PEERPIDFD` (Linux 6.5 and later); `false`: unit grants never match
+    /// (DESIGN §10). nil from a daemon that does not say.
+    public var peerPidfd: Bool?
 
     public init(
         version: String,
@@ -305,6 +308,7 @@ public struct StatusView: Codable, Sendable, Equatable {
         case databaseBytes = "database_bytes"
         case pendingRevocations = "pending_revocations"
         case tokensValidUntil = "tokens_valid_until"
+        case peerPidfd = "peer_pidfd"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -324,6 +328,7 @@ public struct StatusView: Codable, Sendable, Equatable {
         self.pendingRevocations =
             try container.decodeIfPresent([PendingRevocationView].self, forKey: .pendingRevocations) ?? []
         self.tokensValidUntil = try container.decodeIfPresent([String: String].self, forKey: .tokensValidUntil) ?? [:]
+        self.peerPidfd = try container.decodeIfPresent(Bool.self, forKey: .peerPidfd)
     }
 }
 

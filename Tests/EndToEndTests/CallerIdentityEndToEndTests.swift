@@ -198,6 +198,17 @@ struct CallerIdentityEndToEndTests {
         }
     }
 
+    @Test("GET /v1/status says whether callers are pinned with SO_PEERPIDFD (this kernel has it)")
+    func statusSaysPidfd() async throws {
+        try await BrokerFixture.run { fixture in
+            let response = try await fixture.admin("GET", Routes.status)
+            #expect(response.status == 200, "\(response.raw)")
+            #expect(response.body.contains("\"peer_pidfd\":true"), "\(response.body)")
+            let status = try VaultJSON.decoder().decode(StatusView.self, from: Data(response.body.utf8))
+            #expect(status.peerPidfd == true)
+        }
+    }
+
     // MARK: - Helpers
 
     static func canMakeUnitCgroup() -> Bool {

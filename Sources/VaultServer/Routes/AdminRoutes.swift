@@ -147,7 +147,10 @@ public struct AdminRoutes: Sendable {
                 .GET,
                 Routes.status,
                 .async { _ in
-                    try .json(try await vault.status())
+                    var status = try await vault.status()
+                    // Without it, unit grants never match (DESIGN §10): say so where the admin looks.
+                    status.peerPidfd = Kernel.hasPeerPidfd
+                    return try .json(status)
                 }
             ),
             Route(
