@@ -138,6 +138,12 @@ struct RevocationEndToEndTests {
             #expect(shownText.stdout.contains("pending revocations"), "\(shownText.stdout)")
             #expect(try await Self.resourceStatus(fixture, token: token) == 200, "Personio refused nothing yet")
             #expect(try await Self.actions(fixture).contains { $0.action == "token.revoke_failed" })
+            // What the daemon keeps to revoke the token is sealed: no byte of the database files holds the token.
+            for suffix in ["", "-wal", "-shm"] {
+                let path = fixture.daemon.databasePath + suffix
+                guard let bytes = FileManager.default.contents(atPath: path) else { continue }
+                #expect(bytes.range(of: Data(token.utf8)) == nil, "the access token is in \(path) in plaintext")
+            }
 
             // Personio recovers while the daemon is down; the next run finishes the job.
             try await Blocking.run { [daemon = fixture.daemon] in daemon.stop() }
