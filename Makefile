@@ -9,7 +9,8 @@
 
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config util-linux systemd systemd-container curl dpkg-dev lintian
+APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config util-linux systemd systemd-container curl dpkg-dev lintian \
+	libstdc++-12-dev
 BENCH_PACKAGES := nginx-light
 BIN := $(CURDIR)/.build/debug
 
@@ -103,7 +104,8 @@ man:
 	$$tool $(INSTALL_BIN)/connvaultctl --section 1 --authors 'Connection Vault authors' \
 		--output-directory $(GENERATED)/man && \
 	$$tool $(INSTALL_BIN)/connvaultd --section 8 --authors 'Connection Vault authors' \
-		--output-directory $(GENERATED)/man
+		--output-directory $(GENERATED)/man && \
+	sed -i '/^[[:space:]]*$$/d' $(GENERATED)/man/connvaultctl.1 $(GENERATED)/man/connvaultd.8
 
 completions:
 	mkdir -p $(GENERATED)/completions
@@ -146,10 +148,15 @@ uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 # Release binaries with the Swift runtime linked statically, in a scratch path of their own (the debug build's lock
-# and artefacts stay untouched).
+# and artefacts stay untouched). The runtime asks for -lstdc++; a search directory holding only libstdc++.a makes
+# that the static library too, so the package needs no libstdc++6 (libgcc_s comes with libc6).
+STATIC_CXX := $(CURDIR)/.build-release/static-cxx
+RELEASE_FLAGS := -c release --static-swift-stdlib --scratch-path .build-release -Xlinker -L$(STATIC_CXX)
 release: deps
-	$(SWIFT) build -c release --static-swift-stdlib --scratch-path .build-release --product connvaultd
-	$(SWIFT) build -c release --static-swift-stdlib --scratch-path .build-release --product connvaultctl
+	mkdir -p $(STATIC_CXX)
+	ln -sf "$$(c++ -print-file-name=libstdc++.a 2>/dev/null || gcc -print-file-name=libstdc++.a)" $(STATIC_CXX)/libstdc++.a
+	$(SWIFT) build $(RELEASE_FLAGS) --product connvaultd
+	$(SWIFT) build $(RELEASE_FLAGS) --product connvaultctl
 
 deb: release
 	packaging/build-deb.sh --version $(VERSION) --arch $(ARCH) --bin-dir $(RELEASE_BIN) --output $(CURDIR)/$(DEB)

@@ -24,10 +24,13 @@ here="$repository/packaging/debian"
 stage="$(mktemp -d /tmp/cvdeb-XXXXXX)"
 trap 'rm -rf "$stage"' EXIT
 
-# The binaries must not need a Swift toolchain at run time.
+# The binaries must need nothing at run time but what the control file depends on: libc6 (with libm, the loader
+# and libgcc_s, which libc6 depends on), libsodium23 and libsqlite3-0. No Swift runtime, no libstdc++.
+allowed='^(libc\.so\.6|libm\.so\.6|ld-linux-x86-64\.so\.2|ld-linux-aarch64\.so\.1|libgcc_s\.so\.1|libsodium\.so\.23|libsqlite3\.so\.0)$'
 for binary in connvaultd connvaultctl; do
-    if ldd "$bin_dir/$binary" | grep -q 'libswift'; then
-        echo "build-deb.sh: $bin_dir/$binary links the Swift runtime dynamically (build with --static-swift-stdlib)" >&2
+    extra="$(objdump -p "$bin_dir/$binary" | awk '/NEEDED/ { print $2 }' | grep -Ev "$allowed" || true)"
+    if [ -n "$extra" ]; then
+        echo "build-deb.sh: $bin_dir/$binary needs $extra (build with make release: --static-swift-stdlib)" >&2
         exit 1
     fi
 done
@@ -37,12 +40,15 @@ make -C "$repository" --no-print-directory install SKIP_BUILD=1 INSTALL_BIN="$bi
 strip --strip-unneeded --remove-section=.comment --remove-section=.note "$stage/usr/bin/connvaultd" \
     "$stage/usr/bin/connvaultctl"
 gzip -9n "$stage/usr/share/man/man1/connvaultctl.1" "$stage/usr/share/man/man8/connvaultd.8"
+# Completion files are sourced, not run: no interpreter line.
+sed -i '1{/^#!/d}' "$stage/usr/share/bash-completion/completions/connvaultctl"
 
-install -d "$stage/usr/share/doc/connvault" "$stage/DEBIAN"
+install -d "$stage/usr/share/doc/connvault" "$stage/usr/share/lintian/overrides" "$stage/DEBIAN"
 install -m 0644 "$here/copyright" "$stage/usr/share/doc/connvault/copyright"
+install -m 0644 "$here/lintian-overrides" "$stage/usr/share/lintian/overrides/connvault"
 sed "s/@VERSION@/$version/; s/@DATE@/$(date -R -d @"${SOURCE_DATE_EPOCH:-$(git -C "$repository" log -1 --format=%ct 2>/dev/null || date +%s)}")/" \
-    "$here/changelog" | gzip -9n > "$stage/usr/share/doc/connvault/changelog.Debian.gz"
-chmod 0644 "$stage/usr/share/doc/connvault/changelog.Debian.gz"
+    "$here/changelog" | gzip -9n > "$stage/usr/share/doc/connvault/changelog.gz"
+chmod 0644 "$stage/usr/share/doc/connvault/changelog.gz"
 
 size="$(du -sk --exclude=DEBIAN "$stage" | cut -f1)"
 sed "s/@VERSION@/$version/; s/@ARCH@/$arch/; s/@SIZE@/$size/" "$here/control" > "$stage/DEBIAN/control"

@@ -16,7 +16,7 @@ import Glibc
 /// so a Personio stand-in on the host's 127.0.0.1 is reachable). ``shutdown()`` powers it off and waits; a
 /// container that does not stop in time is killed.
 final class SystemdContainer: @unchecked Sendable {
-    // @unchecked Sendable: `process` is set once in `boot` and only read afterwards, by the test that owns it.
+    // @unchecked Sendable: `bootTime` is set once in `boot`, before the container is handed out; nothing else changes.
 
     /// A host path made visible read-only inside.
     struct Bind: Sendable {
@@ -29,17 +29,16 @@ final class SystemdContainer: @unchecked Sendable {
     /// The container's init (systemd) as the host numbers it.
     let leader: Int32
     /// How long boot took, from starting `systemd-nspawn` to `systemctl is-system-running --wait` returning.
-    let bootTime: Duration
+    private(set) var bootTime: Duration = .zero
 
     var consoleLog: String {
         (try? String(contentsOfFile: self.directory.file("console.log"), encoding: .utf8)) ?? ""
     }
 
-    private init(directory: TemporaryDirectory, process: Process, leader: Int32, bootTime: Duration) {
+    private init(directory: TemporaryDirectory, process: Process, leader: Int32) {
         self.directory = directory
         self.process = process
         self.leader = leader
-        self.bootTime = bootTime
     }
 
     // MARK: - Availability
@@ -109,12 +108,7 @@ final class SystemdContainer: @unchecked Sendable {
 
         do {
             let leader = try await Self.waitForLeader(of: process, timeout: .seconds(30))
-            let container = SystemdContainer(
-                directory: directory,
-                process: process,
-                leader: leader,
-                bootTime: .zero
-            )
+            let container = SystemdContainer(directory: directory, process: process, leader: leader)
             // Until systemd has opened its bus, systemctl cannot reach it and says nothing or "offline": ask again.
             let deadline = ContinuousClock.now + timeout
             var state = try await container.run(["systemctl", "is-system-running", "--wait"], timeout: timeout)
@@ -128,12 +122,8 @@ final class SystemdContainer: @unchecked Sendable {
             guard reached == "running" || reached == "degraded" else {
                 throw TestSupportError("the container's systemd is '\(reached)' after boot:\n\(state)")
             }
-            return SystemdContainer(
-                directory: directory,
-                process: process,
-                leader: leader,
-                bootTime: ContinuousClock.now - started
-            )
+            container.bootTime = ContinuousClock.now - started
+            return container
         } catch {
             let console = (try? String(contentsOfFile: console, encoding: .utf8)) ?? ""
             Self.stop(process)
