@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import PersonioStandIn
+import Synchronization
 import TestSupport
 import Testing
 import VaultCrypto
@@ -216,7 +217,7 @@ import VaultCrypto
             ("x-ratelimit-remaining", "19"), ("X-RateLimit-Reset", "key \(Self.recruitingKey.prefix(16))"),
             ("X-Personio-Trace-Id", "abc"), ("Cache-Control", "no-store"),
         ])
-        let returned = PersonioProxy.returnedResponseHeaders(headers, redactor: authorization.redactor)
+        let returned = PersonioProxy.returnedResponseHeaders(headers, redactor: authorization.redactor).headers
         #expect(
             returned.map(\.0) == [
                 "Content-Type", "ETag", "Last-Modified", "Retry-After", "X-RateLimit-Limit", "x-ratelimit-remaining",
@@ -224,7 +225,7 @@ import VaultCrypto
         )
         let unchunked = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", "12")])
         #expect(
-            PersonioProxy.returnedResponseHeaders(unchunked, redactor: authorization.redactor).map(\.0) == [
+            PersonioProxy.returnedResponseHeaders(unchunked, redactor: authorization.redactor).headers.map(\.0) == [
                 "Content-Type", "Content-Length",
             ]
         )
@@ -641,5 +642,172 @@ import VaultCrypto
             )
             try await body(fixture, proxy)
         }
+    }
+}
+
+// MARK: - Echoed credentials
+
+/// An upstream that echoes its request must not hand the injected credential back: every occurrence is overwritten
+/// with `*` in the stream, also when it is split across chunks, and reported once per response.
+@Suite struct CredentialScrubbingTests {
+    static let key = "CANARY-echo-key-0123456789abcdef"
+
+    /// Counts reports.
+    final class Reports: Sendable {
+        let count = Mutex(0)
+        var handler: @Sendable () async -> Void { { self.count.withLock { $0 += 1 } } }
+    }
+
+    static func scrubber(_ key: String = Self.key) -> CredentialScrubber {
+        var bytes = Array(key.utf8)
+        return CredentialScrubber(secrets: [SecretBytes(consuming: &bytes)])
+    }
+
+    @Test func anOccurrenceSplitAtAnyPointAcrossChunksIsOverwritten() async throws {
+        let text = "before \(Self.key) middle \(Self.key)\(Self.key) after"
+        let bytes = Array(text.utf8)
+        let expected = text.replacingOccurrences(of: Self.key, with: String(repeating: "*", count: Self.key.utf8.count))
+        for size in [1, 2, 3, 5, 7, 31, 32, 33, 64, bytes.count] {
+            var buffers: [ByteBuffer] = []
+            var offset = 0
+            while offset < bytes.count {
+                buffers.append(ByteBuffer(bytes: bytes[offset..<min(offset + size, bytes.count)]))
+                offset += size
+            }
+            let reports = Reports()
+            let body = ProxyResponse.Body(
+                buffers,
+                scrubber: Self.scrubber(),
+                report: CredentialEchoReport(reports.handler)
+            )
+            var collected = ""
+            for try await piece in body { collected += String(buffer: piece) }
+            #expect(collected == expected, "chunks of \(size)")
+            #expect(reports.count.withLock { $0 } == 1, "chunks of \(size)")
+        }
+    }
+
+    @Test func aBodyWithoutTheCredentialIsUnchangedAndNotReported() async throws {
+        let reports = Reports()
+        let parts = ["CANARY-echo-key-0123", "456789abcdeX", " CANARY-echo"].map { ByteBuffer(string: $0) }
+        let body = ProxyResponse.Body(parts, scrubber: Self.scrubber(), report: CredentialEchoReport(reports.handler))
+        var collected = ""
+        for try await piece in body { collected += String(buffer: piece) }
+        #expect(collected == parts.map { String(buffer: $0) }.joined())
+        #expect(reports.count.withLock { $0 } == 0)
+    }
+
+    @Test func jsonAndFormEncodedEchoesAreOverwrittenToo() {
+        let key = "CANARY/echo+key\"x"
+        let scrubber = Self.scrubber(key)
+        let (json, jsonFound) = scrubber.scrub(#"{"echo":"CANARY/echo+key\"x"}"#)
+        #expect(jsonFound && !json.contains("CANARY"), "\(json)")
+        let (form, formFound) = scrubber.scrub("token=CANARY%2Fecho%2Bkey%22x&x=1")
+        #expect(formFound && form.hasPrefix("token=*") && form.hasSuffix("&x=1"), "\(form)")
+    }
+
+    @Test func anEchoingUpstreamNeverHandsTheInjectedAccessTokenBack() async throws {
+        let token = "papi-CANARY-echo-token-0123456789"
+        let upstream = try EchoUpstream(chunkSize: 3)
+        defer { upstream.stop() }
+        try await withFixture { fixture in
+            let proxy = PersonioProxy(sharing: fixture.client, logger: fixture.logs.logger())
+            let reports = Reports()
+            let response = try await proxy.forward(
+                ProxyRequest(method: "GET", path: "/status/403/v2/persons"),
+                baseURL: upstream.baseURL,
+                authorization: .bearer(token),
+                appID: nil,
+                partnerID: nil,
+                timeout: .seconds(5),
+                onCredentialEcho: reports.handler
+            )
+            #expect(response.status == 403)
+            let body = String(buffer: try await response.body.collect(upTo: 1 << 20))
+            #expect(!body.contains(token) && body.contains("Authorization: Bearer ****"), "\(body)")
+            #expect(reports.count.withLock { $0 } == 1)
+        }
+    }
+
+    @Test(arguments: [200, 401, 403, 404, 429, 500])
+    func anEchoingUpstreamNeverHandsTheRecruitingKeyBack(status: Int) async throws {
+        let upstream = try EchoUpstream(chunkSize: 5)
+        defer { upstream.stop() }
+        try await withFixture { fixture in
+            let proxy = PersonioProxy(sharing: fixture.client, logger: fixture.logs.logger())
+            let reports = Reports()
+            let response = try await proxy.forward(
+                ProxyRequest(
+                    method: "POST",
+                    path: "/status/\(status)/echo",
+                    headers: [("Content-Type", "application/json")],
+                    body: ByteBuffer(string: #"{"echo":"\#(Self.key)"}"#)
+                ),
+                baseURL: upstream.baseURL,
+                authorization: .recruiting(key: secret(Self.key), companyID: "123"),
+                appID: nil,
+                partnerID: nil,
+                timeout: .seconds(5),
+                onCredentialEcho: reports.handler
+            )
+            #expect(response.status == status)
+            let body = String(buffer: try await response.body.collect(upTo: 1 << 20))
+            #expect(body.contains("Authorization: Bearer ****"), "\(body)")
+            #expect(!body.contains(Self.key) && !body.contains("0123456789abcdef"), "\(body)")
+            let headers = response.headers.map { "\($0.0): \($0.1)" }.joined(separator: "\n")
+            #expect(!headers.contains(Self.key), "\(headers)")
+            #expect(response.header("ETag") == "\"Bearer \(String(repeating: "*", count: Self.key.utf8.count))\"")
+            #expect(reports.count.withLock { $0 } == 1)
+        }
+    }
+}
+
+/// What scrubbing costs a streamed answer: 50 MB in 16 KiB chunks through ``ProxyResponse/Body`` with and without a
+/// credential to look for, in the same run. A measurement, not a timed test: it prints its figures and asserts only
+/// that the bytes came through. Run with `CONNVAULT_SCRUB_BENCH=1`.
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["CONNVAULT_SCRUB_BENCH"] == "1"))
+struct CredentialScrubbingBenchmark {
+    @Test func scrubbingCostPerMegabyte() async throws {
+        // JSON-like text; the worst case for the scan is text full of near misses (the credential's prefix).
+        var json = ByteBuffer()
+        while json.readableBytes < 16 * 1024 - 64 { json.writeString(#"{"id":12345,"name":"Fake Person","ok":true},"#) }
+        var nearMisses = ByteBuffer()
+        while nearMisses.readableBytes < 16 * 1024 - 64 { nearMisses.writeString("CANARY-echo-key-") }
+        for (name, chunk) in [("JSON", json), ("near misses", nearMisses)] {
+            try await Self.measure(name, chunk)
+        }
+    }
+
+    static func measure(_ name: String, _ chunk: ByteBuffer) async throws {
+        let chunks = 50_000_000 / chunk.readableBytes
+        let buffers = Array(repeating: chunk, count: chunks)
+        let scrubber = CredentialScrubbingTests.scrubber()
+        func run(_ scrubber: CredentialScrubber) async throws -> (Duration, Int) {
+            let body = ProxyResponse.Body(buffers, scrubber: scrubber, report: CredentialEchoReport(nil))
+            let start = ContinuousClock.now
+            var bytes = 0
+            for try await piece in body { bytes += piece.readableBytes }
+            return (ContinuousClock.now - start, bytes)
+        }
+        var plain: [Duration] = []
+        var scrubbed: [Duration] = []
+        for _ in 0..<5 {
+            let (a, aBytes) = try await run(.none)
+            let (b, bBytes) = try await run(scrubber)
+            #expect(aBytes == chunks * chunk.readableBytes && bBytes == aBytes)
+            plain.append(a)
+            scrubbed.append(b)
+        }
+        let megabytes = Double(chunks * chunk.readableBytes) / 1_000_000
+        func perMB(_ values: [Duration]) -> Double {
+            let median = values.sorted()[values.count / 2]
+            return Double(median.components.attoseconds) / 1e12 / megabytes + Double(median.components.seconds) * 1e6
+                / megabytes
+        }
+        print(
+            "scrub bench (\(name)): \(chunks) chunks of \(chunk.readableBytes) B; median of 5 per MB: "
+                + "without credential \(String(format: "%.1f", perMB(plain))) us, "
+                + "scrubbing \(String(format: "%.1f", perMB(scrubbed))) us"
+        )
     }
 }

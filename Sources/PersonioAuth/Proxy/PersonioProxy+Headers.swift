@@ -55,13 +55,21 @@ extension PersonioProxy {
         return forwarded
     }
 
-    /// The response headers that go back to the caller. A value that is not printable ASCII, is over 2 KiB, or
-    /// contains the credential the request carried (or a long fragment of it) is dropped: an upstream that echoes
+    /// The response headers that go back to the caller, and whether one of them carried the credential. Every
+    /// occurrence of the credential the request carried is overwritten with `*`; a value that is not printable ASCII,
+    /// is over 2 KiB, or still contains a long fragment of the credential is dropped: an upstream that echoes
     /// `Authorization` into some header must not hand the recruiting key to the caller.
-    static func returnedResponseHeaders(_ headers: HTTPHeaders, redactor: Redactor) -> [(String, String)] {
+    static func returnedResponseHeaders(
+        _ headers: HTTPHeaders,
+        redactor: Redactor,
+        scrubber: CredentialScrubber = .none
+    ) -> (headers: [(String, String)], echoed: Bool) {
         let isChunked = headers.contains(name: "Transfer-Encoding")
         var returned: [(String, String)] = []
-        for (name, value) in headers {
+        var echoed = false
+        for (name, original) in headers {
+            let (value, found) = scrubber.scrub(original)
+            echoed = echoed || found
             let lowercased = name.lowercased()
             let allowed =
                 Self.returnedResponseHeaderNames.contains(lowercased) || lowercased.hasPrefix("x-ratelimit-")
@@ -69,7 +77,7 @@ extension PersonioProxy {
             guard allowed, redactor.sanitize(value, limit: Redactor.inspectedLength) == value else { continue }
             returned.append((name, value))
         }
-        return returned
+        return (returned, echoed)
     }
 
     /// RFC 9110 `tchar`.

@@ -97,7 +97,10 @@ public final class PersonioProxy: Sendable {
     ///   - appID: Value of `X-Personio-App-ID`, if configured.
     ///   - partnerID: Value of `X-Personio-Partner-ID`, if configured.
     ///   - timeout: Limit for connecting, sending and receiving the response head.
-    /// - Returns: Status, the headers passed back, and the body as it streams. Any status, 4xx and 5xx included.
+    ///   - onCredentialEcho: Called once, at the first occurrence of the injected credential found (and overwritten
+    ///     with `*`) in the answer's headers or body.
+    /// - Returns: Status, the headers passed back, and the body as it streams, with every occurrence of the injected
+    ///   credential overwritten with `*`. Any status, 4xx and 5xx included.
     /// - Throws: ``PersonioAuthError``: `.invalidRequest` when the request fails the checks of ``validate(_:)``
     ///   or cannot be built from the configuration (base URL, identification headers, credential bytes);
     ///   `.unavailable` when Personio cannot be reached or does not answer within `timeout`; `.invalidResponse`
@@ -108,7 +111,8 @@ public final class PersonioProxy: Sendable {
         authorization: ProxyAuthorization,
         appID: String?,
         partnerID: String?,
-        timeout: Duration = PersonioProxy.defaultTimeout
+        timeout: Duration = PersonioProxy.defaultTimeout,
+        onCredentialEcho: (@Sendable () async -> Void)? = nil
     ) async throws(PersonioAuthError) -> ProxyResponse {
         var logger = self.logger
         logger[metadataKey: "http.method"] = "\(Self.allowedMethods.contains(request.method) ? request.method : "?")"
@@ -121,7 +125,8 @@ public final class PersonioProxy: Sendable {
                 appID: appID,
                 partnerID: partnerID,
                 timeout: timeout,
-                redactor: redactor
+                redactor: redactor,
+                report: CredentialEchoReport(onCredentialEcho)
             )
             logger.debug("Personio answered a proxied request", metadata: ["http.status": "\(response.status)"])
             return response
@@ -138,7 +143,8 @@ public final class PersonioProxy: Sendable {
         appID: String?,
         partnerID: String?,
         timeout: Duration,
-        redactor: Redactor
+        redactor: Redactor,
+        report: CredentialEchoReport
     ) async throws(PersonioAuthError) -> ProxyResponse {
         let (method, path, callerHeaders): (HTTPMethod, String, [(String, String)])
         do {
@@ -176,10 +182,13 @@ public final class PersonioProxy: Sendable {
         }
         // Only the status, the filtered headers and the body leave: `response.history` holds the request, and with it
         // the credential, for as long as the response is kept.
+        let scrubber = authorization.scrubber
+        let (headers, echoed) = Self.returnedResponseHeaders(response.headers, redactor: redactor, scrubber: scrubber)
+        if echoed { await report.report() }
         return ProxyResponse(
             status: Int(response.status.code),
-            headers: Self.returnedResponseHeaders(response.headers, redactor: redactor),
-            body: ProxyResponse.Body(upstream: response.body, redactor: redactor)
+            headers: headers,
+            body: ProxyResponse.Body(upstream: response.body, redactor: redactor, scrubber: scrubber, report: report)
         )
     }
 

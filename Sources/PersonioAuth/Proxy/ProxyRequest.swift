@@ -54,6 +54,17 @@ public enum ProxyAuthorization: Sendable, CustomStringConvertible, CustomReflect
 
     public var customMirror: Mirror { Mirror(self, children: [], displayStyle: .enum) }
 
+    /// A scrubber for the credential this authorization injects.
+    var scrubber: CredentialScrubber {
+        switch self {
+        case .bearer(let token):
+            var bytes = Array(token.utf8)
+            return CredentialScrubber(secrets: [SecretBytes(consuming: &bytes)])
+        case .recruiting(let key, _):
+            return CredentialScrubber(secrets: [key])
+        }
+    }
+
     /// A redactor for everything this authorization could leak into a message.
     var redactor: Redactor {
         switch self {

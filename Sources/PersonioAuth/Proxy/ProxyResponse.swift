@@ -47,24 +47,53 @@ public struct ProxyResponse: Sendable {
         }
 
         private let source: Source
+        /// Overwrites the injected credential wherever it appears in the body.
+        private let scrubber: CredentialScrubber
+        private let report: CredentialEchoReport
 
-        init(upstream: HTTPClientResponse.Body, redactor: Redactor) {
+        init(
+            upstream: HTTPClientResponse.Body,
+            redactor: Redactor,
+            scrubber: CredentialScrubber,
+            report: CredentialEchoReport
+        ) {
             self.source = .upstream(upstream, redactor)
+            self.scrubber = scrubber
+            self.report = report
         }
 
         /// A body made of `buffers`, for tests and for answers that do not come from Personio.
         ///
         /// - Parameter buffers: The chunks, in order.
         public init(_ buffers: [ByteBuffer] = []) {
+            self.init(buffers, scrubber: .none, report: CredentialEchoReport(nil))
+        }
+
+        /// A body made of `buffers`, scrubbed like an upstream body: for tests of the scrubbing.
+        init(_ buffers: [ByteBuffer], scrubber: CredentialScrubber, report: CredentialEchoReport) {
             self.source = .buffers(buffers)
+            self.scrubber = scrubber
+            self.report = report
         }
 
         public func makeAsyncIterator() -> AsyncIterator {
             switch self.source {
             case .upstream(let body, let redactor):
-                AsyncIterator(upstream: body.makeAsyncIterator(), buffers: [], redactor: redactor)
+                AsyncIterator(
+                    upstream: body.makeAsyncIterator(),
+                    buffers: [],
+                    redactor: redactor,
+                    scrubber: self.scrubber,
+                    report: self.report
+                )
             case .buffers(let buffers):
-                AsyncIterator(upstream: nil, buffers: buffers, redactor: .none)
+                AsyncIterator(
+                    upstream: nil,
+                    buffers: buffers,
+                    redactor: .none,
+                    scrubber: self.scrubber,
+                    report: self.report
+                )
             }
         }
 
@@ -94,18 +123,59 @@ public struct ProxyResponse: Sendable {
             private var upstream: HTTPClientResponse.Body.AsyncIterator?
             private var buffers: IndexingIterator<[ByteBuffer]>
             private let redactor: Redactor
+            private let scrubber: CredentialScrubber
+            private let report: CredentialEchoReport
+            /// The last ``CredentialScrubber/overlap`` bytes seen, scrubbed as far as they go but held back: they may
+            /// be the start of an occurrence that the next chunk completes.
+            private var heldBack: ByteBuffer?
 
             fileprivate init(
                 upstream: HTTPClientResponse.Body.AsyncIterator?,
                 buffers: [ByteBuffer],
-                redactor: Redactor
+                redactor: Redactor,
+                scrubber: CredentialScrubber,
+                report: CredentialEchoReport
             ) {
                 self.upstream = upstream
                 self.buffers = buffers.makeIterator()
                 self.redactor = redactor
+                self.scrubber = scrubber
+                self.report = report
             }
 
             public mutating func next() async throws(PersonioAuthError) -> ByteBuffer? {
+                guard !self.scrubber.isEmpty else { return try await self.nextChunk() }
+                while true {
+                    guard let chunk = try await self.nextChunk() else {
+                        // The end: what was held back cannot begin an occurrence any more.
+                        defer { self.heldBack = nil }
+                        return self.heldBack.flatMap { $0.readableBytes > 0 ? $0 : nil }
+                    }
+                    if let piece = await self.scrubbed(chunk) { return piece }
+                }
+            }
+
+            /// `chunk` after the held-back bytes, scrubbed, minus the new held-back tail; nil when everything is
+            /// held back (a chunk shorter than the overlap).
+            private mutating func scrubbed(_ chunk: ByteBuffer) async -> ByteBuffer? {
+                var combined: ByteBuffer
+                if let heldBack = self.heldBack, heldBack.readableBytes > 0 {
+                    // One copy per chunk; the stream holds at most one chunk and the overlap at a time.
+                    combined = ByteBufferAllocator().buffer(capacity: heldBack.readableBytes + chunk.readableBytes)
+                    combined.writeImmutableBuffer(heldBack)
+                    combined.writeImmutableBuffer(chunk)
+                } else {
+                    combined = chunk
+                }
+                self.heldBack = nil
+                if self.scrubber.scrub(&combined) { await self.report.report() }
+                let keep = Swift.min(self.scrubber.overlap, combined.readableBytes)
+                let piece = combined.readSlice(length: combined.readableBytes - keep)
+                self.heldBack = combined
+                return piece.flatMap { $0.readableBytes > 0 ? $0 : nil }
+            }
+
+            private mutating func nextChunk() async throws(PersonioAuthError) -> ByteBuffer? {
                 guard self.upstream != nil else { return self.buffers.next() }
                 do {
                     return try await self.upstream?.next()

@@ -2,6 +2,7 @@ import Logging
 import PersonioAuth
 import Synchronization
 import VaultAPI
+import VaultStore
 
 /// Where and with which credential the proxy route sends a connection's requests. Holds a live credential (an
 /// access token, or the decrypted recruiting key): use it for one request and drop it.
@@ -151,6 +152,22 @@ extension TokenBroker {
         }
         let target = try await self.proxyTarget(id, for: caller)
         let response: ProxyResponse
+        // The proxy overwrites an echoed credential in the answer; this records once per answer that it had to.
+        let (vault, logger, actor) = (self.vault, self.logger, caller.auditActor)
+        let onEcho: @Sendable () async -> Void = {
+            logger.warning(
+                "Personio's answer to a proxied request echoed the injected credential; overwritten with '*'",
+                metadata: ["connection.id": "\(id)"]
+            )
+            do {
+                try await vault.recordCredentialEcho(id, by: actor, kind: target.authorization.kind)
+            } catch {
+                logger.error(
+                    "cannot audit a credential echo",
+                    metadata: ["connection.id": "\(id)", "error": "\(error)"]
+                )
+            }
+        }
         do {
             response = try await self.proxyClient.forward(
                 request,
@@ -158,7 +175,8 @@ extension TokenBroker {
                 authorization: target.authorization,
                 appID: target.appID,
                 partnerID: target.partnerID,
-                timeout: timeout ?? self.proxyTimeout
+                timeout: timeout ?? self.proxyTimeout,
+                onCredentialEcho: onEcho
             )
         } catch {
             self.logger.debug(
@@ -216,6 +234,34 @@ extension TokenBroker {
             return VaultError(
                 .upstreamRejected,
                 "the request for '\(id)' could not be sent to Personio: \(error.message)"
+            )
+        }
+    }
+}
+
+extension ProxyAuthorization {
+    /// What the proxy injected, for the audit trail: never the value.
+    fileprivate var kind: String {
+        switch self {
+        case .bearer: "access token"
+        case .recruiting: "recruiting key"
+        }
+    }
+}
+
+extension Vault {
+    /// Records that Personio's answer to a proxied request carried the credential the proxy injected, and that the
+    /// caller got it overwritten (`proxy.credential_echo`). The detail names the kind of credential, never its value.
+    func recordCredentialEcho(_ id: String, by actor: AuditActor, kind: String) async throws {
+        try await self.write { tx in
+            try tx.appendAudit(
+                Self.auditEntry(
+                    actor,
+                    action: "proxy.credential_echo",
+                    connection: id,
+                    outcome: "scrubbed",
+                    detail: "the answer carried the injected \(kind); every occurrence was overwritten with '*'"
+                )
             )
         }
     }

@@ -1,0 +1,133 @@
+import NIOCore
+import Synchronization
+import VaultCrypto
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Overwrites every occurrence of the credential a proxied request carried (the recruiting key, or the access token)
+/// in Personio's answer, byte for byte with `*`.
+///
+/// An upstream that echoes its request (a debug endpoint, a misconfigured gateway) would otherwise hand the injected
+/// credential to the caller, who must never see a recruiting key and, under a proxy-only rule, not the token either.
+/// The credential is matched as written on the wire and in the encodings an echo is likely to use (raw, JSON string,
+/// form-encoded). Replacing rather than removing keeps every length, `Content-Length` included, valid.
+///
+/// The patterns live in `sodium_malloc` memory, like the credential itself.
+struct CredentialScrubber: Sendable {
+    /// Encoded forms of the credential, distinct and non-empty.
+    private let patterns: [SecretBytes]
+    /// The longest pattern's length minus one: the bytes a body stream holds back between chunks, so that an
+    /// occurrence split across two chunks is still seen whole.
+    let overlap: Int
+
+    static let replacement = UInt8(ascii: "*")
+
+    /// A scrubber that finds nothing.
+    static let none = CredentialScrubber(secrets: [])
+
+    /// - Parameter secrets: The credentials to scrub.
+    init(secrets: [SecretBytes]) {
+        var patterns: [SecretBytes] = []
+        for secret in secrets where secret.count > 0 {
+            for encoding in SecretEncoding.allCases {
+                let length = secret.withUnsafeBytes { encoding.encodedLength(of: $0) }
+                let pattern = SecretBytes(zeroedCount: length)
+                pattern.withUnsafeMutableBytes { target in
+                    var index = 0
+                    secret.withUnsafeBytes { source in
+                        encoding.encode(source) { byte in
+                            target[index] = byte
+                            index += 1
+                        }
+                    }
+                }
+                if !patterns.contains(pattern) { patterns.append(pattern) }
+            }
+        }
+        self.patterns = patterns
+        self.overlap = max(0, (patterns.map(\.count).max() ?? 0) - 1)
+    }
+
+    var isEmpty: Bool { self.patterns.isEmpty }
+
+    /// Overwrites every occurrence in `bytes` with `*`.
+    ///
+    /// - Parameter bytes: The bytes to scan, changed in place.
+    /// - Returns: Whether anything was overwritten.
+    @discardableResult
+    func scrub(_ bytes: UnsafeMutableRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress else { return false }
+        var found = false
+        for pattern in self.patterns {
+            pattern.withUnsafeBytes { needle in
+                if Self.overwrite(needle, in: base, count: bytes.count) { found = true }
+            }
+        }
+        return found
+    }
+
+    /// `value` with every occurrence overwritten, and whether there was one.
+    func scrub(_ value: String) -> (String, Bool) {
+        guard !self.isEmpty else { return (value, false) }
+        var bytes = Array(value.utf8)
+        let found = bytes.withUnsafeMutableBytes { self.scrub($0) }
+        return found ? (String(decoding: bytes, as: UTF8.self), true) : (value, false)
+    }
+
+    /// Overwrites `buffer`'s readable bytes in place (copy-on-write gives it storage of its own first if shared).
+    func scrub(_ buffer: inout ByteBuffer) -> Bool {
+        guard !self.isEmpty, buffer.readableBytes > 0 else { return false }
+        return buffer.withUnsafeMutableReadableBytes { self.scrub($0) }
+    }
+
+    /// memchr for the first byte, then memcmp for the rest: the common case (no occurrence) is a memchr per
+    /// pattern over the buffer.
+    private static func overwrite(
+        _ needle: UnsafeRawBufferPointer,
+        in base: UnsafeMutableRawPointer,
+        count: Int
+    ) -> Bool {
+        guard let needleBase = needle.baseAddress, needle.count > 0, count >= needle.count else { return false }
+        let first = Int32(needle[0])
+        let last = count - needle.count
+        var position = 0
+        var found = false
+        while position <= last {
+            guard let hit = memchr(base + position, first, last - position + 1) else { break }
+            let offset = base.distance(to: hit)
+            if memcmp(hit, needleBase, needle.count) == 0 {
+                memset(hit, Int32(Self.replacement), needle.count)
+                found = true
+                position = offset + needle.count
+            } else {
+                position = offset + 1
+            }
+        }
+        return found
+    }
+}
+
+/// Reports, at most once per response, that the credential was found in it and overwritten.
+final class CredentialEchoReport: Sendable {
+    private let reported = Mutex(false)
+    private let onEcho: (@Sendable () async -> Void)?
+
+    init(_ onEcho: (@Sendable () async -> Void)?) {
+        self.onEcho = onEcho
+    }
+
+    /// Calls the handler the first time only.
+    func report() async {
+        let first = self.reported.withLock { reported in
+            defer { reported = true }
+            return !reported
+        }
+        if first, let onEcho = self.onEcho { await onEcho() }
+    }
+}
