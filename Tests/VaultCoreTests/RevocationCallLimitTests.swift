@@ -1,0 +1,45 @@
+import Logging
+import PersonioAuth
+import TestSupport
+import Testing
+import VaultAPI
+
+@testable import VaultCore
+
+/// Revocation calls count toward a connection's Personio call limit (DESIGN §6: every call counts), so a storm of
+/// revocations cannot hammer Personio, and token calls see what the revoker spent.
+@Suite struct RevocationCallLimitTests {
+    static var policy: RefreshPolicy {
+        var policy = RefreshPolicy()
+        policy.callLimit = 3
+        return policy
+    }
+
+    @Test("with a broker entry, revocations use the entry's budget, and token calls see them")
+    func countedInTheEntry() {
+        var state = TokenState()
+        let now = ContinuousClock.now
+        var granted: [Bool] = []
+        for _ in 0..<4 { granted.append(state.reserveCall(now: now, policy: Self.policy)) }
+        #expect(granted == [true, true, true, false])
+        guard case .unavailable(_, let lastError) = state.decide(now: now, minTTL: .zero, policy: Self.policy) else {
+            Issue.record("a token call went ahead past the limit the revocations used up")
+            return
+        }
+        #expect(lastError?.contains("rate limit") == true)
+        let afterTheWindow = state.reserveCall(now: now + .seconds(61), policy: Self.policy)
+        #expect(afterTheWindow)
+    }
+
+    @Test("without an entry (a disconnected connection), the revoker's own window counts them per connection")
+    func countedByTheRevoker() async throws {
+        try await VaultFixture.with { fixture, vault in
+            let auth = PersonioAuthClient(logger: fixture.logs.logger(), timeout: .seconds(1))
+            let broker = TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger()) { _ in Self.policy }
+            #expect((0..<3).allSatisfy { _ in broker.reserveRevocationCall("gone", provider: .personioV2) })
+            #expect(!broker.reserveRevocationCall("gone", provider: .personioV2))
+            #expect(broker.reserveRevocationCall("other", provider: .personioV2))
+            try await auth.shutdown()
+        }
+    }
+}
