@@ -255,6 +255,21 @@ struct BadInput: Sendable, CustomTestStringConvertible {
                 patch.apiBaseURL = .set("http://evil.example")
                 return EditConnectionRequest(settings: patch)
             },
+            .edit("a new api_base_url without the secrets", .secretsRequired) {
+                var patch = SettingsPatch()
+                patch.apiBaseURL = .set("https://elsewhere.example")
+                return EditConnectionRequest(settings: patch)
+            },
+            .edit("a new api_base_url with the client secret only", .secretsRequired) {
+                var patch = SettingsPatch()
+                patch.apiBaseURL = .set("https://elsewhere.example")
+                return EditConnectionRequest(settings: patch, secrets: secrets([.clientSecret: "fake-new"]))
+            },
+            .edit("a new api_base_url without the recruiting key", .secretsRequired, id: "seedrec") {
+                var patch = SettingsPatch()
+                patch.apiBaseURL = .set("https://elsewhere.example")
+                return EditConnectionRequest(settings: patch)
+            },
             .edit("clearing the recruiting company_id", .invalidSetting, id: "seedrec") {
                 var patch = SettingsPatch()
                 patch.companyID = .clear
