@@ -46,13 +46,19 @@ struct FileSystemSafetyEndToEndTests {
         #expect(chmod(target, 0o600) == 0)
         let daemon = DaemonProcess(directory: directory)
         #expect(mkdir(daemon.stateDirectory, 0o700) == 0)
-        let racer = try SymlinkRacer(directory: daemon.stateDirectory, target: target, decoy: directory.file("decoy"))
-        racer.start()
-        defer { racer.stop() }
+        // Two racing threads: the window between a bind and a chmod by path is a few microseconds.
+        let racers = try (0..<2).map { _ in
+            try SymlinkRacer(directory: daemon.stateDirectory, target: target, decoy: directory.file("decoy"))
+        }
+        for racer in racers { racer.start() }
+        defer { for racer in racers { racer.stop() } }
         var served = 0
-        // A start takes about 0.1 s; against the old path-based chmod the racer won about one bind in 50.
+        // A start takes about 0.1 s. Against the old temporary name and path-based chmod the racers made the target
+        // 0666 within the first three starts.
         let until = ContinuousClock.now + .seconds(90)
         for start in 0..<Self.racedStarts where ContinuousClock.now < until {
+            // A start the racer defeats (it swapped the private directory before the daemon opened it) is refused
+            // by the daemon; only the target's mode matters here.
             if (try? daemon.start(timeout: .seconds(10))) != nil { served += 1 }
             daemon.stop()
             #expect(Self.mode(target) == 0o600, "start \(start): the target's mode changed")
@@ -61,13 +67,11 @@ struct FileSystemSafetyEndToEndTests {
                 var info = stat()
                 if lstat(socket, &info) == 0, info.st_mode & S_IFMT != S_IFSOCK { unlink(socket) }
             }
-            if Self.mode(target) != 0o600 {
-                print("racer won at start \(start)")
-                break
-            }
+            if Self.mode(target) != 0o600 { break }
         }
-        racer.stop()
+        for racer in racers { racer.stop() }
         #expect(Self.mode(target) == 0o600)
+        #expect(racers.map(\.swaps).reduce(0, +) > 0, "the racers never replaced anything")
         #expect(served > 0, "\(daemon.log())")
         // Without the racer the daemon starts and its sockets have their modes.
         try daemon.start()
@@ -128,14 +132,24 @@ struct FileSystemSafetyEndToEndTests {
         #expect(parent.stderr.contains("its parent directory \(directory.path) is writable"), "\(parent)")
     }
 
-    @Test("connvaultctl run as root refuses an admin socket that nobody serves and sends it no byte (exit 3)")
-    func fakeAdminSocket() async throws {
-        // nobody's own directory in /tmp, where it binds a socket of its own that records what it receives.
+    @Test(
+        "connvaultctl run as root refuses an admin socket that nobody serves and sends it no byte (exit 3)",
+        arguments: [false, true]
+    )
+    func fakeAdminSocket(stateDirectoryGivenToNobody: Bool) async throws {
+        // nobody's own directory in /tmp, or a state directory root gave to nobody in a directory of root's (the
+        // careless admin's /var/lib/connvault), where nobody binds a socket of its own that records what it receives.
         let directory = try TemporaryDirectory(prefix: "cvn")
         defer { directory.remove() }
-        #expect(chown(directory.path, Self.nobody, Self.nobody) == 0)
-        let socket = directory.file("admin.sock")
-        let record = directory.file("received")
+        var owned = directory.path
+        if stateDirectoryGivenToNobody {
+            #expect(chmod(directory.path, 0o755) == 0)
+            owned = directory.file("state")
+            #expect(mkdir(owned, 0o700) == 0)
+        }
+        #expect(chown(owned, Self.nobody, Self.nobody) == 0)
+        let socket = "\(owned)/admin.sock"
+        let record = "\(owned)/received"
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
         server.arguments = [

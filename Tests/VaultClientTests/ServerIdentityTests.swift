@@ -28,9 +28,15 @@ import Glibc
             #expect(chmod(root, 0o755) == 0)
             let run = "\(root)/run"
             #expect(mkdir(run, 0o700) == 0)
+            // /run/connvault made for the daemon's user (a system account): trusted as that user.
+            #expect(chown(run, 2, 2) == 0)
+            #expect(ServerIdentity.vouchingOwner(of: run) == 2)
+            // Given to nobody, or to a login user: vouches for no one.
             #expect(chown(run, 65534, 65534) == 0)
-            // /run/connvault made for the daemon's user: trusted as that user.
-            #expect(ServerIdentity.vouchingOwner(of: run) == 65534)
+            #expect(ServerIdentity.vouchingOwner(of: run) == nil)
+            #expect(chown(run, 1000, 1000) == 0)
+            #expect(ServerIdentity.vouchingOwner(of: run) == nil)
+            #expect(chown(run, 2, 2) == 0)
             // Shared with others itself: vouches for nobody.
             #expect(chmod(run, 0o770) == 0)
             #expect(ServerIdentity.vouchingOwner(of: run) == nil)

@@ -12,10 +12,11 @@ import Darwin
 /// own connected end). A client trusts the server when that uid is
 /// - root;
 /// - its own uid (a process of the same uid can read everything the client holds anyway); or
-/// - the owner of the socket's directory, when that directory is not writable by group or others and sits in a
-///   directory only root can write to (`/run/connvault`, made by systemd for the daemon's user `connvault` under
-///   `/run`): root placed that directory, so its owner is the daemon's user. A directory in `/tmp`, or in another
-///   user's directory, vouches for nobody.
+/// - the owner of the socket's directory, when that owner is a system account (uid 1–999, as `sysusers.d` makes
+///   `connvault`), the directory is not writable by group or others and it sits in a directory only root can write
+///   to (`/run/connvault`, made by systemd for the daemon's user under `/run`): root placed that directory for a
+///   service account. A directory in `/tmp`, in another user's directory, or owned by `nobody` or a login user
+///   vouches for no one.
 ///
 /// Anything else is refused before a byte is sent: a user who could replace the socket (a state directory it owns,
 /// a directory it can write) would otherwise receive the client secret of `connvaultctl add --secret-stdin`.
@@ -56,17 +57,24 @@ struct ServerIdentity: Equatable {
         throw VaultClientError(
             .untrustedServer,
             "refusing to use \(path): it is served by uid \(server.uid) (pid \(server.pid)), not by root, this user "
-                + "or the owner of a protected \(directory); another user may have replaced the socket\(hint)",
+                + "or the service account that owns a protected \(directory); another user may have replaced the "
+                + "socket\(hint)",
             socketPath: path
         )
     }
 
-    /// The owner of `directory` when that directory vouches for its owner: not writable by group or others, and its
-    /// parent owned by root and not writable by group or others (only root could have put it there). Nil otherwise.
+    /// The highest uid of a system account (`SYS_UID_MAX` of login.defs by default).
+    static let systemAccountLimit: uid_t = 999
+
+    /// The owner of `directory` when that directory vouches for its owner: owned by a system account, not writable
+    /// by group or others, and its parent owned by root and not writable by group or others (only root could have
+    /// put it there). Nil otherwise.
     static func vouchingOwner(of directory: String) -> uid_t? {
         guard let resolved = Self.realPath(directory) else { return nil }
         var info = stat()
-        guard lstat(resolved, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, info.st_mode & 0o022 == 0 else {
+        guard lstat(resolved, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, info.st_mode & 0o022 == 0,
+            (1...Self.systemAccountLimit).contains(info.st_uid)
+        else {
             return nil
         }
         let parent = Self.directory(of: resolved)
