@@ -11,7 +11,9 @@ import FoundationNetworking
 /// Revocation that holds (DESIGN §11), driven like an admin and an app would: the built `connvaultd --dev` and
 /// `connvaultctl`, a Personio stand-in on 127.0.0.1, and the question every test ends with: does the token the app
 /// got still work at Personio's resource endpoint?
-@Suite("Revocation end to end", .timeLimit(.minutes(3)))
+// Serialized: each case starts a daemon two or three times; run side by side on a 2-core machine they would starve
+// the timing-sensitive suites that run at the same time.
+@Suite("Revocation end to end", .serialized, .timeLimit(.minutes(3)))
 struct RevocationEndToEndTests {
     static let clientID = "fake-client-id-acme"
     static let secret = "fake-secret-acme-0001"
