@@ -148,13 +148,16 @@ uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 # Release binaries with the Swift runtime linked statically, in a scratch path of their own (the debug build's lock
-# and artefacts stay untouched). The runtime asks for -lstdc++; a search directory holding only libstdc++.a makes
-# that the static library too, so the package needs no libstdc++6 (libgcc_s comes with libc6).
-STATIC_CXX := $(CURDIR)/.build-release/static-cxx
-RELEASE_FLAGS := -c release --static-swift-stdlib --scratch-path .build-release -Xlinker -L$(STATIC_CXX)
+# and artefacts stay untouched). The static runtime asks for -lstdc++; a search directory holding only libstdc++.a
+# makes that the static library, so the package needs no libstdc++6 (libgcc_s comes with libc6). The -lz a dependency
+# asks for still resolves to the system's libz.so.1 (zlib1g, which dpkg itself pre-depends on). No RUNPATH: nothing
+# is loaded from next to the binary.
+STATIC_LIBS := $(CURDIR)/.build-release/static-libs
+RELEASE_FLAGS := -c release --static-swift-stdlib --disable-local-rpath --scratch-path .build-release \
+	-Xlinker -L$(STATIC_LIBS)
 release: deps
-	mkdir -p $(STATIC_CXX)
-	ln -sf "$$(c++ -print-file-name=libstdc++.a 2>/dev/null || gcc -print-file-name=libstdc++.a)" $(STATIC_CXX)/libstdc++.a
+	mkdir -p $(STATIC_LIBS)
+	ln -sf "$$(c++ -print-file-name=libstdc++.a)" $(STATIC_LIBS)/libstdc++.a
 	$(SWIFT) build $(RELEASE_FLAGS) --product connvaultd
 	$(SWIFT) build $(RELEASE_FLAGS) --product connvaultctl
 

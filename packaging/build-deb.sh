@@ -25,8 +25,9 @@ stage="$(mktemp -d /tmp/cvdeb-XXXXXX)"
 trap 'rm -rf "$stage"' EXIT
 
 # The binaries must need nothing at run time but what the control file depends on: libc6 (with libm, the loader
-# and libgcc_s, which libc6 depends on), libsodium23 and libsqlite3-0. No Swift runtime, no libstdc++.
-allowed='^(libc\.so\.6|libm\.so\.6|ld-linux-x86-64\.so\.2|ld-linux-aarch64\.so\.1|libgcc_s\.so\.1|libsodium\.so\.23|libsqlite3\.so\.0)$'
+# and libgcc_s, which libc6 depends on), libsodium23, libsqlite3-0 and zlib1g (which dpkg pre-depends on, so every
+# Debian system has it). No Swift runtime, no libstdc++.
+allowed='^(libc\.so\.6|libm\.so\.6|ld-linux-x86-64\.so\.2|ld-linux-aarch64\.so\.1|libgcc_s\.so\.1|libsodium\.so\.23|libsqlite3\.so\.0|libz\.so\.1)$'
 for binary in connvaultd connvaultctl; do
     extra="$(objdump -p "$bin_dir/$binary" | awk '/NEEDED/ { print $2 }' | grep -Ev "$allowed" || true)"
     if [ -n "$extra" ]; then

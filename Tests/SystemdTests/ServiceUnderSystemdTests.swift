@@ -23,7 +23,7 @@ struct ServiceUnderSystemdTests {
 
     /// `make test` builds the package first (`make deb`) and names it in `CONNVAULT_DEB`.
     @Test(
-        "the Debian package installed with apt: the same checks against the installed files",
+        "the Debian package installed with dpkg: the same checks against the installed files",
         .enabled(
             if: ServicePayload.packagePath != nil || SystemdContainer.required,
             "CONNVAULT_DEB names no package (make deb)"

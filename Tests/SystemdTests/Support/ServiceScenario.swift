@@ -122,18 +122,24 @@ struct ServiceScenario {
         case .package(let path):
             let name = URL(fileURLWithPath: path).lastPathComponent
             // The container's /var starts empty: give dpkg the host's package database, so that the package's
-            // dependencies (libsodium23, libsqlite3-0, libc6) count as installed and apt fetches nothing.
+            // dependencies (libc6, libsodium23, libsqlite3-0, zlib1g) count as installed. dpkg, not apt: the
+            // container's empty /etc/apt has no sources, and dpkg checks the dependencies and runs the same
+            // maintainer scripts.
             let output = try await self.container.sh(
                 """
                 set -e
-                mkdir -p /var/lib/dpkg /var/lib/apt/lists/partial /var/cache/apt/archives/partial /var/log/apt
+                mkdir -p /var/lib/dpkg /var/log
                 cp -a /opt/host-dpkg/. /var/lib/dpkg/
-                DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download -o Debug::NoLocking=1 \
-                    /opt/connvault/deb/\(name) 2>&1
+                # Overrides name the host's groups, which the container's fresh /etc/group does not have.
+                : > /var/lib/dpkg/statoverride
+                # This machine's policy-rc.d (a container image's) forbids starting services from maintainer
+                # scripts; a host has none. Removed from the container's /usr overlay only.
+                rm -f /usr/sbin/policy-rc.d
+                DEBIAN_FRONTEND=noninteractive dpkg -i /opt/connvault/deb/\(name) 2>&1
                 """,
                 timeout: .seconds(120)
             )
-            #expect(!output.contains("swift"), "the package must not pull in a Swift toolchain:\n\(output)")
+            #expect(output.contains("Setting up connvault"), "\(output)")
             #expect(try await self.container.sh("test ! -e /opt/swift && echo none") == "none\n")
             // The postinst enabled and started the sockets, not the service.
             for unit in ["connvaultd.socket", "connvaultd-admin.socket"] {
@@ -176,12 +182,19 @@ struct ServiceScenario {
 
     /// `systemd-analyze verify` on the installed units and `systemd-analyze security` on the loaded service.
     func checkUnitFiles() async throws {
-        let man = if case .package = self.payload { "--man=yes" } else { "--man=no" }
+        // --man=no: man(1) needs /etc/manpath.config, which the container's empty /etc lacks; the pages' presence is
+        // checked below instead.
         let verify = try await self.container.run([
-            "systemd-analyze", "verify", man, "/usr/lib/systemd/system/connvaultd.service",
+            "systemd-analyze", "verify", "--man=no", "/usr/lib/systemd/system/connvaultd.service",
             "/usr/lib/systemd/system/connvaultd.socket", "/usr/lib/systemd/system/connvaultd-admin.socket",
         ])
         #expect(verify.status == 0 && verify.stderr.isEmpty && verify.stdout.isEmpty, "\(verify)")
+        if case .package = self.payload {
+            let pages = try await self.container.sh(
+                "zcat /usr/share/man/man8/connvaultd.8.gz /usr/share/man/man1/connvaultctl.1.gz | grep '^.Dt'"
+            )
+            #expect(pages == ".Dt CONNVAULTD 8\n.Dt CONNVAULTCTL 1\n", "\(pages)")
+        }
         let security = try await self.container.run(["systemd-analyze", "security", "connvaultd.service"])
         let score = Self.exposure(security.stdout)
         print("systemd-analyze security connvaultd.service (\(self.payload)): \(score.map { "\($0)" } ?? "?")")
