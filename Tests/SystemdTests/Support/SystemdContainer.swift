@@ -166,9 +166,12 @@ final class SystemdContainer: @unchecked Sendable {
             if let children = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8),
                 let first = children.split(separator: " ").first, let leader = Int32(first)
             {
-                // The child becomes systemd once it has set up the container's namespaces.
+                // The child is systemd-nspawn's own helper until it has set up the container's namespaces and run
+                // systemd: wait for exactly "systemd" in a pid namespace of its own.
                 let comm = (try? String(contentsOfFile: "/proc/\(leader)/comm", encoding: .utf8)) ?? ""
-                if comm.hasPrefix("systemd") { return leader }
+                let namespace = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(leader)/ns/pid")
+                let own = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/pid")
+                if comm == "systemd\n", let namespace, namespace != own { return leader }
             }
             try await Task.sleep(for: .milliseconds(50))
         }
