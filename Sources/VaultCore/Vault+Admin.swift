@@ -330,12 +330,6 @@ extension Vault {
         }
     }
 
-    static func validated(_ grants: Grants) throws(VaultError) -> Grants {
-        if let first = grants.validationErrors.first { throw VaultError(.invalidGrant, first) }
-        return grants.normalized
-    }
-
-    static func fieldList(_ fields: some Sequence<SecretField>) -> String {
     /// Refuses a plain `http://` API base unless the daemon runs with `--dev` or `--allow-insecure-upstream`.
     func checkTransport(_ settings: ConnectionSettings) throws(VaultError) {
         guard !self.configuration.allowInsecureUpstream, settings.effectiveAPIBaseURL.hasPrefix("http://") else {
@@ -359,6 +353,12 @@ extension Vault {
         )
     }
 
+    static func validated(_ grants: Grants) throws(VaultError) -> Grants {
+        if let first = grants.validationErrors.first { throw VaultError(.invalidGrant, first) }
+        return grants.normalized
+    }
+
+    static func fieldList(_ fields: some Sequence<SecretField>) -> String {
         fields.map(\.rawValue).sorted().joined(separator: ",")
     }
 }
