@@ -36,6 +36,18 @@ struct CallerIdentityEndToEndTests {
         chmod(daemon.adminSocket, 0o666)
     }
 
+    /// Adds connection `payroll`, granted by `options` to no uid, and opens the sockets up (``openUp(_:)``).
+    func addPayroll(_ fixture: BrokerFixture, granting options: [String]) async throws {
+        try await fixture.addV2(
+            "payroll",
+            clientID: "fake-client-id-payroll",
+            secret: "fake-secret-CANARY-payroll",
+            allowUID: nil,
+            options: options
+        )
+        self.openUp(fixture.daemon)
+    }
+
     /// The attack; returns the status nobody's inherited connection got, and the status the reusing process got on a
     /// connection of its own.
     /// - Parameters:
@@ -100,14 +112,7 @@ struct CallerIdentityEndToEndTests {
     @Test("(a) a pid reused by a member of the granted group lends nobody no token")
     func groupGrant() async throws {
         try await BrokerFixture.run { fixture in
-            try await fixture.addV2(
-                "payroll",
-                clientID: "fake-client-id-payroll",
-                secret: "fake-secret-CANARY-payroll",
-                allowUID: nil,
-                options: ["--allow-group", "staff"]
-            )
-            self.openUp(fixture.daemon)
+            try await self.addPayroll(fixture, granting: ["--allow-group", "staff"])
             let daemon = fixture.daemon
             let result = try await Blocking.run {
                 try self.borrowPID(daemon: daemon, socket: daemon.appSocket, target: Routes.token("payroll")) { steer in
@@ -130,14 +135,7 @@ struct CallerIdentityEndToEndTests {
     )
     func unitGrant() async throws {
         try await BrokerFixture.run { fixture in
-            try await fixture.addV2(
-                "payroll",
-                clientID: "fake-client-id-payroll",
-                secret: "fake-secret-CANARY-payroll",
-                allowUID: nil,
-                options: ["--allow-unit", "payroll-sync.service"]
-            )
-            self.openUp(fixture.daemon)
+            try await self.addPayroll(fixture, granting: ["--allow-unit", "payroll-sync.service"])
             let daemon = fixture.daemon
             let madeSlice = mkdir(Self.unitSlice, 0o755) == 0
             mkdir(Self.unitCgroup, 0o755)
@@ -192,14 +190,7 @@ struct CallerIdentityEndToEndTests {
     @Test("supplementary groups come from the kernel: a caller with several groups is served by the one granted")
     func kernelGroups() async throws {
         try await BrokerFixture.run { fixture in
-            try await fixture.addV2(
-                "payroll",
-                clientID: "fake-client-id-payroll",
-                secret: "fake-secret-CANARY-payroll",
-                allowUID: nil,
-                options: ["--allow-group", "staff"]
-            )
-            self.openUp(fixture.daemon)
+            try await self.addPayroll(fixture, granting: ["--allow-group", "staff"])
             let socket = fixture.daemon.appSocket
             let statuses = try await Blocking.run {
                 var statuses: [String?] = []

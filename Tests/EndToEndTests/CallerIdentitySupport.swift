@@ -156,11 +156,27 @@ final class ScriptProcess: @unchecked Sendable {
 
 /// The scripts the tests run.
 enum Scripts {
+    /// Python: `status(s, path)` sends `GET path` on the connected socket `s` and returns the answer's status code as
+    /// text ("0" when there is none).
+    private static let status = """
+        def status(s, path):
+            s.sendall(("GET %s HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n" % path).encode())
+            data = b""
+            while b"\\r\\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            parts = data.split(b" ")
+            return parts[1].decode() if len(parts) > 1 else "0"
+        """
+
     /// Connects to `argv[1]`, forks; the parent prints its pid (the one the kernel recorded for the connection) and
     /// exits at once. The child prints its own pid, waits for a line, sends `GET argv[2]` on the inherited
     /// connection and prints the status code.
     static let connectAndExit = """
         import os, socket, sys
+        \(Self.status)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(sys.argv[1])
         r, w = os.pipe()
@@ -181,35 +197,21 @@ enum Scripts {
         print(os.getpid(), flush=True)
         os.close(w)
         sys.stdin.readline()
-        s.sendall(("GET %s HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n" % sys.argv[2]).encode())
-        data = b""
-        while b"\\r\\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        parts = data.split(b" ")
-        print(parts[1].decode() if len(parts) > 1 else "0", flush=True)
+        print(status(s, sys.argv[2]), flush=True)
         """
 
     /// Prints its pid, then for each line it reads: `GET argv[2]` on a fresh connection to `argv[1]`, printing the
     /// status code. Exits at end of input.
     static let requester = """
         import os, socket, sys
+        \(Self.status)
         print(os.getpid(), flush=True)
         for line in sys.stdin:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(sys.argv[1])
-            s.sendall(("GET %s HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n" % sys.argv[2]).encode())
-            data = b""
-            while b"\\r\\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            code = status(s, sys.argv[2])
             s.close()
-            parts = data.split(b" ")
-            print(parts[1].decode() if len(parts) > 1 else "0", flush=True)
+            print(code, flush=True)
         """
 
     /// Opens `argv[2]` idle connections to `argv[1]` (as many as the daemon keeps), prints how many stayed open,

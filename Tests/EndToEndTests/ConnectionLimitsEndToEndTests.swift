@@ -22,123 +22,132 @@ struct ConnectionLimitsEndToEndTests {
         chmod(daemon.stateDirectory, 0o755)
     }
 
+    /// Runs `body` with `connvaultd` started with `arguments` in a directory of its own; stops it afterwards.
+    func withDaemon(_ arguments: [String], _ body: (DaemonProcess) async throws -> Void) async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let daemon = DaemonProcess(directory: directory, arguments: arguments)
+        try await Blocking.run { try daemon.start() }
+        defer { daemon.stop() }
+        try await body(daemon)
+    }
+
+    /// Writes `prefix`, then one byte of `bytes` every 250 ms, and expects the daemon to cut the connection off
+    /// after its 2 s time-out.
+    func expectCutOffAtTwoSeconds(socket: String, prefix: [UInt8] = [], bytes: [UInt8], what: String) async throws {
+        let elapsed = try await Blocking.run {
+            try SlowClient.dripUntilClosed(
+                socket: socket,
+                prefix: prefix,
+                bytes: bytes,
+                every: .milliseconds(250),
+                giveUpAfter: .seconds(20)
+            )
+        }
+        let cutOff = try #require(elapsed, "\(what) was still open after 20 s")
+        #expect(cutOff >= .milliseconds(1_900) && cutOff < .seconds(5), "cut off after \(cutOff)")
+    }
+
+    /// `GET route` on a connection of its own: the status, and how long the answer took.
+    static func timedGet(_ socket: String, _ route: String) throws -> (status: Int, elapsed: Duration) {
+        let start = ContinuousClock.now
+        let response = try RawHTTP.request(
+            socket: socket,
+            "GET \(route) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            timeout: .seconds(5)
+        )
+        return (response.status, ContinuousClock.now - start)
+    }
+
     // MARK: - Time-outs
 
     @Test("a request head sent one byte at a time is cut off at --request-head-timeout")
     func slowloris() async throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let daemon = DaemonProcess(directory: directory, arguments: ["--dev", "--request-head-timeout", "2"])
-        try await Blocking.run { try daemon.start() }
-        defer { daemon.stop() }
-        let elapsed = try await Blocking.run {
-            try SlowClient.dripUntilClosed(
+        try await self.withDaemon(["--dev", "--request-head-timeout", "2"]) { daemon in
+            try await self.expectCutOffAtTwoSeconds(
                 socket: daemon.appSocket,
                 bytes: Array("GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ".utf8)
                     + Array(repeating: 0x61, count: 200),
-                every: .milliseconds(250),
-                giveUpAfter: .seconds(20)
+                what: "the slow head"
             )
         }
-        let cutOff = try #require(elapsed, "the slow head was still open after 20 s")
-        #expect(cutOff >= .milliseconds(1_900) && cutOff < .seconds(5), "cut off after \(cutOff)")
     }
 
     @Test("a body sent one byte at a time is cut off at --body-timeout")
     func slowBody() async throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let daemon = DaemonProcess(directory: directory, arguments: ["--dev", "--body-timeout", "2"])
-        try await Blocking.run { try daemon.start() }
-        defer { daemon.stop() }
         let head =
             "POST /v1/connections HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             + "Content-Length: 4000\r\n\r\n"
-        let elapsed = try await Blocking.run {
-            try SlowClient.dripUntilClosed(
+        try await self.withDaemon(["--dev", "--body-timeout", "2"]) { daemon in
+            try await self.expectCutOffAtTwoSeconds(
                 socket: daemon.adminSocket,
                 prefix: Array(head.utf8),
                 bytes: Array(repeating: 0x20, count: 4000),
-                every: .milliseconds(250),
-                giveUpAfter: .seconds(20)
+                what: "the slow body"
             )
         }
-        let cutOff = try #require(elapsed, "the slow body was still open after 20 s")
-        #expect(cutOff >= .milliseconds(1_900) && cutOff < .seconds(5), "cut off after \(cutOff)")
     }
 
     @Test("a connection without a request is closed after --idle-timeout; one in use is not")
     func idle() async throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let daemon = DaemonProcess(directory: directory, arguments: ["--dev", "--idle-timeout", "2"])
-        try await Blocking.run { try daemon.start() }
-        defer { daemon.stop() }
-        let (silent, busy) = try await Blocking.run {
-            let silent = try SlowClient.dripUntilClosed(
-                socket: daemon.appSocket,
-                bytes: [],
-                every: .milliseconds(100),
-                giveUpAfter: .seconds(20)
-            )
-            // Keep-alive requests every half second for 5 s: never idle for 2 s, never closed.
-            let busy = try SlowClient.keepAlive(
-                socket: daemon.appSocket,
-                requests: 10,
-                every: .milliseconds(500)
-            )
-            return (silent, busy)
+        try await self.withDaemon(["--dev", "--idle-timeout", "2"]) { daemon in
+            let (silent, busy) = try await Blocking.run {
+                let silent = try SlowClient.dripUntilClosed(
+                    socket: daemon.appSocket,
+                    bytes: [],
+                    every: .milliseconds(100),
+                    giveUpAfter: .seconds(20)
+                )
+                // Keep-alive requests every half second for 5 s: never idle for 2 s, never closed.
+                let busy = try SlowClient.keepAlive(
+                    socket: daemon.appSocket,
+                    requests: 10,
+                    every: .milliseconds(500)
+                )
+                return (silent, busy)
+            }
+            let cutOff = try #require(silent, "the idle connection was still open after 20 s")
+            // Checked lazily: between one and two idle periods.
+            #expect(cutOff >= .milliseconds(1_900) && cutOff < .seconds(6), "closed after \(cutOff)")
+            #expect(busy == 10, "only \(busy) of 10 keep-alive requests were answered")
         }
-        let cutOff = try #require(silent, "the idle connection was still open after 20 s")
-        // Checked lazily: between one and two idle periods.
-        #expect(cutOff >= .milliseconds(1_900) && cutOff < .seconds(6), "closed after \(cutOff)")
-        #expect(busy == 10, "only \(busy) of 10 keep-alive requests were answered")
     }
 
     // MARK: - Caps
 
     @Test("one uid at its cap: another uid and the admin are still served within a second")
     func perUIDCap() async throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let daemon = DaemonProcess(directory: directory, arguments: ["--dev", "--max-connections-per-uid", "8"])
-        try await Blocking.run { try daemon.start() }
-        defer { daemon.stop() }
-        self.openUp(daemon)
-        let result = try await Blocking.run {
-            let hog = try ScriptProcess(script: Scripts.holdConnections, arguments: [daemon.appSocket, "40"])
-            defer { hog.kill() }
-            let held = hog.readLine(timeout: .seconds(20))
+        try await self.withDaemon(["--dev", "--max-connections-per-uid", "8"]) { daemon in
+            self.openUp(daemon)
+            let result = try await Blocking.run {
+                let hog = try ScriptProcess(script: Scripts.holdConnections, arguments: [daemon.appSocket, "40"])
+                defer { hog.kill() }
+                let held = hog.readLine(timeout: .seconds(20))
 
-            let other = try ScriptProcess(
-                script: Scripts.requester,
-                arguments: [daemon.appSocket, Routes.health],
-                uid: 4242,
-                gid: 4242
-            )
-            defer { other.kill() }
-            _ = try other.readPID()
-            let start = ContinuousClock.now
-            other.send("go")
-            let otherStatus = other.readLine(timeout: .seconds(5))
-            let otherElapsed = ContinuousClock.now - start
+                let other = try ScriptProcess(
+                    script: Scripts.requester,
+                    arguments: [daemon.appSocket, Routes.health],
+                    uid: 4242,
+                    gid: 4242
+                )
+                defer { other.kill() }
+                _ = try other.readPID()
+                let start = ContinuousClock.now
+                other.send("go")
+                let otherStatus = other.readLine(timeout: .seconds(5))
+                let otherElapsed = ContinuousClock.now - start
 
-            let adminStart = ContinuousClock.now
-            let admin = try RawHTTP.request(
-                socket: daemon.adminSocket,
-                "GET /v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                timeout: .seconds(5)
-            )
-            let adminElapsed = ContinuousClock.now - adminStart
-            let ctl = try daemon.ctl(["status"])
-            return (held, otherStatus, otherElapsed, admin.status, adminElapsed, ctl)
+                let admin = try Self.timedGet(daemon.adminSocket, Routes.status)
+                let ctl = try daemon.ctl(["status"])
+                return (held, otherStatus, otherElapsed, admin.status, admin.elapsed, ctl)
+            }
+            #expect(result.0 == "8", "nobody kept \(result.0 ?? "nothing") connections open")
+            #expect(result.1 == "200", "uid 4242 got \(result.1 ?? "nothing")")
+            #expect(result.2 < .seconds(1), "uid 4242 waited \(result.2)")
+            #expect(result.3 == 200)
+            #expect(result.4 < .seconds(1), "the admin waited \(result.4)")
+            #expect(result.5.status == 0, "\(result.5)")
         }
-        #expect(result.0 == "8", "nobody kept \(result.0 ?? "nothing") connections open")
-        #expect(result.1 == "200", "uid 4242 got \(result.1 ?? "nothing")")
-        #expect(result.2 < .seconds(1), "uid 4242 waited \(result.2)")
-        #expect(result.3 == 200)
-        #expect(result.4 < .seconds(1), "the admin waited \(result.4)")
-        #expect(result.5.status == 0, "\(result.5)")
     }
 
     @Test("with few descriptors, nobody taking every connection it can does not lock out root or the admin")
@@ -160,26 +169,14 @@ struct ConnectionLimitsEndToEndTests {
             defer { hog.kill() }
             let held = hog.readLine(timeout: .seconds(30))
 
-            let appStart = ContinuousClock.now
-            let app = try RawHTTP.request(
-                socket: daemon.appSocket,
-                "GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                timeout: .seconds(5)
-            )
-            let appElapsed = ContinuousClock.now - appStart
-            let adminStart = ContinuousClock.now
-            let admin = try RawHTTP.request(
-                socket: daemon.adminSocket,
-                "GET /v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                timeout: .seconds(5)
-            )
-            let adminElapsed = ContinuousClock.now - adminStart
+            let app = try Self.timedGet(daemon.appSocket, Routes.health)
+            let admin = try Self.timedGet(daemon.adminSocket, Routes.status)
             let ctl = try Command.run(
                 Binaries.control,
                 ["status"],
                 environment: ["CONNVAULT_ADMIN_SOCKET": daemon.adminSocket, "CONNVAULT_APP_SOCKET": daemon.appSocket]
             )
-            return (held, app.status, appElapsed, admin.status, adminElapsed, ctl)
+            return (held, app.status, app.elapsed, admin.status, admin.elapsed, ctl)
         }
         let held = try #require(result.0.flatMap { Int($0) }, "the hog reported nothing")
         #expect(held == 200, "nobody kept \(held) connections open")

@@ -37,7 +37,7 @@ struct RevocationTests {
             logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() },
             timeout: .seconds(2)
         )
-        do {
+        try await shuttingDown(auth, standIn) {
             try await VaultFixture.with { fixture, vault in
                 _ = try await vault.create(
                     CreateConnectionRequest(
@@ -51,12 +51,7 @@ struct RevocationTests {
                 )
                 try await body(standIn, fixture, vault, auth)
             }
-        } catch {
-            try? await auth.shutdown()
-            try? await standIn.shutdown()
-            throw error
         }
-        try await auth.shutdown()
         try await standIn.shutdown()
     }
 

@@ -41,15 +41,10 @@ struct TokenBrokerProxyTests {
                 let auth = PersonioAuthClient(logger: fixture.logs.logger(), timeout: .seconds(2))
                 let broker = TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger(), policy: policy)
                 let setup = Setup(fixture: fixture, vault: vault, standIn: standIn, auth: auth, broker: broker)
-                do {
+                try await shuttingDown(auth, standIn) {
                     try await setup.createConnections()
                     try await body(setup)
-                } catch {
-                    try? await auth.shutdown()
-                    try? await standIn.shutdown()
-                    throw error
                 }
-                try await auth.shutdown()
             }
             try await standIn.shutdown()
         }

@@ -51,14 +51,7 @@ struct TokenBrokerTests {
                     by: admin
                 )
                 let setup = Setup(fixture: fixture, vault: vault, standIn: standIn, auth: auth, broker: broker)
-                do {
-                    try await body(setup)
-                } catch {
-                    try? await auth.shutdown()
-                    try? await standIn.shutdown()
-                    throw error
-                }
-                try await auth.shutdown()
+                try await shuttingDown(auth, standIn) { try await body(setup) }
             }
             try await standIn.shutdown()
         }

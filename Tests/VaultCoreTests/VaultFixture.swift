@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import PersonioAuth
+import PersonioStandIn
 import TestSupport
 import VaultAPI
 import VaultCore
@@ -91,6 +93,23 @@ struct VaultFixture: Sendable {
 
 /// Whoever the tests act as.
 let admin = AuditActor(uid: 1000, pid: 4242, comm: "connvaultctl")
+
+/// Runs `body`, then shuts `auth` down. If `body` throws, shuts down `auth` and `standIn` both (ignoring errors of
+/// their own) before rethrowing; on success `standIn` is left to the caller.
+func shuttingDown(
+    _ auth: PersonioAuthClient,
+    _ standIn: PersonioStandIn,
+    after body: () async throws -> Void
+) async throws {
+    do {
+        try await body()
+    } catch {
+        try? await auth.shutdown()
+        try? await standIn.shutdown()
+        throw error
+    }
+    try await auth.shutdown()
+}
 
 func secretInput(_ value: String) -> SecretInput { SecretInput(bytes: Array(value.utf8)) }
 

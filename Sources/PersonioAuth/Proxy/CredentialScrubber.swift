@@ -36,17 +36,7 @@ struct CredentialScrubber: Sendable {
         var patterns: [SecretBytes] = []
         for secret in secrets where secret.count > 0 {
             for encoding in SecretEncoding.allCases {
-                let length = secret.withUnsafeBytes { encoding.encodedLength(of: $0) }
-                let pattern = SecretBytes(zeroedCount: length)
-                pattern.withUnsafeMutableBytes { target in
-                    var index = 0
-                    secret.withUnsafeBytes { source in
-                        encoding.encode(source) { byte in
-                            target[index] = byte
-                            index += 1
-                        }
-                    }
-                }
+                let pattern = encoding.encoded(secret)
                 if !patterns.contains(pattern) { patterns.append(pattern) }
             }
         }

@@ -29,7 +29,7 @@ struct Redactor {
         var filteredPatterns: [SecretBytes] = []
         for secret in secrets where secret.count > 0 {
             for encoding in SecretEncoding.allCases {
-                let pattern = Self.encoded(secret, encoding)
+                let pattern = encoding.encoded(secret)
                 if !patterns.contains(pattern) { patterns.append(pattern) }
                 let filtered = Self.filtered(pattern)
                 if filtered != pattern, !filteredPatterns.contains(filtered) { filteredPatterns.append(filtered) }
@@ -69,21 +69,6 @@ struct Redactor {
 
     private static func printable(_ byte: UInt8) -> UInt8 {
         (0x20...0x7E).contains(byte) ? byte : UInt8(ascii: "?")
-    }
-
-    private static func encoded(_ secret: SecretBytes, _ encoding: SecretEncoding) -> SecretBytes {
-        let length = secret.withUnsafeBytes { encoding.encodedLength(of: $0) }
-        let pattern = SecretBytes(zeroedCount: length)
-        pattern.withUnsafeMutableBytes { target in
-            var index = 0
-            secret.withUnsafeBytes { source in
-                encoding.encode(source) { byte in
-                    target[index] = byte
-                    index += 1
-                }
-            }
-        }
-        return pattern
     }
 
     private static func filtered(_ secret: SecretBytes) -> SecretBytes {

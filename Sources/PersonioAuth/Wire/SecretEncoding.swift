@@ -1,3 +1,5 @@
+import VaultCrypto
+
 /// The ways a secret's bytes are written on the wire, applied byte by byte so that the secret never passes
 /// through a `String`. The redactor uses the same encodings to recognise a secret that Personio echoed back.
 enum SecretEncoding: CaseIterable {
@@ -21,6 +23,22 @@ enum SecretEncoding: CaseIterable {
     /// Calls `emit` with each encoded byte of `bytes`, in order.
     func encode(_ bytes: some Sequence<UInt8>, _ emit: (UInt8) -> Void) {
         for byte in bytes { self.encode(byte, emit) }
+    }
+
+    /// `secret` encoded, in locked memory of its own (the redactor's and the scrubber's search patterns).
+    func encoded(_ secret: SecretBytes) -> SecretBytes {
+        let length = secret.withUnsafeBytes { self.encodedLength(of: $0) }
+        let pattern = SecretBytes(zeroedCount: length)
+        pattern.withUnsafeMutableBytes { target in
+            var index = 0
+            secret.withUnsafeBytes { source in
+                self.encode(source) { byte in
+                    target[index] = byte
+                    index += 1
+                }
+            }
+        }
+        return pattern
     }
 
     private func encodedLength(of byte: UInt8) -> Int {
