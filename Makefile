@@ -92,12 +92,14 @@ INSTALL_BIN ?= $(RELEASE_BIN)
 GENERATED := $(CURDIR)/.build/generated
 INSTALL_BUILD := $(if $(SKIP_BUILD),,$(if $(filter $(RELEASE_BIN),$(INSTALL_BIN)),release,build))
 
-# Man pages from the argument parsers (swift-argument-parser's generate-manual tool, built by its plugin once).
+# Man pages from the argument parsers (swift-argument-parser's generate-manual tool, built once by its plugin, which
+# names the executable generate-manual-tool in a fresh build; a tree built otherwise may hold generate-manual).
 man:
-	@tool=$$(find .build -name generate-manual -type f -perm -u+x 2>/dev/null | head -1); \
+	@find_tool() { find .build \( -name generate-manual-tool -o -name generate-manual \) -type f -perm -u+x \
+		2>/dev/null | sort -r | head -1; }; \
+	tool=$$(find_tool); \
 	if [ -z "$$tool" ]; then \
-		$(SWIFT) package plugin generate-manual --configuration debug >/dev/null && \
-		tool=$$(find .build -name generate-manual -type f -perm -u+x | head -1); \
+		$(SWIFT) package plugin generate-manual --configuration debug >/dev/null && tool=$$(find_tool); \
 	fi; \
 	[ -n "$$tool" ] || { echo "generate-manual was not built" >&2; exit 1; }; \
 	mkdir -p $(GENERATED)/man && \
