@@ -22,7 +22,9 @@ struct InstallTests {
         let build = "\(ServicePayload.repository)/.build"
         let enumerator = FileManager.default.enumerator(atPath: build)
         while let path = enumerator?.nextObject() as? String {
-            if path.hasSuffix("/generate-manual"), FileManager.default.isExecutableFile(atPath: "\(build)/\(path)") {
+            if path.hasSuffix("/generate-manual") || path.hasSuffix("/generate-manual-tool"),
+                FileManager.default.isExecutableFile(atPath: "\(build)/\(path)")
+            {
                 return true
             }
             if path.hasSuffix(".build") || path.contains("checkouts") || path.contains("repositories") {
