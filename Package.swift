@@ -93,12 +93,14 @@ let package = Package(
         .executableTarget(
             name: "connvault-bench",
             dependencies: ["PersonioStandIn", nioCore, nioPosix, nioHTTP1, argumentParser],
+            path: "Benchmarks/connvault-bench",
             swiftSettings: swiftSettings
         ),
         /// The bare SwiftNIO baseline: a fixed JSON body for every request on a Unix socket.
         .executableTarget(
             name: "bench-nio-server",
             dependencies: [nioCore, nioPosix, nioHTTP1, argumentParser],
+            path: "Benchmarks/bench-nio-server",
             swiftSettings: swiftSettings
         ),
 
