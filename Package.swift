@@ -72,7 +72,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .target(name: "VaultClient", dependencies: ["VaultAPI", "CVaultShims"], swiftSettings: swiftSettings),
+        .target(
+            name: "VaultClient",
+            dependencies: [
+                "VaultAPI", "CVaultShims", nioCore, nioHTTP1,
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         /// A faithful stand-in for Personio's auth API, for tests and benchmarks (loopback only).
         .target(name: "PersonioStandIn", dependencies: [nioCore, nioPosix, nioHTTP1], swiftSettings: swiftSettings),
 
@@ -84,7 +91,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "connvaultctl",
-            dependencies: ["VaultClient", "VaultAPI", argumentParser],
+            dependencies: ["VaultAPI", "CVaultShims", argumentParser],
             swiftSettings: swiftSettings
         ),
 
@@ -144,7 +151,12 @@ let package = Package(
         ),
         .testTarget(
             name: "VaultClientTests",
-            dependencies: ["VaultClient", "VaultAPI", "connvaultctl"],
+            dependencies: ["VaultClient", "VaultAPI", "TestSupport", nioCore, nioPosix],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ConnVaultCtlTests",
+            dependencies: ["connvaultctl", "VaultAPI"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,5 +1,4 @@
 import ArgumentParser
-import VaultClient
 
 /// `connvaultctl`'s exit codes (DESIGN §8). Fixed: scripts and tests rely on them.
 enum ExitStatus: Int32, Sendable {
@@ -34,7 +33,7 @@ struct ErrorReport: Equatable {
         switch error {
         case let error as CLIError:
             self.init(status: error.status, text: Self.prefix + error.description)
-        case let error as VaultClientError:
+        case let error as DaemonError:
             self.init(status: Self.status(for: error), text: Self.prefix + error.description)
         case is CancellationError:
             self.init(status: .failure, text: Self.prefix + "interrupted")
@@ -55,7 +54,7 @@ struct ErrorReport: Equatable {
 
     /// Client errors: unreachable (3) when no daemon answered, usage (2) for a request the client would not send,
     /// failure (1) when something answered and refused or misbehaved.
-    static func status(for error: VaultClientError) -> ExitStatus {
+    static func status(for error: DaemonError) -> ExitStatus {
         switch error.code {
         case .cannotConnect, .timedOut, .untrustedServer: .unreachable
         case .invalidRequest: .usage

@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import Synchronization
 import Testing
 import VaultAPI
@@ -9,7 +11,7 @@ import VaultAPI
 import Glibc
 #endif
 
-/// The client against a tiny in-test server on a real Unix socket.
+/// The async client (on async-http-client) against a tiny in-test server on a real Unix socket.
 @Suite(.timeLimit(.minutes(1))) struct ClientServerTests {
     static let statusJSON = """
         {"aead":"aes256gcm","audit_entries":3,"by_state":{"active":1},"connections":1,"database_bytes":4096,\
@@ -35,19 +37,16 @@ import Glibc
         let server = try TestUnixServer { _ in .problem(404, "not_found", detail: "no connection 'nope'") }
         defer { server.stop() }
         let client = AdminClient(socketPath: server.path)
-        let error = try #require(throws: VaultClientError.self) { try client.connection("nope") }
+        let error = try #require(await #expect(throws: VaultClientError.self) { try await client.connection("nope") })
         #expect(error.code == .problem)
         #expect(error.problem?.code == .notFound)
         #expect(error.problem?.status == 404)
         #expect(error.description == "no connection 'nope' (not_found)")
-        // The async overload maps it the same way.
-        await #expect(throws: VaultClientError.problem(Problem(status: 404, code: .notFound, title: "", detail: ""))) {
-            try await client.connection("nope")
-        }
+        #expect(error == VaultClientError.problem(Problem(status: 404, code: .notFound, title: "", detail: "")))
     }
 
     @Test("a chunked success answer decodes; the request names the route, Host and closes")
-    func chunkedStatus() throws {
+    func chunkedStatus() async throws {
         let body = Array(Self.statusJSON.utf8)
         let server = try TestUnixServer { _ in
             let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -58,7 +57,7 @@ import Glibc
             return .bytes(bytes + Array("0\r\n\r\n".utf8), close: false)
         }
         defer { server.stop() }
-        let status = try AdminClient(socketPath: server.path).status()
+        let status = try await AdminClient(socketPath: server.path).status()
         #expect(status.masterKeyID == 1)
         #expect(status.byState == ["active": 1])
         let request = try #require(server.requests.first)
@@ -68,7 +67,7 @@ import Glibc
     }
 
     @Test("a create request carries the secret only in its body, with a matching Content-Length")
-    func createRequestOnTheWire() throws {
+    func createRequestOnTheWire() async throws {
         let server = try TestUnixServer { _ in .response(201, "Created", body: Self.viewJSON) }
         defer { server.stop() }
         let request = CreateConnectionRequest(
@@ -79,7 +78,7 @@ import Glibc
                 .clientSecret: SecretInput(bytes: Array("fake-secret-1\"x".utf8)),
             ])
         )
-        let view = try AdminClient(socketPath: server.path).createConnection(request)
+        let view = try await AdminClient(socketPath: server.path).createConnection(request)
         #expect(view.id == "acme")
         let received = try #require(server.requests.first)
         #expect(received.requestLine == "POST /v1/connections HTTP/1.1")
@@ -156,83 +155,89 @@ import Glibc
         #expect(server.requests.first?.requestLine == "GET /v1/connections/acme/token?min_ttl=60 HTTP/1.1")
     }
 
-    @Test("a Connection keeps the socket alive across requests and reopens it when the server closes")
-    func keepAlive() throws {
-        let counter = Counter()
-        let server = try TestUnixServer { _ in
-            // The third answer asks to close; the next request must open a new connection.
-            .response(200, "OK", body: #"{"status":"ok"}"#, close: counter.next() == 3)
-        }
-        defer { server.stop() }
-        let connection = try Connection(socketPath: server.path, kind: .app)
-        defer { connection.close() }
-        let client = AppClient(connection: connection)
-        for _ in 0..<3 { #expect(try client.health().status == "ok") }
-        #expect(server.connectionCount == 1)
-        #expect(server.requests.allSatisfy { $0.header("Connection") == nil })
-        #expect(try client.health().status == "ok")
-        #expect(server.connectionCount == 2)
-    }
-
-    @Test("an idle kept-alive connection the server dropped is replaced transparently")
-    func staleConnection() throws {
-        let server = try TestUnixServer { _ in
-            // Claims keep-alive but hangs up right after answering, like a server's idle time-out.
-            let reply = TestReply.response(200, "OK", body: #"{"status":"ok"}"#)
-            guard case .bytes(let bytes, _) = reply else { return reply }
-            return .bytes(bytes, close: true)
-        }
-        defer { server.stop() }
-        let connection = try Connection(socketPath: server.path)
-        defer { connection.close() }
-        let client = AppClient(connection: connection)
-        #expect(try client.health().status == "ok")
-        usleep(50_000)
-        #expect(try client.health().status == "ok")
-        #expect(server.connectionCount == 2)
-    }
-
     @Test("no answer within the time-out is .timedOut, promptly")
-    func timeout() throws {
+    func timeout() async throws {
         let server = try TestUnixServer { _ in .silence }
         defer { server.stop() }
         let started = ContinuousClock.now
-        let error = try #require(throws: VaultClientError.self) {
-            try AdminClient(socketPath: server.path, timeout: .milliseconds(300)).status()
-        }
+        let error = try #require(
+            await #expect(throws: VaultClientError.self) {
+                try await AdminClient(socketPath: server.path, timeout: .milliseconds(300)).status()
+            }
+        )
         #expect(error.code == .timedOut)
         #expect(error.message.contains("300 ms"))
         #expect(ContinuousClock.now - started < .seconds(5))
     }
 
-    @Test("cancelling the awaiting task ends a blocked call")
+    @Test("cancelling the awaiting task ends the call at once and closes its connection")
     func cancellation() async throws {
         let server = try TestUnixServer { _ in .silence }
         defer { server.stop() }
         let task = Task { try await AdminClient(socketPath: server.path).status() }
-        try await Task.sleep(for: .milliseconds(100))
+        // Cancel once the request is on the wire: the call is then waiting for an answer that never comes.
+        try await Self.waitUntil { server.requests.count == 1 }
         let started = ContinuousClock.now
         task.cancel()
         await #expect(throws: CancellationError.self) { try await task.value }
         #expect(ContinuousClock.now - started < .seconds(5))
+        // The server sees the client close the connection: nothing is left waiting on either side.
+        try await Self.waitUntil { server.closedCount == 1 }
+    }
+
+    @Test("a client on an event loop group of the caller's works and is shut down when the body returns")
+    func ownEventLoopGroup() async throws {
+        let server = try TestUnixServer { request in
+            request.requestLine.hasPrefix("GET /v1/connections ")
+                ? .response(200, "OK", body: #"{"connections":[]}"#) : .response(200, "OK", body: #"{"status":"ok"}"#)
+        }
+        defer { server.stop() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let status = try await AppClient.withClient(socketPath: server.path, eventLoopGroup: group) { client in
+            try await client.health().status
+        }
+        #expect(status == "ok")
+        let admin = try await AdminClient.withClient(socketPath: server.path, eventLoopGroup: group) { client in
+            try await client.connections().connections.count
+        }
+        #expect(admin == 0)
+        try await group.shutdownGracefully()
+    }
+
+    @Test("every request goes out on a connection of its own that asks the server to close it")
+    func oneConnectionPerRequest() async throws {
+        let server = try TestUnixServer { _ in .response(200, "OK", body: #"{"status":"ok"}"#) }
+        defer { server.stop() }
+        let client = AppClient(socketPath: server.path)
+        for _ in 0..<3 { #expect(try await client.health().status == "ok") }
+        #expect(server.requests.count == 3)
+        #expect(server.requests.allSatisfy { $0.header("Connection") == "close" })
+        try await Self.waitUntil { server.closedCount == 3 }
     }
 
     @Test("a missing socket is .cannotConnect naming the path, the OS error and the override")
-    func missingSocket() throws {
+    func missingSocket() async throws {
         let path = "/tmp/cv-missing-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
-        let error = try #require(throws: VaultClientError.self) { try AdminClient(socketPath: path).status() }
+        let started = ContinuousClock.now
+        let error = try #require(
+            await #expect(throws: VaultClientError.self) { try await AdminClient(socketPath: path).status() }
+        )
+        // At once, not after the time-out: a failed connect is not retried.
+        #expect(ContinuousClock.now - started < .seconds(5))
         #expect(error.code == .cannotConnect)
         #expect(error.osError == ENOENT)
         #expect(error.message.contains(path))
         #expect(error.message.contains("No such file or directory"))
         #expect(error.message.contains("--admin-socket"))
         #expect(error.message.contains("CONNVAULT_ADMIN_SOCKET"))
-        let appError = try #require(throws: VaultClientError.self) { try AppClient(socketPath: path).health() }
+        let appError = try #require(
+            await #expect(throws: VaultClientError.self) { try await AppClient(socketPath: path).health() }
+        )
         #expect(appError.message.contains("CONNVAULT_APP_SOCKET"))
     }
 
     @Test("a socket file nobody listens on is .cannotConnect (refused)")
-    func refused() throws {
+    func refused() async throws {
         let server = try TestUnixServer { _ in .hangUp }
         let path = server.path
         // Leave a bound, no longer listening socket file behind.
@@ -242,7 +247,9 @@ import Glibc
             unlink(path)
             rmdir(directory)
         }
-        let error = try #require(throws: VaultClientError.self) { try AdminClient(socketPath: path).status() }
+        let error = try #require(
+            await #expect(throws: VaultClientError.self) { try await AdminClient(socketPath: path).status() }
+        )
         #expect(error.code == .cannotConnect)
         #expect(error.osError == ECONNREFUSED)
     }
@@ -255,25 +262,31 @@ import Glibc
     ]
 
     @Test("answers that are not the daemon's are .invalidResponse", arguments: badAnswers)
-    func invalidAnswers(_ name: String, _ reply: TestReply) throws {
+    func invalidAnswers(_ name: String, _ reply: TestReply) async throws {
         let server = try TestUnixServer { _ in reply }
         defer { server.stop() }
-        let error = try #require(throws: VaultClientError.self, "\(name)") {
-            try AdminClient(socketPath: server.path).status()
-        }
+        let error = try #require(
+            await #expect(throws: VaultClientError.self, "\(name)") {
+                try await AdminClient(socketPath: server.path).status()
+            }
+        )
         #expect(error.code == .invalidResponse)
         #expect(error.socketPath == server.path)
     }
-}
 
-/// A thread-safe counter for server handlers.
-final class Counter: Sendable {
-    private let value = Mutex(0)
-
-    func next() -> Int {
-        self.value.withLock { value in
-            value += 1
-            return value
+    /// Waits until `condition` holds, checking every 10 ms, for at most `timeout`.
+    static func waitUntil(
+        timeout: Duration = .seconds(10),
+        _ condition: () -> Bool,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !condition() {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("the condition did not hold within \(timeout)", sourceLocation: sourceLocation)
+                return
+            }
+            try await Task.sleep(for: .milliseconds(10))
         }
     }
 }

@@ -2,8 +2,6 @@ import Foundation
 import Testing
 import VaultAPI
 
-@testable import VaultClient
-
 @Suite struct RequestBodyTests {
     static func secret(_ value: String) -> SecretInput { SecretInput(bytes: Array(value.utf8)) }
 
@@ -18,7 +16,7 @@ import VaultAPI
             secrets: SecretsInput([.clientID: Self.secret("fake-id-1"), .clientSecret: Self.secret("fake-secret-1")]),
             grants: Grants(uids: [1000])
         )
-        let body = try RequestBody.create(request)
+        let body = try SecretRequestBody.create(request)
         #expect(
             Self.text(body)
                 == #"{"grants":{"groups":[],"uids":[1000],"units":[]},"id":"acme","provider":"personio-v2","#
@@ -44,7 +42,7 @@ import VaultAPI
 
     @Test("secrets are JSON-escaped exactly and decode back to the same bytes", arguments: escapes)
     func escaping(_ value: String, _ literal: String) throws {
-        let body = try RequestBody.reset(SecretsInput([.clientSecret: Self.secret(value)]))
+        let body = try SecretRequestBody.reset(SecretsInput([.clientSecret: Self.secret(value)]))
         #expect(Self.text(body) == "{\"client_secret\":\(literal)}")
         let decoded = try VaultJSON.decoder().decode(ResetRequest.self, from: Data(body))
         #expect(decoded[.clientSecret].map { $0.withUnsafeBytes { Array($0) } } == Array(value.utf8))
@@ -52,7 +50,7 @@ import VaultAPI
 
     @Test("a reset body carries the new credentials as top-level members")
     func resetBody() throws {
-        let body = try RequestBody.reset(
+        let body = try SecretRequestBody.reset(
             SecretsInput([.clientSecret: Self.secret("fake-secret-2"), .clientID: Self.secret("fake-id-2")])
         )
         #expect(Self.text(body) == #"{"client_id":"fake-id-2","client_secret":"fake-secret-2"}"#)
@@ -68,12 +66,12 @@ import VaultAPI
             secrets: SecretsInput([.webhookToken: Self.secret("fake-hook-1")])
         )
         #expect(
-            Self.text(try RequestBody.edit(secretEdit))
+            Self.text(try SecretRequestBody.edit(secretEdit))
                 == #"{"secrets":{"webhook_token":"fake-hook-1"},"settings":{"app_id":"NEW_APP","scope":null}}"#
         )
         let grantEdit = EditConnectionRequest(grants: Grants(units: ["payroll.service"]))
         #expect(
-            Self.text(try RequestBody.edit(grantEdit))
+            Self.text(try SecretRequestBody.edit(grantEdit))
                 == #"{"grants":{"groups":[],"uids":[],"units":["payroll.service"]},"settings":{}}"#
         )
     }
@@ -81,9 +79,9 @@ import VaultAPI
     @Test("a secret that is not UTF-8 is refused without echoing it")
     func invalidUTF8() {
         let request = SecretsInput([.clientSecret: SecretInput(bytes: [0x66, 0x61, 0x6B, 0x65, 0xC3, 0x28])])
-        #expect(throws: VaultClientError(.invalidRequest, "")) { try RequestBody.reset(request) }
+        #expect(throws: SecretRequestBody.EncodingError.self) { try SecretRequestBody.reset(request) }
         do {
-            _ = try RequestBody.reset(request)
+            _ = try SecretRequestBody.reset(request)
         } catch {
             #expect(!"\(error)".contains("fake"))
         }
@@ -92,15 +90,8 @@ import VaultAPI
     @Test("the worst-case escaped secret fits the reserved capacity")
     func capacity() throws {
         let nasty = String(repeating: "\u{01}", count: 300)
-        let body = try RequestBody.reset(SecretsInput([.clientSecret: Self.secret(nasty)]))
+        let body = try SecretRequestBody.reset(SecretsInput([.clientSecret: Self.secret(nasty)]))
         #expect(body.count == "{\"client_secret\":\"\"}".utf8.count + 300 * 6)
-    }
-
-    @Test("zeroize clears a buffer in place")
-    func zeroing() {
-        var bytes = Array("fake-secret-1".utf8)
-        SecretMemory.zero(&bytes)
-        #expect(bytes == [UInt8](repeating: 0, count: 13))
     }
 
     @Test(
@@ -111,15 +102,16 @@ import VaultAPI
         ]
     )
     func pathEncoding(_ id: String, _ encoded: String) {
-        #expect(PathComponent.encode(id) == encoded)
+        #expect(PathTemplate.encode(id) == encoded)
+        #expect(Endpoint.showConnection.path(id) == "/v1/connections/\(encoded)")
     }
 
     @Test("query values are encoded and nil ones dropped")
     func queryEncoding() {
         #expect(
-            PathComponent.target("/v1/audit", query: [("connection", "a b"), ("since", nil), ("limit", "5")])
+            Endpoint.audit.target(query: [("connection", "a b"), ("since", nil), ("limit", "5")])
                 == "/v1/audit?connection=a%20b&limit=5"
         )
-        #expect(PathComponent.target("/v1/audit", query: [("since", nil)]) == "/v1/audit")
+        #expect(Endpoint.audit.target(query: [("since", nil)]) == "/v1/audit")
     }
 }

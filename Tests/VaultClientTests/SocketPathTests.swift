@@ -1,4 +1,5 @@
 import Testing
+import VaultAPI
 
 @testable import VaultClient
 

@@ -1,17 +1,22 @@
+import AsyncHTTPClient
+import NIOCore
 import VaultAPI
 
-/// A client for the daemon's admin socket (DESIGN §7), as used by `connvaultctl`.
+/// A client for the daemon's admin socket (DESIGN §7), for Swift programs and tests (`connvaultctl` has a blocking
+/// client of its own).
 ///
-/// Each method is a blocking call that throws `VaultClientError`; ``AdminClient`` also has an `async` overload of
-/// every method (see `AdminClient+Async.swift`). Bodies carrying secrets (create, edit, reset) are serialised by the
-/// client itself and zeroed after sending.
+/// Calls are `async` and hold no thread while they wait; cancelling the awaiting task ends a call at once with
+/// `CancellationError`. Before a request is written on a new connection, the client checks who serves the socket
+/// (``VaultClientError/Code/untrustedServer`` otherwise). Bodies carrying secrets (create, edit, reset) are
+/// serialised by the client itself and zeroed after sending. A client made with `init` needs no shutting down;
+/// ``withClient(socketPath:timeout:environment:eventLoopGroup:_:)`` runs on an event loop group of the caller's.
 public struct AdminClient: Sendable {
-    var transport: VaultTransport
+    let transport: VaultTransport
 
     /// The socket this client talks to.
     public var socketPath: String { self.transport.socketPath }
 
-    /// A client that opens one connection per request.
+    /// A client for the admin socket.
     ///
     /// - Parameters:
     ///   - socketPath: The admin socket; nil resolves `CONNVAULT_ADMIN_SOCKET`, then `/run/connvault/admin.sock`.
@@ -19,17 +24,36 @@ public struct AdminClient: Sendable {
     ///   - environment: The environment for resolving the path; nil reads the process environment.
     public init(socketPath: String? = nil, timeout: Duration = .seconds(30), environment: [String: String]? = nil) {
         let path = SocketPath.resolve(socketPath, kind: .admin, environment: environment)
-        self.transport = VaultTransport(socketPath: path, kind: .admin, timeout: timeout, connection: nil)
+        self.init(path: path, timeout: timeout, httpClient: VaultHTTPClients.shared(kind: .admin, socketPath: path))
     }
 
-    /// A client that sends every request over `connection`, kept alive between requests.
-    public init(connection: Connection) {
-        self.transport = VaultTransport(
-            socketPath: connection.socketPath,
-            kind: .admin,
-            timeout: connection.timeout,
-            connection: connection
-        )
+    init(path: String, timeout: Duration, httpClient: HTTPClient) {
+        self.transport = VaultTransport(socketPath: path, kind: .admin, timeout: timeout, httpClient: httpClient)
+    }
+
+    /// Runs `body` with a client whose connections live on `eventLoopGroup`, and shuts that client down when `body`
+    /// returns or throws.
+    ///
+    /// - Parameters:
+    ///   - socketPath: As for ``init(socketPath:timeout:environment:)``.
+    ///   - eventLoopGroup: The group the client's connections run on.
+    /// - Throws: What `body` throws, or the HTTP client's shutdown error.
+    public static func withClient<Result>(
+        socketPath: String? = nil,
+        timeout: Duration = .seconds(30),
+        environment: [String: String]? = nil,
+        eventLoopGroup: any EventLoopGroup,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (AdminClient) async throws -> Result
+    ) async throws -> Result {
+        let path = SocketPath.resolve(socketPath, kind: .admin, environment: environment)
+        return try await HTTPClient.withHTTPClient(
+            eventLoopGroup: eventLoopGroup,
+            configuration: VaultHTTPClients.configuration(kind: .admin, socketPath: path),
+            isolation: isolation
+        ) { httpClient in
+            try await body(AdminClient(path: path, timeout: timeout, httpClient: httpClient))
+        }
     }
 
     // MARK: - Connections
@@ -37,91 +61,96 @@ public struct AdminClient: Sendable {
     /// `POST /v1/connections`: creates a connection; the answer is its masked view.
     ///
     /// - Throws: `VaultClientError`; `.problem` with `already_exists`, `invalid_setting`, `missing_secret`, ….
-    public func createConnection(_ request: CreateConnectionRequest) throws -> ConnectionView {
-        try self.transport.callWithSecrets("POST", Routes.connections, body: try RequestBody.create(request))
+    public func createConnection(_ request: CreateConnectionRequest) async throws -> ConnectionView {
+        let body = try Self.encoded { try SecretRequestBody.create(request) }
+        return try await self.transport.callWithSecrets(.createConnection, Endpoint.createConnection.path(), body: body)
     }
 
     /// `GET /v1/connections`: every connection, masked.
-    public func connections() throws -> ConnectionList {
-        try self.transport.call("GET", Routes.connections)
+    public func connections() async throws -> ConnectionList {
+        try await self.transport.call(.listConnections, Endpoint.listConnections.path())
     }
 
     /// `GET /v1/connections/{id}`.
     ///
     /// - Throws: `VaultClientError` `.problem` with `not_found` for an unknown id.
-    public func connection(_ id: String) throws -> ConnectionView {
-        try self.transport.call("GET", Routes.connection(PathComponent.encode(id)))
+    public func connection(_ id: String) async throws -> ConnectionView {
+        try await self.transport.call(.showConnection, Endpoint.showConnection.path(id))
     }
 
     /// `PATCH /v1/connections/{id}`: changes settings, secrets and/or grants; writes a new, re-encrypted revision.
-    public func editConnection(_ id: String, _ request: EditConnectionRequest) throws -> ConnectionView {
-        try self.transport.callWithSecrets(
-            "PATCH",
-            Routes.connection(PathComponent.encode(id)),
-            body: try RequestBody.edit(request)
-        )
+    public func editConnection(_ id: String, _ request: EditConnectionRequest) async throws -> ConnectionView {
+        let body = try Self.encoded { try SecretRequestBody.edit(request) }
+        return try await self.transport.callWithSecrets(.editConnection, Endpoint.editConnection.path(id), body: body)
     }
 
     /// `POST /v1/connections/{id}/disable`: tokens are refused until ``enable(_:)``.
-    public func disable(_ id: String, reason: String? = nil) throws -> ConnectionView {
-        let body = try RequestBody.encodePlain(DisableRequest(reason: reason))
-        return try self.transport.call("POST", Routes.action(PathComponent.encode(id), "disable"), json: body)
+    public func disable(_ id: String, reason: String? = nil) async throws -> ConnectionView {
+        let body = try Self.encoded { try SecretRequestBody.encodePlain(DisableRequest(reason: reason)) }
+        return try await self.transport.call(.disable, Endpoint.disable.path(id), json: body)
     }
 
     /// `POST /v1/connections/{id}/enable`.
-    public func enable(_ id: String) throws -> ConnectionView {
-        try self.transport.call("POST", Routes.action(PathComponent.encode(id), "enable"))
+    public func enable(_ id: String) async throws -> ConnectionView {
+        try await self.transport.call(.enable, Endpoint.enable.path(id))
     }
 
     /// `POST /v1/connections/{id}/reset`: replaces the credentials (members absent from `secrets` are kept), bumps the
     /// revision and returns the connection to `active`.
-    public func reset(_ id: String, secrets: ResetRequest) throws -> ConnectionView {
-        try self.transport.callWithSecrets(
-            "POST",
-            Routes.action(PathComponent.encode(id), "reset"),
-            body: try RequestBody.reset(secrets)
-        )
+    public func reset(_ id: String, secrets: ResetRequest) async throws -> ConnectionView {
+        let body = try Self.encoded { try SecretRequestBody.reset(secrets) }
+        return try await self.transport.callWithSecrets(.reset, Endpoint.reset.path(id), body: body)
     }
 
     /// `POST /v1/connections/{id}/verify`: asks Personio for a token with the stored credentials.
-    public func verify(_ id: String) throws -> VerifyResult {
-        try self.transport.call("POST", Routes.action(PathComponent.encode(id), "verify"))
+    public func verify(_ id: String) async throws -> VerifyResult {
+        try await self.transport.call(.verify, Endpoint.verify.path(id))
     }
 
     /// `DELETE /v1/connections/{id}`: deletes the connection and crypto-shreds its secrets. Permanent.
-    public func disconnect(_ id: String) throws {
-        try self.transport.callWithoutContent("DELETE", Routes.connection(PathComponent.encode(id)))
+    public func disconnect(_ id: String) async throws {
+        try await self.transport.callWithoutContent(.disconnect, Endpoint.disconnect.path(id))
     }
 
     /// `PUT /v1/connections/{id}/grants`: replaces the grants.
-    public func setGrants(_ id: String, _ grants: Grants) throws -> ConnectionView {
-        let body = try RequestBody.encodePlain(grants)
-        return try self.transport.call("PUT", Routes.action(PathComponent.encode(id), "grants"), json: body)
+    public func setGrants(_ id: String, _ grants: Grants) async throws -> ConnectionView {
+        let body = try Self.encoded { try SecretRequestBody.encodePlain(grants) }
+        return try await self.transport.call(.setGrants, Endpoint.setGrants.path(id), json: body)
     }
 
     // MARK: - Vault
 
     /// `POST /v1/keys/rotate`: a new master key; every data key re-wrapped in one transaction.
-    public func rotateKey() throws -> KeyRotationResult {
-        try self.transport.call("POST", Routes.rotateKey)
+    public func rotateKey() async throws -> KeyRotationResult {
+        try await self.transport.call(.rotateKey, Endpoint.rotateKey.path())
     }
 
     /// `GET /v1/audit`: audit entries, optionally for one connection, after sequence number `since`, at most `limit`.
-    public func audit(connection: String? = nil, since: Int64? = nil, limit: Int? = nil) throws -> AuditList {
-        let target = PathComponent.target(
-            Routes.audit,
+    public func audit(connection: String? = nil, since: Int64? = nil, limit: Int? = nil) async throws -> AuditList {
+        let target = Endpoint.audit.target(
             query: [("connection", connection), ("since", since.map(String.init)), ("limit", limit.map(String.init))]
         )
-        return try self.transport.call("GET", target)
+        return try await self.transport.call(.audit, target)
     }
 
     /// `GET /v1/audit/verify`: checks the audit trail's hash chain.
-    public func verifyAudit() throws -> AuditVerification {
-        try self.transport.call("GET", Routes.auditVerify)
+    public func verifyAudit() async throws -> AuditVerification {
+        try await self.transport.call(.auditVerify, Endpoint.auditVerify.path())
     }
 
     /// `GET /v1/status`.
-    public func status() throws -> StatusView {
-        try self.transport.call("GET", Routes.status)
+    public func status() async throws -> StatusView {
+        try await self.transport.call(.status, Endpoint.status.path())
+    }
+
+    // MARK: - Bodies
+
+    /// Runs an encoder of ``SecretRequestBody``, its failure as `.invalidRequest`.
+    private static func encoded(_ encode: () throws -> [UInt8]) throws -> [UInt8] {
+        do {
+            return try encode()
+        } catch let error as SecretRequestBody.EncodingError {
+            throw VaultClientError(.invalidRequest, error.message)
+        }
     }
 }

@@ -1,3 +1,5 @@
+import AsyncHTTPClient
+import NIOCore
 import VaultAPI
 
 /// A client for the daemon's app socket (DESIGN §7): the API local programs use to get short-lived tokens.
@@ -7,16 +9,17 @@ import VaultAPI
 /// request.headers = token.headers   // Authorization: Bearer …, X-Personio-App-ID, …
 /// ```
 ///
-/// Each method is a blocking call that throws `VaultClientError`, with an `async` overload (see
-/// `AppClient+Async.swift`). To reuse one kept-alive socket across calls, create a ``Connection`` and pass it to
-/// ``init(connection:)``.
+/// Calls are `async` and hold no thread while they wait; cancelling the awaiting task ends a call at once with
+/// `CancellationError`. A client made with ``init(socketPath:timeout:environment:)`` needs no shutting down (it
+/// sends through a process-wide HTTP client); ``withClient(socketPath:timeout:environment:eventLoopGroup:_:)``
+/// runs on an event loop group of the caller's.
 public struct AppClient: Sendable {
-    var transport: VaultTransport
+    let transport: VaultTransport
 
     /// The socket this client talks to.
     public var socketPath: String { self.transport.socketPath }
 
-    /// A client that opens one connection per request.
+    /// A client for the app socket.
     ///
     /// - Parameters:
     ///   - socketPath: The app socket; nil resolves `CONNVAULT_APP_SOCKET`, then `/run/connvault/app.sock`.
@@ -24,22 +27,41 @@ public struct AppClient: Sendable {
     ///   - environment: The environment for resolving the path; nil reads the process environment.
     public init(socketPath: String? = nil, timeout: Duration = .seconds(30), environment: [String: String]? = nil) {
         let path = SocketPath.resolve(socketPath, kind: .app, environment: environment)
-        self.transport = VaultTransport(socketPath: path, kind: .app, timeout: timeout, connection: nil)
+        self.init(path: path, timeout: timeout, httpClient: VaultHTTPClients.shared(kind: .app, socketPath: path))
     }
 
-    /// A client that sends every request over `connection`, kept alive between requests.
-    public init(connection: Connection) {
-        self.transport = VaultTransport(
-            socketPath: connection.socketPath,
-            kind: .app,
-            timeout: connection.timeout,
-            connection: connection
-        )
+    init(path: String, timeout: Duration, httpClient: HTTPClient) {
+        self.transport = VaultTransport(socketPath: path, kind: .app, timeout: timeout, httpClient: httpClient)
+    }
+
+    /// Runs `body` with a client whose connections live on `eventLoopGroup`, and shuts that client down when `body`
+    /// returns or throws.
+    ///
+    /// - Parameters:
+    ///   - socketPath: As for ``init(socketPath:timeout:environment:)``.
+    ///   - eventLoopGroup: The group the client's connections run on.
+    /// - Throws: What `body` throws, or the HTTP client's shutdown error.
+    public static func withClient<Result>(
+        socketPath: String? = nil,
+        timeout: Duration = .seconds(30),
+        environment: [String: String]? = nil,
+        eventLoopGroup: any EventLoopGroup,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (AppClient) async throws -> Result
+    ) async throws -> Result {
+        let path = SocketPath.resolve(socketPath, kind: .app, environment: environment)
+        return try await HTTPClient.withHTTPClient(
+            eventLoopGroup: eventLoopGroup,
+            configuration: VaultHTTPClients.configuration(kind: .app, socketPath: path),
+            isolation: isolation
+        ) { httpClient in
+            try await body(AppClient(path: path, timeout: timeout, httpClient: httpClient))
+        }
     }
 
     /// `GET /v1/connections`: the connections this caller is granted (metadata only).
-    public func connections() throws -> AppConnectionList {
-        try self.transport.call("GET", Routes.connections)
+    public func connections() async throws -> AppConnectionList {
+        try await self.transport.call(.appConnections, Endpoint.appConnections.path())
     }
 
     /// `GET /v1/connections/{id}/token`: a bearer token for `id`, valid for at least `minTTL` seconds when given.
@@ -48,17 +70,15 @@ public struct AppClient: Sendable {
     ///   - id: The connection id.
     ///   - minTTL: The least lifetime the token must still have; the daemon refreshes early to honour it.
     /// - Throws: `VaultClientError`; `.problem` with `forbidden` (unknown or not granted), `connection_disabled`,
-    ///   `connection_needs_reset`, `token_not_exportable`, `upstream_rejected`, `upstream_unavailable`.
-    public func token(_ id: String, minTTL: Int? = nil) throws -> TokenResponse {
-        let target = PathComponent.target(
-            Routes.token(PathComponent.encode(id)),
-            query: [("min_ttl", minTTL.map(String.init))]
-        )
-        return try self.transport.call("GET", target)
+    ///   `connection_needs_reset`, `token_not_exportable`, `upstream_rejected`, `upstream_unavailable`; or
+    ///   `CancellationError`.
+    public func token(_ id: String, minTTL: Int? = nil) async throws -> TokenResponse {
+        let target = Endpoint.token.target(id, query: [("min_ttl", minTTL.map(String.init))])
+        return try await self.transport.call(.token, target)
     }
 
     /// `GET /v1/health`.
-    public func health() throws -> HealthView {
-        try self.transport.call("GET", Routes.health)
+    public func health() async throws -> HealthView {
+        try await self.transport.call(.appHealth, Endpoint.appHealth.path())
     }
 }

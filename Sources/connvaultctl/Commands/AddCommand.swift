@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl add ID --provider P …`: creates a connection.
 struct AddCommand: AsyncParsableCommand {
@@ -88,7 +87,7 @@ struct AddCommand: AsyncParsableCommand {
             secrets: secrets,
             grants: self.grants.grants
         )
-        let view = try await self.global.adminClient.createConnection(request)
+        let view = try self.global.adminClient.createConnection(request)
         try Output.connection(view, global: self.global)
     }
 }

@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl audit [ID] [--since SEQ] [--limit N] [--verify]`.
 struct AuditCommand: AsyncParsableCommand {
@@ -41,7 +40,7 @@ struct AuditCommand: AsyncParsableCommand {
     func run() async throws {
         let client = self.global.adminClient
         if self.verify {
-            let verification = try await client.verifyAudit()
+            let verification = try client.verifyAudit()
             if self.global.json {
                 try Console.json(verification)
             } else if verification.intact {
@@ -55,7 +54,7 @@ struct AuditCommand: AsyncParsableCommand {
             }
             return
         }
-        let list = try await client.audit(connection: self.id, since: self.since, limit: self.limit)
+        let list = try client.audit(connection: self.id, since: self.since, limit: self.limit)
         if self.global.json {
             try Console.json(list)
         } else {

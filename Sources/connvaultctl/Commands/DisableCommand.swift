@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl disable ID [--reason R]`.
 struct DisableCommand: AsyncParsableCommand {
@@ -18,7 +17,7 @@ struct DisableCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let view = try await self.global.adminClient.disable(self.id, reason: self.reason)
+        let view = try self.global.adminClient.disable(self.id, reason: self.reason)
         try Output.stateChange(view, global: self.global)
     }
 }

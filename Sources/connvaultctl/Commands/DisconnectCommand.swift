@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl disconnect ID [--yes]`: deletes a connection for good (crypto-shred).
 struct DisconnectCommand: AsyncParsableCommand {
@@ -31,7 +30,7 @@ struct DisconnectCommand: AsyncParsableCommand {
                 )
             }
             // Fails with not_found before asking about a connection that does not exist.
-            let view = try await client.connection(self.id)
+            let view = try client.connection(self.id)
             Console.error(
                 "This deletes connection '\(TableFormatter.sanitize(view.id))' (\(view.provider.rawValue)) "
                     + "and destroys its secrets for good; only the audit trail remains."
@@ -42,11 +41,11 @@ struct DisconnectCommand: AsyncParsableCommand {
                 throw CLIError.failed("confirmation did not match; nothing was deleted", code: "not_confirmed")
             }
         }
-        try await client.disconnect(self.id)
+        try client.disconnect(self.id)
         if !self.global.json {
             Console.output("\(TableFormatter.sanitize(self.id)): disconnected; its secrets are destroyed")
             // Personio v1 cannot revoke the tokens already handed out: say until when they keep working.
-            if let until = try? await client.status().tokensValidUntil[self.id] {
+            if let until = try? client.status().tokensValidUntil[self.id] {
                 Console.output(ViewRenderer.v1Validity(until))
             }
         }

@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl edit ID …`: changes settings, secrets or grants; every edit is a new, re-encrypted revision.
 struct EditCommand: AsyncParsableCommand {
@@ -73,7 +72,7 @@ struct EditCommand: AsyncParsableCommand {
         let patch = try self.settings.patch(unsetting: self.unset)
         // The provider decides which secret --new-secret reads; --allow-… adds to the current grants.
         let current: ConnectionView? =
-            self.newSecret || !self.grants.isEmpty ? try await client.connection(self.id) : nil
+            self.newSecret || !self.grants.isEmpty ? try client.connection(self.id) : nil
 
         var requests: [SecretRequest] = []
         if self.newSecret, let provider = current?.provider {
@@ -93,7 +92,7 @@ struct EditCommand: AsyncParsableCommand {
         }
         let grants = self.grants.isEmpty ? nil : current.map { $0.grants.merging(self.grants.grants) }
         let request = EditConnectionRequest(settings: patch, secrets: secrets, grants: grants)
-        let view = try await client.editConnection(self.id, request)
+        let view = try client.editConnection(self.id, request)
         try Output.connection(view, global: self.global)
     }
 }

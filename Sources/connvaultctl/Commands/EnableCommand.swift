@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl enable ID`.
 struct EnableCommand: AsyncParsableCommand {
@@ -15,7 +14,7 @@ struct EnableCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let view = try await self.global.adminClient.enable(self.id)
+        let view = try self.global.adminClient.enable(self.id)
         try Output.stateChange(view, global: self.global)
     }
 }

@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl grant ID …`: adds to (or with --replace, replaces) who may get tokens.
 struct GrantCommand: AsyncParsableCommand {
@@ -33,9 +32,9 @@ struct GrantCommand: AsyncParsableCommand {
         let client = self.global.adminClient
         var grants = self.grants.grants
         if !self.replace {
-            grants = try await client.connection(self.id).grants.merging(grants)
+            grants = try client.connection(self.id).grants.merging(grants)
         }
-        let view = try await client.setGrants(self.id, grants)
+        let view = try client.setGrants(self.id, grants)
         try Output.connection(view, global: self.global)
     }
 }

@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl list`.
 struct ListCommand: AsyncParsableCommand {
@@ -9,7 +8,7 @@ struct ListCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let list = try await self.global.adminClient.connections()
+        let list = try self.global.adminClient.connections()
         if self.global.json {
             try Console.json(list)
         } else {

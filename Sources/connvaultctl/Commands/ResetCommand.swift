@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl reset ID [--client-id NEW]`: new credentials, new revision, old tokens revoked, back to active.
 struct ResetCommand: AsyncParsableCommand {
@@ -32,7 +31,7 @@ struct ResetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let client = self.global.adminClient
-        let current = try await client.connection(self.id)
+        let current = try client.connection(self.id)
         if current.provider == .personioRecruiting && self.clientID != nil {
             throw CLIError.usage(
                 "--client-id is for personio-v1 and personio-v2; '\(current.id)' is personio-recruiting"
@@ -44,7 +43,7 @@ struct ResetCommand: AsyncParsableCommand {
         if let clientID = self.clientID {
             secrets[.clientID] = SecretInput(bytes: Array(clientID.utf8))
         }
-        let view = try await client.reset(self.id, secrets: secrets)
+        let view = try client.reset(self.id, secrets: secrets)
         try Output.connection(view, global: self.global)
     }
 }

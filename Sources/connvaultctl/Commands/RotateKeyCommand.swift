@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl rotate-key`.
 struct RotateKeyCommand: AsyncParsableCommand {
@@ -12,7 +11,7 @@ struct RotateKeyCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let result = try await self.global.adminClient.rotateKey()
+        let result = try self.global.adminClient.rotateKey()
         if self.global.json {
             try Console.json(result)
         } else {

@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl show ID`.
 struct ShowCommand: AsyncParsableCommand {
@@ -15,7 +14,7 @@ struct ShowCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let view = try await self.global.adminClient.connection(self.id)
+        let view = try self.global.adminClient.connection(self.id)
         try Output.connection(view, global: self.global)
     }
 }

@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl status`.
 struct StatusCommand: AsyncParsableCommand {
@@ -12,7 +11,7 @@ struct StatusCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let status = try await self.global.adminClient.status()
+        let status = try self.global.adminClient.status()
         if self.global.json {
             try Console.json(status)
         } else {

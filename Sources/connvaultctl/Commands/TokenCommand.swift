@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl token ID [--min-ttl S]`: a bearer token from the app socket, for shell scripts.
 struct TokenCommand: AsyncParsableCommand {
@@ -32,7 +31,7 @@ struct TokenCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let token = try await self.global.appClient.token(self.id, minTTL: self.minTTL)
+        let token = try self.global.appClient.token(self.id, minTTL: self.minTTL)
         if self.global.json {
             try Console.json(token)
         } else {

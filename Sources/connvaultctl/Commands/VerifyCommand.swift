@@ -1,6 +1,5 @@
 import ArgumentParser
 import VaultAPI
-import VaultClient
 
 /// `connvaultctl verify ID`: asks Personio for a token with the stored credentials.
 struct VerifyCommand: AsyncParsableCommand {
@@ -15,7 +14,7 @@ struct VerifyCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let result = try await self.global.adminClient.verify(self.id)
+        let result = try self.global.adminClient.verify(self.id)
         if self.global.json {
             try Console.json(result)
         } else if result.ok {

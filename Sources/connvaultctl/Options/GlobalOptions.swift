@@ -1,5 +1,4 @@
 import ArgumentParser
-import VaultClient
 
 /// `--admin-socket`, `--app-socket` and `--json`, accepted by every command.
 struct GlobalOptions: ParsableArguments {

@@ -1,5 +1,4 @@
 import VaultAPI
-import VaultClient
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,3 @@
-import VaultClient
-
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

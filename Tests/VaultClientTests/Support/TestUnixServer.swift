@@ -71,10 +71,13 @@ final class TestUnixServer: Sendable {
     private struct State {
         var requests: [ReceivedRequest] = []
         var connections = 0
+        var closed = 0
     }
 
     var requests: [ReceivedRequest] { self.state.withLock { $0.requests } }
     var connectionCount: Int { self.state.withLock { $0.connections } }
+    /// Connections the server is done with: the client closed, or the server hung up after answering.
+    var closedCount: Int { self.state.withLock { $0.closed } }
 
     init(handler: @escaping @Sendable (ReceivedRequest) -> TestReply) throws {
         var template = Array("/tmp/cv-XXXXXX".utf8CString)
@@ -136,6 +139,7 @@ final class TestUnixServer: Sendable {
             self.state.withLock { $0.connections += 1 }
             self.serve(connection)
             close(connection)
+            self.state.withLock { $0.closed += 1 }
         }
     }
 

@@ -1,20 +1,24 @@
-import VaultAPI
-
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
 
-/// Builds the JSON bodies that carry secrets (create, edit, reset) byte by byte.
+/// Builds the JSON bodies that carry secrets (create, edit, reset) byte by byte, for both clients of the daemon.
 ///
 /// `JSONEncoder` would pass each secret through a `String` and a `Data` the client cannot zero. Here the secret bytes
 /// go from ``SecretInput`` straight into one `[UInt8]` whose capacity is reserved up front (so no reallocation leaves
-/// a stray copy behind); the caller zeroes it after sending with ``zeroize(_:)``. Non-secret members (settings,
-/// grants) still go through `JSONEncoder`, with sorted keys like every other body.
-enum RequestBody {
+/// a stray copy behind); the caller zeroes it after sending. Non-secret members (settings, grants) still go through
+/// `JSONEncoder`, with sorted keys like every other body.
+public enum SecretRequestBody {
+    /// A request that cannot be encoded (a secret that is not UTF-8 text); the message names the field, never a value.
+    public struct EncodingError: Error, Sendable, CustomStringConvertible {
+        public var message: String
+        public var description: String { self.message }
+    }
+
     /// `POST /v1/connections`: `{"grants","id","provider","secrets","settings"}`.
-    static func create(_ request: CreateConnectionRequest) throws -> [UInt8] {
+    public static func create(_ request: CreateConnectionRequest) throws -> [UInt8] {
         let members: [(String, Member)] = [
             ("grants", .encoded(try Self.encode(request.grants))),
             ("id", .encoded(Self.jsonString(request.id))),
@@ -26,7 +30,7 @@ enum RequestBody {
     }
 
     /// `PATCH /v1/connections/{id}`: `{"grants"?,"secrets"?,"settings"}`.
-    static func edit(_ request: EditConnectionRequest) throws -> [UInt8] {
+    public static func edit(_ request: EditConnectionRequest) throws -> [UInt8] {
         var members: [(String, Member)] = []
         if let grants = request.grants { members.append(("grants", .encoded(try Self.encode(grants)))) }
         if !request.secrets.isEmpty { members.append(("secrets", .secrets(request.secrets))) }
@@ -35,7 +39,7 @@ enum RequestBody {
     }
 
     /// `POST /v1/connections/{id}/reset`: the secret fields as top-level members.
-    static func reset(_ secrets: ResetRequest) throws -> [UInt8] {
+    public static func reset(_ secrets: ResetRequest) throws -> [UInt8] {
         var body: [UInt8] = []
         body.reserveCapacity(Self.capacity(for: secrets) + 2)
         try Self.appendSecrets(secrets, to: &body)
@@ -88,7 +92,7 @@ enum RequestBody {
             body.append(UInt8(ascii: ":"))
             try secret.withUnsafeBytes { bytes in
                 guard Self.isValidUTF8(bytes) else {
-                    throw VaultClientError(.invalidRequest, "the \(field.rawValue) is not valid UTF-8 text")
+                    throw EncodingError(message: "the \(field.rawValue) is not valid UTF-8 text")
                 }
                 Self.appendJSONString(bytes, to: &body)
             }
@@ -99,7 +103,7 @@ enum RequestBody {
     // MARK: - JSON pieces
 
     /// A body without secrets, through `JSONEncoder`.
-    static func encodePlain(_ value: some Encodable) throws -> [UInt8] {
+    public static func encodePlain(_ value: some Encodable) throws -> [UInt8] {
         try Self.encode(value)
     }
 
@@ -107,7 +111,7 @@ enum RequestBody {
         do {
             return Array(try VaultJSON.encoder().encode(value))
         } catch {
-            throw VaultClientError(.invalidRequest, "cannot encode the request: \(error)")
+            throw EncodingError(message: "cannot encode the request: \(error)")
         }
     }
 
@@ -154,25 +158,5 @@ enum RequestBody {
             case .error: return false
             }
         }
-    }
-}
-
-/// Overwrites `bytes` with zeros (best effort: only this buffer, not copies the kernel or allocator made).
-///
-/// Not inlined, so the optimiser cannot prove the stores dead and drop them.
-@inline(never)
-func zeroize(_ bytes: inout [UInt8]) {
-    bytes.withUnsafeMutableBytes { buffer in
-        guard let base = buffer.baseAddress else { return }
-        base.initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count)
-    }
-}
-
-/// Helpers for callers that hold secrets in byte arrays (such as a CLI reading them from a terminal).
-public enum SecretMemory {
-    /// Overwrites the array's storage with zeros in place. Only this storage: make sure no other array shares it
-    /// (an array that is not uniquely referenced would be copied first, and only the copy zeroed).
-    public static func zero(_ bytes: inout [UInt8]) {
-        zeroize(&bytes)
     }
 }

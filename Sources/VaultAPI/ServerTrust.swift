@@ -1,15 +1,16 @@
-import CVaultShims
-
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
 
-/// Who serves a connected admin socket, and whether a client may send it requests (secrets among them).
+/// Whom a client of the daemon trusts to serve a socket it sends requests (secrets among them) to; the one rule both
+/// clients apply (`VaultClient` and `connvaultctl`), to the uid the kernel reports for the listening end
+/// (`SO_PEERCRED` on the client's connected socket).
 ///
-/// The kernel tells a client the uid of the process that bound the listening socket (`SO_PEERCRED` on the client's
-/// own connected end). A client trusts the server when that uid is
+/// A client trusts the server when that uid is
 /// - root;
 /// - its own uid (a process of the same uid can read everything the client holds anyway); or
 /// - the owner of the socket's directory, when that owner is a system account (uid 1–999, as `sysusers.d` makes
@@ -20,56 +21,43 @@ import Darwin
 ///
 /// Anything else is refused before a byte is sent: a user who could replace the socket (a state directory it owns,
 /// a directory it can write) would otherwise receive the client secret of `connvaultctl add --secret-stdin`.
-struct ServerIdentity: Equatable {
-    var pid: Int32
-    var uid: uid_t
-    var gid: gid_t
+public enum ServerTrust {
+    /// The highest uid of a system account (`SYS_UID_MAX` of login.defs by default).
+    public static let systemAccountLimit: UInt32 = 999
 
-    /// The peer credentials of the connected socket `descriptor`, or nil when the kernel does not give them.
-    static func of(_ descriptor: Int32) -> ServerIdentity? {
-        #if os(Linux)
-        var credentials = cv_ucred()
-        guard cv_get_peer_credentials(descriptor, &credentials) == 0 else { return nil }
-        return ServerIdentity(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
-        #else
-        return nil
-        #endif
-    }
-
-    /// Refuses the server of `descriptor`, connected to `path`, unless the rule above trusts it.
+    /// Why a server of `serverUID` (process `serverPID`) must not be sent requests on `path`, or nil when it may.
+    ///
+    /// Reads the socket's directory and its parent (`realpath`, `lstat`) when the uid is neither root nor the
+    /// client's own.
     ///
     /// - Parameters:
+    ///   - kind: Names the flag and variable that choose the socket, in the message.
     ///   - clientUID: The client's effective uid.
-    /// - Throws: `VaultClientError` `.untrustedServer` naming the socket, the server's uid and what would have been
-    ///   trusted.
-    static func check(_ descriptor: Int32, path: String, kind: SocketKind?, clientUID: uid_t = geteuid()) throws {
-        guard let server = Self.of(descriptor) else {
-            throw VaultClientError(
-                .untrustedServer,
-                "refusing to use \(path): cannot tell which user serves it (SO_PEERCRED: \(String(cString: strerror(errno))))",
-                socketPath: path
-            )
-        }
-        if server.uid == 0 || server.uid == clientUID { return }
+    public static func refusal(
+        serverUID: UInt32,
+        serverPID: Int32,
+        path: String,
+        kind: SocketKind?,
+        clientUID: UInt32 = geteuid()
+    ) -> String? {
+        if serverUID == 0 || serverUID == clientUID { return nil }
         let directory = Self.directory(of: path)
-        if let owner = Self.vouchingOwner(of: directory), owner == server.uid { return }
+        if let owner = Self.vouchingOwner(of: directory), owner == serverUID { return nil }
         let hint = kind.map { " (choose the socket with \($0.optionName) or \($0.environmentVariable))" } ?? ""
-        throw VaultClientError(
-            .untrustedServer,
-            "refusing to use \(path): it is served by uid \(server.uid) (pid \(server.pid)), not by root, this user "
-                + "or the service account that owns a protected \(directory); another user may have replaced the "
-                + "socket\(hint)",
-            socketPath: path
-        )
+        return "refusing to use \(path): it is served by uid \(serverUID) (pid \(serverPID)), not by root, this "
+            + "user or the service account that owns a protected \(directory); another user may have replaced the "
+            + "socket\(hint)"
     }
 
-    /// The highest uid of a system account (`SYS_UID_MAX` of login.defs by default).
-    static let systemAccountLimit: uid_t = 999
+    /// The refusal when the kernel does not say who serves `path` (`errno` from `getsockopt`).
+    public static func unknownServer(path: String, errno error: Int32) -> String {
+        "refusing to use \(path): cannot tell which user serves it (SO_PEERCRED: \(String(cString: strerror(error))))"
+    }
 
     /// The owner of `directory` when that directory vouches for its owner: owned by a system account, not writable
     /// by group or others, and its parent owned by root and not writable by group or others (only root could have
     /// put it there). Nil otherwise.
-    static func vouchingOwner(of directory: String) -> uid_t? {
+    public static func vouchingOwner(of directory: String) -> UInt32? {
         guard let resolved = Self.realPath(directory) else { return nil }
         var info = stat()
         guard lstat(resolved, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, info.st_mode & 0o022 == 0,
@@ -92,7 +80,8 @@ struct ServerIdentity: Equatable {
         return String(cString: resolved)
     }
 
-    static func directory(of path: String) -> String {
+    /// The directory part of `path`: `.` for a bare name, `/` for a file in the root.
+    public static func directory(of path: String) -> String {
         guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return "." }
         let directory = String(path[..<slash])
         return directory.isEmpty ? "/" : directory

@@ -1,7 +1,6 @@
 import ArgumentParser
 import Testing
 import VaultAPI
-import VaultClient
 
 @testable import connvaultctl
 
@@ -12,11 +11,11 @@ typealias Status = connvaultctl.ExitStatus
     static let problem = Problem(status: 404, code: .notFound, title: "Not Found", detail: "no connection 'nope'")
 
     static let errors: [(String, any Error & Sendable, Status)] = [
-        ("cannot connect", VaultClientError(.cannotConnect, "cannot connect to /x.sock"), .unreachable),
-        ("timed out", VaultClientError(.timedOut, "no answer"), .unreachable),
-        ("invalid request", VaultClientError(.invalidRequest, "path too long"), .usage),
-        ("invalid response", VaultClientError(.invalidResponse, "garbage"), .failure),
-        ("problem", VaultClientError.problem(problem), .failure),
+        ("cannot connect", DaemonError(.cannotConnect, "cannot connect to /x.sock"), .unreachable),
+        ("timed out", DaemonError(.timedOut, "no answer"), .unreachable),
+        ("invalid request", DaemonError(.invalidRequest, "path too long"), .usage),
+        ("invalid response", DaemonError(.invalidResponse, "garbage"), .failure),
+        ("problem", DaemonError.problem(problem), .failure),
         ("CLI usage", CLIError.usage("no terminal"), .usage),
         ("CLI failure", CLIError.failed("confirmation did not match", code: "not_confirmed"), .failure),
         ("validation", ValidationError("bad"), .usage),
@@ -31,7 +30,7 @@ typealias Status = connvaultctl.ExitStatus
 
     @Test("a refusal prints one line: connvaultctl: <detail> (<code>)")
     func messageFormat() {
-        let report = ErrorReport(for: VaultClientError.problem(Self.problem))
+        let report = ErrorReport(for: DaemonError.problem(Self.problem))
         #expect(report.text == "connvaultctl: no connection 'nope' (not_found)")
         #expect(!report.toStandardOutput)
         #expect(

@@ -45,7 +45,7 @@ struct ResponseParser {
     /// Adds received bytes.
     ///
     /// - Returns: The response once it is complete, else nil.
-    /// - Throws: `VaultClientError` with code `.invalidResponse` when the bytes are not a valid response.
+    /// - Throws: `DaemonError` with code `.invalidResponse` when the bytes are not a valid response.
     mutating func feed(_ bytes: some Collection<UInt8>) throws -> ClientResponse? {
         guard !bytes.isEmpty else { return nil }
         self.receivedAnything = true
@@ -65,7 +65,7 @@ struct ResponseParser {
     /// Tells the parser the server closed the connection.
     ///
     /// - Returns: The response, when a read-to-close body ends here.
-    /// - Throws: `VaultClientError` with code `.invalidResponse` when the response is incomplete.
+    /// - Throws: `DaemonError` with code `.invalidResponse` when the response is incomplete.
     mutating func finish() throws -> ClientResponse {
         switch self.state {
         case .untilClose:
@@ -309,11 +309,11 @@ struct ResponseParser {
         }
     }
 
-    private static func malformed(_ what: String) -> VaultClientError {
-        VaultClientError(.invalidResponse, "malformed response: \(what)")
+    private static func malformed(_ what: String) -> DaemonError {
+        DaemonError(.invalidResponse, "malformed response: \(what)")
     }
 
-    private static func tooLarge() -> VaultClientError {
-        VaultClientError(.invalidResponse, "malformed response: the body is larger than \(Self.maximumBodyBytes) bytes")
+    private static func tooLarge() -> DaemonError {
+        DaemonError(.invalidResponse, "malformed response: the body is larger than \(Self.maximumBodyBytes) bytes")
     }
 }

@@ -1,3 +1,6 @@
+import CVaultShims
+import VaultAPI
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -7,22 +10,20 @@ import Darwin
 /// One connected, non-blocking `AF_UNIX` stream socket. The only owner of its file descriptor: closed explicitly by
 /// `close()`.
 ///
-/// `@unchecked Sendable`: the descriptor is mutable state, but every use goes through ``Connection``'s mutex (or a
-/// single local scope), so no two threads touch one socket at the same time.
-final class UnixSocket: @unchecked Sendable {
-    /// How long one `poll(2)` waits before the loop re-checks the deadline and cancellation.
-    private static let pollSlice: Int32 = 100
-
+/// Used from one thread: `connvaultctl` sends one request at a time, and a socket lives for one exchange.
+final class UnixSocket {
     private var descriptor: Int32
     let path: String
 
     /// Connects to `path`, waiting at most until `deadline` when the listen backlog is full.
     ///
-    /// - Throws: `VaultClientError` `.cannotConnect` (missing, refused, permission denied), `.invalidRequest`
+    /// - Throws: `DaemonError` `.cannotConnect` (missing, refused, permission denied), `.invalidRequest`
     ///   (path too long), `.timedOut`, `.untrustedServer` (an admin socket served by an untrusted uid, see
-    ///   ``ServerIdentity``); `CancellationError` when `cancellation` is set.
-    init(connectingTo path: String, kind: SocketKind?, deadline: Deadline, cancellation: CancellationFlag?) throws {
-        try SocketPath.validate(path, kind: kind)
+    ///   ``ServerIdentity``).
+    init(connectingTo path: String, kind: SocketKind, deadline: Deadline) throws {
+        if let problem = kind.pathProblem(path) {
+            throw DaemonError(.invalidRequest, problem, socketPath: path)
+        }
         self.path = path
         #if canImport(Glibc)
         let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
@@ -36,16 +37,20 @@ final class UnixSocket: @unchecked Sendable {
         self.descriptor = descriptor
 
         var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: path.utf8)
-            raw[path.utf8.count] = 0
+        var length = socklen_t(0)
+        // The shared helper reads a leading '@' as an abstract socket name; to the CLI it was always a file name.
+        let addressPath = path.hasPrefix("@") ? "./" + path : path
+        guard cv_sockaddr_un_set(&address, addressPath, &length) == 0 else {
+            let error = errno
+            Self.closeDescriptor(descriptor)
+            self.descriptor = -1
+            throw Self.cannotConnect(path, kind: kind, errno: error)
         }
         do {
             connecting: while true {
                 let result = withUnsafePointer(to: &address) { pointer in
                     pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                        connect(descriptor, $0, length)
                     }
                 }
                 if result == 0 { break }
@@ -55,10 +60,10 @@ final class UnixSocket: @unchecked Sendable {
                     continue
                 case EAGAIN:
                     // AF_UNIX answers EAGAIN while the listener's backlog is full: wait a little and retry.
-                    try Self.check(deadline: deadline, cancellation: cancellation, path: path)
+                    try Self.check(deadline: deadline, path: path)
                     usleep(5_000)
                 case EINPROGRESS:
-                    try self.waitUntil(POLLOUT, deadline: deadline, cancellation: cancellation)
+                    try self.waitUntil(POLLOUT, deadline: deadline)
                     var pending: Int32 = 0
                     var length = socklen_t(MemoryLayout<Int32>.size)
                     getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &pending, &length)
@@ -79,7 +84,7 @@ final class UnixSocket: @unchecked Sendable {
     deinit {
         if self.descriptor >= 0 {
             assertionFailure("UnixSocket for \(self.path) was not closed")
-            closeDescriptor(self.descriptor)
+            Self.closeDescriptor(self.descriptor)
         }
     }
 
@@ -87,14 +92,14 @@ final class UnixSocket: @unchecked Sendable {
 
     func close() {
         guard self.descriptor >= 0 else { return }
-        closeDescriptor(self.descriptor)
+        Self.closeDescriptor(self.descriptor)
         self.descriptor = -1
     }
 
     /// Writes all of `bytes`. `MSG_NOSIGNAL`: a peer that went away yields `EPIPE`, never a process-killing SIGPIPE.
     ///
-    /// - Throws: `SocketIOError.closed` when the peer is gone, `VaultClientError` `.timedOut`, `CancellationError`.
-    func writeAll(_ bytes: UnsafeRawBufferPointer, deadline: Deadline, cancellation: CancellationFlag?) throws {
+    /// - Throws: `SocketIOError.closed` when the peer is gone, `DaemonError` `.timedOut`.
+    func writeAll(_ bytes: UnsafeRawBufferPointer, deadline: Deadline) throws {
         guard let base = bytes.baseAddress else { return }
         var offset = 0
         while offset < bytes.count {
@@ -108,11 +113,11 @@ final class UnixSocket: @unchecked Sendable {
             case EINTR:
                 continue
             case EAGAIN, EWOULDBLOCK:
-                try self.waitUntil(POLLOUT, deadline: deadline, cancellation: cancellation)
+                try self.waitUntil(POLLOUT, deadline: deadline)
             case EPIPE, ECONNRESET:
                 throw SocketIOError.closed
             default:
-                throw VaultClientError(
+                throw DaemonError(
                     .invalidResponse,
                     "writing to \(self.path) failed: \(Self.errorText(error))",
                     socketPath: self.path,
@@ -125,11 +130,7 @@ final class UnixSocket: @unchecked Sendable {
     /// Reads what is available into `buffer`, waiting for at least one byte.
     ///
     /// - Returns: The number of bytes read; 0 when the peer closed the connection.
-    func read(
-        into buffer: UnsafeMutableRawBufferPointer,
-        deadline: Deadline,
-        cancellation: CancellationFlag?
-    ) throws -> Int {
+    func read(into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline) throws -> Int {
         while true {
             let count = recv(self.descriptor, buffer.baseAddress, buffer.count, 0)
             if count >= 0 { return count }
@@ -138,11 +139,11 @@ final class UnixSocket: @unchecked Sendable {
             case EINTR:
                 continue
             case EAGAIN, EWOULDBLOCK:
-                try self.waitUntil(POLLIN, deadline: deadline, cancellation: cancellation)
+                try self.waitUntil(POLLIN, deadline: deadline)
             case ECONNRESET:
                 throw SocketIOError.closed
             default:
-                throw VaultClientError(
+                throw DaemonError(
                     .invalidResponse,
                     "reading from \(self.path) failed: \(Self.errorText(error))",
                     socketPath: self.path,
@@ -152,24 +153,18 @@ final class UnixSocket: @unchecked Sendable {
         }
     }
 
-    /// Whether an idle kept-alive connection was closed (or sent something unexpected) since its last response.
-    var isStale: Bool {
-        var descriptor = pollfd(fd: self.descriptor, events: Int16(POLLIN), revents: 0)
-        let ready = poll(&descriptor, 1, 0)
-        return ready != 0
-    }
-
     // MARK: - Waiting
 
-    private func waitUntil(_ event: Int32, deadline: Deadline, cancellation: CancellationFlag?) throws {
+    /// Waits in `poll(2)` until `event` or the deadline: one call, no polling loop (nothing else can end the wait).
+    private func waitUntil(_ event: Int32, deadline: Deadline) throws {
         while true {
-            try Self.check(deadline: deadline, cancellation: cancellation, path: self.path)
+            try Self.check(deadline: deadline, path: self.path)
             var descriptor = pollfd(fd: self.descriptor, events: Int16(event), revents: 0)
-            let ready = poll(&descriptor, 1, deadline.pollMilliseconds(slice: Self.pollSlice))
+            let ready = poll(&descriptor, 1, deadline.pollMilliseconds)
             if ready > 0 { return }
             if ready < 0 && errno != EINTR {
                 let error = errno
-                throw VaultClientError(
+                throw DaemonError(
                     .invalidResponse,
                     "waiting on \(self.path) failed: \(Self.errorText(error))",
                     socketPath: self.path,
@@ -179,15 +174,22 @@ final class UnixSocket: @unchecked Sendable {
         }
     }
 
-    private static func check(deadline: Deadline, cancellation: CancellationFlag?, path: String) throws {
-        if cancellation?.isCancelled == true { throw CancellationError() }
+    private static func check(deadline: Deadline, path: String) throws {
         if deadline.hasPassed {
-            throw VaultClientError(
+            throw DaemonError(
                 .timedOut,
                 "no answer from \(path) within \(deadline.timeoutDescription)",
                 socketPath: path
             )
         }
+    }
+
+    private static func closeDescriptor(_ descriptor: Int32) {
+        #if canImport(Glibc)
+        _ = Glibc.close(descriptor)
+        #else
+        _ = Darwin.close(descriptor)
+        #endif
     }
 
     // MARK: - Errors
@@ -196,7 +198,7 @@ final class UnixSocket: @unchecked Sendable {
         String(cString: strerror(error))
     }
 
-    static func cannotConnect(_ path: String, kind: SocketKind?, errno error: Int32) -> VaultClientError {
+    static func cannotConnect(_ path: String, kind: SocketKind, errno error: Int32) -> DaemonError {
         var message = "cannot connect to \(path): \(Self.errorText(error))"
         switch error {
         case ENOENT, ECONNREFUSED:
@@ -206,22 +208,12 @@ final class UnixSocket: @unchecked Sendable {
         default:
             break
         }
-        if let kind {
-            message += " (choose the socket with \(kind.optionName) or \(kind.environmentVariable))"
-        }
-        return VaultClientError(.cannotConnect, message, socketPath: path, osError: error)
+        message += " (choose the socket with \(kind.optionName) or \(kind.environmentVariable))"
+        return DaemonError(.cannotConnect, message, socketPath: path, osError: error)
     }
 }
 
 /// A socket-level event the connection handles itself (a kept-alive connection closed under it).
 enum SocketIOError: Error {
     case closed
-}
-
-private func closeDescriptor(_ descriptor: Int32) {
-    #if canImport(Glibc)
-    _ = Glibc.close(descriptor)
-    #else
-    _ = Darwin.close(descriptor)
-    #endif
 }

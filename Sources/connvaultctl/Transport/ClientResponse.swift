@@ -1,13 +1,13 @@
 /// A complete HTTP/1.1 response from the daemon.
-public struct ClientResponse: Sendable, Equatable {
-    public var status: Int
-    public var reason: String
-    public var headers: [HeaderField]
-    public var body: [UInt8]
+struct ClientResponse: Sendable, Equatable {
+    var status: Int
+    var reason: String
+    var headers: [HeaderField]
+    var body: [UInt8]
     /// Whether the server lets the connection be reused for another request.
-    public var keepAlive: Bool
+    var keepAlive: Bool
 
-    public init(status: Int, reason: String, headers: [HeaderField], body: [UInt8], keepAlive: Bool) {
+    init(status: Int, reason: String, headers: [HeaderField], body: [UInt8], keepAlive: Bool) {
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -16,19 +16,19 @@ public struct ClientResponse: Sendable, Equatable {
     }
 
     /// The first header named `name` (case-insensitive).
-    public func header(_ name: String) -> String? {
+    func header(_ name: String) -> String? {
         let lowered = name.lowercased()
         return self.headers.first { $0.name.lowercased() == lowered }?.value
     }
 
     /// The media type without parameters, lowercased (`application/problem+json`).
-    public var mediaType: String? {
+    var mediaType: String? {
         guard let value = self.header("Content-Type") else { return nil }
         let type = value.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         return type.trimmingHTTPWhitespace().lowercased()
     }
 
-    public var isSuccess: Bool { (200..<300).contains(self.status) }
+    var isSuccess: Bool { (200..<300).contains(self.status) }
 }
 
 extension Substring {

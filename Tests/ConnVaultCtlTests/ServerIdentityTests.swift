@@ -1,7 +1,8 @@
 import Foundation
 import Testing
+import VaultAPI
 
-@testable import VaultClient
+@testable import connvaultctl
 
 #if canImport(Glibc)
 import Glibc
@@ -30,26 +31,26 @@ import Glibc
             #expect(mkdir(run, 0o700) == 0)
             // /run/connvault made for the daemon's user (a system account): trusted as that user.
             #expect(chown(run, 2, 2) == 0)
-            #expect(ServerIdentity.vouchingOwner(of: run) == 2)
+            #expect(ServerTrust.vouchingOwner(of: run) == 2)
             // Given to nobody, or to a login user: vouches for no one.
             #expect(chown(run, 65534, 65534) == 0)
-            #expect(ServerIdentity.vouchingOwner(of: run) == nil)
+            #expect(ServerTrust.vouchingOwner(of: run) == nil)
             #expect(chown(run, 1000, 1000) == 0)
-            #expect(ServerIdentity.vouchingOwner(of: run) == nil)
+            #expect(ServerTrust.vouchingOwner(of: run) == nil)
             #expect(chown(run, 2, 2) == 0)
             // Shared with others itself: vouches for nobody.
             #expect(chmod(run, 0o770) == 0)
-            #expect(ServerIdentity.vouchingOwner(of: run) == nil)
+            #expect(ServerTrust.vouchingOwner(of: run) == nil)
             #expect(chmod(run, 0o700) == 0)
             // In a directory others can write (as /tmp): anyone could have made it.
             #expect(chmod(root, 0o1777) == 0)
-            #expect(ServerIdentity.vouchingOwner(of: run) == nil)
+            #expect(ServerTrust.vouchingOwner(of: run) == nil)
             #expect(chmod(root, 0o755) == 0)
             #expect(chown(root, 65534, 65534) == 0)
-            #expect(ServerIdentity.vouchingOwner(of: run) == nil)
+            #expect(ServerTrust.vouchingOwner(of: run) == nil)
             // Directly in /tmp: never.
-            #expect(ServerIdentity.vouchingOwner(of: "/tmp") == nil)
-            #expect(ServerIdentity.vouchingOwner(of: "\(root)/missing") == nil)
+            #expect(ServerTrust.vouchingOwner(of: "/tmp") == nil)
+            #expect(ServerTrust.vouchingOwner(of: "\(root)/missing") == nil)
         }
     }
 
@@ -71,7 +72,7 @@ import Glibc
         if geteuid() == 0 {
             try ServerIdentity.check(pair[0], path: "/tmp/admin.sock", kind: .admin, clientUID: other)
         } else {
-            let error = #expect(throws: VaultClientError.self) {
+            let error = #expect(throws: DaemonError.self) {
                 try ServerIdentity.check(pair[0], path: "/tmp/admin.sock", kind: .admin, clientUID: other)
             }
             #expect(error?.code == .untrustedServer)

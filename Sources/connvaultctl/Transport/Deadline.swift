@@ -10,13 +10,13 @@ struct Deadline: Sendable {
 
     var hasPassed: Bool { ContinuousClock.now >= self.instant }
 
-    /// Milliseconds left for `poll(2)`, rounded up so a sub-millisecond rest still waits, capped at `slice`.
-    func pollMilliseconds(slice: Int32) -> Int32 {
+    /// Milliseconds left for `poll(2)`, rounded up so a sub-millisecond rest still waits.
+    var pollMilliseconds: Int32 {
         let left = ContinuousClock.now.duration(to: self.instant)
         if left <= .zero { return 0 }
         let (seconds, attoseconds) = left.components
         let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-        return Int32(clamping: min(milliseconds, Int64(slice)))
+        return Int32(clamping: milliseconds)
     }
 
     /// The time-out for messages: `30 s`, `250 ms`.

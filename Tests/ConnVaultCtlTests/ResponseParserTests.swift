@@ -1,6 +1,6 @@
 import Testing
 
-@testable import VaultClient
+@testable import connvaultctl
 
 @Suite struct ResponseParserTests {
     struct Case: Sendable, CustomTestStringConvertible {
@@ -179,7 +179,7 @@ import Testing
 
     @Test("malformed responses are refused", arguments: malformed)
     func malformedResponses(_ name: String, _ raw: String) {
-        #expect(throws: VaultClientError(.invalidResponse, ""), "\(name)") {
+        #expect(throws: DaemonError(.invalidResponse, ""), "\(name)") {
             _ = try Self.parse(Array(raw.utf8), method: "GET", step: 4096, close: true)
         }
     }
@@ -193,7 +193,7 @@ import Testing
 
     @Test("a connection closed before the response is complete is an error", arguments: truncated)
     func truncatedResponses(_ name: String, _ raw: String) {
-        #expect(throws: VaultClientError(.invalidResponse, ""), "\(name)") {
+        #expect(throws: DaemonError(.invalidResponse, ""), "\(name)") {
             _ = try Self.parse(Array(raw.utf8), method: "GET", step: 4096, close: true)
         }
     }
@@ -201,7 +201,7 @@ import Testing
     @Test("an endless head is refused once it passes the limit")
     func headLimit() {
         var parser = ResponseParser()
-        #expect(throws: VaultClientError(.invalidResponse, "")) {
+        #expect(throws: DaemonError(.invalidResponse, "")) {
             _ = try parser.feed(Array("HTTP/1.1 200 OK\r\n".utf8))
             let header = Array("X-Padding: \(String(repeating: "a", count: 1000))\r\n".utf8)
             for _ in 0..<100 { _ = try parser.feed(header) }
