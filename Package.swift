@@ -121,7 +121,7 @@ let package = Package(
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: swiftSettings),
         .testTarget(
             name: "VaultStoreTests",
-            dependencies: ["VaultStore", "TestSupport"],
+            dependencies: ["VaultStore", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -3,8 +3,8 @@ import GRDB
 
 /// An access token the daemon handed out, as the store keeps it until it is revoked or has expired: sealed under a
 /// data key of the row's own, which the master key wraps. The store never sees the token.
-public struct IssuedTokenRecord: Sendable, Equatable {
-    public enum State: String, Sendable {
+public struct IssuedTokenRecord: Sendable, Equatable, Codable {
+    public enum State: String, Sendable, Codable, DatabaseValueConvertible {
         /// The connection is still in the state (and revision) that obtained it.
         case issued
         /// The connection was disabled, reset, edited or disconnected since: revoke it at Personio.
@@ -26,11 +26,11 @@ public struct IssuedTokenRecord: Sendable, Equatable {
     public var expiresAt: Int64
     public var keyID: Int64
     public var dataKeyAlgorithm: Int
-    public var dataKeyNonce: [UInt8]
-    public var wrappedDataKey: [UInt8]
+    @BlobColumn public var dataKeyNonce: [UInt8]
+    @BlobColumn public var wrappedDataKey: [UInt8]
     public var algorithm: Int
-    public var nonce: [UInt8]
-    public var ciphertext: [UInt8]
+    @BlobColumn public var nonce: [UInt8]
+    @BlobColumn public var ciphertext: [UInt8]
     /// Failed revocation attempts so far.
     public var attempts: Int
     /// Wall-clock seconds since 1970 before which no further attempt is made.
@@ -80,6 +80,26 @@ public struct IssuedTokenRecord: Sendable, Equatable {
         self.createdAt = createdAt
         self.withdrawnAt = withdrawnAt
     }
+
+    enum CodingKeys: String, CodingKey, ColumnExpression {
+        case id, revision, api, state, nonce, ciphertext, attempts
+        case connectionID = "connection_id"
+        case settingsJSON = "settings"
+        case expiresAt = "expires_at"
+        case keyID = "key_id"
+        case dataKeyAlgorithm = "dek_alg"
+        case dataKeyNonce = "dek_nonce"
+        case wrappedDataKey = "dek_wrapped"
+        case algorithm = "alg"
+        case nextAttemptAt = "next_attempt_at"
+        case lastError = "last_error"
+        case createdAt = "created_at"
+        case withdrawnAt = "withdrawn_at"
+    }
+}
+
+extension IssuedTokenRecord: FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "issued_tokens"
 }
 
 extension StoreTransaction {
@@ -91,21 +111,7 @@ extension StoreTransaction {
     }
 
     public func insertIssuedToken(_ record: IssuedTokenRecord) throws {
-        try self.db.execute(
-            sql: """
-                INSERT INTO issued_tokens (id, connection_id, revision, api, state, settings, expires_at, key_id,
-                    dek_alg, dek_nonce, dek_wrapped, alg, nonce, ciphertext, attempts, next_attempt_at, last_error,
-                    created_at, withdrawn_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
-                record.id, record.connectionID, record.revision, record.api, record.state.rawValue,
-                record.settingsJSON, record.expiresAt, record.keyID, record.dataKeyAlgorithm,
-                Data(record.dataKeyNonce), Data(record.wrappedDataKey), record.algorithm, Data(record.nonce),
-                Data(record.ciphertext), record.attempts, record.nextAttemptAt, record.lastError, record.createdAt,
-                record.withdrawnAt,
-            ]
-        )
+        try record.insert(self.db)
     }
 
     /// Token rows, oldest first: of one connection and/or in one state when given.
@@ -115,17 +121,15 @@ extension StoreTransaction {
     ) throws
         -> [IssuedTokenRecord]
     {
-        var sql = "SELECT * FROM issued_tokens WHERE 1"
-        var arguments: StatementArguments = []
+        typealias Columns = IssuedTokenRecord.CodingKeys
+        var request = IssuedTokenRecord.all()
         if let connectionID {
-            sql += " AND connection_id = ?"
-            arguments += [connectionID]
+            request = request.filter(Columns.connectionID == connectionID)
         }
         if let state {
-            sql += " AND state = ?"
-            arguments += [state.rawValue]
+            request = request.filter(Columns.state == state)
         }
-        return try Row.fetchAll(self.db, sql: sql + " ORDER BY id", arguments: arguments).map(Self.issuedToken)
+        return try request.order(Columns.id).fetchAll(self.db)
     }
 
     /// Moves every `issued` token of the connection to `pending` (v2) or `unrevocable` (v1), in the transaction of
@@ -179,8 +183,7 @@ extension StoreTransaction {
     /// - Returns: Whether there was such a row.
     @discardableResult
     public func deleteIssuedToken(_ id: Int64) throws -> Bool {
-        try self.db.execute(sql: "DELETE FROM issued_tokens WHERE id = ?", arguments: [id])
-        return self.db.changesCount > 0
+        try IssuedTokenRecord.deleteOne(self.db, key: id)
     }
 
     /// Records a failed revocation attempt.
@@ -204,30 +207,6 @@ extension StoreTransaction {
         try self.db.execute(
             sql: "UPDATE issued_tokens SET key_id = ?, dek_alg = ?, dek_nonce = ?, dek_wrapped = ? WHERE id = ?",
             arguments: [keyID, algorithm, Data(nonce), Data(wrapped), id]
-        )
-    }
-
-    static func issuedToken(_ row: Row) -> IssuedTokenRecord {
-        IssuedTokenRecord(
-            id: row["id"],
-            connectionID: row["connection_id"],
-            revision: row["revision"],
-            api: row["api"],
-            state: IssuedTokenRecord.State(rawValue: row["state"]) ?? .pending,
-            settingsJSON: row["settings"],
-            expiresAt: row["expires_at"],
-            keyID: row["key_id"],
-            dataKeyAlgorithm: row["dek_alg"],
-            dataKeyNonce: Self.bytes(row["dek_nonce"]),
-            wrappedDataKey: Self.bytes(row["dek_wrapped"]),
-            algorithm: row["alg"],
-            nonce: Self.bytes(row["nonce"]),
-            ciphertext: Self.bytes(row["ciphertext"]),
-            attempts: row["attempts"],
-            nextAttemptAt: row["next_attempt_at"],
-            lastError: row["last_error"],
-            createdAt: row["created_at"],
-            withdrawnAt: row["withdrawn_at"]
         )
     }
 }

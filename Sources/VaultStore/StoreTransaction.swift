@@ -9,14 +9,7 @@ public struct StoreTransaction {
     // MARK: - Master keys
 
     public func masterKeys() throws -> [MasterKeyRecord] {
-        try Row.fetchAll(self.db, sql: "SELECT id, created_at, state, check_value FROM master_keys ORDER BY id").map {
-            MasterKeyRecord(
-                id: $0["id"],
-                createdAt: $0["created_at"],
-                state: $0["state"],
-                checkValue: Self.bytes($0["check_value"])
-            )
-        }
+        try MasterKeyRecord.order(MasterKeyRecord.CodingKeys.id).fetchAll(self.db)
     }
 
     public func activeMasterKey() throws -> MasterKeyRecord? {
@@ -26,46 +19,36 @@ public struct StoreTransaction {
     /// Inserts `record` as the active key and retires the one before.
     public func activateMasterKey(_ record: MasterKeyRecord) throws {
         try self.db.execute(sql: "UPDATE master_keys SET state = 'retired' WHERE state = 'active'")
-        try self.db.execute(
-            sql: "INSERT INTO master_keys (id, created_at, state, check_value) VALUES (?, ?, 'active', ?)",
-            arguments: [record.id, record.createdAt, Data(record.checkValue)]
-        )
+        var active = record
+        active.state = "active"
+        try active.insert(self.db)
     }
 
     // MARK: - Connections
 
     public func connection(_ id: String) throws -> ConnectionRecord? {
-        try Row.fetchOne(self.db, sql: "SELECT * FROM connections WHERE id = ?", arguments: [id]).map(Self.connection)
+        try ConnectionRecord.fetchOne(self.db, key: id)
     }
 
     public func connections() throws -> [ConnectionRecord] {
-        try Row.fetchAll(self.db, sql: "SELECT * FROM connections ORDER BY id").map(Self.connection)
+        try ConnectionRecord.order(ConnectionRecord.CodingKeys.id).fetchAll(self.db)
     }
 
     public func insertConnection(_ record: ConnectionRecord) throws {
-        try self.db.execute(
-            sql: """
-                INSERT INTO connections (id, provider, settings, state, revision, disabled_reason, last_error, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
-                record.id, record.provider, record.settingsJSON, record.state, record.revision, record.disabledReason,
-                record.lastError, record.createdAt, record.updatedAt,
-            ]
-        )
+        try record.insert(self.db)
     }
 
+    /// Updates every column but `id` and `created_at`; a connection that is not there is left alone (no error).
     public func updateConnection(_ record: ConnectionRecord) throws {
-        try self.db.execute(
-            sql: """
-                UPDATE connections SET provider = ?, settings = ?, state = ?, revision = ?, disabled_reason = ?,
-                    last_error = ?, updated_at = ? WHERE id = ?
-                """,
-            arguments: [
-                record.provider, record.settingsJSON, record.state, record.revision, record.disabledReason,
-                record.lastError, record.updatedAt, record.id,
-            ]
-        )
+        typealias Columns = ConnectionRecord.CodingKeys
+        let columns: [Columns] = [
+            .provider, .settingsJSON, .state, .revision, .disabledReason, .lastError, .updatedAt,
+        ]
+        do {
+            try record.update(self.db, columns: columns)
+        } catch RecordError.recordNotFound {
+            return
+        }
     }
 
     /// Deletes a connection with its secrets, data key and grants.
@@ -84,35 +67,15 @@ public struct StoreTransaction {
     // MARK: - Secrets and data keys
 
     public func secrets(of id: String) throws -> [SecretRecord] {
-        try Row.fetchAll(self.db, sql: "SELECT * FROM secrets WHERE connection_id = ? ORDER BY field", arguments: [id])
-            .map {
-                SecretRecord(
-                    connectionID: $0["connection_id"],
-                    field: $0["field"],
-                    revision: $0["revision"],
-                    algorithm: $0["alg"],
-                    nonce: Self.bytes($0["nonce"]),
-                    ciphertext: Self.bytes($0["ciphertext"]),
-                    fingerprint: $0["fingerprint"],
-                    updatedAt: $0["updated_at"]
-                )
-            }
+        typealias Columns = SecretRecord.CodingKeys
+        return try SecretRecord.filter(Columns.connectionID == id).order(Columns.field).fetchAll(self.db)
     }
 
     /// Replaces every secret of a connection with `records` (all of one new revision).
     public func replaceSecrets(of id: String, with records: [SecretRecord]) throws {
         try self.db.execute(sql: "DELETE FROM secrets WHERE connection_id = ?", arguments: [id])
         for record in records {
-            try self.db.execute(
-                sql: """
-                    INSERT INTO secrets (connection_id, field, revision, alg, nonce, ciphertext, fingerprint, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    record.connectionID, record.field, record.revision, record.algorithm, Data(record.nonce),
-                    Data(record.ciphertext), record.fingerprint, record.updatedAt,
-                ]
-            )
+            try record.insert(self.db)
         }
     }
 
@@ -124,41 +87,24 @@ public struct StoreTransaction {
     }
 
     public func dataKey(of id: String) throws -> DataKeyRecord? {
-        try Row.fetchOne(self.db, sql: "SELECT * FROM data_keys WHERE connection_id = ?", arguments: [id]).map(
-            Self.dataKey
-        )
+        try DataKeyRecord.fetchOne(self.db, key: id)
     }
 
     public func dataKeys() throws -> [DataKeyRecord] {
-        try Row.fetchAll(self.db, sql: "SELECT * FROM data_keys ORDER BY connection_id").map(Self.dataKey)
+        try DataKeyRecord.order(DataKeyRecord.CodingKeys.connectionID).fetchAll(self.db)
     }
 
-    /// Stores the data key of a connection's revision, destroying the previous one.
+    /// Stores the data key of a connection's revision, destroying the previous one: an update of the connection's
+    /// row, or an insert when it has none. (GRDB's `upsert` reads back `rowid`, which `data_keys`, a `WITHOUT ROWID`
+    /// table, does not have.)
     public func putDataKey(_ record: DataKeyRecord) throws {
-        try self.db.execute(
-            sql: """
-                INSERT INTO data_keys (connection_id, revision, key_id, alg, nonce, wrapped) VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (connection_id) DO UPDATE SET revision = excluded.revision, key_id = excluded.key_id,
-                    alg = excluded.alg, nonce = excluded.nonce, wrapped = excluded.wrapped
-                """,
-            arguments: [
-                record.connectionID, record.revision, record.keyID, record.algorithm, Data(record.nonce),
-                Data(record.wrapped),
-            ]
-        )
+        try record.save(self.db)
     }
 
     // MARK: - Grants
 
     public func grants(of id: String) throws -> [GrantRecord] {
-        try Row.fetchAll(
-            self.db,
-            sql: "SELECT kind, value FROM grants WHERE connection_id = ? ORDER BY kind, value",
-            arguments: [id]
-        ).compactMap {
-            guard let kind = GrantRecord.Kind(rawValue: $0["kind"]) else { return nil }
-            return GrantRecord(kind: kind, value: $0["value"])
-        }
+        try GrantRecord.filter(Column("connection_id") == id).order(Column("kind"), Column("value")).fetchAll(self.db)
     }
 
     public func replaceGrants(of id: String, with grants: [GrantRecord]) throws {
@@ -181,35 +127,21 @@ public struct StoreTransaction {
         let prevHash = last.map { Self.bytes($0["hash"]) } ?? [UInt8](repeating: 0, count: 32)
         var record = AuditRecord(seq: seq, entry: entry, prevHash: prevHash, hash: [])
         record.hash = self.chainHash(prevHash + Self.canonical(record))
-        try self.db.execute(
-            sql: """
-                INSERT INTO audit (seq, time, actor_uid, actor_pid, actor_comm, actor_unit, action, connection_id, outcome, detail, prev_hash, hash)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
-                record.seq, record.time, record.actorUID, record.actorPID, record.actorComm, record.actorUnit,
-                record.action, record.connectionID, record.outcome, record.detail, Data(record.prevHash),
-                Data(record.hash),
-            ]
-        )
+        try record.insert(self.db)
         return record
     }
 
     /// Audit rows, oldest first, optionally of one connection and after `since`.
     public func audit(connection: String?, since: Int64?, limit: Int) throws -> [AuditRecord] {
-        var sql = "SELECT * FROM audit WHERE seq > ?"
-        var arguments: StatementArguments = [since ?? 0]
+        var request = AuditRecord.filter(AuditRecord.CodingKeys.seq > since ?? 0)
         if let connection {
-            sql += " AND connection_id = ?"
-            arguments += [connection]
+            request = request.filter(NewAuditEntry.CodingKeys.connectionID == connection)
         }
-        sql += " ORDER BY seq LIMIT ?"
-        arguments += [limit]
-        return try Row.fetchAll(self.db, sql: sql, arguments: arguments).map(Self.audit)
+        return try request.order(AuditRecord.CodingKeys.seq).limit(limit).fetchAll(self.db)
     }
 
     public func auditCount() throws -> Int {
-        try Int.fetchOne(self.db, sql: "SELECT COUNT(*) FROM audit") ?? 0
+        try AuditRecord.fetchCount(self.db)
     }
 
     /// Walks the whole chain in order.
@@ -217,9 +149,8 @@ public struct StoreTransaction {
         var previous = [UInt8](repeating: 0, count: 32)
         var expectedSeq: Int64 = 1
         var count = 0
-        let cursor = try Row.fetchCursor(self.db, sql: "SELECT * FROM audit ORDER BY seq")
-        while let row = try cursor.next() {
-            let record = Self.audit(row)
+        let cursor = try AuditRecord.order(AuditRecord.CodingKeys.seq).fetchCursor(self.db)
+        while let record = try cursor.next() {
             count += 1
             if record.seq != expectedSeq {
                 return AuditChainReport(
@@ -254,53 +185,9 @@ public struct StoreTransaction {
     /// Runs raw SQL; for tests that tamper with the file on purpose.
     public func executeForTesting(_ sql: String) throws { try self.db.execute(sql: sql) }
 
-    // MARK: - Row mapping
+    // MARK: - Audit chain
 
     static func bytes(_ data: Data?) -> [UInt8] { data.map { [UInt8]($0) } ?? [] }
-
-    static func connection(_ row: Row) -> ConnectionRecord {
-        ConnectionRecord(
-            id: row["id"],
-            provider: row["provider"],
-            settingsJSON: row["settings"],
-            state: row["state"],
-            revision: row["revision"],
-            disabledReason: row["disabled_reason"],
-            lastError: row["last_error"],
-            createdAt: row["created_at"],
-            updatedAt: row["updated_at"]
-        )
-    }
-
-    static func dataKey(_ row: Row) -> DataKeyRecord {
-        DataKeyRecord(
-            connectionID: row["connection_id"],
-            revision: row["revision"],
-            keyID: row["key_id"],
-            algorithm: row["alg"],
-            nonce: Self.bytes(row["nonce"]),
-            wrapped: Self.bytes(row["wrapped"])
-        )
-    }
-
-    static func audit(_ row: Row) -> AuditRecord {
-        AuditRecord(
-            seq: row["seq"],
-            entry: NewAuditEntry(
-                time: row["time"],
-                actorUID: row["actor_uid"],
-                actorPID: row["actor_pid"],
-                actorComm: row["actor_comm"],
-                actorUnit: row["actor_unit"],
-                action: row["action"],
-                connectionID: row["connection_id"],
-                outcome: row["outcome"],
-                detail: row["detail"]
-            ),
-            prevHash: Self.bytes(row["prev_hash"]),
-            hash: Self.bytes(row["hash"])
-        )
-    }
 
     /// Length-prefixed fields, so no two different rows encode alike.
     static func canonical(_ record: AuditRecord) -> [UInt8] {
