@@ -114,16 +114,18 @@ let package = Package(
         // MARK: - Tests
         .target(
             name: "TestSupport",
-            dependencies: ["VaultClient", "VaultAPI", "PersonioStandIn", logging],
+            dependencies: ["VaultClient", "VaultAPI", "PersonioStandIn", "CVaultShims", logging],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: swiftSettings),
+        .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "VaultStoreTests",
             dependencies: ["VaultStore", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
+        /// The C helpers of CVaultShims on real sockets and the real group database.
+        .testTarget(name: "CVaultShimsTests", dependencies: ["CVaultShims", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "VaultCoreTests",
             dependencies: [

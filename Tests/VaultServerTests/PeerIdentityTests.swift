@@ -74,19 +74,17 @@ struct PeerIdentityTests {
         #expect(CgroupUnit.unit(fromCgroupFile: testCase.file) == testCase.unit)
     }
 
-    @Test(
-        "the group set is recovered from a zero-filled SO_PEERGROUPS buffer",
-        arguments: [
-            ([4, 24, 27, 100, 1000, 0, 0, 0], false, [4, 24, 27, 100, 1000] as [UInt32]),
-            ([0, 5, 50, 0, 0], false, [0, 5, 50]),
-            ([0, 0, 0, 0], false, [0]),
-            ([0, 0, 0, 0], true, []),
-            ([7, 7, 9, 0], false, [7, 9]),
-            ([1, 2, 3, 4], false, [1, 2, 3, 4]),
-        ] as [([UInt32], Bool, [UInt32])]
-    )
-    func zeroFilledGroups(_ buffer: [UInt32], empty: Bool, expected: [UInt32]) {
-        #expect(Kernel.groups(inZeroFilled: buffer, hasNoGroups: { empty }) == expected)
+    @Test("SO_PEERGROUPS gives exactly the groups getgroups() reports, read through the channel's descriptor")
+    func exactPeerGroups() throws {
+        var pair: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0)
+        defer { for fd in pair { close(fd) } }
+        var own = [gid_t](repeating: 0, count: Int(getgroups(0, nil)))
+        own = Array(own.prefix(Int(max(getgroups(Int32(own.count), &own), 0))))
+        let groups = try #require(Kernel.peerGroups(ofDescriptor: pair[0]))
+        #expect(groups.count == own.count)
+        #expect(Set(groups) == Set(own))
+        #expect(Kernel.peerGroups(ofDescriptor: -1) == nil)
     }
 
     @Test("status fields are read from fixture text")
@@ -200,7 +198,7 @@ enum FileSystemFixture {
         for (path, contents) in files {
             let directory = String(path[..<path.lastIndex(of: "/")!])
             mkdir(directory, 0o755)
-            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             guard fd >= 0 else { throw TestSupportError("cannot write \(path)") }
             defer { close(fd) }
             let bytes = Array(contents.utf8)

@@ -19,15 +19,7 @@ struct SystemIntegrationTests {
         init(path: String) throws {
             self.path = path
             self.descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            var bytes = Array(path.utf8)
-            if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
-            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-            let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes[0] == 0 ? 0 : 1))
-            let result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(self.descriptor, $0, length) }
-            }
+            let result = try UnixAddress.bind(self.descriptor, to: path)
             guard result == 0 else { throw TestSupportError("bind \(path): \(String(cString: strerror(errno)))") }
         }
 

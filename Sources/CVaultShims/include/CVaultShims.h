@@ -4,8 +4,12 @@
 // Small wrappers around Linux calls that Swift cannot import directly: variadic functions
 // (prctl) and structs that Glibc only declares under _GNU_SOURCE (struct ucred).
 
+#include <grp.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 /// Peer credentials of a Unix socket, laid out exactly as Linux's `struct ucred`.
 typedef struct {
@@ -52,5 +56,52 @@ int cv_openat_read(int dirfd, const char *name);
 /// Raises the soft RLIMIT_NOFILE to the hard limit and reports both afterwards. Returns 0, or -1 with errno set
 /// (the limits are reported as they are when only raising failed).
 int cv_raise_nofile_limit(long long *soft, long long *hard);
+
+// MARK: - Each written once (DESIGN §2): addresses, peer groups, zeroing, group look-ups
+
+/// Fills `address` for `path` and sets `*length` to the length to pass to bind/connect/sendto.
+///
+/// A path starting with '@' names an abstract socket: the '@' becomes the leading NUL and the name is exactly as
+/// long as given (up to 107 bytes after the '@'). Any other path gets its terminating NUL and may be at most 107
+/// bytes long (`sun_path` holds 108). Returns 0, or -1 with errno EINVAL (empty path or a bare '@') or
+/// ENAMETOOLONG; `address` is zeroed either way.
+int cv_sockaddr_un_set(struct sockaddr_un *address, const char *path, socklen_t *length);
+
+/// explicit_bzero(pointer, count): stores the compiler may not drop, for memory that held a secret.
+void cv_zero(void *pointer, size_t count);
+
+/// getsockopt(SO_PEERGROUPS) into `out`, which holds `capacity` gids. Returns 0 with `*count` set to the exact
+/// number of groups the kernel wrote; or -1 with errno set: ERANGE when `capacity` is too small, with `*count` set to
+/// the number the kernel reports it needs (call again with at least that many); anything else leaves `*count` 0.
+int cv_get_peer_groups(int fd, gid_t *out, int capacity, int *count);
+
+/// A group from getgrnam_r/getgrgid_r, copied out of the look-up buffer into storage of its own.
+typedef struct {
+    gid_t gid;
+    /// The group's name (NUL-terminated).
+    const char *name;
+    /// Its listed members (`gr_mem`): `member_count` NUL-terminated names.
+    const char *const *members;
+    size_t member_count;
+    /// How many look-ups it took: each ERANGE doubles the buffer and tries again.
+    int attempts;
+    /// Owned; released by cv_group_entry_free.
+    void *storage;
+} cv_group_entry;
+
+/// Looks up group `name`. `initial_buffer` is the first buffer size (0: sysconf(_SC_GETGR_R_SIZE_MAX), at least
+/// 1024); each ERANGE doubles it, up to 16 MiB. Returns 0 with `*out` filled (free it with cv_group_entry_free), 1 when
+/// there is no such group, or -1 with errno set when the group database cannot be read.
+int cv_group_by_name(const char *name, size_t initial_buffer, cv_group_entry *out);
+
+/// Looks up group `gid`; as cv_group_by_name.
+int cv_group_by_gid(gid_t gid, size_t initial_buffer, cv_group_entry *out);
+
+/// Releases what a successful look-up stored in `entry` and clears it.
+void cv_group_entry_free(cv_group_entry *entry);
+
+/// The gid of group `name`: cv_group_by_name without keeping the entry. Returns 0 with `*gid` set, 1 when there is
+/// no such group, -1 with errno set on failure.
+int cv_group_gid(const char *name, gid_t *gid);
 
 #endif

@@ -130,13 +130,6 @@ public final class RequestBody: Sendable {
     }
 }
 
-/// Not inlined, so that the optimiser cannot drop the stores to a buffer it sees freed right after.
-@inline(never)
-func zeroBytes(_ bytes: UnsafeMutableRawBufferPointer) {
-    guard let base = bytes.baseAddress else { return }
-    base.initializeMemory(as: UInt8.self, repeating: 0, count: bytes.count)
-}
-
 /// A request body that is not the JSON its route expects. Mapped to a problem at the error boundary
 /// (``ErrorResponse``), which never includes the body's content.
 public enum RequestDecodingError: Error, Sendable {

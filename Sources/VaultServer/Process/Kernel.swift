@@ -5,7 +5,8 @@ import NIOCore
 import Glibc
 #endif
 
-/// The Linux calls Swift cannot make directly (variadic `prctl`, `struct ucred`), through the `CVaultShims` C module.
+/// The Linux calls Swift cannot make directly (variadic `prctl`, `struct ucred`), and the C helpers written once in
+/// `CVaultShims` (`sockaddr_un`, `SO_PEERGROUPS`, zeroing, group look-ups), each with one Swift wrapper here.
 ///
 /// This is the only file of the module that imports `CVaultShims`.
 enum Kernel {
@@ -44,47 +45,34 @@ enum Kernel {
         return pidfd
     }
 
-    /// A getsockopt buffer for `SO_PEERGROUPS` that holds no group: the call succeeds exactly when there are none.
-    private struct NoGroups {}
-
-    /// `SO_PEERGROUPS`, read through NIO, which zero-fills the buffer and does not report the length the kernel wrote.
-    ///
-    /// The kernel keeps every group list sorted (`setgroups` sorts it; its membership test is a binary search), so
-    /// the groups are the non-decreasing prefix of the buffer and the zero fill after them ends it; only a buffer that
-    /// is all zeros is ambiguous (no groups, or group 0), which a zero-length read decides. 64 groups fit the first
-    /// buffer, 1024 the second; a peer with more gets none of its supplementary groups (fails closed). Run on the
-    /// channel's event loop, where NIO completes each call at once.
+    /// `SO_PEERGROUPS` of the channel's socket: the peer's supplementary groups, exactly as many as the kernel
+    /// reports (``peerGroups(ofDescriptor:)``). `provider` is the channel itself; its descriptor is borrowed through
+    /// NIO's scoped transport access, on the channel's event loop, so it cannot be closed or reused underneath the
+    /// call.
+    /// - Returns: nil when the channel has no socket (an embedded channel in tests) or the call failed.
     static func peerGroups(of provider: any SocketOptionProvider) -> [UInt32]? {
-        func read<Buffer>(_: Buffer.Type) -> [UInt32]? {
-            let future: EventLoopFuture<Buffer> = provider.unsafeGetSocketOption(
-                level: SocketOptionLevel(SOL_SOCKET),
-                name: SocketOptionName(CV_SO_PEERGROUPS)
-            )
-            var groups: [UInt32]?
-            future.whenSuccess { buffer in
-                groups = withUnsafeBytes(of: buffer) { Array($0.bindMemory(to: UInt32.self)) }
-            }
-            return groups
+        guard let channel = provider as? any Channel else { return nil }
+        let groups = try? channel.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) {
+            Self.peerGroups(ofDescriptor: $0)
         }
-        guard let buffer = read(InlineArray<64, UInt32>.self) ?? read(InlineArray<1024, UInt32>.self) else {
-            return nil
-        }
-        return Self.groups(inZeroFilled: buffer) { read(NoGroups.self) != nil }
+        return groups ?? nil
     }
 
-    /// The group set in a zero-filled `SO_PEERGROUPS` buffer (see ``peerGroups(of:)``).
-    /// - Parameter hasNoGroups: Asked only when the buffer is all zeros.
-    static func groups(inZeroFilled buffer: [UInt32], hasNoGroups: () -> Bool) -> [UInt32] {
-        var groups: [UInt32] = []
-        for gid in buffer {
-            if let last = groups.last {
-                if gid < last { break }
-                if gid == last { continue }
+    /// `SO_PEERGROUPS` of socket `fd` through `cv_get_peer_groups`: 64 groups fit the first buffer; when the peer has
+    /// more, the kernel says how many (ERANGE) and the second buffer holds exactly that many.
+    static func peerGroups(ofDescriptor fd: Int32) -> [UInt32]? {
+        var capacity: Int32 = 64
+        // The group set is fixed at connect(), so the second try fits; the bound only guards against surprises.
+        for _ in 0..<3 {
+            var buffer = [gid_t](repeating: 0, count: Int(capacity))
+            var count: Int32 = 0
+            if cv_get_peer_groups(fd, &buffer, capacity, &count) == 0 {
+                return Array(buffer.prefix(Int(count)))
             }
-            groups.append(gid)
+            guard errno == ERANGE, count > capacity else { return nil }
+            capacity = count
         }
-        if groups == [0] && hasNoGroups() { return [] }
-        return groups
+        return nil
     }
 
     /// Whether the process `pidfd` pins has not been reaped yet: `pidfd_send_signal(pidfd, 0)` succeeds, or is refused
@@ -151,6 +139,51 @@ enum Kernel {
         let limit = cv_core_limit()
         return limit < 0 ? nil : Int64(limit)
     }
+
+    /// Calls `body` with `path` as a `sockaddr_un` and the length to pass with it (`cv_sockaddr_un_set`): a path
+    /// gets its terminating NUL, `@name` is an abstract name exactly as long as given.
+    /// - Returns: nil, with `errno` ENAMETOOLONG or EINVAL, when `path` does not fit `sun_path` (more than 107 bytes),
+    ///   is empty or holds a NUL.
+    static func withUnixAddress<T, E: Error>(
+        _ path: String,
+        _ body: (UnsafePointer<sockaddr>, socklen_t) throws(E) -> T
+    ) throws(E) -> T? {
+        guard !path.utf8.contains(0) else {
+            errno = EINVAL
+            return nil
+        }
+        var address = sockaddr_un()
+        var length: socklen_t = 0
+        guard cv_sockaddr_un_set(&address, path, &length) == 0 else { return nil }
+        return try withUnsafePointer(to: &address) { pointer throws(E) in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address throws(E) in
+                try body(address, length)
+            }
+        }
+    }
+
+    /// Group look-ups through `cv_group_by_name` (getgrnam_r, its buffer grown on ERANGE).
+    enum GroupLookupResult: Equatable {
+        case found(UInt32)
+        case missing
+        case failed(errno: Int32)
+    }
+
+    /// The gid of group `name`.
+    static func groupID(named name: String) -> GroupLookupResult {
+        var gid: gid_t = 0
+        switch cv_group_gid(name, &gid) {
+        case 0: return .found(gid)
+        case 1: return .missing
+        default: return .failed(errno: errno)
+        }
+    }
+}
+
+/// Zeroes `bytes` with `explicit_bzero` (`cv_zero`): stores the optimiser cannot drop, for memory that held a secret
+/// and is about to be freed.
+func zeroBytes(_ bytes: UnsafeMutableRawBufferPointer) {
+    cv_zero(bytes.baseAddress, bytes.count)
 }
 
 /// A failed system call: its name and `errno`, described with `strerror`.

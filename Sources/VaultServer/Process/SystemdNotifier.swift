@@ -141,30 +141,16 @@ public struct SystemdNotifier: Service {
 
     /// Sends `message` as one datagram to `path` (`@name`: abstract namespace).
     static func send(_ message: String, to path: String) throws(SystemCallError) {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        var bytes = Array(path.utf8)
-        if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard !bytes.isEmpty, bytes.count < capacity else {
-            throw SystemCallError("NOTIFY_SOCKET", errno: ENAMETOOLONG)
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-        }
-        // Abstract names are exactly as long as given; paths include their terminating NUL.
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes[0] == 0 ? 0 : 1))
         let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard descriptor >= 0 else { throw SystemCallError("socket", errno: errno) }
         defer { close(descriptor) }
         let payload = Array(message.utf8)
-        let sent = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
-                payload.withUnsafeBytes {
-                    sendto(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), address, length)
-                }
+        let sent = Kernel.withUnixAddress(path) { address, length in
+            payload.withUnsafeBytes {
+                sendto(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), address, length)
             }
         }
+        guard let sent else { throw SystemCallError("NOTIFY_SOCKET", errno: ENAMETOOLONG) }
         guard sent == payload.count else { throw SystemCallError("sendto(NOTIFY_SOCKET)", errno: errno) }
     }
 }

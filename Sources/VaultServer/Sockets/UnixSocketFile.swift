@@ -179,25 +179,16 @@ enum UnixSocketFile {
         return directory.isEmpty ? "/" : directory
     }
 
-    /// Calls `body` with `path` as a `sockaddr_un`.
+    /// Calls `body` with `path` as a `sockaddr_un` (``Kernel/withUnixAddress(_:_:)``).
     static func withAddress<T>(
         _ path: String,
         _ body: (UnsafePointer<sockaddr>, socklen_t) throws(StartupError) -> T
     ) throws(StartupError) -> T {
         try Self.checkLength(path)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
+        guard let result = try Kernel.withUnixAddress(path, body) else {
+            throw StartupError("socket path \(path) cannot be a Unix socket address: \(Self.lastError())")
         }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
-        return try withUnsafePointer(to: &address) { pointer throws(StartupError) in
-            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address throws(StartupError) in
-                try body(address, length)
-            }
-        }
+        return result
     }
 
     static func lastError() -> String { String(cString: strerror(errno)) }
