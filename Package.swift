@@ -32,6 +32,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
     ],
     targets: [
         // MARK: - C libraries
@@ -52,11 +55,22 @@ let package = Package(
         .target(name: "VaultAPI", swiftSettings: swiftSettings),
         .target(
             name: "VaultCore",
-            dependencies: ["VaultCrypto", "VaultStore", "VaultAPI", "PersonioAuth", logging],
+            dependencies: ["VaultCrypto", "VaultStore", "VaultAPI", logging],
+            swiftSettings: swiftSettings
+        ),
+        /// The broker's counters as swift-metrics series, created from a factory the daemon hands in.
+        .target(
+            name: "VaultMetrics",
+            dependencies: [.product(name: "CoreMetrics", package: "swift-metrics")],
             swiftSettings: swiftSettings
         ),
         .target(
-            name: "PersonioAuth",
+            name: "TokenBroker",
+            dependencies: ["VaultCore", "VaultAPI", "VaultCrypto", "PersonioClient", logging, nioCore],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PersonioClient",
             dependencies: [
                 "VaultCrypto", nioCore, nioHTTP1, logging,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -66,9 +80,12 @@ let package = Package(
         .target(
             name: "VaultServer",
             dependencies: [
-                "VaultCore", "VaultAPI", "VaultCrypto", "PersonioAuth", "CVaultShims",
+                "VaultCore", "TokenBroker", "VaultAPI", "VaultCrypto", "PersonioClient", "CVaultShims",
                 nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                "VaultMetrics", .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -96,10 +113,17 @@ let package = Package(
         ),
 
         // MARK: - Benchmarks
+        /// The cost of the request and broker counters, against the hand-written counters they replaced.
+        .executableTarget(
+            name: "metrics-bench",
+            dependencies: ["VaultMetrics", "VaultAPI", .product(name: "Prometheus", package: "swift-prometheus")],
+            path: "Benchmarks/metrics-bench",
+            swiftSettings: swiftSettings
+        ),
         /// `make bench`: load generator and harness measuring the token path beside nginx and a bare NIO server.
         .executableTarget(
             name: "connvault-bench",
-            dependencies: ["PersonioStandIn", nioCore, nioPosix, nioHTTP1, argumentParser],
+            dependencies: ["TestSupport", "PersonioStandIn", "CVaultShims", argumentParser],
             path: "Benchmarks/connvault-bench",
             swiftSettings: swiftSettings
         ),
@@ -112,9 +136,11 @@ let package = Package(
         ),
 
         // MARK: - Tests
+        /// posix_spawn's glibc extensions (working directory, closefrom) for TestSupport's child processes.
+        .target(name: "CTestSupport", path: "Tests/CTestSupport"),
         .target(
             name: "TestSupport",
-            dependencies: ["VaultClient", "VaultAPI", "PersonioStandIn", "CVaultShims", logging],
+            dependencies: ["VaultClient", "VaultAPI", "PersonioStandIn", "CTestSupport", "CVaultShims", logging],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
@@ -126,19 +152,32 @@ let package = Package(
         ),
         /// The C helpers of CVaultShims on real sockets and the real group database.
         .testTarget(name: "CVaultShimsTests", dependencies: ["CVaultShims", "TestSupport"], swiftSettings: swiftSettings),
+        /// A vault on a real SQLite file and key file, shared by the domain and broker tests.
+        .target(
+            name: "VaultTestSupport",
+            dependencies: ["VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "TestSupport", logging],
+            path: "Tests/VaultTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "VaultCoreTests",
             dependencies: [
-                "VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "PersonioAuth", "PersonioStandIn", "TestSupport",
-                logging,
-                nioCore,
+                "VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "VaultTestSupport", "TestSupport", logging,
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "PersonioAuthTests",
+            name: "TokenBrokerTests",
             dependencies: [
-                "PersonioAuth", "PersonioStandIn", "VaultCrypto", "TestSupport", logging, nioCore, nioHTTP1,
+                "TokenBroker", "VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "PersonioClient", "PersonioStandIn",
+                "VaultTestSupport", "TestSupport", logging, nioCore,
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "PersonioClientTests",
+            dependencies: [
+                "PersonioClient", "PersonioStandIn", "VaultCrypto", "TestSupport", logging, nioCore, nioHTTP1,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
@@ -146,7 +185,7 @@ let package = Package(
         .testTarget(
             name: "VaultServerTests",
             dependencies: [
-                "VaultServer", "VaultCore", "VaultClient", "VaultAPI", "TestSupport", logging, nioCore, nioHTTP1,
+                "VaultServer", "VaultCore", "TokenBroker", "VaultClient", "VaultAPI", "TestSupport", "PersonioStandIn", logging, nioCore, nioHTTP1,
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings

@@ -364,7 +364,21 @@ public struct TokenResponse: Codable, Sendable, Equatable {
         self.headers = headers
     }
 
-    enum CodingKeys: String, CodingKey {
+    /// Written out so that `scope` is sent as `null` when Personio gave none (clients may look for the member).
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(self.connection, forKey: .connection)
+        try container.encode(self.tokenType, forKey: .tokenType)
+        try container.encode(self.accessToken, forKey: .accessToken)
+        try container.encode(self.expiresAt, forKey: .expiresAt)
+        try container.encode(self.expiresIn, forKey: .expiresIn)
+        try container.encode(self.scope, forKey: .scope)
+        try container.encode(self.apiBaseURL, forKey: .apiBaseURL)
+        try container.encode(self.headers, forKey: .headers)
+    }
+
+    /// The members of the token body, as sent (the broker's cached answer is cut from this encoding).
+    public enum CodingKeys: String, CodingKey, CaseIterable {
         case connection, scope, headers
         case tokenType = "token_type"
         case accessToken = "access_token"

@@ -47,8 +47,8 @@ public final class Vault: Sendable {
     /// The active master key. Read and replaced only inside store transactions (see the type's comment).
     let masterKey: Mutex<MasterKey>
     let startedAt: ContinuousClock.Instant
-    /// Told after a change commits, so that the token broker can drop cached tokens.
-    let observers: Mutex<[@Sendable (ConnectionChange) -> Void]>
+    /// Committed changes, for the token broker to read (nothing here calls up into it).
+    public let changes: ChangeFeed
 
     init(configuration: VaultConfiguration, database: VaultDatabase, masterKey: MasterKey, logger: Logger) {
         self.configuration = configuration
@@ -56,7 +56,7 @@ public final class Vault: Sendable {
         self.masterKey = Mutex(masterKey)
         self.logger = logger
         self.startedAt = .now
-        self.observers = Mutex([])
+        self.changes = ChangeFeed()
     }
 
     /// Opens the vault: loads and checks the master key, opens and migrates the database, and finishes a key
@@ -87,13 +87,9 @@ public final class Vault: Sendable {
         try self.database.close()
     }
 
-    /// Registers `observer` to hear of committed changes (disable, reset, edit, disconnect, needs_reset…).
-    public func observeChanges(_ observer: @escaping @Sendable (ConnectionChange) -> Void) {
-        self.observers.withLock { $0.append(observer) }
-    }
-
+    /// Publishes a committed change (disable, reset, edit, disconnect, needs_reset…) on `changes`.
     func notify(_ change: ConnectionChange) {
-        for observer in self.observers.withLock({ $0 }) { observer(change) }
+        self.changes.publish(change)
     }
 
     // MARK: - Master key
@@ -232,16 +228,4 @@ public final class Vault: Sendable {
             detail: detail
         )
     }
-}
-
-/// A committed change the token broker must hear of.
-public struct ConnectionChange: Sendable, Equatable {
-    public enum Kind: String, Sendable {
-        case created, edited, disabled, enabled, reset, disconnected, needsReset, grantsChanged
-    }
-
-    public var id: String
-    public var kind: Kind
-    /// The revision after the change (nil after a disconnect).
-    public var revision: Int64?
 }

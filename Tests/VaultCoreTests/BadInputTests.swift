@@ -2,39 +2,40 @@ import Foundation
 import Testing
 import VaultAPI
 import VaultCore
+import VaultTestSupport
 
 /// One refused operation: what it is, the problem code it must fail with, and how to run it against a vault
 /// seeded with `seed` (personio-v2, with a webhook token) and `seedrec` (personio-recruiting).
 struct BadInput: Sendable, CustomTestStringConvertible {
     let name: String
-    let code: ProblemCode
+    let code: VaultError.Code
     let operation: @Sendable (Vault) async throws -> Void
 
     var testDescription: String { "\(self.name) → \(self.code)" }
 
     static func create(
         _ name: String,
-        _ code: ProblemCode,
+        _ code: VaultError.Code,
         _ request: @escaping @Sendable () -> CreateConnectionRequest
     ) -> BadInput {
         BadInput(name: "create: \(name)", code: code) { vault in _ = try await vault.create(request(), by: admin) }
     }
 
-    static func createV2(_ name: String, _ code: ProblemCode, secret: String) -> BadInput {
+    static func createV2(_ name: String, _ code: VaultError.Code, secret: String) -> BadInput {
         Self.create(name, code) { v2Request("fresh", clientSecret: secret) }
     }
 
-    static func createV2(_ name: String, _ code: ProblemCode, settings: ConnectionSettings) -> BadInput {
+    static func createV2(_ name: String, _ code: VaultError.Code, settings: ConnectionSettings) -> BadInput {
         Self.create(name, code) { v2Request("fresh", settings: settings) }
     }
 
-    static func createV2(_ name: String, _ code: ProblemCode, grants: Grants) -> BadInput {
+    static func createV2(_ name: String, _ code: VaultError.Code, grants: Grants) -> BadInput {
         Self.create(name, code) { v2Request("fresh", grants: grants) }
     }
 
     static func edit(
         _ name: String,
-        _ code: ProblemCode,
+        _ code: VaultError.Code,
         id: String = "seed",
         _ request: @escaping @Sendable () -> EditConnectionRequest
     ) -> BadInput {
@@ -43,7 +44,7 @@ struct BadInput: Sendable, CustomTestStringConvertible {
 
     static func reset(
         _ name: String,
-        _ code: ProblemCode,
+        _ code: VaultError.Code,
         id: String = "seed",
         _ values: [SecretField: String]
     )

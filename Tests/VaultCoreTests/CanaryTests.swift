@@ -4,6 +4,7 @@ import Testing
 import VaultAPI
 import VaultCore
 import VaultCrypto
+import VaultTestSupport
 
 /// DESIGN §10: a canary secret put through every operation appears in no response, log line, audit row, or byte of
 /// the database, WAL or shared-memory file.

@@ -3,6 +3,7 @@ import VaultAPI
 import VaultCore
 import VaultCrypto
 import VaultStore
+import VaultTestSupport
 
 @Suite struct ConcurrencyTests {
     /// 32 edits of different connections race a master key rotation; all succeed, and everything still decrypts.

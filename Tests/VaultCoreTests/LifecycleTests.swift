@@ -7,7 +7,7 @@ import VaultCore
     enum Expected: Sendable, Equatable {
         case to(ConnectionState)
         case unchanged
-        case refused(ProblemCode)
+        case refused(VaultError.Code)
     }
 
     static let table: [(ConnectionState, Lifecycle.Action, Expected)] = [

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VaultAPI
 import VaultCore
+import VaultTestSupport
 
 /// Request bodies as they arrive on the admin socket: decoded with `VaultJSON.decoder()`, then handed to the vault.
 @Suite struct RequestDecodingTests {
@@ -16,7 +17,7 @@ import VaultCore
         /// Foundation reports some number overflows without a path).
         case undecodable(String?)
         /// Decodes, and the vault refuses it with this code.
-        case refused(ProblemCode)
+        case refused(VaultError.Code)
     }
 
     struct Case: Sendable, CustomTestStringConvertible {

@@ -5,6 +5,7 @@ import VaultAPI
 import VaultCore
 import VaultCrypto
 import VaultStore
+import VaultTestSupport
 
 @Suite struct VaultAdminTests {
     // MARK: - Create and view
@@ -206,8 +207,7 @@ import VaultStore
 
     @Test func disableAndEnableAreReversibleAndIdempotent() async throws {
         try await VaultFixture.with { _, vault in
-            let changes = Mutex<[ConnectionChange.Kind]>([])
-            vault.observeChanges { change in changes.withLock { $0.append(change.kind) } }
+            let start = vault.changes.latest
             _ = try await vault.create(v2Request("acme"), by: admin)
             let count0 = try await vault.status().auditEntries
 
@@ -233,7 +233,11 @@ import VaultStore
             #expect(try await vault.status().auditEntries == count0 + 2)
 
             #expect(try await decrypted(vault, "acme", .clientSecret) == "fake-secret-acme")
-            #expect(changes.withLock { $0 } == [.created, .disabled, .enabled])
+            guard case .changes(let published) = vault.changes.changes(after: start) else {
+                Issue.record("the change feed lost changes")
+                return
+            }
+            #expect(published.map(\.change.kind) == [.created, .disabled, .enabled])
         }
     }
 

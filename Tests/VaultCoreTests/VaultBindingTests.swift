@@ -3,6 +3,7 @@ import VaultAPI
 import VaultCore
 import VaultCrypto
 import VaultStore
+import VaultTestSupport
 
 /// Ciphertexts and data keys copied around inside the database file must not decrypt (DESIGN §3, binding).
 @Suite struct VaultBindingTests {

@@ -4,6 +4,7 @@ import VaultAPI
 import VaultCore
 import VaultCrypto
 import VaultStore
+import VaultTestSupport
 
 #if canImport(Glibc)
 import Glibc

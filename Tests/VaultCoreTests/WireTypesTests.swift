@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VaultAPI
+import VaultTestSupport
 
 @Suite struct WireTypesTests {
     @Test(arguments: [

@@ -11,20 +11,32 @@ import VaultCore
 
 @Suite("Errors become responses at one boundary")
 struct ErrorResponseTests {
-    static let statuses: [(ProblemCode, UInt)] = [
+    static let statuses: [(VaultError.Code, UInt)] = [
         (.badRequest, 400), (.invalidJSON, 400), (.unknownField, 400), (.invalidID, 400), (.invalidProvider, 400),
         (.invalidSetting, 400), (.missingSecret, 400), (.invalidSecret, 400), (.invalidGrant, 400),
         (.forbidden, 403), (.notFound, 404), (.methodNotAllowed, 405),
         (.alreadyExists, 409), (.connectionDisabled, 409), (.connectionNeedsReset, 409), (.tokenNotExportable, 409),
         (.keyFileReadOnly, 409), (.payloadTooLarge, 413), (.unsupportedMediaType, 415),
-        (.upstreamRejected, 502), (.upstreamUnavailable, 503),
+        (.upstreamRejected, 502), (.upstreamUnavailable, 503), (.upstreamError, 502), (.secretsRequired, 400),
         (.decryptionFailed, 500), (.storageFailed, 500), (.internalError, 500),
-        (ProblemCode(rawValue: "something_new"), 500),
     ]
 
     @Test("each problem code has its status", arguments: statuses)
-    func status(_ code: ProblemCode, _ status: UInt) {
+    func status(_ code: VaultError.Code, _ status: UInt) {
         #expect(ErrorResponse.status(for: code).code == status)
+    }
+
+    @Test("the table above covers every code, and every code is a wire code clients know by name")
+    func everyCode() {
+        #expect(Set(Self.statuses.map(\.0)) == Set(VaultError.Code.allCases))
+        let wire: Set<ProblemCode> = [
+            .badRequest, .invalidJSON, .unknownField, .invalidID, .invalidProvider, .invalidSetting, .missingSecret,
+            .invalidSecret, .secretsRequired, .invalidGrant, .payloadTooLarge, .notFound, .methodNotAllowed,
+            .unsupportedMediaType, .forbidden, .alreadyExists, .connectionDisabled, .connectionNeedsReset,
+            .tokenNotExportable, .keyFileReadOnly, .upstreamRejected, .upstreamUnavailable, .upstreamError,
+            .decryptionFailed, .storageFailed, .internalError,
+        ]
+        #expect(Set(VaultError.Code.allCases.map(\.problemCode)) == wire)
     }
 
     func problem(_ response: Response) throws -> Problem {

@@ -1,6 +1,7 @@
 import Logging
-import PersonioAuth
+import PersonioClient
 import ServiceLifecycle
+import TokenBroker
 import UnixSignals
 import VaultCore
 

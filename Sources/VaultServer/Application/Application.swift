@@ -1,5 +1,5 @@
 import Logging
-import PersonioAuth
+import PersonioClient
 import ServiceLifecycle
 import VaultCore
 

@@ -1,4 +1,5 @@
 import ServiceLifecycle
+import TokenBroker
 import VaultCore
 
 /// The token broker's background work (refresh ahead of expiry, upstream revocation) as a service of the group;

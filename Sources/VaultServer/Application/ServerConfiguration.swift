@@ -1,6 +1,6 @@
 import NIOCore
 import NIOPosix
-import PersonioAuth
+import PersonioClient
 import VaultCore
 
 /// Everything ``buildApplication(configuration:logger:)`` needs.

@@ -1,4 +1,5 @@
 import VaultAPI
+import VaultCore
 
 /// Turns a request body that failed to decode into a problem code and a message.
 ///
@@ -6,7 +7,7 @@ import VaultAPI
 /// problem. It never uses `debugDescription`, the underlying error or any part of the body: the body may hold a
 /// secret, and JSON parsers quote the text around a syntax error.
 enum DecodingProblem {
-    static func describe(_ error: RequestDecodingError) -> (ProblemCode, String) {
+    static func describe(_ error: RequestDecodingError) -> (VaultError.Code, String) {
         switch error {
         case .empty:
             return (.invalidJSON, "a JSON body is required")
@@ -18,7 +19,7 @@ enum DecodingProblem {
         }
     }
 
-    static func describe(_ error: DecodingError) -> (ProblemCode, String) {
+    static func describe(_ error: DecodingError) -> (VaultError.Code, String) {
         switch error {
         case .typeMismatch(let type, let context):
             if Self.isProvider(context.codingPath) { return Self.invalidProvider }
@@ -38,7 +39,7 @@ enum DecodingProblem {
         }
     }
 
-    static let invalidProvider: (ProblemCode, String) = (
+    static let invalidProvider: (VaultError.Code, String) = (
         .invalidProvider,
         "provider must be one of \(Provider.allCases.map(\.rawValue).joined(separator: ", "))"
     )

@@ -6,11 +6,11 @@ import VaultCore
 /// An error the HTTP layer itself raises (no route, wrong method, body too large, bad query), with the problem code
 /// to answer and any headers that go with it (`Allow` on 405).
 public struct HTTPError: Error, Sendable, CustomStringConvertible {
-    public var code: ProblemCode
+    public var code: VaultError.Code
     public var message: String
     public var headers: HTTPHeaders
 
-    public init(_ code: ProblemCode, _ message: String, headers: HTTPHeaders = [:]) {
+    public init(_ code: VaultError.Code, _ message: String, headers: HTTPHeaders = [:]) {
         self.code = code
         self.message = message
         self.headers = headers
@@ -22,8 +22,9 @@ public struct HTTPError: Error, Sendable, CustomStringConvertible {
 /// The one place where errors become HTTP responses (house style §6): every route and the connection handler throw,
 /// and only this type decides the status and the problem body.
 public enum ErrorResponse {
-    /// The HTTP status for a problem code.
-    public static func status(for code: ProblemCode) -> HTTPResponseStatus {
+    /// The HTTP status for a problem code: the one place that decides it, exhaustive (no `default:`), so a new code
+    /// does not compile until it has a status.
+    public static func status(for code: VaultError.Code) -> HTTPResponseStatus {
         switch code {
         case .badRequest, .invalidJSON, .unknownField, .invalidID, .invalidProvider, .invalidSetting, .missingSecret,
             .invalidSecret, .invalidGrant, .secretsRequired:
@@ -37,8 +38,13 @@ public enum ErrorResponse {
         case .unsupportedMediaType: .unsupportedMediaType
         case .upstreamRejected, .upstreamError: .badGateway
         case .upstreamUnavailable: .serviceUnavailable
-        default: .internalServerError
+        case .decryptionFailed, .storageFailed, .internalError: .internalServerError
         }
+    }
+
+    /// The problem body for a failure the domain reports as a value rather than throws (a verify's outcome).
+    public static func problem(_ code: VaultError.Code, title: String, detail: String) -> Problem {
+        Problem(status: Int(Self.status(for: code).code), code: code.problemCode, title: title, detail: detail)
     }
 
     /// The seconds a client is told to wait after a 503 when the vault gave no figure.
@@ -64,14 +70,14 @@ public enum ErrorResponse {
         }
         let problem = Problem(
             status: Int(status.code),
-            code: code,
+            code: code.problemCode,
             title: Self.title(for: code, status: status),
             detail: detail
         )
         return .problem(problem, headers: extra)
     }
 
-    static func classify(_ error: any Error, requestID: String) -> (ProblemCode, String, HTTPHeaders) {
+    static func classify(_ error: any Error, requestID: String) -> (VaultError.Code, String, HTTPHeaders) {
         switch error {
         case let error as VaultError:
             var headers: HTTPHeaders = [:]
@@ -88,7 +94,7 @@ public enum ErrorResponse {
     }
 
     /// A short, fixed summary per code (RFC 9457 `title`): what kind of problem, never which occurrence.
-    static func title(for code: ProblemCode, status: HTTPResponseStatus) -> String {
+    static func title(for code: VaultError.Code, status: HTTPResponseStatus) -> String {
         switch code {
         case .invalidJSON: "Invalid JSON"
         case .unknownField: "Unknown field"
@@ -106,7 +112,9 @@ public enum ErrorResponse {
         case .keyFileReadOnly: "Key file read-only"
         case .upstreamRejected: "Upstream rejected the credentials"
         case .upstreamUnavailable: "Upstream unavailable"
-        default: status.reasonPhrase
+        case .badRequest, .payloadTooLarge, .notFound, .methodNotAllowed, .unsupportedMediaType, .forbidden,
+            .upstreamError, .decryptionFailed, .storageFailed, .internalError:
+            status.reasonPhrase
         }
     }
 }

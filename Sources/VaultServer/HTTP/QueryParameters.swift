@@ -1,4 +1,5 @@
 import VaultAPI
+import VaultCore
 
 /// A parsed query string (`a=1&b=x`). Names are unique; values are percent-decoded.
 public struct QueryParameters: Sendable, Equatable {

@@ -1,6 +1,6 @@
 import NIOCore
 import NIOHTTP1
-import PersonioAuth
+import TokenBroker
 import VaultAPI
 import VaultCore
 
@@ -77,7 +77,9 @@ public struct BrokerRoutes: Sendable {
             "/v1/connections/{id}/verify",
             body: .optional,
             .async { request in
-                try .json(try await broker.verify(request.parameter("id"), by: request.caller.auditActor))
+                try .json(
+                    Self.verifyResult(try await broker.verify(request.parameter("id"), by: request.caller.auditActor))
+                )
             }
         )
     }
@@ -97,6 +99,26 @@ public struct BrokerRoutes: Sendable {
         return prepared.rendering(expiresIn: expiresIn) {
             RenderedTokenResponse(response: Self.render(prepared, expiresIn: expiresIn))
         }.response
+    }
+
+    /// The wire answer of a verify; a failure gets the status its code has everywhere else.
+    static func verifyResult(_ outcome: VerifyOutcome) -> VerifyResult {
+        guard let failure = outcome.failure else {
+            return VerifyResult(
+                connection: outcome.connection,
+                ok: true,
+                expiresIn: outcome.expiresIn,
+                expiresAt: outcome.expiresAt,
+                scope: outcome.scope,
+                error: nil,
+                state: outcome.state
+            )
+        }
+        return .failed(
+            connection: outcome.connection,
+            error: ErrorResponse.problem(failure.code, title: failure.title, detail: failure.detail),
+            state: outcome.state
+        )
     }
 
     static func render(_ prepared: PreparedTokenResponse, expiresIn: Int) -> Response {
@@ -121,35 +143,14 @@ public struct BrokerRoutes: Sendable {
 
     /// Forwards the request to the connection's API base with its auth injected, and streams the answer back.
     static func proxy(_ broker: TokenBroker, _ request: Request) async throws -> Response {
-        let rawPath = "/" + request.parameter("path")
-        let query = request.query.isEmpty ? nil : String(request.query)
-        let path: String
-        switch PersonioProxy.validatedPath(rawPath, query: query) {
-        case .success(let validated): path = validated
-        case .failure(let error): throw HTTPError(.badRequest, "proxy path refused: \(error)")
-        }
-        let headers = request.headers.map { ($0.name, $0.value) }
-        let forwarded = ProxyRequest(
+        let forwarded = TokenBroker.ForwardedRequest(
             method: request.method.rawValue,
-            path: path,
-            query: query,
-            headers: headers,
+            path: "/" + request.parameter("path"),
+            query: request.query.isEmpty ? nil : String(request.query),
+            headers: request.headers.map { ($0.name, $0.value) },
             body: request.body.isEmpty ? nil : request.body.bytes()
         )
-        let upstream = try await broker.proxy(request.parameter("id"), request: forwarded, for: request.caller)
-        // Personio's own answers (2xx-4xx, 429 with its Retry-After included) go back as they are; a failure on
-        // Personio's side becomes the vault's problem+json, without relaying a body nobody vetted.
-        if upstream.status >= 500 {
-            let retryAfter = upstream.header("Retry-After").flatMap { Int($0) }
-            if upstream.status == 503 {
-                throw VaultError(
-                    .upstreamUnavailable,
-                    "Personio is unavailable (HTTP 503)",
-                    retryAfter: retryAfter ?? 5
-                )
-            }
-            throw VaultError(.upstreamError, "Personio failed to answer the proxied request (HTTP \(upstream.status))")
-        }
+        let upstream = try await broker.forward(request.parameter("id"), forwarded, for: request.caller)
         var responseHeaders = HTTPHeaders()
         for (name, value) in upstream.headers { responseHeaders.add(name: name, value: value) }
         var response = Response(status: HTTPResponseStatus(statusCode: upstream.status), headers: responseHeaders)

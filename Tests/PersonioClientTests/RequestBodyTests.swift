@@ -2,7 +2,7 @@ import NIOCore
 import Synchronization
 import Testing
 
-@testable import PersonioAuth
+@testable import PersonioClient
 
 /// The secret-bearing request bodies: exact encoding, and memory that goes back to the system through the zeroing
 /// path, whoever frees it.

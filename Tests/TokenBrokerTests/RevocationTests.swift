@@ -1,12 +1,14 @@
 import Foundation
 import Logging
-import PersonioAuth
+import PersonioClient
 import PersonioStandIn
 import TestSupport
 import Testing
+import TokenBroker
 import VaultAPI
 import VaultCore
 import VaultStore
+import VaultTestSupport
 
 /// Revocation that holds (DESIGN §11), against the Personio stand-in over real HTTP and a real vault on a real
 /// SQLite file: every token the broker hands out is recorded, sealed, before it is served, so a disable, reset or

@@ -1,11 +1,13 @@
 import Foundation
 import Logging
-import PersonioAuth
+import PersonioClient
 import PersonioStandIn
 import TestSupport
 import Testing
+import TokenBroker
 import VaultAPI
 import VaultCore
+import VaultTestSupport
 
 /// The broker against the Personio stand-in over real HTTP on 127.0.0.1, with a real vault on a real SQLite file.
 @Suite("Token broker", .timeLimit(.minutes(2)))
@@ -306,13 +308,13 @@ struct TokenBrokerTests {
             setup.standIn.changeSecret(clientID: "fake-client-acme", newSecret: "fake-secret-new")
             let failed = try await setup.broker.verify("acme", by: admin)
             #expect(!failed.ok)
-            #expect(failed.error?.code == .upstreamRejected)
+            #expect(failed.failure?.code == .upstreamRejected)
             #expect(failed.state == .needsReset)
             let audit = try await setup.vault.audit(connection: "acme", since: nil, limit: 100).filter {
                 $0.action == "connection.verify"
             }
             #expect(audit.map(\.outcome) == ["ok", "failed"])
-            let encoded = String(decoding: try VaultJSON.encoder().encode(failed), as: UTF8.self)
+            let encoded = String(describing: failed)
             #expect(!encoded.contains("fake-secret"))
             #expect(!setup.fixture.logs.entries.map(\.description).joined().contains("fake-secret-acme"))
         }

@@ -1,7 +1,8 @@
 import Logging
-import PersonioAuth
+import PersonioClient
 import Synchronization
 import VaultAPI
+import VaultCore
 import VaultCrypto
 
 /// Hands out short-lived Personio access tokens for connections, caching them in memory per connection revision.
@@ -35,6 +36,9 @@ public final class TokenBroker: Sendable {
     let revocationCalls: Mutex<[String: [ContinuousClock.Instant]]>
     /// Rows whose revocation is under way.
     let revoking: Mutex<Set<Int64>>
+    /// The sequence number of the last change of `vault.changes` folded into `entries` (changed only under the
+    /// `entries` lock).
+    let appliedChanges: Atomic<UInt64>
 
     /// What the broker knows of one connection. Lives in `entries` and is read and changed only under its lock.
     ///
@@ -97,7 +101,7 @@ public final class TokenBroker: Sendable {
         self.revocationPolicy = revocationPolicy
         self.revocationCalls = Mutex([:])
         self.revoking = Mutex([])
-        vault.observeChanges { [weak self] change in self?.connectionChanged(change) }
+        self.appliedChanges = Atomic(vault.changes.latest)
     }
 
     // MARK: - Token requests
@@ -118,7 +122,8 @@ public final class TokenBroker: Sendable {
         at now: ContinuousClock.Instant = .now
     ) -> FastAnswer? {
         self.entries.withLock { entries -> FastAnswer? in
-            entries[id]?.fastAnswer(caller: caller, minTTL: minTTL, at: now)
+            self.catchUp(&entries)
+            return entries[id]?.fastAnswer(caller: caller, minTTL: minTTL, at: now)
         }
     }
 
@@ -139,6 +144,7 @@ public final class TokenBroker: Sendable {
         try await self.loadEntry(id)
         while true {
             let decision = try self.entries.withLock { entries throws(VaultError) -> TokenState.Decision in
+                self.catchUp(&entries)
                 guard let entry = entries[id] else { throw Self.forbidden }
                 if let refusal = Self.refusal(entry.snapshot, grantedGIDs: entry.grantedGIDs, caller: caller) {
                     throw refusal
@@ -231,14 +237,26 @@ public final class TokenBroker: Sendable {
 
     /// Loads the connection's metadata into the cache unless it is there.
     func loadEntry(_ id: String) async throws {
-        if self.entries.withLock({ $0[id] != nil }) { return }
-        guard let snapshot = try await self.vault.snapshot(id) else { throw Self.forbidden }
-        let gids = Set(snapshot.grants.groups.compactMap(GroupDirectory.gid(named:)))
-        self.entries.withLock { entries in
-            // A concurrent load may have won; keep its state (and any token) rather than replace it.
-            if entries[id] == nil || entries[id]!.snapshot.revision < snapshot.revision {
-                entries[id] = Entry(snapshot: snapshot, grantedGIDs: gids)
+        while true {
+            let loadedAfter = self.entries.withLock { entries -> UInt64? in
+                self.catchUp(&entries)
+                return entries[id] == nil ? self.appliedChanges.load(ordering: .relaxed) : nil
             }
+            guard let loadedAfter else { return }
+            guard let snapshot = try await self.vault.snapshot(id) else { throw Self.forbidden }
+            let gids = Set(snapshot.grants.groups.compactMap(GroupDirectory.gid(named:)))
+            let stored = self.entries.withLock { entries -> Bool in
+                // A change of this connection committed while the snapshot was read may already have been folded in
+                // (by another request): the snapshot may predate it, so read it again.
+                guard !self.changed(id, after: loadedAfter) else { return false }
+                self.catchUp(&entries)
+                // A concurrent load may have won; keep its state (and any token) rather than replace it.
+                if entries[id] == nil || entries[id]!.snapshot.revision < snapshot.revision {
+                    entries[id] = Entry(snapshot: snapshot, grantedGIDs: gids)
+                }
+                return true
+            }
+            if stored { return }
         }
     }
 
@@ -289,6 +307,7 @@ public final class TokenBroker: Sendable {
             let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
             let stored = self.entries.withLock { entries -> Bool in
                 // A reset or edit during the call made this token stale: do not cache it.
+                self.catchUp(&entries)
                 guard let entry = entries[id], entry.snapshot.revision == snapshot.revision else { return false }
                 if entry.state.token?.accessToken == token.accessToken {
                     // Personio hands out the same token for a credential pair until it expires: asking again before
@@ -395,20 +414,49 @@ public final class TokenBroker: Sendable {
 
     // MARK: - Changes
 
-    /// Drops what the broker knows of a changed connection; wakes the revoker when the change withdrew its tokens
-    /// (the vault moved them to pending revocation in the change's own transaction).
-    func connectionChanged(_ change: ConnectionChange) {
-        self.entries.withLock { entries in
-            guard let entry = entries.removeValue(forKey: change.id) else { return }
+    /// Folds the vault's changes published since the last call into `entries` (call with the `entries` lock held):
+    /// drops what the broker knows of each changed connection and wakes the revoker when a change withdrew tokens.
+    /// One atomic load when nothing changed, so the cached token path calls it on every request: a change the vault
+    /// acknowledged is never answered from a stale entry.
+    func catchUp(_ entries: inout [String: Entry]) {
+        let applied = self.appliedChanges.load(ordering: .relaxed)
+        guard self.vault.changes.latest != applied else { return }
+        switch self.vault.changes.changes(after: applied) {
+        case .changes(let published):
+            for item in published { self.fold(item.change, into: &entries) }
+            if let last = published.last { self.appliedChanges.store(last.sequence, ordering: .relaxed) }
+        case .gap(let latest):
+            // Fell behind what the feed keeps: forget everything, and let the revoker look for withdrawn tokens.
+            for id in Array(entries.keys) {
+                self.fold(ConnectionChange(id: id, kind: .edited, revision: nil), into: &entries)
+            }
+            self.revokerWake.store(true, ordering: .releasing)
+            self.appliedChanges.store(latest, ordering: .relaxed)
+        }
+    }
+
+    /// Whether a change of `id` was published after sequence number `sequence` (or the feed no longer knows).
+    func changed(_ id: String, after sequence: UInt64) -> Bool {
+        switch self.vault.changes.changes(after: sequence) {
+        case .changes(let published): published.contains { $0.change.id == id }
+        case .gap: true
+        }
+    }
+
+    private func fold(_ change: ConnectionChange, into entries: inout [String: Entry]) {
+        if let entry = entries.removeValue(forKey: change.id) {
             _ = entry.state.invalidate()
             for waiter in entry.waiters { waiter.resume() }
             entry.waiters = []
         }
-        switch change.kind {
-        case .disabled, .reset, .disconnected, .edited, .needsReset:
-            self.revokerWake.store(true, ordering: .releasing)
-        case .created, .enabled, .grantsChanged:
-            break
+        if change.kind.withdrawsTokens { self.revokerWake.store(true, ordering: .releasing) }
+    }
+
+    /// Reads the vault's change stream until cancelled, so that withdrawn tokens are revoked and stale entries
+    /// dropped as soon as a change commits, not only at the next request.
+    func followChanges() async {
+        for await _ in self.vault.changes.updates() {
+            self.entries.withLock { self.catchUp(&$0) }
         }
     }
 
@@ -417,6 +465,7 @@ public final class TokenBroker: Sendable {
     /// Revokes withdrawn tokens and refreshes tokens ahead of expiry until cancelled (run it in the service group).
     public func run() async {
         await withDiscardingTaskGroup { group in
+            group.addTask { await self.followChanges() }
             group.addTask { await self.runRevoker() }
             group.addTask {
                 while !Task.isCancelled {

@@ -1,7 +1,9 @@
 import Logging
-import PersonioAuth
+import NIOCore
+import PersonioClient
 import Synchronization
 import VaultAPI
+import VaultCore
 import VaultStore
 
 /// Where and with which credential the proxy route sends a connection's requests. Holds a live credential (an
@@ -195,6 +197,67 @@ extension TokenBroker {
         return response
     }
 
+    /// An app's request for the proxy route, as the route read it off the socket: nothing Personio-specific yet.
+    public struct ForwardedRequest: Sendable {
+        public var method: String
+        /// The path after `/v1/connections/{id}/proxy`, starting with `/`, not yet checked.
+        public var path: String
+        public var query: String?
+        public var headers: [(String, String)]
+        public var body: ByteBuffer?
+
+        public init(method: String, path: String, query: String?, headers: [(String, String)], body: ByteBuffer?) {
+            self.method = method
+            self.path = path
+            self.query = query
+            self.headers = headers
+            self.body = body
+        }
+    }
+
+    /// Personio's answer to a forwarded request, for the route to stream back as it is.
+    public struct ForwardedResponse: Sendable {
+        public var status: Int
+        public var headers: [(String, String)]
+        public var body: ProxyResponse.Body
+    }
+
+    /// Forwards an app's request for the proxy route: checks the path, authorizes `caller` as ``proxyTarget(_:for:)``
+    /// does, injects the credential, and hands Personio's answer back. Personio's own answers (2xx–4xx, 429 with its
+    /// Retry-After) come back as they are; a failure on Personio's side (5xx) becomes a `VaultError`
+    /// (`upstream_unavailable` for 503, else `upstream_error`), without relaying a body nobody vetted.
+    public func forward(_ id: String, _ request: ForwardedRequest, for caller: Caller) async throws -> ForwardedResponse
+    {
+        let path: String
+        switch PersonioProxy.validatedPath(request.path, query: request.query) {
+        case .success(let validated): path = validated
+        case .failure(let error): throw VaultError(.badRequest, "proxy path refused: \(error)")
+        }
+        let upstream = try await self.proxy(
+            id,
+            request: ProxyRequest(
+                method: request.method,
+                path: path,
+                query: request.query,
+                headers: request.headers,
+                body: request.body
+            ),
+            for: caller
+        )
+        if upstream.status >= 500 {
+            let retryAfter = upstream.header("Retry-After").flatMap { Int($0) }
+            if upstream.status == 503 {
+                throw VaultError(
+                    .upstreamUnavailable,
+                    "Personio is unavailable (HTTP 503)",
+                    retryAfter: retryAfter ?? 5
+                )
+            }
+            throw VaultError(.upstreamError, "Personio failed to answer the proxied request (HTTP \(upstream.status))")
+        }
+        return ForwardedResponse(status: upstream.status, headers: upstream.headers, body: upstream.body)
+    }
+
     /// Forgets `token` if it is still the cached one and old enough (see `proxy(_:request:for:timeout:)`).
     func dropRejectedToken(_ id: String, token: String) {
         let now = ContinuousClock.now
@@ -245,24 +308,6 @@ extension ProxyAuthorization {
         switch self {
         case .bearer: "access token"
         case .recruiting: "recruiting key"
-        }
-    }
-}
-
-extension Vault {
-    /// Records that Personio's answer to a proxied request carried the credential the proxy injected, and that the
-    /// caller got it overwritten (`proxy.credential_echo`). The detail names the kind of credential, never its value.
-    func recordCredentialEcho(_ id: String, by actor: AuditActor, kind: String) async throws {
-        try await self.write { tx in
-            try tx.appendAudit(
-                Self.auditEntry(
-                    actor,
-                    action: "proxy.credential_echo",
-                    connection: id,
-                    outcome: "scrubbed",
-                    detail: "the answer carried the injected \(kind); every occurrence was overwritten with '*'"
-                )
-            )
         }
     }
 }

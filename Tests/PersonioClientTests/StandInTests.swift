@@ -1,6 +1,6 @@
 import Foundation
 import NIOHTTP1
-import PersonioAuth
+import PersonioClient
 import PersonioStandIn
 import TestSupport
 import Testing
@@ -180,11 +180,12 @@ import Testing
 
     @Test func theRateLimitWindowSlides() async throws {
         try await withFixture { fixture in
-            // A window long enough that a busy machine still makes the second call inside it.
+            // A window long enough that a busy machine still makes the second call inside it; the stand-in's clock
+            // then moves past it, so the third call is outside without waiting.
             fixture.standIn.setRateLimit(1, window: .seconds(3))
             _ = try await fixture.client.exchange(fixture.credentials(.v1))
             #expect(await fixture.exchangeError(fixture.credentials(.v1))?.httpStatus == 429)
-            try await Task.sleep(for: .milliseconds(3050))
+            fixture.standIn.advanceClock(by: .milliseconds(3050))
             #expect(await fixture.exchangeError(fixture.credentials(.v1)) == nil)
         }
     }
@@ -194,7 +195,8 @@ import Testing
             fixture.standIn.setTokenLifetime(seconds: 1)
             let first = try await fixture.client.exchange(fixture.credentials(.v2))
             #expect(first.expiresIn == 1)
-            try await Task.sleep(for: .milliseconds(1050))
+            #expect(fixture.standIn.isValid(token: first.accessToken))
+            fixture.standIn.advanceClock(by: .milliseconds(1050))
             #expect(!fixture.standIn.isValid(token: first.accessToken))
             let second = try await fixture.client.exchange(fixture.credentials(.v2))
             #expect(second.accessToken != first.accessToken)
@@ -328,7 +330,11 @@ import Testing
                 let error = await Self.exchangeError(client, credentials)
                 #expect(error?.code == .unavailable)
             }
-            while standIn.calls(.v2Token) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            let deadline = ContinuousClock.now + .seconds(20)
+            while standIn.calls(.v2Token) == 0 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            try #require(standIn.calls(.v2Token) == 1, "the hung request never reached the stand-in")
             try await standIn.shutdown()
             try await group.waitForAll()
         }

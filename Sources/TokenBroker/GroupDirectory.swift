@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import VaultCore
 import Glibc
 #endif
 

@@ -1,5 +1,5 @@
 import NIOHTTP1
-import PersonioAuth
+import PersonioClient
 import PersonioStandIn
 import Testing
 

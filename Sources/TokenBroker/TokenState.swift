@@ -1,4 +1,5 @@
 import VaultAPI
+import VaultCore
 
 /// A token as the broker caches it: in memory only, for one revision of one connection.
 public struct CachedToken: Sendable, Equatable {
@@ -13,6 +14,26 @@ public struct CachedToken: Sendable, Equatable {
     public var expiresAtWall: Double
     /// When the broker refreshes it ahead of expiry (about two thirds of the lifetime, with jitter).
     public var refreshAt: ContinuousClock.Instant
+
+    package init(
+        accessToken: String,
+        tokenType: String,
+        scope: String?,
+        revision: Int64,
+        obtainedAt: ContinuousClock.Instant,
+        expiresAt: ContinuousClock.Instant,
+        expiresAtWall: Double,
+        refreshAt: ContinuousClock.Instant
+    ) {
+        self.accessToken = accessToken
+        self.tokenType = tokenType
+        self.scope = scope
+        self.revision = revision
+        self.obtainedAt = obtainedAt
+        self.expiresAt = expiresAt
+        self.expiresAtWall = expiresAtWall
+        self.refreshAt = refreshAt
+    }
 
     public func remaining(at now: ContinuousClock.Instant) -> Duration { self.expiresAt - now }
 }

@@ -1,4 +1,4 @@
-import PersonioAuth
+import PersonioClient
 import PersonioStandIn
 import Testing
 

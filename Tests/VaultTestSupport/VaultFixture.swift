@@ -1,7 +1,5 @@
 import Foundation
 import Logging
-import PersonioAuth
-import PersonioStandIn
 import TestSupport
 import VaultAPI
 import VaultCore
@@ -13,19 +11,19 @@ import Glibc
 #endif
 
 /// A vault on a real SQLite file and key file in a fresh temporary directory, with its logs captured.
-struct VaultFixture: Sendable {
-    let directory: TemporaryDirectory
-    let logs = LogCapture()
+public struct VaultFixture: Sendable {
+    public let directory: TemporaryDirectory
+    public let logs = LogCapture()
 
-    var databasePath: String { self.directory.file("vault.sqlite3") }
-    var keyFilePath: String { self.directory.file("master.key") }
-    var stagedKeyPath: String { KeyFile.stagedPath(for: self.keyFilePath) }
+    public var databasePath: String { self.directory.file("vault.sqlite3") }
+    public var keyFilePath: String { self.directory.file("master.key") }
+    public var stagedKeyPath: String { KeyFile.stagedPath(for: self.keyFilePath) }
 
-    init() throws {
+    public init() throws {
         self.directory = try TemporaryDirectory()
     }
 
-    func configuration(createKeyIfMissing: Bool = true) -> VaultConfiguration {
+    public func configuration(createKeyIfMissing: Bool = true) -> VaultConfiguration {
         VaultConfiguration(
             databasePath: self.databasePath,
             keyFilePath: self.keyFilePath,
@@ -35,12 +33,12 @@ struct VaultFixture: Sendable {
         )
     }
 
-    func open(createKeyIfMissing: Bool = true) async throws -> Vault {
+    public func open(createKeyIfMissing: Bool = true) async throws -> Vault {
         try await Vault.open(self.configuration(createKeyIfMissing: createKeyIfMissing), logger: self.logs.logger())
     }
 
     /// Opens a vault, runs `body`, closes the vault and removes the directory, whatever happens.
-    static func with(_ body: (VaultFixture, Vault) async throws -> Void) async throws {
+    public static func with(_ body: (VaultFixture, Vault) async throws -> Void) async throws {
         let fixture = try VaultFixture()
         defer { fixture.directory.remove() }
         let vault = try await fixture.open()
@@ -56,7 +54,7 @@ struct VaultFixture: Sendable {
     // MARK: - The database file, beside the vault
 
     /// Runs `body` on a second connection to the database file, as a tamperer or an auditor would.
-    func store<T: Sendable>(_ body: @escaping @Sendable (StoreTransaction) throws -> T) async throws -> T {
+    public func store<T: Sendable>(_ body: @escaping @Sendable (StoreTransaction) throws -> T) async throws -> T {
         let database = try VaultDatabase(
             path: self.databasePath,
             chainHash: Hashing.blake2b256,
@@ -67,12 +65,12 @@ struct VaultFixture: Sendable {
     }
 
     /// The current master key, read from the key file.
-    func masterKey(id: Int64) throws -> MasterKey {
+    public func masterKey(id: Int64) throws -> MasterKey {
         MasterKey(id: id, key: try KeyFile.load(path: self.keyFilePath))
     }
 
     /// Every byte of the database, WAL and shared-memory files as they are now.
-    func databaseFiles() throws -> [String: [UInt8]] {
+    public func databaseFiles() throws -> [String: [UInt8]] {
         var files: [String: [UInt8]] = [:]
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let path = self.databasePath + suffix
@@ -83,7 +81,7 @@ struct VaultFixture: Sendable {
         return files
     }
 
-    static func size(_ path: String) -> Int? {
+    public static func size(_ path: String) -> Int? {
         var info = stat()
         return stat(path, &info) == 0 ? Int(info.st_size) : nil
     }
@@ -92,32 +90,15 @@ struct VaultFixture: Sendable {
 // MARK: - Requests and values
 
 /// Whoever the tests act as.
-let admin = AuditActor(uid: 1000, pid: 4242, comm: "connvaultctl")
+public let admin = AuditActor(uid: 1000, pid: 4242, comm: "connvaultctl")
 
-/// Runs `body`, then shuts `auth` down. If `body` throws, shuts down `auth` and `standIn` both (ignoring errors of
-/// their own) before rethrowing; on success `standIn` is left to the caller.
-func shuttingDown(
-    _ auth: PersonioAuthClient,
-    _ standIn: PersonioStandIn,
-    after body: () async throws -> Void
-) async throws {
-    do {
-        try await body()
-    } catch {
-        try? await auth.shutdown()
-        try? await standIn.shutdown()
-        throw error
-    }
-    try await auth.shutdown()
-}
+public func secretInput(_ value: String) -> SecretInput { SecretInput(bytes: Array(value.utf8)) }
 
-func secretInput(_ value: String) -> SecretInput { SecretInput(bytes: Array(value.utf8)) }
-
-func secrets(_ values: [SecretField: String]) -> SecretsInput {
+public func secrets(_ values: [SecretField: String]) -> SecretsInput {
     SecretsInput(values.mapValues(secretInput))
 }
 
-func v2Request(
+public func v2Request(
     _ id: String,
     clientID: String = "fake-client-id",
     clientSecret: String? = nil,
@@ -133,7 +114,11 @@ func v2Request(
     )
 }
 
-func recruitingRequest(_ id: String, token: String? = nil, companyID: String = "12345") -> CreateConnectionRequest {
+public func recruitingRequest(
+    _ id: String,
+    token: String? = nil,
+    companyID: String = "12345"
+) -> CreateConnectionRequest {
     CreateConnectionRequest(
         id: id,
         provider: .personioRecruiting,
@@ -142,29 +127,29 @@ func recruitingRequest(_ id: String, token: String? = nil, companyID: String = "
     )
 }
 
-func text(_ secret: SecretBytes?) -> String? {
+public func text(_ secret: SecretBytes?) -> String? {
     secret?.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
 }
 
-func secretBytes(_ value: String) -> SecretBytes {
+public func secretBytes(_ value: String) -> SecretBytes {
     Array(value.utf8).withUnsafeBytes { SecretBytes(copying: $0) }
 }
 
 /// The decrypted value of one field of a connection (fake values only).
-func decrypted(_ vault: Vault, _ id: String, _ field: SecretField) async throws -> String? {
+public func decrypted(_ vault: Vault, _ id: String, _ field: SecretField) async throws -> String? {
     text(try await vault.credentials(id).secrets[field])
 }
 
 /// Everything an operation could change, to prove a refused one changed nothing.
-struct VaultState: Equatable {
-    var views: [ConnectionView]
-    var auditCount: Int
-    var secrets: [SecretRecord]
-    var dataKeys: [DataKeyRecord]
-    var grants: [String: [GrantRecord]]
-    var masterKeys: [MasterKeyRecord]
+public struct VaultState: Equatable, Sendable {
+    public var views: [ConnectionView]
+    public var auditCount: Int
+    public var secrets: [SecretRecord]
+    public var dataKeys: [DataKeyRecord]
+    public var grants: [String: [GrantRecord]]
+    public var masterKeys: [MasterKeyRecord]
 
-    static func of(_ vault: Vault, _ fixture: VaultFixture) async throws -> VaultState {
+    public static func of(_ vault: Vault, _ fixture: VaultFixture) async throws -> VaultState {
         let views = try await vault.list()
         let ids = views.map(\.id)
         let raw = try await fixture.store { tx in
@@ -185,11 +170,11 @@ struct VaultState: Equatable {
 }
 
 /// Blob literal for tamper SQL.
-func blob(_ bytes: [UInt8]) -> String { "X'\(Hashing.hex(bytes))'" }
+public func blob(_ bytes: [UInt8]) -> String { "X'\(Hashing.hex(bytes))'" }
 
 extension Array where Element == UInt8 {
     /// Whether `needle` occurs anywhere in these bytes.
-    func containsSequence(_ needle: [UInt8]) -> Bool {
+    public func containsSequence(_ needle: [UInt8]) -> Bool {
         guard !needle.isEmpty else { return true }
         guard needle.count <= self.count else { return false }
         var index = 0

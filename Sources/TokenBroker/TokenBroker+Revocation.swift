@@ -1,7 +1,8 @@
 import Logging
-import PersonioAuth
+import PersonioClient
 import Synchronization
 import VaultAPI
+import VaultCore
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials

@@ -1,5 +1,6 @@
 import Synchronization
 import VaultAPI
+import VaultCore
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -22,25 +23,41 @@ public final class PreparedTokenResponse: Sendable {
     /// The last answer rendered from this response, with the `expires_in` it was rendered for.
     private let lastRendering = Mutex<(expiresIn: Int, rendering: any AnyObject & Sendable)?>(nil)
 
-    init(connection: String, token: CachedToken, settings: ConnectionSettings) {
-        func json(_ string: String) -> String {
-            let data = (try? JSONEncoder().encode(string)) ?? Data("\"\"".utf8)
-            return String(decoding: data, as: UTF8.self)
+    package init(connection: String, token: CachedToken, settings: ConnectionSettings) {
+        var headers = ["Authorization": "Bearer \(token.accessToken)"]
+        if let appID = settings.appID { headers["X-Personio-App-ID"] = appID }
+        if let partnerID = settings.partnerID { headers["X-Personio-Partner-ID"] = partnerID }
+        // The body is `TokenResponse` itself, encoded once with a marker in place of `expires_in` and cut there, so
+        // that the cached answer can never drift from the wire type's field list.
+        let response = TokenResponse(
+            connection: connection,
+            tokenType: token.tokenType,
+            accessToken: token.accessToken,
+            expiresAt: Timestamp.format(secondsSince1970: token.expiresAtWall),
+            expiresIn: Self.marker,
+            scope: token.scope,
+            apiBaseURL: settings.effectiveAPIBaseURL,
+            headers: headers
+        )
+        let body: [UInt8]
+        do {
+            body = Array(try VaultJSON.encoder().encode(response))
+        } catch {
+            preconditionFailure("a token response of strings and an integer always encodes")
         }
-        var headers: [(String, String)] = [("Authorization", "Bearer \(token.accessToken)")]
-        if let appID = settings.appID { headers.append(("X-Personio-App-ID", appID)) }
-        if let partnerID = settings.partnerID { headers.append(("X-Personio-Partner-ID", partnerID)) }
-        let headerJSON = headers.sorted { $0.0 < $1.0 }.map { "\(json($0.0)):\(json($0.1))" }.joined(separator: ",")
-        let prefix =
-            "{\"access_token\":\(json(token.accessToken)),\"api_base_url\":\(json(settings.effectiveAPIBaseURL)),"
-            + "\"connection\":\(json(connection)),\"expires_at\":\(json(Timestamp.format(secondsSince1970: token.expiresAtWall))),"
-            + "\"expires_in\":"
-        let suffix =
-            ",\"headers\":{\(headerJSON)},\"scope\":\(token.scope.map(json) ?? "null"),\"token_type\":\(json(token.tokenType))}"
-        self.prefix = Array(prefix.utf8)
-        self.suffix = Array(suffix.utf8)
+        // Only the member itself can hold the key followed by the marker: inside a JSON string the quotes are escaped.
+        let member = Array("\"\(TokenResponse.CodingKeys.expiresIn.stringValue)\":\(Self.marker)".utf8)
+        guard let start = body.firstRange(of: member)?.lowerBound else {
+            preconditionFailure("the encoded token response has its expires_in member")
+        }
+        let numberStart = start + member.count - String(Self.marker).utf8.count
+        self.prefix = Array(body[..<numberStart])
+        self.suffix = Array(body[(start + member.count)...])
         self.expiresAt = token.expiresAt
     }
+
+    /// Stands in for `expires_in` while the body is encoded; never sent.
+    static let marker = 918_273_645_546_372_819
 
     /// Whole seconds left at `now` (never negative).
     public func expiresIn(at now: ContinuousClock.Instant) -> Int {

@@ -1,22 +1,45 @@
-import PersonioAuth
+import PersonioClient
 import Synchronization
 import VaultAPI
+import VaultCore
+
+/// What a verify found: the outcome as the domain sees it. The HTTP layer gives each failure code its status.
+public struct VerifyOutcome: Sendable, Equatable {
+    /// Why a verify failed, in words an admin can act on; never a secret.
+    public struct Failure: Sendable, Equatable {
+        public var code: VaultError.Code
+        public var title: String
+        public var detail: String
+    }
+
+    public var connection: String
+    public var ok: Bool { self.failure == nil }
+    public var expiresIn: Int?
+    public var expiresAt: String?
+    public var scope: String?
+    public var failure: Failure?
+    /// The connection's state after the verify (a rejection moves it to `needs_reset`).
+    public var state: ConnectionState
+
+    static func failed(connection: String, _ failure: Failure, state: ConnectionState) -> VerifyOutcome {
+        VerifyOutcome(connection: connection, failure: failure, state: state)
+    }
+}
 
 extension TokenBroker {
     /// Exchanges the connection's credentials with Personio now and reports the outcome (expiry and scope, or
     /// Personio's error), never a secret. A rejection moves the connection to `needs_reset`, as a token request
     /// would. Audited. Works in every state, so an admin can check credentials before enabling a connection.
-    public func verify(_ id: String, by actor: AuditActor) async throws -> VerifyResult {
+    public func verify(_ id: String, by actor: AuditActor) async throws -> VerifyOutcome {
         let credentials = try await self.vault.credentials(id)
         let snapshot = credentials.snapshot
         guard snapshot.provider.isTokenExportable else {
-            let problem = Problem(
-                status: 409,
+            let failure = VerifyOutcome.Failure(
                 code: .tokenNotExportable,
                 title: "Not verifiable by token exchange",
                 detail: "recruiting keys have no token exchange; use the proxy route to try a request"
             )
-            return .failed(connection: id, error: problem, state: snapshot.state)
+            return .failed(connection: id, failure, state: snapshot.state)
         }
         do {
             // The same stable token apps get: recorded before it may be cached, and revoked at once when the
@@ -42,38 +65,34 @@ extension TokenBroker {
                 ok: true,
                 detail: "expires_in \(issued.expiresIn); scope \(issued.scope ?? "-")"
             )
-            return VerifyResult(
+            return VerifyOutcome(
                 connection: id,
-                ok: true,
                 expiresIn: issued.expiresIn,
                 expiresAt: Timestamp.format(secondsSince1970: issued.expiresAtEpochSeconds),
                 scope: issued.scope,
-                error: nil,
+                failure: nil,
                 state: snapshot.state
             )
         } catch let error as PersonioAuthError {
             var state = snapshot.state
-            let problem: Problem
+            let problem: VerifyOutcome.Failure
             switch error.code {
             case .credentialsRejected:
                 try await self.vault.markNeedsReset(id, revision: snapshot.revision, error: error.message)
                 state = try await self.vault.snapshot(id)?.state ?? state
-                problem = Problem(
-                    status: 502,
+                problem = VerifyOutcome.Failure(
                     code: .upstreamRejected,
                     title: "Personio rejected the credentials",
                     detail: error.message
                 )
             case .unavailable:
-                problem = Problem(
-                    status: 503,
+                problem = VerifyOutcome.Failure(
                     code: .upstreamUnavailable,
                     title: "Personio is unavailable",
                     detail: error.message
                 )
             default:
-                problem = Problem(
-                    status: 502,
+                problem = VerifyOutcome.Failure(
                     code: .upstreamRejected,
                     title: "Personio refused the request",
                     detail: error.message
@@ -85,7 +104,7 @@ extension TokenBroker {
                 ok: false,
                 detail: "\(problem.code): \(error.message)"
             )
-            return .failed(connection: id, error: problem, state: state)
+            return .failed(connection: id, problem, state: state)
         }
     }
 }

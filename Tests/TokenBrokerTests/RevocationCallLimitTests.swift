@@ -1,10 +1,12 @@
 import Logging
-import PersonioAuth
+import PersonioClient
 import TestSupport
 import Testing
 import VaultAPI
+import VaultCore
+import VaultTestSupport
 
-@testable import VaultCore
+@testable import TokenBroker
 
 /// Revocation calls count toward a connection's Personio call limit (DESIGN §6: every call counts), so a storm of
 /// revocations cannot hammer Personio, and token calls see what the revoker spent.

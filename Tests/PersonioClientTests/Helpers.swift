@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
-import PersonioAuth
+import PersonioClient
 import PersonioStandIn
 import TestSupport
 import VaultCrypto

@@ -1,12 +1,14 @@
 import Foundation
 import Logging
 import NIOCore
-import PersonioAuth
+import PersonioClient
 import PersonioStandIn
 import TestSupport
 import Testing
+import TokenBroker
 import VaultAPI
 import VaultCore
+import VaultTestSupport
 
 /// The broker's proxy route against the Personio stand-in over real HTTP on 127.0.0.1, with a real vault.
 @Suite("Token broker proxy", .timeLimit(.minutes(2)))
@@ -114,7 +116,7 @@ struct TokenBrokerProxyTests {
         }
     }
 
-    static func code(_ body: () async throws -> Void) async -> ProblemCode? {
+    static func code(_ body: () async throws -> Void) async -> VaultError.Code? {
         do {
             try await body()
             return nil
@@ -132,7 +134,7 @@ struct TokenBrokerProxyTests {
         var connection: String
         var caller: Caller
         /// nil: allowed.
-        var refusal: ProblemCode?
+        var refusal: VaultError.Code?
         var testDescription: String {
             "\(self.connection) as uid \(self.caller.uid) → \(self.refusal?.rawValue ?? "allowed")"
         }
@@ -329,7 +331,7 @@ struct TokenBrokerProxyTests {
         }
     }
 
-    static let badRequests: [(ProxyRequest, ProblemCode)] = [
+    static let badRequests: [(ProxyRequest, VaultError.Code)] = [
         (ProxyRequest(method: "TRACE", path: "/v2/persons"), .methodNotAllowed),
         (ProxyRequest(method: "GET", path: "/v2/../auth/token"), .badRequest),
         (ProxyRequest(method: "GET", path: "//evil.example/v2/persons"), .badRequest),
@@ -346,7 +348,7 @@ struct TokenBrokerProxyTests {
     ]
 
     @Test("requests the proxy cannot send are refused before anything else", arguments: Self.badRequests)
-    func badRequestsRefused(request: ProxyRequest, expected: ProblemCode) async throws {
+    func badRequestsRefused(request: ProxyRequest, expected: VaultError.Code) async throws {
         try await Setup.with { setup in
             for (id, caller) in [("acme", Self.caller), ("hiring", Self.caller), ("nosuch", Self.stranger)] {
                 let code = await Self.code { _ = try await setup.broker.proxy(id, request: request, for: caller) }

@@ -1,5 +1,5 @@
 import Foundation
-import PersonioAuth
+import PersonioClient
 import PersonioStandIn
 import TestSupport
 import Testing

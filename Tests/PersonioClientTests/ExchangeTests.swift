@@ -1,6 +1,6 @@
 import AsyncHTTPClient
 import Logging
-import PersonioAuth
+import PersonioClient
 import PersonioStandIn
 import TestSupport
 import Testing

@@ -9,7 +9,7 @@ import TestSupport
 import Testing
 import VaultCrypto
 
-@testable import PersonioAuth
+@testable import PersonioClient
 
 /// The proxy's checks as tables of values, and its forwarding against the stand-in over real HTTP on 127.0.0.1.
 @Suite struct PersonioProxyTests {
