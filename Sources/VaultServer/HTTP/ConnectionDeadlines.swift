@@ -50,6 +50,8 @@ final class ConnectionDeadlines {
     private var headTimer: Scheduled<Void>?
     private var bodyTimer: Scheduled<Void>?
     private var idleTimer: Scheduled<Void>?
+    /// Armed at shutdown: closes the connection when the drain time-out expires, whatever it is doing.
+    private var drainTimer: Scheduled<Void>?
     private var requestsAtIdleCheck: UInt64 = 0
     private var close: (() -> Void)?
 
@@ -69,10 +71,21 @@ final class ConnectionDeadlines {
         self.headTimer?.cancel()
         self.bodyTimer?.cancel()
         self.idleTimer?.cancel()
+        self.drainTimer?.cancel()
         self.headTimer = nil
         self.bodyTimer = nil
         self.idleTimer = nil
+        self.drainTimer = nil
         self.close = nil
+    }
+
+    /// The server is shutting down: the connection closes at `deadline` unless it has closed by then (an idle one
+    /// closes at once, one with a request in progress after its response).
+    func drain(until deadline: NIODeadline) {
+        guard self.drainTimer == nil, self.close != nil else { return }
+        self.drainTimer = self.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.close?()
+        }
     }
 
     // MARK: - Raw bytes
@@ -156,15 +169,17 @@ final class ConnectionDeadlines {
 }
 
 /// The first handler of a connection: tells ``ConnectionDeadlines`` when bytes arrive and when a read ends, which the
-/// HTTP decoder behind it does not say.
+/// HTTP decoder behind it does not say, and when shutdown asks the connection to quiesce.
 final class RequestBytesHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
     private let deadlines: ConnectionDeadlines
+    private let drain: DrainDeadline?
 
-    init(deadlines: ConnectionDeadlines) {
+    init(deadlines: ConnectionDeadlines, drain: DrainDeadline? = nil) {
         self.deadlines = deadlines
+        self.drain = drain
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -189,5 +204,14 @@ final class RequestBytesHandler: ChannelInboundHandler, RemovableChannelHandler 
     func channelReadComplete(context: ChannelHandlerContext) {
         context.fireChannelReadComplete()
         self.deadlines.readEnded()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // NIO's HTTP pipeline handler behind this one finishes the request in progress and closes; this bounds how
+        // long that may take.
+        if event is ChannelShouldQuiesceEvent, let deadline = self.drain?.deadline {
+            self.deadlines.drain(until: deadline)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 }

@@ -243,9 +243,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         guard self.logger.logLevel <= .debug else { return }
         var metadata: Logger.Metadata = ["http.route": "\(dispatch.route)", "http.status": "\(response.status.code)"]
         if let start {
-            let elapsed = ContinuousClock.now - start
-            metadata["http.duration_us"] =
-                "\(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)"
+            metadata["http.duration_us"] = "\((ContinuousClock.now - start).inMicroseconds)"
         }
         dispatch.logger.debug("request", metadata: metadata)
     }

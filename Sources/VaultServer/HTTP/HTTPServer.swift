@@ -1,8 +1,9 @@
 import Logging
 import NIOCore
+import NIOExtras
 import NIOHTTP1
 import NIOPosix
-import PersonioAuth
+import PersonioClient
 import ServiceLifecycle
 import Synchronization
 import VaultCore
@@ -29,22 +30,26 @@ final class HTTPServer: Service, Sendable {
     }
 
     private let channels: [any Channel]
+    /// One per listener: each tracks its listener's connections and quiesces them at shutdown.
+    private let quiescing: [ServerQuiescingHelper]
     private let sockets: [ListeningSocket]
-    private let connections: ConnectionTracker
+    private let drain: DrainDeadline
     private let logger: Logger
     /// How long requests in progress may take to finish at shutdown before their connections are closed anyway.
     private let drainTimeout: Duration
 
     private init(
         channels: [any Channel],
+        quiescing: [ServerQuiescingHelper],
         sockets: [ListeningSocket],
-        connections: ConnectionTracker,
+        drain: DrainDeadline,
         logger: Logger,
         drainTimeout: Duration
     ) {
         self.channels = channels
+        self.quiescing = quiescing
         self.sockets = sockets
-        self.connections = connections
+        self.drain = drain
         self.logger = logger
         self.drainTimeout = drainTimeout
     }
@@ -58,13 +63,23 @@ final class HTTPServer: Service, Sendable {
         drainTimeout: Duration,
         policy: ConnectionPolicy
     ) async throws -> HTTPServer {
-        let connections = ConnectionTracker()
+        let drain = DrainDeadline()
         var channels: [any Channel] = []
+        var quiescing: [ServerQuiescingHelper] = []
         var adopted = 0
         do {
             for listener in listeners {
                 adopted += 1
+                let helper = ServerQuiescingHelper(group: group)
+                quiescing.append(helper)
                 let channel = try await ServerBootstrap(group: group)
+                    .serverChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(
+                                helper.makeServerChannelHandler(channel: channel)
+                            )
+                        }
+                    }
                     .childChannelOption(.allowRemoteHalfClosure, value: true)
                     // Admin requests carry secrets: every buffer of such a connection (socket reads, the body, the
                     // parser's) is zeroed when freed. The app socket keeps NIO's allocator (its hot path).
@@ -78,7 +93,7 @@ final class HTTPServer: Service, Sendable {
                             channel,
                             listener: listener,
                             policy: policy,
-                            connections: connections
+                            drain: drain
                         )
                     }
                     .withBoundSocket(listener.socket.descriptor)
@@ -93,8 +108,9 @@ final class HTTPServer: Service, Sendable {
         }
         return HTTPServer(
             channels: channels,
+            quiescing: quiescing,
             sockets: listeners.map(\.socket),
-            connections: connections,
+            drain: drain,
             logger: logger,
             drainTimeout: drainTimeout
         )
@@ -109,7 +125,7 @@ final class HTTPServer: Service, Sendable {
         _ channel: any Channel,
         listener: Listener,
         policy: ConnectionPolicy,
-        connections: ConnectionTracker
+        drain: DrainDeadline
     ) -> EventLoopFuture<Void> {
         guard let provider = channel as? any SocketOptionProvider, let credentials = Kernel.peerCredentials(of: channel)
         else {
@@ -117,6 +133,9 @@ final class HTTPServer: Service, Sendable {
         }
         let dispatcher = listener.dispatcher
         return credentials.flatMapThrowing { credentials in
+            // Accepted as shutdown began: the quiescing helper's event may have gone out before this pipeline
+            // existed to see it, so such a connection is closed here instead.
+            guard drain.deadline == nil else { throw ShuttingDown() }
             let groups = Kernel.peerGroups(of: provider)
             // Judged from the kernel's record alone (no /proc), and before anything else is read or opened for it.
             let standing = listener.standing(PeerIdentity.caller(credentials, groups: groups, pidfd: nil))
@@ -132,7 +151,6 @@ final class HTTPServer: Service, Sendable {
                 throw refusal
             }
             channel.closeFuture.whenComplete { _ in policy.limiter.release(ticket) }
-            connections.add(channel)
 
             let pidfd = Kernel.peerPidfd(of: provider)
             // The pidfd is needed only to confirm what /proc said; the exe selector will read /proc/PID/exe in the
@@ -146,7 +164,7 @@ final class HTTPServer: Service, Sendable {
             if let unit = caller.unit { logger[metadataKey: "peer.unit"] = "\(unit)" }
             logger.trace("connection accepted", metadata: ["peer.gid": "\(caller.gid)"])
             let deadlines = ConnectionDeadlines(timeouts: policy.timeouts, eventLoop: channel.eventLoop)
-            try channel.pipeline.syncOperations.addHandler(RequestBytesHandler(deadlines: deadlines))
+            try channel.pipeline.syncOperations.addHandler(RequestBytesHandler(deadlines: deadlines, drain: drain))
             // The protocol error handler is left out: the connection handler answers malformed requests itself, with
             // a problem+json body like every other error.
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
@@ -167,69 +185,44 @@ final class HTTPServer: Service, Sendable {
     }
 
     /// Stops accepting, removes the socket files this daemon bound, asks every connection to finish its current
-    /// request and close, and closes those still open after the drain time-out.
+    /// request and close (NIOExtras' quiescing: an idle keep-alive connection closes at once), and closes those still
+    /// open when the drain time-out expires.
     func stop() async {
+        // Set before the first quiesce event goes out: each connection reads it when the event arrives.
+        let timeout = Task.isCancelled ? Duration.zero : self.drainTimeout
+        self.drain.begin(closingAt: .now() + .init(timeout))
+        var drained: [EventLoopFuture<Void>] = []
+        for (helper, channel) in zip(self.quiescing, self.channels) {
+            let promise = channel.eventLoop.makePromise(of: Void.self)
+            helper.initiateShutdown(promise: promise)
+            drained.append(promise.futureResult)
+        }
         for channel in self.channels {
-            try? await channel.close()
+            try? await channel.closeFuture.get()
         }
         for socket in self.sockets {
             UnixSocketFile.remove(socket)
         }
-        let open = self.connections.beginShutdown()
-        guard !open.isEmpty else { return }
-        self.logger.debug("draining connections", metadata: ["connections": "\(open.count)"])
-        for channel in open {
-            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
-        }
-        let timeout = Task.isCancelled ? .zero : self.drainTimeout
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                for channel in open { try? await channel.closeFuture.get() }
-                return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return false
-            }
-            if await group.next() == false {
-                for channel in open { channel.close(promise: nil) }
-            }
-            group.cancelAll()
+        for future in drained {
+            try? await future.get()
         }
     }
 }
 
-/// The open connections, so that shutdown can reach them.
-final class ConnectionTracker: Sendable {
-    private struct State {
-        var channels: [ObjectIdentifier: any Channel] = [:]
-        var shuttingDown = false
-    }
+/// When the connections still open at shutdown are closed, whatever they are doing: unset until shutdown begins.
+final class DrainDeadline: Sendable {
+    private let value = Mutex<NIODeadline?>(nil)
 
-    private let state = Mutex(State())
+    /// The moment connections close anyway; nil while the server is not shutting down.
+    var deadline: NIODeadline? { self.value.withLock { $0 } }
 
-    /// Tracks `channel` until it closes; closes it at once when shutdown has begun.
-    func add(_ channel: any Channel) {
-        let id = ObjectIdentifier(channel)
-        let accepted = self.state.withLock { state in
-            guard !state.shuttingDown else { return false }
-            state.channels[id] = channel
-            return true
-        }
-        guard accepted else {
-            channel.close(promise: nil)
-            return
-        }
-        channel.closeFuture.whenComplete { _ in
-            _ = self.state.withLock { $0.channels.removeValue(forKey: id) }
-        }
+    /// Marks the start of shutdown.
+    func begin(closingAt deadline: NIODeadline) {
+        self.value.withLock { $0 = $0 ?? deadline }
     }
+}
 
-    /// Marks the start of shutdown and returns the connections open now.
-    func beginShutdown() -> [any Channel] {
-        self.state.withLock { state in
-            state.shuttingDown = true
-            return Array(state.channels.values)
-        }
-    }
+/// A connection accepted after shutdown began (it is closed at once).
+struct ShuttingDown: Error, CustomStringConvertible {
+    var description: String { "the server is shutting down" }
 }
