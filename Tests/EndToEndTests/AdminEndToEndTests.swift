@@ -4,7 +4,7 @@ import Testing
 import VaultAPI
 
 /// The built `connvaultd --dev` driven by the built `connvaultctl`, as an admin would from a shell.
-@Suite("Admin CLI end to end", .timeLimit(.minutes(5)))
+@Suite("Admin CLI end to end", .offCooperativePool, .timeLimit(.minutes(5)))
 struct AdminEndToEndTests {
     static let secret = "fake-secret-e2e-0001"
 

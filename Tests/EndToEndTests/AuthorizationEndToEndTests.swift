@@ -5,7 +5,12 @@ import VaultAPI
 
 /// The admin socket serves only root, the daemon's uid and `--admin-group`, decided by peer credentials even when
 /// the socket's mode lets anyone connect. Needs root (CI runs as root) to switch uid with setpriv.
-@Suite("Admin authorization end to end", .timeLimit(.minutes(3)), .enabled(if: getuid() == 0, "needs root for setpriv"))
+@Suite(
+    "Admin authorization end to end",
+    .offCooperativePool,
+    .timeLimit(.minutes(3)),
+    .enabled(if: getuid() == 0, "needs root for setpriv")
+)
 struct AuthorizationEndToEndTests {
     /// Lets another uid reach the socket through the file system, so only peer credentials can refuse it.
     func openUp(_ daemon: DaemonProcess) {

@@ -4,7 +4,7 @@ import Testing
 import VaultAPI
 
 /// Bad input gets a clear problem+json error, changes nothing, and never takes the daemon down.
-@Suite("Bad input end to end", .timeLimit(.minutes(5)))
+@Suite("Bad input end to end", .offCooperativePool, .timeLimit(.minutes(5)))
 struct BadInputEndToEndTests {
     struct Case: Sendable, CustomTestStringConvertible {
         var name: String

@@ -18,6 +18,7 @@ import Glibc
 /// that the reusing process itself is served, so the refusal is the identity check's and not a broken setup's.
 @Suite(
     "Caller identity end to end",
+    .offCooperativePool,
     .serialized,
     .timeLimit(.minutes(3)),
     .enabled(if: getuid() == 0, "needs root for setpriv and ns_last_pid"),
@@ -238,7 +239,7 @@ struct CallerIdentityEndToEndTests {
     }
 
     static func write(_ text: String, to path: String) throws {
-        let fd = open(path, O_WRONLY)
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw TestSupportError("open \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         let bytes = Array(text.utf8)

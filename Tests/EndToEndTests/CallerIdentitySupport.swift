@@ -39,16 +39,17 @@ final class ScriptProcess: @unchecked Sendable {
         let argv =
             ["/usr/bin/setpriv", "--reuid", String(uid), "--regid", String(gid)] + groupArguments
             + [Self.python, "-c", script] + arguments
-        var input: [Int32] = [-1, -1]
-        var output: [Int32] = [-1, -1]
-        // Glibc's pipe2 is not visible from Swift; the descriptors are marked close-on-exec right away.
-        guard pipe(&input) == 0 else { throw TestSupportError("pipe failed") }
-        guard pipe(&output) == 0 else {
-            close(input[0])
-            close(input[1])
-            throw TestSupportError("pipe failed")
+        let inputPipe = try ChildProcess.makePipe()
+        let outputPipe: (read: Int32, write: Int32)
+        do {
+            outputPipe = try ChildProcess.makePipe()
+        } catch {
+            close(inputPipe.read)
+            close(inputPipe.write)
+            throw error
         }
-        for fd in input + output { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        let input = [inputPipe.read, inputPipe.write]
+        let output = [outputPipe.read, outputPipe.write]
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -253,7 +254,7 @@ enum PidSteering {
         _ start: (_ beforeSpawn: () throws -> Void) throws -> ScriptProcess
     ) throws -> ScriptProcess? {
         let steer = {
-            let fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY)
+            let fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC)
             guard fd >= 0 else { throw TestSupportError("cannot open ns_last_pid") }
             defer { close(fd) }
             let text = Array(String(pid - 1).utf8)

@@ -11,6 +11,7 @@ import Glibc
 /// share, and no unprivileged uid can take the descriptors root and the admins need. Small limits are set by flag.
 @Suite(
     "Connection limits end to end",
+    .offCooperativePool,
     .timeLimit(.minutes(3)),
     .enabled(if: getuid() == 0, "needs root for setpriv and prlimit"),
     .enabled(if: ScriptProcess.isAvailable, "needs /usr/bin/python3 for the helper that holds connections")
@@ -298,7 +299,7 @@ final class LimitedDaemon: @unchecked Sendable {
     let directory: TemporaryDirectory
     private let descriptors: Int
     private let arguments: [String]
-    private var process: Process?
+    private var process: ChildProcess?
 
     var stateDirectory: String { "\(self.directory.path)/.connvault" }
     var adminSocket: String { "\(self.stateDirectory)/admin.sock" }
@@ -311,19 +312,16 @@ final class LimitedDaemon: @unchecked Sendable {
     }
 
     func start() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
-        process.arguments = ["--nofile=\(self.descriptors):\(self.descriptors)", Binaries.daemon] + self.arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: self.directory.path)
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try ChildProcess(
+            "/usr/bin/prlimit",
+            ["--nofile=\(self.descriptors):\(self.descriptors)", Binaries.daemon] + self.arguments,
+            directory: self.directory.path
+        )
         self.process = process
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             guard process.isRunning else {
-                throw TestSupportError("connvaultd exited with \(process.terminationStatus)")
+                throw TestSupportError("connvaultd ended: \(process.termination.map { "\($0)" } ?? "?")")
             }
             if let response = try? RawHTTP.request(
                 socket: self.adminSocket,
@@ -339,13 +337,8 @@ final class LimitedDaemon: @unchecked Sendable {
 
     func stop() {
         guard let process = self.process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGTERM)
-        let deadline = ContinuousClock.now + .seconds(20)
-        while process.isRunning && ContinuousClock.now < deadline { usleep(10_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        process.signal(SIGTERM)
+        process.waitForExit(timeout: .seconds(20))
     }
 
     deinit { self.stop() }

@@ -6,7 +6,7 @@ import VaultAPI
 import VaultStore
 
 /// Acknowledged changes survive `kill -9`; the database stays sound and the audit chain intact.
-@Suite("Durability end to end", .timeLimit(.minutes(5)))
+@Suite("Durability end to end", .offCooperativePool, .timeLimit(.minutes(5)))
 struct DurabilityEndToEndTests {
     @Test("SIGKILL during a burst of edits loses no acknowledged change")
     func sigkillDuringEdits() async throws {
@@ -51,7 +51,12 @@ struct DurabilityEndToEndTests {
                 }
             }
             group.addTask {
-                try await Task.sleep(for: .milliseconds(1500))
+                // The kill comes in the middle of the burst: once the writers have had edits acknowledged (so the
+                // check below has something to hold the daemon to), however slow the machine.
+                let deadline = ContinuousClock.now + .seconds(30)
+                while await acknowledged.count < 9 && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
                 daemon.stop(signal: SIGKILL)
             }
             try await group.waitForAll()
@@ -88,8 +93,11 @@ struct DurabilityEndToEndTests {
 /// The highest revision each connection was acknowledged at.
 actor Acknowledged {
     var highest: [String: Int] = [:]
+    /// Edits acknowledged so far.
+    private(set) var count = 0
 
     func record(_ id: String, _ revision: Int) {
         self.highest[id] = max(self.highest[id] ?? 0, revision)
+        self.count += 1
     }
 }

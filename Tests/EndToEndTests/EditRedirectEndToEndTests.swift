@@ -6,7 +6,7 @@ import VaultAPI
 
 /// An admin sees secrets only as fingerprints. Moving a connection's API base is moving where its secrets go, so it
 /// needs the secrets again; and outside `--dev` a plain `http://` upstream needs `--allow-insecure-upstream`.
-@Suite("Edits that redirect secrets, end to end", .timeLimit(.minutes(3)))
+@Suite("Edits that redirect secrets, end to end", .offCooperativePool, .timeLimit(.minutes(3)))
 struct EditRedirectEndToEndTests {
     static let clientID = "fake-client-id-redirect"
     static let secret = "CANARY-redirect-secret-0001"

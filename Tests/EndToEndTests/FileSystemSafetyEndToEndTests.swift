@@ -10,6 +10,7 @@ import Glibc
 /// a careless admin would try them. Needs root (CI runs as root) to act as uid 65534 with setpriv.
 @Suite(
     "Files and sockets the daemon trusts, end to end",
+    .offCooperativePool,
     .timeLimit(.minutes(5)),
     .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "needs root")
 )
@@ -150,20 +151,16 @@ struct FileSystemSafetyEndToEndTests {
         #expect(chown(owned, Self.nobody, Self.nobody) == 0)
         let socket = "\(owned)/admin.sock"
         let record = "\(owned)/received"
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        server.arguments = [
-            "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", Self.recordingServer,
-            socket, record,
-        ]
-        server.standardInput = FileHandle.nullDevice
-        try server.run()
-        defer {
-            if server.isRunning {
-                kill(server.processIdentifier, SIGKILL)
-                server.waitUntilExit()
-            }
-        }
+        let server = try ChildProcess(
+            "/usr/bin/setpriv",
+            [
+                "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c",
+                Self.recordingServer, socket, record,
+            ],
+            standardOutput: .inherit,
+            standardError: .inherit
+        )
+        defer { server.killGroup() }
         let deadline = ContinuousClock.now + .seconds(20)
         while Self.mode(socket) == nil && server.isRunning && ContinuousClock.now < deadline { usleep(20_000) }
         try #require(Self.mode(socket) != nil, "the fake server did not bind \(socket)")
@@ -183,7 +180,7 @@ struct FileSystemSafetyEndToEndTests {
         #expect(!result.stderr.contains(Self.secret))
 
         // The fake server writes what it received once the client has gone (or after 5 s of silence).
-        while server.isRunning && ContinuousClock.now < deadline + .seconds(10) { usleep(20_000) }
+        server.waitForExit(timeout: .seconds(30))
         let received = try String(contentsOfFile: record, encoding: .utf8)
         #expect(received == "0:", "the fake server received: \(received)")
     }

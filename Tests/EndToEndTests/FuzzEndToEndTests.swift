@@ -6,7 +6,7 @@ import VaultAPI
 /// Mutated and random requests against a live daemon: it always answers (or closes) cleanly, never with a 5xx,
 /// never goes down, and its audit chain stays intact. `make test` runs a short fixed-seed profile; `make fuzz` sets
 /// `CONNVAULT_FUZZ_ITERATIONS` (and optionally `CONNVAULT_FUZZ_SEED`) for a long run.
-@Suite("Fuzz end to end", .timeLimit(.minutes(20)))
+@Suite("Fuzz end to end", .offCooperativePool, .timeLimit(.minutes(20)))
 struct FuzzEndToEndTests {
     static var iterations: Int { Int(ProcessInfo.processInfo.environment["CONNVAULT_FUZZ_ITERATIONS"] ?? "") ?? 300 }
     static var seed: UInt64 { UInt64(ProcessInfo.processInfo.environment["CONNVAULT_FUZZ_SEED"] ?? "") ?? 0xC0FFEE }

@@ -8,13 +8,13 @@ import Glibc
 #endif
 
 /// Root reads the daemon's memory (`/proc/PID/mem`, allowed to root by CAP_SYS_PTRACE despite `PR_SET_DUMPABLE=0`)
-/// a second after secrets went through `add`, `edit` and `reset`: no copy of them may be left anywhere, raw or as
+/// once secrets have gone through `add`, `edit` and `reset` and every connection has closed: no copy of them may be left anywhere, raw or as
 /// the JSON text it arrived in. Secrets live in `sodium_malloc` memory while a request uses them, and that memory is
 /// zeroed when it is freed at the end of the request; the daemon decrypts only per request, so after these
 /// operations nothing legitimately holds a plaintext secret.
-@Suite("Daemon memory after secrets went through it", .timeLimit(.minutes(3)))
+@Suite("Daemon memory after secrets went through it", .offCooperativePool, .timeLimit(.minutes(3)))
 struct MemoryScanEndToEndTests {
-    @Test("no copy of a secret is left in the daemon's memory a second after add, edit and reset")
+    @Test("no copy of a secret is left in the daemon's memory once add, edit and reset are done")
     func noSecretInMemory() async throws {
         try #require(getuid() == 0, "reading another process's memory needs root")
         // Random per run, so that no copy in this test binary or on disk can be what the scan finds.
@@ -55,7 +55,9 @@ struct MemoryScanEndToEndTests {
         }
         #expect(patch.status == 200, "\(patch.raw)")
 
-        try await Task.sleep(for: .seconds(1))
+        // Every request has ended once the daemon has closed every connection (it then holds its two listening
+        // sockets only): the point after which nothing legitimately holds a secret. Waited for, with a bound.
+        try await Blocking.run { try Self.waitForIdle(pid: pid, timeout: .seconds(20)) }
         var patterns: [(String, [UInt8])] = []
         for (index, canary) in canaries.enumerated() {
             patterns.append(("canary \(index)", Array(canary.utf8)))
@@ -65,6 +67,33 @@ struct MemoryScanEndToEndTests {
         patterns.append(("escaped canary", Array(escaped.utf8)))
         let hits = try await Blocking.run { [patterns] in try MemoryScan.find(patterns, inProcess: pid) }
         #expect(hits.isEmpty, "found in the daemon's memory: \(hits.joined(separator: "; "))")
+    }
+
+    /// Waits until process `pid` holds no socket but its listening ones (those Linux marks as accepting in
+    /// `/proc/net/unix`).
+    static func waitForIdle(pid: Int32, timeout: Duration) throws {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let listening = Set(
+                try String(contentsOfFile: "/proc/net/unix", encoding: .utf8).split(separator: "\n").dropFirst()
+                    .compactMap { line -> String? in
+                        let fields = line.split(separator: " ")
+                        guard fields.count >= 7, let flags = Int(fields[3], radix: 16), flags & 0x10000 != 0 else {
+                            return nil
+                        }
+                        return "socket:[\(fields[6])]"
+                    }
+            )
+            let directory = "/proc/\(pid)/fd"
+            let sockets = try FileManager.default.contentsOfDirectory(atPath: directory).compactMap {
+                try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\($0)")
+            }.filter { $0.hasPrefix("socket:") }
+            if sockets.allSatisfy(listening.contains) { return }
+            guard ContinuousClock.now < deadline else {
+                throw TestSupportError("the daemon still holds connections after \(timeout): \(sockets)")
+            }
+            usleep(10_000)
+        }
     }
 }
 

@@ -7,7 +7,7 @@ import VaultAPI
 /// `/v1/connections/{id}/proxy/{path}` on the app socket against the Personio stand-in: the vault adds the
 /// credentials (an access token, or a recruiting key with its company id), keeps the caller under the API base, and
 /// answers its own failures as problem+json.
-@Suite("Proxy end to end", .timeLimit(.minutes(2)))
+@Suite("Proxy end to end", .offCooperativePool, .timeLimit(.minutes(2)))
 struct ProxyEndToEndTests {
     static let clientID = "fake-client-id-proxy"
     static let secret = "fake-secret-proxy-0001"

@@ -8,7 +8,7 @@ import VaultClient
 /// The examples of README.md's "Using tokens from programs", taken from the README itself and run against a live
 /// daemon and the Personio stand-in, so that the README cannot drift from what works. The one change made to them:
 /// `https://api.personio.de` becomes the stand-in's URL.
-@Suite("README examples end to end", .timeLimit(.minutes(2)))
+@Suite("README examples end to end", .offCooperativePool, .timeLimit(.minutes(2)))
 struct ReadmeExamplesEndToEndTests {
     static let clientID = "fake-client-id-readme"
     static let secret = "fake-secret-readme-0001"

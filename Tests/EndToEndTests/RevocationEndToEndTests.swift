@@ -13,7 +13,7 @@ import FoundationNetworking
 /// got still work at Personio's resource endpoint?
 // Serialized: each case starts a daemon two or three times; run side by side on a 2-core machine they would starve
 // the timing-sensitive suites that run at the same time.
-@Suite("Revocation end to end", .serialized, .timeLimit(.minutes(3)))
+@Suite("Revocation end to end", .offCooperativePool, .serialized, .timeLimit(.minutes(3)))
 struct RevocationEndToEndTests {
     static let clientID = "fake-client-id-acme"
     static let secret = "fake-secret-acme-0001"

@@ -5,7 +5,7 @@ import VaultAPI
 
 /// A canary secret put through every admin operation appears in no response, log line, audit row, metric, or byte
 /// of the database, WAL or SHM files.
-@Suite("Canary end to end", .timeLimit(.minutes(5)))
+@Suite("Canary end to end", .offCooperativePool, .timeLimit(.minutes(5)))
 struct SecretLeakEndToEndTests {
     @Test("canary secrets appear nowhere")
     func canary() throws {

@@ -6,7 +6,7 @@ import VaultAPI
 /// Rounds of edits interrupted by `kill -9`, each followed by a restart that must find every acknowledged change,
 /// every connection decryptable and the audit chain intact. `make test` runs 2 rounds; `make soak` sets
 /// `CONNVAULT_SOAK_ROUNDS`.
-@Suite("Soak end to end", .timeLimit(.minutes(60)))
+@Suite("Soak end to end", .offCooperativePool, .timeLimit(.minutes(60)))
 struct SoakEndToEndTests {
     static var rounds: Int { Int(ProcessInfo.processInfo.environment["CONNVAULT_SOAK_ROUNDS"] ?? "") ?? 2 }
 

@@ -8,7 +8,7 @@ import VaultAPI
 /// tokens, verify accepted and rejected, proxy answered and failing, a rejection by a careless upstream that echoes
 /// the credentials, resets — appear in no CLI output, no app or admin response, no line of the daemon's trace log,
 /// and no byte of the database, WAL or SHM files. The admin-only counterpart is `SecretLeakEndToEndTests`.
-@Suite("Token broker canary end to end", .timeLimit(.minutes(3)))
+@Suite("Token broker canary end to end", .offCooperativePool, .timeLimit(.minutes(3)))
 struct TokenEndToEndCanaryTests {
     static let clientSecret = "CANARY-broker-secret-6c1e94"
     static let resetSecret = "CANARY-broker-reset-0b7d23"

@@ -9,7 +9,7 @@ import VaultAPI
 ///
 /// The tests run as root; the app socket serves a connection only to the uids, groups and units its grants name,
 /// so every connection here grants uid 0 unless a test says otherwise.
-@Suite("Token broker end to end", .timeLimit(.minutes(2)))
+@Suite("Token broker end to end", .offCooperativePool, .timeLimit(.minutes(2)))
 struct TokenEndToEndTests {
     static let clientID = "fake-client-id-acme"
     static let secret = "fake-secret-acme-0001"

@@ -4,7 +4,7 @@ import Testing
 
 /// `make install` and `make uninstall` into a staging root (`DESTDIR`, `PREFIX`), with the built debug binaries; and
 /// `lintian` on the package `make deb` built.
-@Suite("make install, make uninstall, lintian", .serialized)
+@Suite("make install, make uninstall, lintian", .offCooperativePool, .serialized)
 struct InstallTests {
     static let installed = [
         "bin/connvaultd", "bin/connvaultctl",

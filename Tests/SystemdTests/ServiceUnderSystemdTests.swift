@@ -8,6 +8,7 @@ import Testing
 /// `CONNVAULT_REQUIRE_SYSTEMD=1` (CI) they run anyway and fail instead.
 @Suite(
     "The service under a real systemd",
+    .offCooperativePool,
     .serialized,
     .enabled(if: SystemdContainer.shouldRun, Comment(rawValue: SystemdContainer.unavailableReason ?? "")),
     .timeLimit(.minutes(10))

@@ -10,6 +10,7 @@ enum UnitFiles {
 /// The unit files as shipped, checked on the host with `systemd-analyze` (no container needed).
 @Suite(
     "systemd unit files",
+    .offCooperativePool,
     .enabled(if: UnitFiles.analyzeAvailable || SystemdContainer.required, "systemd-analyze is not installed")
 )
 struct UnitFileTests {

@@ -47,46 +47,25 @@ public enum Command {
         directory: String? = nil,
         timeout: Duration = .seconds(60)
     ) throws -> CommandResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        let input = Pipe()
-        process.standardInput = stdin == nil ? FileHandle.nullDevice : input
-        try process.run()
-        if let stdin {
-            input.fileHandleForWriting.write(Data(stdin.utf8))
-            try input.fileHandleForWriting.close()
+        let process = try ChildProcess(
+            executable,
+            arguments,
+            environment: ProcessInfo.processInfo.environment.merging(environment) { _, new in new },
+            directory: directory,
+            standardInput: stdin.map { .bytes(Array($0.utf8)) } ?? .null,
+            standardOutput: .capture,
+            standardError: .capture
+        )
+        let termination = process.waitForExit(timeout: timeout)
+        guard !termination.timedOut else {
+            throw TestSupportError(
+                "\(executable) \(arguments) did not finish within \(timeout)\nstderr: \(process.standardError(timeout: .seconds(1)))"
+            )
         }
-        // Read both pipes fully before waiting so a chatty child cannot block on a full pipe.
-        let group = DispatchGroup()
-        nonisolated(unsafe) var outData = Data()
-        nonisolated(unsafe) var errData = Data()
-        group.enter()
-        DispatchQueue.global().async {
-            outData = out.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
-        }
-        group.enter()
-        DispatchQueue.global().async {
-            errData = err.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
-        }
-        let seconds = Double(timeout.components.seconds)
-        if group.wait(timeout: .now() + seconds) == .timedOut {
-            process.terminate()
-            throw TestSupportError("\(executable) \(arguments) did not finish within \(seconds) s")
-        }
-        process.waitUntilExit()
         return CommandResult(
-            status: process.terminationStatus,
-            stdout: String(decoding: outData, as: UTF8.self),
-            stderr: String(decoding: errData, as: UTF8.self)
+            status: termination.status,
+            stdout: process.standardOutput(),
+            stderr: process.standardError()
         )
     }
 }

@@ -6,7 +6,7 @@ public final class DaemonProcess: @unchecked Sendable {
     public let directory: TemporaryDirectory
     public let arguments: [String]
     public let logPath: String
-    private var process: Process?
+    private var process: ChildProcess?
 
     /// The `--dev` layout: state, key and sockets in `<directory>/.connvault/`.
     public var stateDirectory: String { "\(self.directory.path)/.connvault" }
@@ -20,7 +20,7 @@ public final class DaemonProcess: @unchecked Sendable {
         ["CONNVAULT_ADMIN_SOCKET": self.adminSocket, "CONNVAULT_APP_SOCKET": self.appSocket]
     }
 
-    public var pid: Int32? { self.process?.processIdentifier }
+    public var pid: Int32? { self.process?.pid }
 
     /// - Parameters:
     ///   - directory: where it runs (its working directory, since `--dev` keeps state in `./.connvault`).
@@ -33,25 +33,19 @@ public final class DaemonProcess: @unchecked Sendable {
 
     /// Starts the daemon and waits until its admin socket answers `GET /v1/health`.
     public func start(timeout: Duration = .seconds(30)) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Binaries.daemon)
-        process.arguments = self.arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: self.directory.path)
-        if !FileManager.default.fileExists(atPath: self.logPath) {
-            _ = FileManager.default.createFile(atPath: self.logPath, contents: nil)
-        }
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: self.logPath))
-        try log.seekToEnd()
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        let process = try ChildProcess(
+            Binaries.daemon,
+            self.arguments,
+            directory: self.directory.path,
+            standardOutput: .file(self.logPath),
+            standardError: .standardOutput
+        )
         self.process = process
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             guard process.isRunning else {
                 throw TestSupportError(
-                    "connvaultd exited with \(process.terminationStatus) during start-up:\n\(self.log())"
+                    "connvaultd ended (\(process.termination.map { "\($0)" } ?? "?")) during start-up:\n\(self.log())"
                 )
             }
             if let response = try? RawHTTP.request(
@@ -71,15 +65,10 @@ public final class DaemonProcess: @unchecked Sendable {
     @discardableResult
     public func stop(signal: Int32 = SIGTERM, timeout: Duration = .seconds(20)) -> Int32 {
         guard let process = self.process else { return 0 }
-        kill(process.processIdentifier, signal)
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning && ContinuousClock.now < deadline { usleep(10_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        process.signal(signal)
+        let termination = process.waitForExit(timeout: timeout)
         self.process = nil
-        return process.terminationStatus
+        return termination.status
     }
 
     public var isRunning: Bool { self.process?.isRunning ?? false }
@@ -105,9 +94,7 @@ public final class DaemonProcess: @unchecked Sendable {
     }
 
     deinit {
-        if let process, process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        self.process?.killGroup()
+        _ = self.process?.waitForExit(timeout: .seconds(10))
     }
 }

@@ -1,3 +1,4 @@
+import CTestSupport
 import Foundation
 import Synchronization
 
@@ -67,7 +68,7 @@ public final class EchoUpstream: Sendable {
         while !self.stopping.load(ordering: .acquiring) {
             var poller = pollfd(fd: self.listener, events: Int16(POLLIN), revents: 0)
             guard poll(&poller, 1, 50) > 0 else { continue }
-            let client = accept(self.listener, nil, nil)
+            let client = cts_accept_cloexec(self.listener)
             guard client >= 0 else { continue }
             // Only this thread uses the descriptor, and it is closed before the next accept; no child inherits it
             // in between unless a test spawns one in that instant, hence close-on-exec all the same.

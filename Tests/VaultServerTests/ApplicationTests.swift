@@ -8,7 +8,7 @@ import VaultCore
 @testable import VaultServer
 
 /// The application in this process, on real Unix sockets, spoken to over HTTP like a client would.
-@Suite("Application on real sockets", .timeLimit(.minutes(3)))
+@Suite("Application on real sockets", .offCooperativePool, .timeLimit(.minutes(3)))
 struct ApplicationTests {
     static let canary = "CANARY-7f3a-live-secret"
 

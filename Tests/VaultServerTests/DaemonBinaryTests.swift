@@ -5,6 +5,7 @@ import Testing
 /// The built `connvaultd`, started as a user would: its flags, its start-up errors and its quick start.
 @Suite(
     "connvaultd binary",
+    .offCooperativePool,
     .timeLimit(.minutes(3)),
     .enabled(if: FileManager.default.isExecutableFile(atPath: Binaries.daemon))
 )

@@ -10,7 +10,11 @@ import Glibc
 
 /// The directories the daemon trusts (issue 8, item 5) and socket files made without a race (item 4), in process.
 /// Changing owners needs root (CI runs as root).
-@Suite("Directories and socket files the daemon trusts", .enabled(if: getuid() == 0, "needs root for chown"))
+@Suite(
+    "Directories and socket files the daemon trusts",
+    .offCooperativePool,
+    .enabled(if: getuid() == 0, "needs root for chown")
+)
 struct FileSystemSafetyTests {
     /// A fresh private directory under /tmp, removed after `body`.
     static func withDirectory(_ body: (String) throws -> Void) throws {

@@ -25,7 +25,7 @@ final class SystemdContainer: @unchecked Sendable {
     }
 
     let directory: TemporaryDirectory
-    private let process: Process
+    private let process: ChildProcess
     /// The container's init (systemd) as the host numbers it.
     let leader: Int32
     /// How long boot took, from starting `systemd-nspawn` to `systemctl is-system-running --wait` returning.
@@ -35,7 +35,7 @@ final class SystemdContainer: @unchecked Sendable {
         (try? String(contentsOfFile: self.directory.file("console.log"), encoding: .utf8)) ?? ""
     }
 
-    private init(directory: TemporaryDirectory, process: Process, leader: Int32) {
+    private init(directory: TemporaryDirectory, process: ChildProcess, leader: Int32) {
         self.directory = directory
         self.process = process
         self.leader = leader
@@ -83,28 +83,25 @@ final class SystemdContainer: @unchecked Sendable {
     static func boot(binds: [Bind], timeout: Duration = .seconds(90)) async throws -> SystemdContainer {
         if let reason = Self.unavailableReason { throw TestSupportError("cannot boot a systemd container: \(reason)") }
         let directory = try TemporaryDirectory(prefix: "cvsd")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-nspawn")
-        process.arguments =
+        var arguments =
             ["-D", "/", "--volatile=yes", "--overlay=/usr::/usr", "--register=no", "--keep-unit", "--quiet"]
             + binds.map { "--bind-ro=\($0.host):\($0.container)" }
             + ["-b", "systemd.firstboot=off"]
-        process.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_LOG_LEVEL": "warning"]
         // A machine id from the start: systemd then skips its first-boot setup, which would enable every unit the
         // host's /usr ships presets for (database servers and the like, sharing the host's network).
         var id = ""
         for _ in 0..<32 { id.append("0123456789abcdef".randomElement()!) }
         try "\(id)\n".write(toFile: directory.file("machine-id"), atomically: true, encoding: .utf8)
-        process.arguments!.insert("--bind-ro=\(directory.file("machine-id")):/etc/machine-id", at: 0)
+        arguments.insert("--bind-ro=\(directory.file("machine-id")):/etc/machine-id", at: 0)
         let console = directory.file("console.log")
-        _ = FileManager.default.createFile(atPath: console, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: console))
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
         let started = ContinuousClock.now
-        try process.run()
-        try? log.close()
+        let process = try ChildProcess(
+            "/usr/bin/systemd-nspawn",
+            arguments,
+            environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_LOG_LEVEL": "warning"],
+            standardOutput: .file(console),
+            standardError: .standardOutput
+        )
 
         do {
             let leader = try await Self.waitForLeader(of: process, timeout: .seconds(30))
@@ -126,7 +123,7 @@ final class SystemdContainer: @unchecked Sendable {
             return container
         } catch {
             let console = (try? String(contentsOfFile: console, encoding: .utf8)) ?? ""
-            Self.stop(process)
+            await Self.stop(process)
             directory.remove()
             throw TestSupportError("the systemd container did not boot: \(error)\nconsole:\n\(console.suffix(4_000))")
         }
@@ -135,33 +132,25 @@ final class SystemdContainer: @unchecked Sendable {
     /// Powers the container off and waits for it to end; kills it when it does not within 30 s.
     func shutdown() async {
         _ = try? await self.run(["systemctl", "poweroff", "--no-block"], timeout: .seconds(10))
-        let deadline = ContinuousClock.now + .seconds(30)
-        while self.process.isRunning && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        Self.stop(self.process)
+        _ = await self.process.exited(within: .seconds(30))
+        await Self.stop(self.process)
         self.directory.remove()
     }
 
     /// Ends `process` (systemd-nspawn) for good: SIGTERM asks it to stop its container, SIGKILL follows.
-    private static func stop(_ process: Process) {
+    private static func stop(_ process: ChildProcess) async {
         guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGTERM)
-        let deadline = Date.now.addingTimeInterval(10)
-        while process.isRunning && Date.now < deadline { usleep(50_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-        }
-        process.waitUntilExit()
+        process.signal(SIGTERM)
+        await process.exit(timeout: .seconds(10))
     }
 
     /// The container's init: systemd-nspawn's child.
-    private static func waitForLeader(of process: Process, timeout: Duration) async throws -> Int32 {
+    private static func waitForLeader(of process: ChildProcess, timeout: Duration) async throws -> Int32 {
         let deadline = ContinuousClock.now + timeout
-        let pid = process.processIdentifier
+        let pid = process.pid
         while ContinuousClock.now < deadline {
             guard process.isRunning else {
-                throw TestSupportError("systemd-nspawn exited with \(process.terminationStatus)")
+                throw TestSupportError("systemd-nspawn ended: \(process.termination.map { "\($0)" } ?? "?")")
             }
             if let children = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8),
                 let first = children.split(separator: " ").first, let leader = Int32(first)

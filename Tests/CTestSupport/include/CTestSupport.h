@@ -1,0 +1,21 @@
+#ifndef CTESTSUPPORT_H
+#define CTESTSUPPORT_H
+
+#include <spawn.h>
+
+/// posix_spawn_file_actions_addchdir_np: the child's working directory (glibc declares it only with _GNU_SOURCE).
+int cts_spawn_file_actions_addchdir(posix_spawn_file_actions_t *actions, const char *path);
+
+/// posix_spawn_file_actions_addclosefrom_np: closes every descriptor >= from in the child, so it holds nothing
+/// but what the file actions before it put in place, whatever another thread opened without O_CLOEXEC.
+int cts_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, int from);
+
+/// pipe2(fds, O_CLOEXEC): both ends close-on-exec from the start, so no child spawned by another thread in between
+/// inherits them (glibc declares pipe2 only with _GNU_SOURCE).
+int cts_pipe_cloexec(int fds[2]);
+
+/// accept4(fd, NULL, NULL, SOCK_CLOEXEC): the accepted socket is close-on-exec from the start (glibc declares
+/// accept4 only with _GNU_SOURCE).
+int cts_accept_cloexec(int fd);
+
+#endif
