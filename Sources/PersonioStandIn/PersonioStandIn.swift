@@ -14,7 +14,10 @@ import Synchronization
 /// limit can be injected; every call is counted and recorded.
 ///
 /// Use only fake credentials with it ("fake-client-id-1"). Call ``shutdown()`` when done, or use
-/// ``withStandIn(threads:_:)``.
+/// ``withStandIn(group:_:)``.
+///
+/// Every stand-in of a process serves on one event loop group, `MultiThreadedEventLoopGroup.singleton` unless
+/// given another: a test run starts hundreds of them, and a group each left hundreds of idle threads behind.
 public final class PersonioStandIn: Sendable {
     /// Scopes a client gets when registered without a list.
     public static let defaultScopes = [
@@ -27,13 +30,13 @@ public final class PersonioStandIn: Sendable {
     public let port: Int
 
     private let core: StandInCore
-    private let group: MultiThreadedEventLoopGroup
     private let channel: any Channel
+    private let connections: StandInConnections
     private let isShutDown = Mutex(false)
 
-    private init(core: StandInCore, group: MultiThreadedEventLoopGroup, channel: any Channel, port: Int) {
+    private init(core: StandInCore, channel: any Channel, connections: StandInConnections, port: Int) {
         self.core = core
-        self.group = group
+        self.connections = connections
         self.channel = channel
         self.port = port
         self.baseURL = "http://127.0.0.1:\(port)"
@@ -41,50 +44,59 @@ public final class PersonioStandIn: Sendable {
 
     // MARK: - Lifecycle
 
-    /// Starts a stand-in on 127.0.0.1 and a port the system picks, on event loops of its own.
+    /// Starts a stand-in on 127.0.0.1 and a port the system picks.
     ///
-    /// - Parameter threads: Event loop threads (more only for benchmarks).
+    /// - Parameter group: The event loops it serves on; the caller keeps them (``shutdown()`` does not shut
+    ///   them down).
     /// - Returns: The running stand-in.
     /// - Throws: When the socket cannot be bound.
-    public static func start(threads: Int = 1) async throws -> PersonioStandIn {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+    public static func start(
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> PersonioStandIn {
         let core = StandInCore()
-        do {
-            let channel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 256)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                        try channel.pipeline.syncOperations.addHandler(StandInHTTPHandler(core: core))
-                    }
+        let connections = StandInConnections()
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    connections.add(channel)
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(StandInHTTPHandler(core: core))
                 }
-                .bind(host: "127.0.0.1", port: 0)
-                .get()
-            guard let port = channel.localAddress?.port else {
-                try? await channel.close()
-                throw StandInError(.bind, "the stand-in's socket has no local port")
             }
-            return PersonioStandIn(core: core, group: group, channel: channel, port: port)
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        guard let port = channel.localAddress?.port else {
+            try? await channel.close()
+            throw StandInError(.bind, "the stand-in's socket has no local port")
         }
+        return PersonioStandIn(core: core, channel: channel, connections: connections, port: port)
+    }
+
+    /// Starts a stand-in on the shared group (see ``start(group:)``).
+    ///
+    /// - Parameter threads: Ignored: kept for callers written when each stand-in had a group of its own. The
+    ///   shared group has one thread per core.
+    /// - Returns: The running stand-in.
+    /// - Throws: When the socket cannot be bound.
+    public static func start(threads: Int) async throws -> PersonioStandIn {
+        try await Self.start()
     }
 
     /// Runs `body` with a fresh stand-in and shuts it down afterwards, whether `body` returns or throws.
     ///
     /// - Parameters:
-    ///   - threads: Event loop threads.
+    ///   - group: The event loops it serves on (see ``start(group:)``).
     ///   - body: What to do with the stand-in.
     /// - Returns: What `body` returns.
     /// - Throws: What `body` or starting throws.
     public static func withStandIn<Result>(
-        threads: Int = 1,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         _ body: (PersonioStandIn) async throws -> Result
     ) async throws -> Result {
-        let standIn = try await PersonioStandIn.start(threads: threads)
+        let standIn = try await PersonioStandIn.start(group: group)
         let result: Result
         do {
             result = try await body(standIn)
@@ -96,10 +108,10 @@ public final class PersonioStandIn: Sendable {
         return result
     }
 
-    /// Stops listening and closes every connection, including requests held open by ``Failure/hang``.
-    /// Calling it again does nothing.
+    /// Stops listening and closes every connection, including requests held open by ``Failure/hang``; the event
+    /// loops stay (they are shared). Calling it again does nothing.
     ///
-    /// - Throws: When the event loops fail to shut down.
+    /// - Throws: Nothing today; kept throwing for callers.
     public func shutdown() async throws {
         let alreadyDown = self.isShutDown.withLock { isShutDown in
             defer { isShutDown = true }
@@ -107,7 +119,7 @@ public final class PersonioStandIn: Sendable {
         }
         guard !alreadyDown else { return }
         try? await self.channel.close()
-        try await self.group.shutdownGracefully()
+        await self.connections.closeAll()
     }
 
     // MARK: - Clients and credentials
@@ -246,7 +258,16 @@ public final class PersonioStandIn: Sendable {
     /// - Parameter token: An access token.
     /// - Returns: `true` if it was issued here, is not revoked and has not expired.
     public func isValid(token: String) -> Bool {
-        self.core.withState { $0.isValid(token, now: .now) }
+        self.core.withState { $0.isValid(token, now: $0.now) }
+    }
+
+    /// Moves the stand-in's clock forward: tokens expire and rate-limit windows slide as if `duration` had passed,
+    /// so a test of expiry or of a window does not wait it out. Injected latency still takes real time.
+    ///
+    /// - Parameter duration: How far (not negative).
+    public func advanceClock(by duration: Duration) {
+        precondition(duration >= .zero, "the stand-in's clock only moves forward")
+        self.core.withState { $0.clockOffset += duration }
     }
 
     /// The most recent request, to `endpoint` if given.

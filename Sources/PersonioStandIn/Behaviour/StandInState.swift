@@ -54,6 +54,11 @@ struct StandInState {
     /// `api|client id|scopes` → the token currently handed out for it.
     var currentTokens: [String: String] = [:]
     var recorded: [PersonioStandIn.RecordedRequest] = []
+    /// How far ``PersonioStandIn/advanceClock(by:)`` has moved the stand-in's clock past the real one.
+    var clockOffset: Duration = .zero
+
+    /// The stand-in's time: token expiry and rate-limit windows are measured in it.
+    var now: ContinuousClock.Instant { .now + self.clockOffset }
 
     // MARK: - Configuration
 

@@ -6,7 +6,7 @@ final class StandInCore: Sendable {
     private let state = Mutex(StandInState())
 
     func handle(_ request: StandInRequest) -> (StandInReply, Duration) {
-        self.state.withLock { $0.handle(request, now: .now) }
+        self.state.withLock { $0.handle(request, now: $0.now) }
     }
 
     func withState<R: Sendable>(_ body: (inout StandInState) -> R) -> R {
