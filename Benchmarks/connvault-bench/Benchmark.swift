@@ -1,4 +1,6 @@
+import CVaultShims
 import Glibc
+import TestSupport
 
 /// The whole run: the three servers under the same load generator and the same body size, the vault's cold paths,
 /// and the summary against the targets.
@@ -16,8 +18,9 @@ final class Benchmark {
         let fileLimit = Self.prepareProcess()
         let unpinned = try CPUSet.ofCurrentProcess()
         let pinned = CPUSet(cpus: [self.configuration.pinCPU ?? unpinned.cpus.last ?? 0])
-        let directory = try TemporaryDirectory()
+        let directory = try TemporaryDirectory(prefix: "cv-bench")
         defer { directory.remove() }
+        ServerProcess.endChildrenOnInterrupt(removing: directory)
 
         self.report.say("connvault-bench \(BenchReport.timestamp())")
         self.report.say("machine: \(MachineInfo.current().description)")
@@ -78,7 +81,7 @@ final class Benchmark {
             candidates: self.configuration.nginxPath.map { [$0] } ?? ["/usr/sbin/nginx"]
         )
         if let nginx {
-            self.report.say("nginx: \(NginxServer.version(executable: nginx, directory: directory)), one process")
+            self.report.say("nginx: \(NginxServer.version(executable: nginx)), one process")
         }
         self.report.say()
 
@@ -295,14 +298,9 @@ final class Benchmark {
     /// - Returns: the soft open-file limit now in force.
     private static func prepareProcess() -> Int {
         signal(SIGPIPE, SIG_IGN)
-        var limit = rlimit()
-        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-        getrlimit(resource, &limit)
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max
-            setrlimit(resource, &limit)
-            getrlimit(resource, &limit)
-        }
-        return Int(clamping: limit.rlim_cur)
+        var soft: Int64 = 0
+        var hard: Int64 = 0
+        _ = cv_raise_nofile_limit(&soft, &hard)
+        return Int(clamping: soft)
     }
 }

@@ -39,10 +39,6 @@ enum FileSystem {
         }
     }
 
-    static func exists(_ path: String) -> Bool {
-        access(path, F_OK) == 0
-    }
-
     static func isExecutable(_ path: String) -> Bool {
         access(path, X_OK) == 0
     }
@@ -70,19 +66,5 @@ enum FileSystem {
             if name != "." && name != ".." { names.append(name) }
         }
         return names
-    }
-
-    /// Removes a file or a directory tree; symbolic links are removed, never followed.
-    static func removeTree(_ path: String) {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return }
-        if info.st_mode & S_IFMT == S_IFDIR {
-            for name in (try? self.listDirectory(path)) ?? [] {
-                self.removeTree("\(path)/\(name)")
-            }
-            rmdir(path)
-        } else {
-            unlink(path)
-        }
     }
 }

@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import TestSupport
 
 /// A closed-loop HTTP/1.1 load generator over a Unix socket.
 ///

@@ -1,4 +1,5 @@
 import Glibc
+import TestSupport
 
 /// `bench-nio-server`: a bare SwiftNIO HTTP/1.1 server with a fixed body, built from this package. The vault's app
 /// socket runs on the same NIO pipeline, so the gap between the two is what the vault's own work costs.
@@ -6,7 +7,7 @@ final class NIOBenchServer: ServerUnderTest {
     let name = "bare NIO"
     let socketPath: String
     let requestPath: String
-    private let process: ChildProcess
+    private let process: ServerProcess
 
     var pid: pid_t { self.process.pid }
 
@@ -21,13 +22,13 @@ final class NIOBenchServer: ServerUnderTest {
         }
         self.socketPath = directory.file("nio.sock")
         self.requestPath = requestPath
-        self.process = try ChildProcess(
+        self.process = try ServerProcess(
             executable: executable,
             arguments: ["--socket", self.socketPath, "--body", body],
             logPath: directory.file("bench-nio-server.log")
         )
         do {
-            try BlockingHTTPConnection.waitUntilAccepting(socketPath: self.socketPath, process: self.process)
+            try self.process.waitUntilAccepting(self.socketPath)
         } catch {
             self.stop()
             throw error

@@ -1,4 +1,5 @@
 import Glibc
+import TestSupport
 
 /// nginx from the distribution's packages, answering every request with a fixed body on a Unix socket: the
 /// reference for what a mature C server costs per request on this machine.
@@ -10,7 +11,7 @@ final class NginxServer: ServerUnderTest {
     let name = "nginx"
     let socketPath: String
     let requestPath: String
-    private let process: ChildProcess
+    private let process: ServerProcess
 
     var pid: pid_t { self.process.pid }
 
@@ -28,14 +29,14 @@ final class NginxServer: ServerUnderTest {
         self.requestPath = requestPath
         let configuration = "\(root)/nginx.conf"
         try FileSystem.write(Self.configuration(root: root, socketPath: self.socketPath, body: body), to: configuration)
-        self.process = try ChildProcess(
+        self.process = try ServerProcess(
             executable: executable,
             // -e: the error log before the configuration is read; the compiled-in default may not be writable.
             arguments: ["-p", root, "-c", configuration, "-e", "\(root)/error.log"],
             logPath: "\(root)/stdout.log"
         )
         do {
-            try BlockingHTTPConnection.waitUntilAccepting(socketPath: self.socketPath, process: self.process)
+            try self.process.waitUntilAccepting(self.socketPath)
         } catch {
             self.stop()
             throw BenchError("\(error)\n\((try? FileSystem.readText("\(root)/error.log")) ?? "")")
@@ -50,12 +51,8 @@ final class NginxServer: ServerUnderTest {
     }
 
     /// What `nginx -v` says, e.g. `nginx/1.22.1`.
-    static func version(executable: String, directory: TemporaryDirectory) -> String {
-        let output = try? ChildProcess.run(
-            executable: executable,
-            arguments: ["-v"],
-            logPath: directory.file("nginx-version.log")
-        ).output
+    static func version(executable: String) -> String {
+        let output = try? ServerProcess.run(executable: executable, arguments: ["-v"]).output
         let line = output?.split(separator: "\n").first.map(String.init) ?? "unknown version"
         return line.hasPrefix("nginx version: ") ? String(line.dropFirst("nginx version: ".count)) : line
     }

@@ -1,5 +1,6 @@
 import Glibc
 import PersonioStandIn
+import TestSupport
 
 /// The vault's side of the run: the Personio stand-in as its upstream, the daemon with a warm connection for the
 /// load generator, and the cold paths (first token of a connection, many simultaneous first callers).

@@ -1,4 +1,5 @@
 import Glibc
+import TestSupport
 
 /// `connvaultd --dev` from the release build, in a directory of its own, driven with `connvaultctl` as an admin
 /// would; the load generator measures its app socket's cached token route.
@@ -7,7 +8,7 @@ final class VaultDaemon: ServerUnderTest {
     let directory: String
     let requestPath: String
     private let binDirectory: String
-    private let process: ChildProcess
+    private let process: ServerProcess
 
     var pid: pid_t { self.process.pid }
     /// `--dev` keeps state and sockets in `./.connvault/` of its working directory.
@@ -35,15 +36,15 @@ final class VaultDaemon: ServerUnderTest {
         self.directory = directory.file("vault")
         self.requestPath = Self.tokenPath(connection: connection)
         try FileSystem.makeDirectories(self.directory)
-        self.process = try ChildProcess(
+        self.process = try ServerProcess(
             executable: "\(binDirectory)/connvaultd",
             arguments: ["--dev", "--log-level", "warning"],
-            workingDirectory: self.directory,
+            directory: self.directory,
             logPath: "\(self.directory)/connvaultd.log"
         )
         do {
-            try BlockingHTTPConnection.waitUntilAccepting(socketPath: self.adminSocketPath, process: self.process)
-            try BlockingHTTPConnection.waitUntilAccepting(socketPath: self.socketPath, process: self.process)
+            try self.process.waitUntilAccepting(self.adminSocketPath)
+            try self.process.waitUntilAccepting(self.socketPath)
         } catch {
             self.stop()
             throw error
@@ -65,11 +66,10 @@ final class VaultDaemon: ServerUnderTest {
     /// Runs `connvaultctl` against this daemon's admin socket.
     @discardableResult
     func control(_ arguments: [String], input: String? = nil) throws -> String {
-        let (status, output) = try ChildProcess.run(
+        let (status, output) = try ServerProcess.run(
             executable: "\(self.binDirectory)/connvaultctl",
             arguments: arguments,
             environment: ["CONNVAULT_ADMIN_SOCKET": self.adminSocketPath, "CONNVAULT_APP_SOCKET": self.socketPath],
-            logPath: "\(self.directory)/connvaultctl.log",
             input: input
         )
         guard status == 0 else {
