@@ -58,17 +58,6 @@ struct DescriptorLeakEndToEndTests {
         return table
     }
 
-    /// Unix sockets by inode (`socket:[inode]`) → the path they are bound to (empty when none: a socket pair).
-    static func unixSocketPaths() throws -> [String: String] {
-        var paths: [String: String] = [:]
-        for line in try String(contentsOfFile: "/proc/net/unix", encoding: .utf8).split(separator: "\n").dropFirst() {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count >= 7 else { continue }
-            paths["socket:[\(fields[6])]"] = fields.count > 7 ? String(fields[7]) : ""
-        }
-        return paths
-    }
-
     /// Pipes and sockets of this test process: any of them in a child is a leak.
     static func ownPipesAndSockets() throws -> Set<String> {
         Set(try Self.descriptors(of: getpid()).values.filter { $0.hasPrefix("pipe:") || $0.hasPrefix("socket:") })
@@ -118,9 +107,9 @@ struct DescriptorLeakEndToEndTests {
         // What the daemon opens itself: no pipe at all, and sockets bound to a path (its two listeners and the
         // connections accepted on them). A socket pair end (Foundation's Process hands one to its children) or a
         // pipe came from elsewhere.
-        let paths = try Self.unixSocketPaths()
+        let sockets = try ProcFiles.unixSockets()
         let foreign = table.filter { _, target in
-            target.hasPrefix("pipe:") || (target.hasPrefix("socket:") && (paths[target] ?? "").isEmpty)
+            target.hasPrefix("pipe:") || (target.hasPrefix("socket:") && (sockets[target]?.path ?? "").isEmpty)
         }
         #expect(foreign.isEmpty, "descriptors the daemon did not open: \(foreign.sorted { $0.key < $1.key })")
         for fd in careless.pipe + careless.sockets {

@@ -74,16 +74,7 @@ struct MemoryScanEndToEndTests {
     static func waitForIdle(pid: Int32, timeout: Duration) throws {
         let deadline = ContinuousClock.now + timeout
         while true {
-            let listening = Set(
-                try String(contentsOfFile: "/proc/net/unix", encoding: .utf8).split(separator: "\n").dropFirst()
-                    .compactMap { line -> String? in
-                        let fields = line.split(separator: " ")
-                        guard fields.count >= 7, let flags = Int(fields[3], radix: 16), flags & 0x10000 != 0 else {
-                            return nil
-                        }
-                        return "socket:[\(fields[6])]"
-                    }
-            )
+            let listening = Set(try ProcFiles.unixSockets().filter { $0.value.isListening }.keys)
             let directory = "/proc/\(pid)/fd"
             let sockets = try FileManager.default.contentsOfDirectory(atPath: directory).compactMap {
                 try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\($0)")

@@ -161,9 +161,14 @@ struct SystemIntegrationTests {
         defer { process.killGroup() }
         // systemd-socket-activate starts the daemon at the first connection.
         var health: RawHTTP.Response?
-        for _ in 0..<100 where health?.status != 200 {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while health?.status != 200 && ContinuousClock.now < deadline {
             health = try? await Blocking.run {
-                try RawHTTP.request(socket: adminSocket, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                try RawHTTP.request(
+                    socket: adminSocket,
+                    "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n",
+                    timeout: .seconds(5)
+                )
             }
             if health?.status != 200 { try await Task.sleep(for: .milliseconds(100)) }
         }
