@@ -66,13 +66,13 @@ let package = Package(
         ),
         .target(
             name: "TokenBroker",
-            dependencies: ["VaultCore", "VaultAPI", "VaultCrypto", "PersonioClient", logging, nioCore],
+            dependencies: ["VaultCore", "VaultAPI", "VaultCrypto", "PersonioClient", "CVaultShims", logging, nioCore],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "PersonioClient",
             dependencies: [
-                "VaultCrypto", nioCore, nioHTTP1, logging,
+                "VaultCrypto", "CVaultShims", nioCore, nioHTTP1, logging,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
@@ -144,14 +144,22 @@ let package = Package(
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "VaultCryptoTests",
+            dependencies: ["VaultCrypto", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "VaultStoreTests",
             dependencies: ["VaultStore", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         /// The C helpers of CVaultShims on real sockets and the real group database.
-        .testTarget(name: "CVaultShimsTests", dependencies: ["CVaultShims", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CVaultShimsTests",
+            dependencies: ["CVaultShims", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
         /// A vault on a real SQLite file and key file, shared by the domain and broker tests.
         .target(
             name: "VaultTestSupport",

@@ -1,16 +1,10 @@
-#if canImport(Glibc)
-import VaultCore
-import Glibc
-#endif
+import CVaultShims
 
-/// Resolves group names to gids with `getgrnam_r` (thread-safe), for grants that name groups.
+/// Resolves group names to gids for grants that name groups, through `cv_group_gid` (`getgrnam_r`, its buffer grown
+/// on ERANGE, so a group with many members is found, not dropped).
 enum GroupDirectory {
     static func gid(named name: String) -> UInt32? {
-        var group = group()
-        var result: UnsafeMutablePointer<group>?
-        var buffer = [CChar](repeating: 0, count: 16 * 1024)
-        let status = getgrnam_r(name, &group, &buffer, buffer.count, &result)
-        guard status == 0, let result else { return nil }
-        return result.pointee.gr_gid
+        var gid: UInt32 = 0
+        return cv_group_gid(name, &gid) == 0 ? gid : nil
     }
 }

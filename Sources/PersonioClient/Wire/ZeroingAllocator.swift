@@ -1,3 +1,4 @@
+import CVaultShims
 @_spi(CustomByteBufferAllocator) import NIOCore
 import Synchronization
 
@@ -61,12 +62,9 @@ package enum ZeroingAllocator {
         _ = Self.liveBlocks.withLock { $0.remove(UInt(bitPattern: pointer)) }
     }
 
-    /// Zeroes `count` bytes in a way the optimiser cannot drop as a dead store before `free`.
+    /// Zeroes `count` bytes in a way the optimiser cannot drop as a dead store before `free` (`cv_zero`:
+    /// `explicit_bzero`).
     private static func wipe(_ pointer: UnsafeMutableRawPointer, _ count: Int) {
-        #if canImport(Darwin)
-        _ = memset_s(pointer, count, 0, count)
-        #else
-        explicit_bzero(pointer, count)
-        #endif
+        cv_zero(pointer, count)
     }
 }
