@@ -66,7 +66,10 @@ let package = Package(
         ),
         .target(
             name: "TokenBroker",
-            dependencies: ["VaultCore", "VaultAPI", "VaultCrypto", "PersonioClient", "CVaultShims", logging, nioCore],
+            dependencies: [
+                "VaultCore", "VaultAPI", "VaultCrypto", "PersonioClient", "VaultMetrics", "CVaultShims", logging,
+                nioCore,
+            ],
             swiftSettings: swiftSettings
         ),
         .target(

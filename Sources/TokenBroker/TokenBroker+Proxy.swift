@@ -4,7 +4,7 @@ import PersonioClient
 import Synchronization
 import VaultAPI
 import VaultCore
-import VaultStore
+import VaultMetrics
 
 /// Where and with which credential the proxy route sends a connection's requests. Holds a live credential (an
 /// access token, or the decrypted recruiting key): use it for one request and drop it.
@@ -181,12 +181,14 @@ extension TokenBroker {
                 onCredentialEcho: onEcho
             )
         } catch {
+            self.metrics.proxied(status: nil)
             self.logger.debug(
                 "proxied request failed",
                 metadata: ["connection.id": "\(id)", "error.code": "\(error.code)"]
             )
             throw Self.vaultError(error, connection: id)
         }
+        self.metrics.proxied(status: response.status)
         self.logger.debug(
             "proxied request answered",
             metadata: ["connection.id": "\(id)", "http.status": "\(response.status)"]
@@ -260,12 +262,9 @@ extension TokenBroker {
 
     /// Forgets `token` if it is still the cached one and old enough (see `proxy(_:request:for:timeout:)`).
     func dropRejectedToken(_ id: String, token: String) {
-        let now = ContinuousClock.now
-        let dropped = self.entries.withLock { entries -> Bool in
-            guard let entry = entries[id], let cached = entry.state.token, cached.accessToken == token,
-                now - cached.obtainedAt >= self.policy(entry.snapshot.provider).minimumRefetchInterval
-            else { return false }
-            entry.state.token = nil
+        let now = self.clock.now
+        let dropped = self.withEntries { entries, _ -> Bool in
+            guard let entry = entries[id], entry.state.tokenRejected(accessToken: token, now: now) else { return false }
             entry.prepared = nil
             return true
         }
@@ -287,11 +286,10 @@ extension TokenBroker {
     static func vaultError(_ error: PersonioAuthError, connection id: String) -> VaultError {
         switch error.code {
         case .unavailable:
-            let seconds = error.retryAfter.map { Int($0.components.seconds) + ($0.components.attoseconds > 0 ? 1 : 0) }
             return VaultError(
                 .upstreamUnavailable,
                 "Personio is unavailable for '\(id)': \(error.message)",
-                retryAfter: max(1, seconds ?? 1)
+                retryAfter: error.retryAfter?.retryAfterSeconds ?? 1
             )
         default:
             return VaultError(

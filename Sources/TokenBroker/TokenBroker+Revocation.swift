@@ -3,6 +3,7 @@ import PersonioClient
 import Synchronization
 import VaultAPI
 import VaultCore
+import VaultMetrics
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -38,17 +39,35 @@ extension TokenBroker {
     /// What may be done with a token just obtained.
     enum RecordOutcome {
         case serve
-        /// Not to be served, for this reason.
+        /// Not to be served: the vault could not record it (counts for the back-off).
         case refuse(VaultError)
+        /// Not to be served: the connection changed during the call (no back-off; the caller asks again).
+        case withdrawn(VaultError)
         /// Personio handed back a token of the connection's previous state that still waits for revocation.
         case revokeFirst(VaultError)
 
         var refusal: VaultError? {
             switch self {
             case .serve: nil
-            case .refuse(let error), .revokeFirst(let error): error
+            case .refuse(let error), .withdrawn(let error), .revokeFirst(let error): error
             }
         }
+
+        /// Whether a token call that ends so backs off.
+        var backsOff: Bool {
+            switch self {
+            case .serve, .withdrawn: false
+            case .refuse, .revokeFirst: true
+            }
+        }
+    }
+
+    /// A token obtained from Personio and recorded (or why not to serve it).
+    struct Obtained {
+        var issued: IssuedToken
+        /// The broker's clock just before the exchange that issued it was sent.
+        var startedAt: ContinuousClock.Instant
+        var outcome: RecordOutcome
     }
 
     /// Exchanges the credentials with Personio and records the token before anyone is handed it.
@@ -56,25 +75,29 @@ extension TokenBroker {
     /// When Personio hands back a token of the connection's previous state that still waits for revocation (a reset
     /// to credentials Personio did not change, moments after the change), the due revocations are made now and the
     /// exchange is repeated once: after the revocation Personio issues a new token.
-    /// - Returns: The token, and why it must not be served (nil: serve it).
+    /// The first exchange must already be counted toward the connection's call limit (a token call of the state
+    /// machine, or a verify); the repeated one is counted here, and not made when the limit is reached.
+    /// - Returns: The token, when the exchange that issued it started, and whether it may be served.
     /// - Throws: `PersonioAuthError` from the exchange; `VaultError` for credentials that cannot be exchanged.
-    func obtain(_ credentials: ConnectionCredentials, policy: RefreshPolicy) async throws -> (IssuedToken, VaultError?)
-    {
+    func obtain(
+        _ credentials: ConnectionCredentials,
+        policy: RefreshPolicy,
+        for exchange: BrokerMetrics.Exchange = .token
+    ) async throws -> Obtained {
         let snapshot = credentials.snapshot
         let request = try Self.personioCredentials(credentials)
-        var issued = try await self.auth.exchange(request)
+        var startedAt = self.clock.now
+        var issued = try await self.counted(exchange, request)
         var outcome = await self.record(issued, for: snapshot, policy: policy)
-        if case .revokeFirst = outcome {
+        if case .revokeFirst = outcome,
+            self.reserveCall(snapshot.id, provider: snapshot.provider) == nil
+        {
             _ = await self.revocationPass(now: self.revocationPolicy.now())
-            issued = try await self.auth.exchange(request)
+            startedAt = self.clock.now
+            issued = try await self.counted(exchange, request)
             outcome = await self.record(issued, for: snapshot, policy: policy)
         }
-        if case .revokeFirst(let failure) = outcome {
-            self.entries.withLock { entries in
-                entries[snapshot.id]?.state.failed(now: .now, error: failure.message, retryAfter: nil, policy: policy)
-            }
-        }
-        return (issued, outcome.refusal)
+        return Obtained(issued: issued, startedAt: startedAt, outcome: outcome)
     }
 
     /// Records a token just obtained for `snapshot` in the vault, before anyone is handed it.
@@ -107,9 +130,6 @@ extension TokenBroker {
                 cause: error,
                 retryAfter: 1
             )
-            self.entries.withLock { entries in
-                entries[id]?.state.failed(now: .now, error: failure.message, retryAfter: nil, policy: policy)
-            }
             return .refuse(failure)
         }
         switch recording {
@@ -121,7 +141,7 @@ extension TokenBroker {
             return .serve
         case .withdrawn:
             self.revokerWake.store(true, ordering: .releasing)
-            return .refuse(
+            return .withdrawn(
                 VaultError(
                     .upstreamUnavailable,
                     "the connection changed during the token request; retry",
@@ -154,7 +174,7 @@ extension TokenBroker {
             if woken || nextEvent.map({ $0 <= now }) == true {
                 nextEvent = await self.revocationPass(now: now)
             }
-            try? await Task.sleep(for: self.revocationPolicy.tick)
+            try? await self.clock.sleep(until: self.clock.now + self.revocationPolicy.tick)
         }
     }
 
@@ -199,9 +219,11 @@ extension TokenBroker {
                 appID: due.settings.appID,
                 partnerID: due.settings.partnerID
             )
+            self.metrics.exchanged(.revoke, .ok)
         } catch {
+            self.metrics.exchanged(.revoke, BrokerMetrics.Outcome(error))
             let delay = self.revocationPolicy.backoff(afterFailures: due.attempts + 1, retryAfter: error.retryAfter)
-            let seconds = Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18
+            let seconds = delay.secondsValue
             self.logger.warning(
                 "token revocation failed; retrying",
                 metadata: metadata.merging(["error": "\(error.message)", "retry.in": "\(delay)"]) { $1 }
@@ -215,30 +237,11 @@ extension TokenBroker {
         }
         do {
             try await self.vault.revocationSucceeded(due)
+            self.metrics.revocation(.revoked)
             self.logger.info("token revoked at Personio", metadata: metadata)
         } catch {
             // The row stays and is revoked again later; Personio answers a repeated revocation with 200.
             self.logger.error("cannot record a revocation", metadata: ["error": "\(error)"])
-        }
-    }
-
-    /// Counts one revocation call against the connection's Personio call limit, or says the budget is spent.
-    func reserveRevocationCall(_ id: String, provider: Provider) -> Bool {
-        let policy = self.policy(provider)
-        let now = ContinuousClock.now
-        // With an entry, the call is one of its upstream calls (token calls see it too); without one, the revoker's
-        // own list counts it.
-        let counted = self.entries.withLock { entries -> Bool? in
-            guard let entry = entries[id] else { return nil }
-            return entry.state.reserveCall(now: now, policy: policy)
-        }
-        if let counted { return counted }
-        return self.revocationCalls.withLock { calls in
-            var recent = calls[id, default: []].filter { now - $0 < policy.window }
-            defer { calls[id] = recent.isEmpty ? nil : recent }
-            guard recent.count < policy.callLimit else { return false }
-            recent.append(now)
-            return true
         }
     }
 }

@@ -2,6 +2,7 @@ import PersonioClient
 import Synchronization
 import VaultAPI
 import VaultCore
+import VaultMetrics
 
 /// What a verify found: the outcome as the domain sees it. The HTTP layer gives each failure code its status.
 public struct VerifyOutcome: Sendable, Equatable {
@@ -41,21 +42,39 @@ extension TokenBroker {
             )
             return .failed(connection: id, failure, state: snapshot.state)
         }
+        // A verify is an exchange with Personio like any other: it counts toward the connection's call limit.
+        if let wait = self.reserveCall(id, provider: snapshot.provider, verify: true) {
+            let failure = VerifyOutcome.Failure(
+                code: .upstreamUnavailable,
+                title: "Personio call limit reached",
+                detail: "\(TokenState<Waiter>.rateLimited); retry in \(wait.retryAfterSeconds) s"
+            )
+            try await self.vault.recordVerification(
+                id,
+                by: actor,
+                ok: false,
+                detail: "\(failure.code): \(failure.detail)"
+            )
+            return .failed(connection: id, failure, state: snapshot.state)
+        }
         do {
             // The same stable token apps get: recorded before it may be cached, and revoked at once when the
             // connection is not active (a verify of a disabled connection leaves no valid token behind).
-            let (issued, refusal) = try await self.obtain(credentials, policy: self.policy(snapshot.provider))
-            if snapshot.state == .active, refusal == nil {
+            let policy = self.policy(snapshot.provider)
+            let obtained = try await self.obtain(credentials, policy: policy, for: .verify)
+            let issued = obtained.issued
+            if snapshot.state == .active, obtained.outcome.refusal == nil {
                 let token = Self.cachedToken(
                     issued,
                     revision: snapshot.revision,
-                    policy: self.policy(snapshot.provider)
+                    policy: policy,
+                    obtainedAt: obtained.startedAt
                 )
                 let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
-                self.entries.withLock { entries in
-                    guard let entry = entries[id], entry.snapshot.revision == snapshot.revision, !entry.state.inFlight
+                self.withEntries { entries, _ in
+                    guard let entry = entries[id], entry.snapshot.revision == snapshot.revision,
+                        entry.state.tokenObtained(token)
                     else { return }
-                    entry.state.succeeded(token)
                     entry.prepared = prepared
                 }
             }

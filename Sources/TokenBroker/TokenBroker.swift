@@ -4,6 +4,7 @@ import Synchronization
 import VaultAPI
 import VaultCore
 import VaultCrypto
+import VaultMetrics
 
 /// Hands out short-lived Personio access tokens for connections, caching them in memory per connection revision.
 ///
@@ -28,12 +29,19 @@ public final class TokenBroker: Sendable {
     let entries: Mutex<[String: Entry]>
     /// Retry rules of the revoker.
     let revocationPolicy: RevocationPolicy
+    /// Counters for `/metrics` (see ``BrokerMetrics`` for where each is counted).
+    let metrics: BrokerMetrics
     /// Set when the revoker has work to look for (a withdrawing change, a token that must not be served); the
     /// revoker also looks at start-up, for rows left by an earlier run.
     let revokerWake = Atomic<Bool>(true)
-    /// Revocation calls per connection while the broker holds no entry for it (with an entry they are counted in its
-    /// `TokenState`, against the same per-connection limit as token calls).
-    let revocationCalls: Mutex<[String: [ContinuousClock.Instant]]>
+    /// The call limiters of connections the broker holds no entry for (revocations and verifies still count). A
+    /// limiter moves into an entry when it is loaded and back here when a change drops it, so a connection's window
+    /// is never restarted by a change. Taken only inside the `entries` lock when both are needed (that order).
+    let idleLimiters: Mutex<[String: CallLimiter]>
+    /// Where the broker's time comes from: `run()`'s refresh loop and revoker, back-off, limits and the cached path.
+    let clock: any BrokerClock
+    /// Numbers entries, so that a call ends only in the entry that started it.
+    let generations = Atomic<UInt64>(0)
     /// Rows whose revocation is under way.
     let revoking: Mutex<Set<Int64>>
     /// The sequence number of the last change of `vault.changes` folded into `entries` (changed only under the
@@ -45,18 +53,24 @@ public final class TokenBroker: Sendable {
     /// A class, not a struct: the cached token path reads an entry on every request, and reading a struct out of a
     /// dictionary copies all of it (a dozen reference counts); a reference costs one. Not `Sendable`, so the compiler
     /// refuses any path that would take an entry out of the lock.
+    /// A caller waiting for the upstream call under way.
+    typealias Waiter = CheckedContinuation<Void, Never>
+
     final class Entry {
         var snapshot: ConnectionSnapshot
         /// gids of the groups the grants name, resolved when the entry was loaded.
         var grantedGIDs: Set<UInt32>
-        var state = TokenState()
+        /// Token, call under way (with its waiters), back-off and call window: changed only by its own events.
+        var state: TokenState<Waiter>
         var prepared: PreparedTokenResponse?
-        /// Callers waiting for the upstream call under way.
-        var waiters: [CheckedContinuation<Void, Never>] = []
+        /// Unique among the broker's entries: the call an entry starts ends in that entry or nowhere.
+        let generation: UInt64
 
-        init(snapshot: ConnectionSnapshot, grantedGIDs: Set<UInt32>) {
+        init(snapshot: ConnectionSnapshot, grantedGIDs: Set<UInt32>, state: TokenState<Waiter>, generation: UInt64) {
             self.snapshot = snapshot
             self.grantedGIDs = grantedGIDs
+            self.state = state
+            self.generation = generation
         }
 
         /// ``TokenBroker/cachedResponse(_:for:minTTL:at:)`` for this entry.
@@ -82,6 +96,8 @@ public final class TokenBroker: Sendable {
     ///   - proxyTimeout: how long a proxied request may wait for Personio's response head.
     ///   - policy: refresh and back-off rules per provider (tests shorten them).
     ///   - revocationPolicy: the revoker's retry rules (tests shorten them).
+    ///   - metrics: the broker's counters; none by default.
+    ///   - clock: where time comes from (tests pass a manual clock and run in virtual time).
     public init(
         vault: Vault,
         auth: PersonioAuthClient,
@@ -89,7 +105,9 @@ public final class TokenBroker: Sendable {
         proxyTimeout: Duration = PersonioProxy.defaultTimeout,
         logger: Logger,
         policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider,
-        revocationPolicy: RevocationPolicy = RevocationPolicy()
+        revocationPolicy: RevocationPolicy = RevocationPolicy(),
+        metrics: BrokerMetrics = .disabled,
+        clock: any BrokerClock = SystemBrokerClock()
     ) {
         self.vault = vault
         self.auth = auth
@@ -99,7 +117,9 @@ public final class TokenBroker: Sendable {
         self.policy = policy
         self.entries = Mutex([:])
         self.revocationPolicy = revocationPolicy
-        self.revocationCalls = Mutex([:])
+        self.metrics = metrics
+        self.idleLimiters = Mutex([:])
+        self.clock = clock
         self.revoking = Mutex([])
         self.appliedChanges = Atomic(vault.changes.latest)
     }
@@ -121,11 +141,15 @@ public final class TokenBroker: Sendable {
         minTTL: Int,
         at now: ContinuousClock.Instant = .now
     ) -> FastAnswer? {
-        self.entries.withLock { entries -> FastAnswer? in
-            self.catchUp(&entries)
-            return entries[id]?.fastAnswer(caller: caller, minTTL: minTTL, at: now)
+        let answer = self.withEntries { entries, _ -> FastAnswer? in
+            entries[id]?.fastAnswer(caller: caller, minTTL: minTTL, at: now)
         }
+        if case .token = answer { self.metrics.cacheHit() }
+        return answer
     }
+
+    /// The broker's clock reading, for the `at:` of ``cachedResponse(_:for:minTTL:at:)``.
+    public var now: ContinuousClock.Instant { self.clock.now }
 
     /// A token for `caller`, fetching one from Personio when none is cached (or it expires within `minTTL`).
     /// - Throws: `VaultError`: `forbidden` (unknown or not granted alike), `connection_disabled`,
@@ -142,36 +166,42 @@ public final class TokenBroker: Sendable {
     ) async throws -> (token: CachedToken, prepared: PreparedTokenResponse) {
         let minTTL = Duration.seconds(max(0, minTTL))
         try await self.loadEntry(id)
+        // Whether this request waited for an exchange with Personio: a cache miss, counted once when it is served.
+        var waited = false
         while true {
-            let decision = try self.entries.withLock { entries throws(VaultError) -> TokenState.Decision in
-                self.catchUp(&entries)
+            let now = self.clock.now
+            let (action, generation) = try self.withEntries {
+                entries,
+                _ throws(VaultError) -> (TokenState<Waiter>.RequestAction, UInt64) in
                 guard let entry = entries[id] else { throw Self.forbidden }
                 if let refusal = Self.refusal(entry.snapshot, grantedGIDs: entry.grantedGIDs, caller: caller) {
                     throw refusal
                 }
-                return entry.state.decide(now: .now, minTTL: minTTL, policy: self.policy(entry.snapshot.provider))
+                return (entry.state.tokenRequested(now: now, minTTL: minTTL), entry.generation)
             }
-            switch decision {
+            switch action {
             case .serve(let token):
-                let prepared = self.entries.withLock { entries -> PreparedTokenResponse? in
+                let prepared = self.withEntries { entries, _ -> PreparedTokenResponse? in
                     guard let entry = entries[id] else { return nil }
                     return entry.prepared
                         ?? PreparedTokenResponse(connection: id, token: token, settings: entry.snapshot.settings)
                 }
-                if let prepared { return (token, prepared) }
+                if let prepared {
+                    if waited { self.metrics.cacheMiss() } else { self.metrics.cacheHit() }
+                    return (token, prepared)
+                }
             case .wait:
+                waited = true
                 await self.waitForCall(id)
-            case .unavailable(let retryAfter, let lastError):
+            case .fail(let retryAfter, let lastError):
                 throw VaultError(
                     .upstreamUnavailable,
                     "Personio is not answering token requests for '\(id)'" + (lastError.map { ": \($0)" } ?? ""),
-                    retryAfter: max(
-                        1,
-                        Int(retryAfter.components.seconds) + (retryAfter.components.attoseconds > 0 ? 1 : 0)
-                    )
+                    retryAfter: retryAfter.retryAfterSeconds
                 )
-            case .fetch:
-                try await self.fetch(id)
+            case .startCall:
+                waited = true
+                try await self.fetch(id, generation: generation)
             }
         }
     }
@@ -235,24 +265,44 @@ public final class TokenBroker: Sendable {
 
     // MARK: - Upstream calls
 
+    /// Runs `body` under the `entries` lock after folding in the vault's changes, then resumes (outside the lock)
+    /// every waiter the changes or `body` released: `body` appends them to its second argument.
+    @inline(__always)
+    func withEntries<Result: Sendable, Failure: Error>(
+        _ body: @Sendable (inout [String: Entry], inout [Waiter]) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        let (result, released) = self.entries.withLock { entries -> (Swift.Result<Result, Failure>, [Waiter]) in
+            var released = self.catchUp(&entries)
+            let result = Swift.Result { () throws(Failure) -> Result in try body(&entries, &released) }
+            return (result, released)
+        }
+        for waiter in released { waiter.resume() }
+        return try result.get()
+    }
+
     /// Loads the connection's metadata into the cache unless it is there.
     func loadEntry(_ id: String) async throws {
         while true {
-            let loadedAfter = self.entries.withLock { entries -> UInt64? in
-                self.catchUp(&entries)
-                return entries[id] == nil ? self.appliedChanges.load(ordering: .relaxed) : nil
+            let loadedAfter = self.withEntries { entries, _ -> UInt64? in
+                entries[id] == nil ? self.appliedChanges.load(ordering: .relaxed) : nil
             }
             guard let loadedAfter else { return }
             guard let snapshot = try await self.vault.snapshot(id) else { throw Self.forbidden }
             let gids = Set(snapshot.grants.groups.compactMap(GroupDirectory.gid(named:)))
-            let stored = self.entries.withLock { entries -> Bool in
+            let policy = self.policy(snapshot.provider)
+            let stored = self.withEntries { entries, _ -> Bool in
                 // A change of this connection committed while the snapshot was read may already have been folded in
                 // (by another request): the snapshot may predate it, so read it again.
                 guard !self.changed(id, after: loadedAfter) else { return false }
-                self.catchUp(&entries)
                 // A concurrent load may have won; keep its state (and any token) rather than replace it.
-                if entries[id] == nil || entries[id]!.snapshot.revision < snapshot.revision {
-                    entries[id] = Entry(snapshot: snapshot, grantedGIDs: gids)
+                if entries[id] == nil {
+                    let limiter = self.idleLimiters.withLock { $0.removeValue(forKey: id) } ?? CallLimiter()
+                    entries[id] = Entry(
+                        snapshot: snapshot,
+                        grantedGIDs: gids,
+                        state: TokenState(policy: policy, limiter: limiter),
+                        generation: self.generations.add(1, ordering: .relaxed).newValue
+                    )
                 }
                 return true
             }
@@ -261,95 +311,122 @@ public final class TokenBroker: Sendable {
     }
 
     func waitForCall(_ id: String) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let waiting = self.entries.withLock { entries -> Bool in
-                guard entries[id]?.state.inFlight == true else { return false }
-                entries[id]!.waiters.append(continuation)
-                return true
+        await withCheckedContinuation { (continuation: Waiter) in
+            let waiting = self.withEntries { entries, _ -> Bool in
+                entries[id]?.state.waiterArrived(continuation) ?? false
             }
             if !waiting { continuation.resume() }
         }
     }
 
-    /// Makes the one upstream call for `id` and folds in its result; wakes every waiter either way.
-    func fetch(_ id: String) async throws {
-        var outcome: Result<Void, VaultError> = .success(())
-        do {
-            let credentials = try await self.vault.credentials(id)
-            outcome = await self.exchange(credentials)
-        } catch let error as VaultError {
-            outcome = .failure(error)
-            self.entries.withLock { entries in
-                entries[id]?.state.failed(now: .now, error: error.message, retryAfter: nil, policy: RefreshPolicy())
-            }
-        } catch {
-            outcome = .failure(VaultError(.internalError, "token request failed", cause: error))
-        }
-        let waiters = self.entries.withLock { entries -> [CheckedContinuation<Void, Never>] in
-            let waiters = entries[id]?.waiters ?? []
-            entries[id]?.waiters = []
-            if entries[id]?.state.inFlight == true { entries[id]?.state.inFlight = false }
-            return waiters
-        }
-        for waiter in waiters { waiter.resume() }
-        try outcome.get()
+    /// How a token call ended, for the entry that started it.
+    enum CallOutcome: Sendable {
+        case token(CachedToken, PreparedTokenResponse)
+        /// Personio failed the exchange.
+        case personioFailed(PersonioAuthError)
+        /// No token to serve; `backOff` says whether the failure counts for the back-off.
+        case refused(VaultError, backOff: Bool)
     }
 
-    /// Exchanges credentials and records the result in the cache (and the vault, on rejection).
-    func exchange(_ credentials: ConnectionCredentials) async -> Result<Void, VaultError> {
-        let snapshot = credentials.snapshot
-        let id = snapshot.id
-        let policy = self.policy(snapshot.provider)
+    /// Makes the one upstream call entry `generation` of `id` started, and ends it there: the state machine
+    /// releases every waiter either way.
+    func fetch(_ id: String, generation: UInt64) async throws {
+        let outcome: CallOutcome
+        var snapshot: ConnectionSnapshot?
         do {
-            let (issued, refusal) = try await self.obtain(credentials, policy: policy)
-            if let refusal { return .failure(refusal) }
-            var token = Self.cachedToken(issued, revision: snapshot.revision, policy: policy)
-            let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
-            let stored = self.entries.withLock { entries -> Bool in
-                // A reset or edit during the call made this token stale: do not cache it.
-                self.catchUp(&entries)
-                guard let entry = entries[id], entry.snapshot.revision == snapshot.revision else { return false }
-                if entry.state.token?.accessToken == token.accessToken {
-                    // Personio hands out the same token for a credential pair until it expires: asking again before
-                    // then cannot renew it, so the next refresh is due when it expires.
-                    token.refreshAt = token.expiresAt
+            let credentials = try await self.vault.credentials(id)
+            snapshot = credentials.snapshot
+            outcome = await self.exchange(credentials)
+        } catch let error as VaultError {
+            outcome = .refused(error, backOff: true)
+        } catch {
+            outcome = .refused(VaultError(.internalError, "token request failed", cause: error), backOff: false)
+        }
+        let now = self.clock.now
+        let (stored, retryAfter) = self.withEntries { entries, released -> (Bool, Duration) in
+            guard let entry = entries[id], entry.generation == generation else {
+                // The entry that made the call was dropped by a change: a token of the same revision may still be
+                // kept by its successor (unless that one has a call of its own under way).
+                if case .token(let token, let prepared) = outcome, let entry = entries[id],
+                    entry.snapshot.revision == token.revision, entry.state.tokenObtained(token)
+                {
+                    entry.prepared = prepared
+                    return (true, .zero)
                 }
-                entry.state.succeeded(token)
-                entry.prepared = prepared
-                return true
+                return (false, .zero)
             }
+            switch outcome {
+            case .token(let token, let prepared):
+                released += entry.state.callSucceeded(token)
+                entry.prepared = prepared
+                return (true, .zero)
+            case .personioFailed(let error):
+                let failed = entry.state.callFailed(error: error.message, retryAfter: error.retryAfter, now: now)
+                released += failed.waiters
+                return (false, failed.retryAfter)
+            case .refused(let error, true):
+                let failed = entry.state.callFailed(error: error.message, retryAfter: nil, now: now)
+                released += failed.waiters
+                return (false, failed.retryAfter)
+            case .refused(_, false):
+                released += entry.state.callAbandoned()
+                return (false, .zero)
+            }
+        }
+        switch outcome {
+        case .token(let token, _):
             self.logger.debug(
                 "token obtained",
                 metadata: [
-                    "connection.id": "\(id)", "token.expires_in": "\(issued.expiresIn)", "token.cached": "\(stored)",
+                    "connection.id": "\(id)", "token.expires_in": "\(token.remaining(at: now).components.seconds)",
+                    "token.cached": "\(stored)",
                 ]
             )
-            return stored
-                ? .success(())
-                : .failure(
-                    VaultError(
-                        .upstreamUnavailable,
-                        "the connection changed during the token request; retry",
-                        retryAfter: 1
-                    )
+            guard stored else {
+                throw VaultError(
+                    .upstreamUnavailable,
+                    "the connection changed during the token request; retry",
+                    retryAfter: 1
                 )
-        } catch let error as PersonioAuthError {
-            return await self.failed(snapshot, error: error, policy: policy)
-        } catch {
-            return .failure(VaultError(.internalError, "token request failed", cause: error))
+            }
+        case .personioFailed(let error):
+            guard let snapshot else { return }
+            throw await self.failed(snapshot, error: error, retryAfter: retryAfter)
+        case .refused(let error, _):
+            throw error
         }
     }
 
+    /// Exchanges credentials with Personio and records the token in the vault (not yet in the cache).
+    func exchange(_ credentials: ConnectionCredentials) async -> CallOutcome {
+        let snapshot = credentials.snapshot
+        let policy = self.policy(snapshot.provider)
+        do {
+            let obtained = try await self.obtain(credentials, policy: policy)
+            if let refusal = obtained.outcome.refusal { return .refused(refusal, backOff: obtained.outcome.backsOff) }
+            let token = Self.cachedToken(
+                obtained.issued,
+                revision: snapshot.revision,
+                policy: policy,
+                obtainedAt: obtained.startedAt
+            )
+            let prepared = PreparedTokenResponse(connection: snapshot.id, token: token, settings: snapshot.settings)
+            return .token(token, prepared)
+        } catch let error as PersonioAuthError {
+            return .personioFailed(error)
+        } catch {
+            return .refused(VaultError(.internalError, "token request failed", cause: error), backOff: false)
+        }
+    }
+
+    /// Records a failed exchange in the vault and words it for the caller; `retryAfter` is the back-off it caused.
     func failed(
         _ snapshot: ConnectionSnapshot,
         error: PersonioAuthError,
-        policy: RefreshPolicy
-    ) async -> Result<Void, VaultError> {
+        retryAfter: Duration
+    ) async -> VaultError {
         let id = snapshot.id
         let text = error.message
-        self.entries.withLock { entries in
-            entries[id]?.state.failed(now: .now, error: text, retryAfter: error.retryAfter, policy: policy)
-        }
         self.logger.warning("Personio token request failed", metadata: ["connection.id": "\(id)", "error": "\(text)"])
         switch error.code {
         case .credentialsRejected:
@@ -361,20 +438,17 @@ public final class TokenBroker: Sendable {
                     metadata: ["connection.id": "\(id)", "error": "\(error)"]
                 )
             }
-            return .failure(VaultError(.upstreamRejected, "Personio rejected the credentials of '\(id)': \(text)"))
+            return VaultError(.upstreamRejected, "Personio rejected the credentials of '\(id)': \(text)")
         case .unavailable:
-            let retry = self.entries.withLock { entries in entries[id]?.state.retryAt.map { $0 - .now } } ?? .seconds(1)
             try? await self.vault.recordLastError(id, revision: snapshot.revision, error: text)
-            return .failure(
-                VaultError(
-                    .upstreamUnavailable,
-                    "Personio is unavailable: \(text)",
-                    retryAfter: max(1, Int(retry.components.seconds) + 1)
-                )
+            return VaultError(
+                .upstreamUnavailable,
+                "Personio is unavailable: \(text)",
+                retryAfter: retryAfter.retryAfterSeconds
             )
         default:
             try? await self.vault.recordLastError(id, revision: snapshot.revision, error: text)
-            return .failure(VaultError(.upstreamRejected, "Personio refused the token request for '\(id)': \(text)"))
+            return VaultError(.upstreamRejected, "Personio refused the token request for '\(id)': \(text)")
         }
     }
 
@@ -395,7 +469,14 @@ public final class TokenBroker: Sendable {
         )
     }
 
-    static func cachedToken(_ issued: IssuedToken, revision: Int64, policy: RefreshPolicy) -> CachedToken {
+    /// The token as cached: its lifetime counted on the broker's clock from `obtainedAt`, the reading taken just
+    /// before the request was sent (so it errs early by the round trip).
+    static func cachedToken(
+        _ issued: IssuedToken,
+        revision: Int64,
+        policy: RefreshPolicy,
+        obtainedAt: ContinuousClock.Instant
+    ) -> CachedToken {
         let lifetime = Duration.seconds(max(1, issued.expiresIn))
         let jitterRange = policy.jitterFraction * Double(max(1, issued.expiresIn))
         let jitter = jitterRange > 0 ? Double.random(in: -jitterRange...jitterRange) : 0
@@ -405,11 +486,39 @@ public final class TokenBroker: Sendable {
             tokenType: issued.tokenType,
             scope: issued.scope,
             revision: revision,
-            obtainedAt: issued.issuedAt,
-            expiresAt: issued.issuedAt + lifetime,
+            obtainedAt: obtainedAt,
+            expiresAt: obtainedAt + lifetime,
             expiresAtWall: issued.expiresAtEpochSeconds,
-            refreshAt: issued.issuedAt + .milliseconds(Int64(refreshAfter * 1000))
+            refreshAt: obtainedAt + .milliseconds(Int64(refreshAfter * 1000))
         )
+    }
+
+    // MARK: - Call accounting
+
+    /// Counts one upstream call other than a token call of the state machine (a revocation, a verify, a repeated
+    /// exchange) against the connection's Personio call limit. Returns nil when it may start (it is counted), else
+    /// how long until the limit admits one.
+    func reserveCall(_ id: String, provider: Provider, verify: Bool = false) -> Duration? {
+        let now = self.clock.now
+        return self.withEntries { entries, _ -> Duration? in
+            if let entry = entries[id] {
+                if verify { return entry.state.verifyRequested(now: now) }
+                return entry.state.extraCallRequested(now: now)
+                    ? nil : entry.state.limiter.resetsIn(at: now, policy: entry.state.policy)
+            }
+            // No entry: the connection's limiter waits here, and moves into an entry when one is loaded.
+            let policy = self.policy(provider)
+            return self.idleLimiters.withLock { limiters -> Duration? in
+                var limiter = limiters.removeValue(forKey: id) ?? CallLimiter()
+                defer { if !limiter.isEmpty(at: now, policy: policy) { limiters[id] = limiter } }
+                return limiter.reserve(at: now, policy: policy) ? nil : limiter.resetsIn(at: now, policy: policy)
+            }
+        }
+    }
+
+    /// Counts one revocation call against the connection's Personio call limit, or says the budget is spent.
+    func reserveRevocationCall(_ id: String, provider: Provider) -> Bool {
+        self.reserveCall(id, provider: provider) == nil
     }
 
     // MARK: - Changes
@@ -418,21 +527,24 @@ public final class TokenBroker: Sendable {
     /// drops what the broker knows of each changed connection and wakes the revoker when a change withdrew tokens.
     /// One atomic load when nothing changed, so the cached token path calls it on every request: a change the vault
     /// acknowledged is never answered from a stale entry.
-    func catchUp(_ entries: inout [String: Entry]) {
+    /// - Returns: The waiters of the calls the dropped entries had under way, to resume once the lock is released.
+    func catchUp(_ entries: inout [String: Entry]) -> [Waiter] {
         let applied = self.appliedChanges.load(ordering: .relaxed)
-        guard self.vault.changes.latest != applied else { return }
+        guard self.vault.changes.latest != applied else { return [] }
+        var released: [Waiter] = []
         switch self.vault.changes.changes(after: applied) {
         case .changes(let published):
-            for item in published { self.fold(item.change, into: &entries) }
+            for item in published { self.fold(item.change, into: &entries, released: &released) }
             if let last = published.last { self.appliedChanges.store(last.sequence, ordering: .relaxed) }
         case .gap(let latest):
             // Fell behind what the feed keeps: forget everything, and let the revoker look for withdrawn tokens.
             for id in Array(entries.keys) {
-                self.fold(ConnectionChange(id: id, kind: .edited, revision: nil), into: &entries)
+                self.fold(ConnectionChange(id: id, kind: .edited, revision: nil), into: &entries, released: &released)
             }
             self.revokerWake.store(true, ordering: .releasing)
             self.appliedChanges.store(latest, ordering: .relaxed)
         }
+        return released
     }
 
     /// Whether a change of `id` was published after sequence number `sequence` (or the feed no longer knows).
@@ -443,11 +555,14 @@ public final class TokenBroker: Sendable {
         }
     }
 
-    private func fold(_ change: ConnectionChange, into entries: inout [String: Entry]) {
+    private func fold(_ change: ConnectionChange, into entries: inout [String: Entry], released: inout [Waiter]) {
         if let entry = entries.removeValue(forKey: change.id) {
-            _ = entry.state.invalidate()
-            for waiter in entry.waiters { waiter.resume() }
-            entry.waiters = []
+            released += entry.state.invalidated()
+            // The calls already made still count toward the limit, whatever the change.
+            let limiter = entry.state.limiter
+            if !limiter.isEmpty(at: self.clock.now, policy: entry.state.policy) {
+                self.idleLimiters.withLock { $0[change.id] = limiter }
+            }
         }
         if change.kind.withdrawsTokens { self.revokerWake.store(true, ordering: .releasing) }
     }
@@ -456,11 +571,14 @@ public final class TokenBroker: Sendable {
     /// dropped as soon as a change commits, not only at the next request.
     func followChanges() async {
         for await _ in self.vault.changes.updates() {
-            self.entries.withLock { self.catchUp(&$0) }
+            self.withEntries { _, _ in }
         }
     }
 
     // MARK: - Background work
+
+    /// How often the refresh loop looks for tokens past their refresh point.
+    static let refreshTick = Duration.milliseconds(500)
 
     /// Revokes withdrawn tokens and refreshes tokens ahead of expiry until cancelled (run it in the service group).
     public func run() async {
@@ -469,7 +587,7 @@ public final class TokenBroker: Sendable {
             group.addTask { await self.runRevoker() }
             group.addTask {
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(500))
+                    try? await self.clock.sleep(until: self.clock.now + Self.refreshTick)
                     await self.refreshDue()
                 }
             }
@@ -478,18 +596,17 @@ public final class TokenBroker: Sendable {
 
     /// Refreshes every token past its refresh point, one upstream call per connection.
     func refreshDue() async {
-        let now = ContinuousClock.now
-        let due = self.entries.withLock { entries -> [String] in
-            var due: [String] = []
-            for (id, entry) in entries
-            where entry.state.shouldRefresh(now: now, policy: self.policy(entry.snapshot.provider)) {
-                due.append(id)
+        let now = self.clock.now
+        let due = self.withEntries { entries, _ -> [(id: String, generation: UInt64)] in
+            var due: [(id: String, generation: UInt64)] = []
+            for (id, entry) in entries where entry.state.refreshDue(now: now) {
+                due.append((id, entry.generation))
             }
             return due
         }
         await withDiscardingTaskGroup { group in
-            for id in due {
-                group.addTask { try? await self.fetch(id) }
+            for (id, generation) in due {
+                group.addTask { try? await self.fetch(id, generation: generation) }
             }
         }
     }

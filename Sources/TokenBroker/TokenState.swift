@@ -64,135 +64,317 @@ public struct RefreshPolicy: Sendable {
     }
 }
 
-/// Per-connection broker state as a plain value: what to do with a token request, and how to fold in the result of
-/// an upstream call. Kept free of I/O so that every rule is tested as a table of values.
-public struct TokenState: Sendable {
-    public var token: CachedToken?
-    public var inFlight = false
-    public var failures = 0
-    public var retryAt: ContinuousClock.Instant?
-    public var lastError: String?
-    /// Start times of recent upstream calls, oldest first, at most `policy.callLimit`.
-    public var recentCalls: [ContinuousClock.Instant] = []
-    public var lastCallAt: ContinuousClock.Instant?
+// MARK: - The call limiter
+
+/// The start times of one connection's recent upstream calls, a sliding window: every exchange with Personio (token,
+/// verify, revocation) is admitted by it, so a connection never makes more calls than Personio's limit (DESIGN §6).
+public struct CallLimiter: Sendable, Equatable {
+    /// Oldest first; never more than `capacity`, which is above any limit.
+    public private(set) var starts: [ContinuousClock.Instant] = []
+    static let capacity = 256
 
     public init() {}
 
-    public enum Decision: Sendable, Equatable {
-        /// Answer with this token now.
-        case serve(CachedToken)
-        /// This caller makes the upstream call; others wait for it.
-        case fetch
-        /// Another caller's upstream call is under way: wait for it.
-        case wait
-        /// No usable token and no call allowed yet: answer 503 with `Retry-After`.
-        case unavailable(retryAfter: Duration, lastError: String?)
-    }
-
-    /// What to do with a request needing at least `minTTL` of remaining lifetime at `now`.
-    public mutating func decide(now: ContinuousClock.Instant, minTTL: Duration, policy: RefreshPolicy) -> Decision {
-        if let token = self.token, token.expiresAt <= now { self.token = nil }
-        if let token = self.token {
-            let remaining = token.remaining(at: now)
-            let fresh = remaining >= minTTL
-            let recentlyAsked = self.lastCallAt.map { now - $0 < policy.minimumRefetchInterval } ?? false
-            // Serve a valid token while someone refreshes it, while backing off, or when asking again is pointless.
-            if fresh || self.inFlight || recentlyAsked || !self.mayCall(now: now, policy: policy) {
-                return .serve(token)
-            }
-            self.startCall(now: now)
-            return .fetch
+    /// Calls started within the window before `now`.
+    public func callsInWindow(at now: ContinuousClock.Instant, policy: RefreshPolicy) -> Int {
+        // Oldest first: the calls still in the window are a suffix.
+        var count = 0
+        for start in self.starts.reversed() {
+            guard now - start < policy.window else { break }
+            count += 1
         }
-        if self.inFlight { return .wait }
-        if let retryAt = self.retryAt, now < retryAt {
-            return .unavailable(retryAfter: retryAt - now, lastError: self.lastError)
-        }
-        if !self.underLimit(now: now, policy: policy) {
-            return .unavailable(
-                retryAfter: self.limitResetsIn(now: now, policy: policy),
-                lastError: "local rate limit for Personio token calls"
-            )
-        }
-        self.startCall(now: now)
-        return .fetch
+        return count
     }
 
-    /// Whether a background refresh should start now (past the refresh point, nothing in flight, allowed).
-    public mutating func shouldRefresh(now: ContinuousClock.Instant, policy: RefreshPolicy) -> Bool {
-        guard let token = self.token, now >= token.refreshAt, !self.inFlight, self.mayCall(now: now, policy: policy)
-        else {
-            return false
-        }
-        self.startCall(now: now)
-        return true
+    /// Whether a call may start at `now`.
+    public func admits(at now: ContinuousClock.Instant, policy: RefreshPolicy) -> Bool {
+        self.callsInWindow(at: now, policy: policy) < policy.callLimit
     }
 
-    /// Folds in a successful upstream call.
-    public mutating func succeeded(_ token: CachedToken) {
-        self.inFlight = false
-        self.failures = 0
-        self.retryAt = nil
-        self.lastError = nil
-        self.token = token
-    }
-
-    /// Folds in a failed upstream call: cool-down, then exponential back-off, capped. `retryAfter` from Personio
-    /// lengthens the wait, never shortens it.
-    public mutating func failed(
-        now: ContinuousClock.Instant,
-        error: String,
-        retryAfter: Duration?,
-        policy: RefreshPolicy
-    ) {
-        self.inFlight = false
-        self.failures += 1
-        self.lastError = error
-        var delay = policy.initialBackoff
-        for _ in 1..<min(self.failures, 30) where delay < policy.maximumBackoff { delay *= 2 }
-        delay = min(delay, policy.maximumBackoff)
-        if let retryAfter, retryAfter > delay { delay = min(retryAfter, .seconds(3600)) }
-        self.retryAt = now + delay
-    }
-
-    /// Drops the token and any back-off (after a disable, reset, edit or disconnect).
-    public mutating func invalidate() -> CachedToken? {
-        let token = self.token
-        self.token = nil
-        self.failures = 0
-        self.retryAt = nil
-        self.lastError = nil
-        return token
-    }
-
-    // MARK: - Call accounting
-
-    /// Counts an upstream call that is not a token call (a revocation) against the limit, if the limit allows it.
-    public mutating func reserveCall(now: ContinuousClock.Instant, policy: RefreshPolicy) -> Bool {
-        guard self.underLimit(now: now, policy: policy) else { return false }
-        self.recentCalls.append(now)
-        if self.recentCalls.count > 256 { self.recentCalls.removeFirst(self.recentCalls.count - 256) }
-        return true
-    }
-
-    private func mayCall(now: ContinuousClock.Instant, policy: RefreshPolicy) -> Bool {
-        if let retryAt = self.retryAt, now < retryAt { return false }
-        return self.underLimit(now: now, policy: policy)
-    }
-
-    private func underLimit(now: ContinuousClock.Instant, policy: RefreshPolicy) -> Bool {
-        self.recentCalls.filter { now - $0 < policy.window }.count < policy.callLimit
-    }
-
-    private func limitResetsIn(now: ContinuousClock.Instant, policy: RefreshPolicy) -> Duration {
-        let inWindow = self.recentCalls.filter { now - $0 < policy.window }
-        guard let oldest = inWindow.first else { return .zero }
+    /// How long until the oldest call in the window leaves it (zero when the window is empty).
+    public func resetsIn(at now: ContinuousClock.Instant, policy: RefreshPolicy) -> Duration {
+        guard let oldest = self.starts.first(where: { now - $0 < policy.window }) else { return .zero }
         return policy.window - (now - oldest)
     }
 
-    private mutating func startCall(now: ContinuousClock.Instant) {
-        self.inFlight = true
+    /// Whether no call is in the window any longer (the limiter can be forgotten).
+    public func isEmpty(at now: ContinuousClock.Instant, policy: RefreshPolicy) -> Bool {
+        self.callsInWindow(at: now, policy: policy) == 0
+    }
+
+    /// Counts a call started at `now` if the limit admits it.
+    public mutating func reserve(at now: ContinuousClock.Instant, policy: RefreshPolicy) -> Bool {
+        guard self.admits(at: now, policy: policy) else { return false }
+        self.record(at: now)
+        return true
+    }
+
+    mutating func record(at now: ContinuousClock.Instant) {
+        self.starts.append(now)
+        if self.starts.count > Self.capacity { self.starts.removeFirst(self.starts.count - Self.capacity) }
+    }
+}
+
+extension Duration {
+    /// Whole seconds for a `Retry-After` (rounded up, at least 1): every Retry-After the broker sends comes from here.
+    var retryAfterSeconds: Int {
+        let components = self.components
+        return max(1, Int(components.seconds) + (components.attoseconds > 0 ? 1 : 0))
+    }
+
+    /// Seconds as a floating-point number (for wall-clock schedules kept as seconds since 1970).
+    var secondsValue: Double {
+        let components = self.components
+        return Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}
+
+// MARK: - The state machine
+
+/// One connection's broker state as a state machine: events come in as mutating calls, each returning what the
+/// broker must do (serve, start a call, wait, fail, resume waiters). Free of I/O and of locks, so every rule is tested
+/// as a table of values; the broker holds it under its `entries` lock and acts on the answers outside the lock.
+///
+/// Nothing outside this type changes its fields. `Waiter` is what a caller waiting for the call under way leaves
+/// behind (the broker's continuations; a plain value in tests).
+public struct TokenState<Waiter: Sendable>: Sendable {
+    /// The last call failed: when the next may start, and how many failed in a row (for the back-off).
+    public struct Failure: Sendable, Equatable {
+        public var count: Int
+        public var retryAt: ContinuousClock.Instant
+        public var lastError: String
+    }
+
+    /// Where the connection is. A token (still valid or not yet dropped) can be held in every phase.
+    public enum Phase: Sendable {
+        /// No call under way, the last one (if any) succeeded.
+        case idle(token: CachedToken?)
+        /// One upstream token call is under way; `waiters` wait for it. `after` is the failure before it, kept so
+        /// that a call ending without a verdict leaves the back-off where it was.
+        case calling(token: CachedToken?, waiters: [Waiter], after: Failure?)
+        /// The last call failed; no call before `failure.retryAt`.
+        case backingOff(token: CachedToken?, failure: Failure)
+    }
+
+    /// What to do with a token request.
+    public enum RequestAction: Sendable, Equatable {
+        /// Answer with this token now.
+        case serve(CachedToken)
+        /// This caller makes the upstream call (already counted); others wait for it.
+        case startCall
+        /// Another caller's upstream call is under way: wait for it (``waiterArrived(_:)``).
+        case wait
+        /// No usable token and no call allowed yet: answer 503 with `Retry-After`.
+        case fail(retryAfter: Duration, lastError: String?)
+    }
+
+    /// What a call that ended with a failure leaves to do.
+    public struct FailureAction: Sendable {
+        public var waiters: [Waiter]
+        /// The wait before the next call.
+        public var retryAfter: Duration
+    }
+
+    public private(set) var phase: Phase
+    public private(set) var limiter: CallLimiter
+    /// When the last token or verify call started (`minimumRefetchInterval`).
+    public private(set) var lastCallAt: ContinuousClock.Instant?
+    public let policy: RefreshPolicy
+
+    static var rateLimited: String { "local rate limit for Personio token calls" }
+
+    /// - Parameter limiter: The connection's call window so far (it outlives a state dropped by a change).
+    public init(policy: RefreshPolicy, limiter: CallLimiter = CallLimiter()) {
+        self.phase = .idle(token: nil)
+        self.limiter = limiter
+        self.policy = policy
+    }
+
+    /// The token held, if any.
+    public var token: CachedToken? {
+        switch self.phase {
+        case .idle(let token), .calling(let token, _, _), .backingOff(let token, _): token
+        }
+    }
+
+    /// Whether a token call is under way.
+    public var isCalling: Bool {
+        if case .calling = self.phase { true } else { false }
+    }
+
+    // MARK: Events
+
+    /// A request needing at least `minTTL` of remaining lifetime at `now`.
+    public mutating func tokenRequested(now: ContinuousClock.Instant, minTTL: Duration) -> RequestAction {
+        self.dropToken(expiredAt: now)
+        switch self.phase {
+        case .idle(let token):
+            if let token, self.keepsServing(token, now: now, minTTL: minTTL) { return .serve(token) }
+            guard self.limiter.admits(at: now, policy: self.policy) else {
+                return token.map { .serve($0) } ?? self.rateLimitedAction(now: now)
+            }
+            self.startCall(now: now, token: token, after: nil)
+            return .startCall
+        case .calling(let token, _, _):
+            // Someone refreshes it: serve the valid token meanwhile, or wait for the new one.
+            return token.map { .serve($0) } ?? .wait
+        case .backingOff(let token, let failure):
+            if now < failure.retryAt {
+                return token.map { .serve($0) }
+                    ?? .fail(retryAfter: failure.retryAt - now, lastError: failure.lastError)
+            }
+            if let token, self.keepsServing(token, now: now, minTTL: minTTL) { return .serve(token) }
+            guard self.limiter.admits(at: now, policy: self.policy) else {
+                return token.map { .serve($0) } ?? self.rateLimitedAction(now: now)
+            }
+            self.startCall(now: now, token: token, after: failure)
+            return .startCall
+        }
+    }
+
+    /// A caller told to ``RequestAction/wait`` arrives with its waiter. Returns false when the call has ended
+    /// meanwhile: resume the waiter at once.
+    public mutating func waiterArrived(_ waiter: Waiter) -> Bool {
+        guard case .calling(let token, var waiters, let after) = self.phase else { return false }
+        // Not left in the phase while appending, so the array is not copied.
+        self.phase = .idle(token: nil)
+        waiters.append(waiter)
+        self.phase = .calling(token: token, waiters: waiters, after: after)
+        return true
+    }
+
+    /// The refresh loop's tick: whether to refresh the token now (past its refresh point, no call under way, not
+    /// backing off, allowed by the limit). True means the call has started (and is counted).
+    public mutating func refreshDue(now: ContinuousClock.Instant) -> Bool {
+        let after: Failure?
+        switch self.phase {
+        case .calling: return false
+        case .idle: after = nil
+        case .backingOff(_, let failure):
+            guard now >= failure.retryAt else { return false }
+            after = failure
+        }
+        guard let token = self.token, now >= token.refreshAt, self.limiter.admits(at: now, policy: self.policy)
+        else { return false }
+        self.startCall(now: now, token: token, after: after)
+        return true
+    }
+
+    /// The call under way returned `token`. Returns the waiters to resume.
+    public mutating func callSucceeded(_ token: CachedToken) -> [Waiter] {
+        guard case .calling(let current, let waiters, _) = self.phase else { return [] }
+        var token = token
+        if current?.accessToken == token.accessToken {
+            // Personio hands out the same token for a credential pair until it expires: asking again before then
+            // cannot renew it, so the next refresh is due when it expires.
+            token.refreshAt = token.expiresAt
+        }
+        self.phase = .idle(token: token)
+        return waiters
+    }
+
+    /// The call under way failed: cool-down, then exponential back-off, capped. `retryAfter` from Personio
+    /// lengthens the wait, never shortens it. A still-valid token keeps being served.
+    public mutating func callFailed(error: String, retryAfter: Duration?, now: ContinuousClock.Instant) -> FailureAction
+    {
+        guard case .calling(let token, let waiters, let after) = self.phase else {
+            return FailureAction(waiters: [], retryAfter: self.retryAfter(now: now))
+        }
+        let count = (after?.count ?? 0) + 1
+        var delay = self.policy.initialBackoff
+        for _ in 1..<min(count, 30) where delay < self.policy.maximumBackoff { delay *= 2 }
+        delay = min(delay, self.policy.maximumBackoff)
+        if let retryAfter, retryAfter > delay { delay = min(retryAfter, .seconds(3600)) }
+        self.phase = .backingOff(token: token, failure: Failure(count: count, retryAt: now + delay, lastError: error))
+        return FailureAction(waiters: waiters, retryAfter: delay)
+    }
+
+    /// The call under way ended without a verdict on Personio (the connection changed meanwhile, an internal error):
+    /// the back-off stays as it was. Returns the waiters to resume.
+    public mutating func callAbandoned() -> [Waiter] {
+        guard case .calling(let token, let waiters, let after) = self.phase else { return [] }
+        self.phase = after.map { .backingOff(token: token, failure: $0) } ?? .idle(token: token)
+        return waiters
+    }
+
+    /// A verify is about to exchange the credentials: it counts toward the limit like any call. Returns nil when
+    /// the call may start (it is counted), else how long until the limit admits one.
+    public mutating func verifyRequested(now: ContinuousClock.Instant) -> Duration? {
+        guard self.limiter.reserve(at: now, policy: self.policy) else {
+            return self.limiter.resetsIn(at: now, policy: self.policy)
+        }
         self.lastCallAt = now
-        self.recentCalls.append(now)
-        if self.recentCalls.count > 256 { self.recentCalls.removeFirst(self.recentCalls.count - 256) }
+        return nil
+    }
+
+    /// Another upstream call (a revocation, a repeated exchange) is about to start: whether the limit admits it
+    /// (then it is counted).
+    public mutating func extraCallRequested(now: ContinuousClock.Instant) -> Bool {
+        self.limiter.reserve(at: now, policy: self.policy)
+    }
+
+    /// A token obtained outside a call of this state (a verify): kept unless a call is under way, whose own result
+    /// comes soon.
+    public mutating func tokenObtained(_ token: CachedToken) -> Bool {
+        if case .calling = self.phase { return false }
+        self.phase = .idle(token: token)
+        return true
+    }
+
+    /// Personio refused `accessToken`: dropped if it is the token held and old enough that asking again may bring a
+    /// new one. Returns whether it was dropped.
+    public mutating func tokenRejected(accessToken: String, now: ContinuousClock.Instant) -> Bool {
+        guard let token = self.token, token.accessToken == accessToken,
+            now - token.obtainedAt >= self.policy.minimumRefetchInterval
+        else { return false }
+        self.replaceToken(nil)
+        return true
+    }
+
+    /// Drops the token and any back-off (after a disable, reset, edit or disconnect). Returns the waiters to resume
+    /// (they ask again and find the change); the limiter stays.
+    public mutating func invalidated() -> [Waiter] {
+        let waiters: [Waiter]
+        if case .calling(_, let calling, _) = self.phase { waiters = calling } else { waiters = [] }
+        self.phase = .idle(token: nil)
+        return waiters
+    }
+
+    // MARK: Rules
+
+    /// Serve a held token when it is fresh enough, or asking again would be pointless (Personio hands back the same
+    /// token for a while).
+    private func keepsServing(_ token: CachedToken, now: ContinuousClock.Instant, minTTL: Duration) -> Bool {
+        if token.remaining(at: now) >= minTTL { return true }
+        return self.lastCallAt.map { now - $0 < self.policy.minimumRefetchInterval } ?? false
+    }
+
+    private func rateLimitedAction(now: ContinuousClock.Instant) -> RequestAction {
+        .fail(retryAfter: self.limiter.resetsIn(at: now, policy: self.policy), lastError: Self.rateLimited)
+    }
+
+    private func retryAfter(now: ContinuousClock.Instant) -> Duration {
+        if case .backingOff(_, let failure) = self.phase, failure.retryAt > now { return failure.retryAt - now }
+        return .zero
+    }
+
+    private mutating func startCall(now: ContinuousClock.Instant, token: CachedToken?, after: Failure?) {
+        self.limiter.record(at: now)
+        self.lastCallAt = now
+        self.phase = .calling(token: token, waiters: [], after: after)
+    }
+
+    private mutating func dropToken(expiredAt now: ContinuousClock.Instant) {
+        if let token = self.token, token.expiresAt <= now { self.replaceToken(nil) }
+    }
+
+    private mutating func replaceToken(_ token: CachedToken?) {
+        switch self.phase {
+        case .idle: self.phase = .idle(token: token)
+        case .calling(_, let waiters, let after):
+            self.phase = .idle(token: nil)
+            self.phase = .calling(token: token, waiters: waiters, after: after)
+        case .backingOff(_, let failure): self.phase = .backingOff(token: token, failure: failure)
+        }
     }
 }

@@ -19,17 +19,17 @@ import VaultTestSupport
 
     @Test("with a broker entry, revocations use the entry's budget, and token calls see them")
     func countedInTheEntry() {
-        var state = TokenState()
+        var state = TokenState<Int>(policy: Self.policy)
         let now = ContinuousClock.now
         var granted: [Bool] = []
-        for _ in 0..<4 { granted.append(state.reserveCall(now: now, policy: Self.policy)) }
+        for _ in 0..<4 { granted.append(state.extraCallRequested(now: now)) }
         #expect(granted == [true, true, true, false])
-        guard case .unavailable(_, let lastError) = state.decide(now: now, minTTL: .zero, policy: Self.policy) else {
+        guard case .fail(_, let lastError) = state.tokenRequested(now: now, minTTL: .zero) else {
             Issue.record("a token call went ahead past the limit the revocations used up")
             return
         }
         #expect(lastError?.contains("rate limit") == true)
-        let afterTheWindow = state.reserveCall(now: now + .seconds(61), policy: Self.policy)
+        let afterTheWindow = state.extraCallRequested(now: now + .seconds(61))
         #expect(afterTheWindow)
     }
 

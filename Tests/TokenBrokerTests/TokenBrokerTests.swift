@@ -27,21 +27,31 @@ struct TokenBrokerTests {
         static func with(
             provider: Provider = .personioV2,
             policy: RefreshPolicy,
+            clock: any BrokerClock = SystemBrokerClock(),
             _ body: (Setup) async throws -> Void
         ) async throws {
-            try await Self.with(provider: provider, policy: { _ in policy }, body)
+            try await Self.with(provider: provider, policy: { _ in policy }, clock: clock, body)
         }
 
+        /// - Parameter clock: the broker's clock; a ``ManualClock`` runs the test in virtual time (the revoker and
+        ///   the refresh loop then move only when the test advances it).
         static func with(
             provider: Provider = .personioV2,
             policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider,
+            clock: any BrokerClock = SystemBrokerClock(),
             _ body: (Setup) async throws -> Void
         ) async throws {
             let standIn = try await PersonioStandIn.start(threads: 2)
             standIn.register(clientID: "fake-client-acme", clientSecret: "fake-secret-acme")
             try await VaultFixture.with { fixture, vault in
                 let auth = PersonioAuthClient(logger: fixture.logs.logger(), timeout: .seconds(2))
-                let broker = TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger(), policy: policy)
+                let broker = TokenBroker(
+                    vault: vault,
+                    auth: auth,
+                    logger: fixture.logs.logger(),
+                    policy: policy,
+                    clock: clock
+                )
                 _ = try await vault.create(
                     CreateConnectionRequest(
                         id: "acme",
@@ -59,8 +69,15 @@ struct TokenBrokerTests {
         }
     }
 
-    static func body(_ prepared: PreparedTokenResponse) throws -> TokenResponse {
-        try VaultJSON.decoder().decode(TokenResponse.self, from: Data(prepared.body(at: .now)))
+    static func body(_ prepared: PreparedTokenResponse, at now: ContinuousClock.Instant = .now) throws -> TokenResponse
+    {
+        try VaultJSON.decoder().decode(TokenResponse.self, from: Data(prepared.body(at: now)))
+    }
+
+    /// Waits until the refresh loop and the revoker of a broker on `clock` sleep again, that is, until they have done
+    /// everything the last `advance` made due.
+    static func settled(_ clock: ManualClock) async throws {
+        try await waitUntil("the broker's loops asleep on the clock") { clock.sleepers == 2 }
     }
 
     @Test("64 concurrent cold requests make exactly one upstream call")
@@ -192,11 +209,12 @@ struct TokenBrokerTests {
 
     @Test("while Personio fails, callers get 503 with Retry-After and the broker backs off")
     func backoff() async throws {
-        // A long first back-off, so that the machine's speed cannot end it during the test; the doubling and the cap
-        // are checked as values in TokenStateTests.
+        // A long first back-off; virtual time, so the machine's speed cannot end it during the test. The doubling and
+        // the cap are checked as values in TokenStateTests.
         var policy = RefreshPolicy()
         policy.initialBackoff = .seconds(60)
-        try await Setup.with(policy: policy) { setup in
+        let clock = ManualClock()
+        try await Setup.with(policy: policy, clock: clock) { setup in
             setup.standIn.setFailure(.status(500))
             for attempt in 0..<200 {
                 do {
@@ -204,32 +222,79 @@ struct TokenBrokerTests {
                     Issue.record("attempt \(attempt) got a token from a failing Personio")
                 } catch let error as VaultError {
                     #expect(error.code == .upstreamUnavailable)
-                    #expect((error.retryAfter ?? 0) >= 1)
+                    #expect(error.retryAfter == 60)
                 }
             }
             // The first attempt called Personio; the other 199 were answered from the back-off.
             #expect(setup.standIn.calls(.v2Token) == 1)
+            clock.advance(by: .milliseconds(59_500))
+            let late = await #expect(throws: VaultError.self) {
+                try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+            }
+            #expect(late?.retryAfter == 1)
+            #expect(setup.standIn.calls(.v2Token) == 1)
+            clock.advance(by: .milliseconds(500))
+            setup.standIn.setFailure(.none)
+            _ = try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+            #expect(setup.standIn.calls(.v2Token) == 2)
         }
     }
 
-    @Test("a hard limit keeps upstream calls at Personio's 150 per minute even with no back-off")
-    func callLimit() async throws {
-        var policy = RefreshPolicy()
+    @Test(
+        "a hard limit keeps upstream calls at Personio's limit (150 a minute for v2, 60 for v1) with no back-off",
+        arguments: [Provider.personioV2, .personioV1]
+    )
+    func callLimit(provider: Provider) async throws {
+        var policy = RefreshPolicy.forProvider(provider)
         policy.initialBackoff = .milliseconds(1)
         policy.maximumBackoff = .milliseconds(1)
-        try await Setup.with(policy: policy) { setup in
+        let limit = provider == .personioV1 ? 60 : 150
+        let endpoint: PersonioStandIn.Endpoint = provider == .personioV1 ? .v1Auth : .v2Token
+        let clock = ManualClock()
+        try await Setup.with(provider: provider, policy: policy, clock: clock) { setup in
             setup.standIn.setFailure(.status(503))
-            // Ask until the limit is reached (how fast depends on the machine), then 200 times more: all within the
-            // minute the limit counts over, so none of those may reach Personio.
-            let deadline = ContinuousClock.now + .seconds(40)
-            var attemptsAtLimit = 0
-            while ContinuousClock.now < deadline && attemptsAtLimit < 200 {
+            // One attempt per virtual millisecond: every back-off has ended at each, and all of them fall within the
+            // minute the limit counts over.
+            for _ in 0..<(limit + 200) {
                 _ = try? await setup.broker.token("acme", for: Self.caller, minTTL: 0)
-                if setup.standIn.calls(.v2Token) >= 150 { attemptsAtLimit += 1 }
-                try await Task.sleep(for: .milliseconds(1))
+                clock.advance(by: .milliseconds(1))
             }
-            #expect(attemptsAtLimit == 200, "the limit was not reached within the deadline")
-            #expect(setup.standIn.calls(.v2Token) == 150)
+            #expect(setup.standIn.calls(endpoint) == limit)
+            // The call after the limit is refused with the time until the oldest call leaves the window.
+            let refused = await #expect(throws: VaultError.self) {
+                try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+            }
+            #expect(refused?.message.contains("local rate limit") == true)
+            #expect(refused?.retryAfter == 60)
+            // A verify is an exchange too: refused by the same limit, without calling Personio.
+            let verify = try await setup.broker.verify("acme", by: admin)
+            #expect(verify.failure?.code == .upstreamUnavailable)
+            #expect(setup.standIn.calls(endpoint) == limit)
+            // Once the window has moved past the first call, one more may go.
+            clock.advance(by: .seconds(60))
+            _ = try? await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+            #expect(setup.standIn.calls(endpoint) == limit + 1)
+        }
+    }
+
+    @Test("verify calls count toward the limit: token calls after them are refused")
+    func verifyCounts() async throws {
+        var policy = RefreshPolicy()
+        policy.callLimit = 3
+        let clock = ManualClock()
+        try await Setup.with(policy: policy, clock: clock) { setup in
+            // An entry exists (a token was asked for once), and three verifies spend the rest of the budget.
+            _ = try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+            #expect(try await setup.broker.verify("acme", by: admin).ok)
+            #expect(try await setup.broker.verify("acme", by: admin).ok)
+            let third = try await setup.broker.verify("acme", by: admin)
+            #expect(third.failure?.code == .upstreamUnavailable)
+            #expect(setup.standIn.calls(.v2Token) == 3)
+            // The cached token is still served; once the window has moved on, a verify goes to Personio again.
+            _ = try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+            clock.advance(by: .seconds(60))
+            #expect(try await setup.broker.verify("acme", by: admin).ok)
+            #expect(setup.standIn.calls(.v2Token) == 4)
         }
     }
 
@@ -237,21 +302,45 @@ struct TokenBrokerTests {
     func refreshAhead() async throws {
         var policy = RefreshPolicy()
         policy.jitterFraction = 0
-        try await Setup.with(policy: policy) { setup in
-            // 6 s: refreshed after 4 s, with 2 s of slack before expiry for a busy machine.
+        let clock = ManualClock()
+        try await Setup.with(policy: policy, clock: clock) { setup in
+            // 6 s: refreshed 4 s after the call started, in virtual time.
             setup.standIn.setTokenLifetime(seconds: 6)
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await setup.broker.run() }
-                let started = ContinuousClock.now
                 _ = try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
-                try await Self.eventually(timeout: .seconds(6)) { setup.standIn.calls(.v2Token) == 2 }
-                let elapsed = ContinuousClock.now - started
-                #expect(elapsed >= .milliseconds(3900) && elapsed < .seconds(6), "refreshed after \(elapsed)")
+                try await Self.settled(clock)
+                clock.advance(by: .milliseconds(3900))
+                try await Self.settled(clock)
+                #expect(setup.standIn.calls(.v2Token) == 1, "refreshed before the refresh point")
+                // The loop looks every 500 ms: the next look after the refresh point refreshes.
+                clock.advance(by: .milliseconds(500))
+                try await Self.settled(clock)
+                #expect(setup.standIn.calls(.v2Token) == 2, "not refreshed after the refresh point")
                 // Personio answered with the same token (stable per credential pair): no further call until it expires.
-                try await Task.sleep(for: .milliseconds(600))
+                clock.advance(by: .milliseconds(1500))
+                try await Self.settled(clock)
                 #expect(setup.standIn.calls(.v2Token) == 2)
                 group.cancelAll()
             }
+        }
+    }
+
+    @Test("an expired token is not served: the next request fetches a new one")
+    func expiry() async throws {
+        let clock = ManualClock()
+        try await Setup.with(policy: RefreshPolicy(), clock: clock) { setup in
+            _ = try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+            clock.advance(by: .seconds(86_399))
+            guard case .token = setup.broker.cachedResponse("acme", for: Self.caller, minTTL: 0, at: clock.now) else {
+                Issue.record("a token with a second left was not served from the cache")
+                return
+            }
+            #expect(setup.broker.cachedResponse("acme", for: Self.caller, minTTL: 2, at: clock.now) == nil)
+            clock.advance(by: .seconds(2))
+            #expect(setup.broker.cachedResponse("acme", for: Self.caller, minTTL: 0, at: clock.now) == nil)
+            _ = try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+            #expect(setup.standIn.calls(.v2Token) == 2)
         }
     }
 
@@ -260,18 +349,23 @@ struct TokenBrokerTests {
         var policy = RefreshPolicy()
         policy.jitterFraction = 0
         policy.refreshFraction = 0.01
-        try await Setup.with(policy: policy) { setup in
+        let clock = ManualClock()
+        try await Setup.with(policy: policy, clock: clock) { setup in
             setup.standIn.setTokenLifetime(seconds: 100)
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await setup.broker.run() }
                 let first = try Self.body(try await setup.broker.token("acme", for: Self.caller, minTTL: 0))
                 setup.standIn.setFailure(.status(500))
                 // The refresh point (1 s) passes and the refresh fails; callers keep getting the valid token.
-                try await Self.eventually(timeout: .seconds(3)) { setup.standIn.calls(.v2Token) >= 2 }
+                try await Self.settled(clock)
+                clock.advance(by: .seconds(1))
+                try await Self.settled(clock)
+                #expect(setup.standIn.calls(.v2Token) == 2)
                 for _ in 0..<20 {
-                    let served = try Self.body(try await setup.broker.token("acme", for: Self.caller, minTTL: 0))
+                    let prepared = try await setup.broker.token("acme", for: Self.caller, minTTL: 0)
+                    let served = try Self.body(prepared, at: clock.now)
                     #expect(served.accessToken == first.accessToken)
-                    #expect(served.expiresIn >= 90)
+                    #expect((98...99).contains(served.expiresIn))
                 }
                 group.cancelAll()
             }

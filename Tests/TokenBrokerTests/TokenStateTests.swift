@@ -1,12 +1,15 @@
 import Testing
-import TokenBroker
+import VaultAPI
+import VaultCore
 
-@testable import VaultCore
+@testable import TokenBroker
 
-/// The broker's rules as values: every decision is taken at an instant the test chooses, so no rule here depends on
-/// how fast the machine runs. The broker tests check the same rules end to end against the Personio stand-in.
+/// The broker's state machine as a value: each test is a table of events at instants the test chooses and the
+/// actions they must return, so no rule here depends on how fast the machine runs. The broker tests check the same
+/// rules against the Personio stand-in, in virtual time.
 @Suite("Token state")
 struct TokenStateTests {
+    typealias State = TokenState<Int>
     static let t0 = ContinuousClock.now
     static let policy = RefreshPolicy()
 
@@ -14,9 +17,14 @@ struct TokenStateTests {
         Self.t0 + .milliseconds(Int64((seconds * 1000).rounded()))
     }
 
-    static func token(obtainedAt: Double = 0, lifetime: Double = 60, refreshAfter: Double = 40) -> CachedToken {
+    static func token(
+        _ value: String = "fake-token",
+        obtainedAt: Double = 0,
+        lifetime: Double = 60,
+        refreshAfter: Double = 40
+    ) -> CachedToken {
         CachedToken(
-            accessToken: "fake-token",
+            accessToken: value,
             tokenType: "Bearer",
             scope: nil,
             revision: 1,
@@ -27,34 +35,64 @@ struct TokenStateTests {
         )
     }
 
-    /// A state that made one call at `t0` and got `token()` from it.
-    static func holding(_ token: CachedToken = Self.token()) -> TokenState {
-        var state = TokenState()
-        let first = state.decide(now: Self.at(0), minTTL: .zero, policy: Self.policy)
-        #expect(first == .fetch)
-        state.succeeded(token)
+    /// A state that made one call at `t0` and got `token` from it.
+    static func holding(_ token: CachedToken = Self.token(), policy: RefreshPolicy = Self.policy) -> State {
+        var state = State(policy: policy)
+        #expect(state.tokenRequested(now: Self.at(0), minTTL: .zero) == .startCall)
+        #expect(state.callSucceeded(token).isEmpty)
         return state
     }
 
-    @Test("a cold state makes one call; callers meanwhile wait for it")
+    @Test("a cold state makes one call; callers meanwhile wait for it and are released with its result")
     func singleFlight() {
-        var state = TokenState()
-        let first = state.decide(now: Self.at(0), minTTL: .zero, policy: Self.policy)
-        #expect(first == .fetch)
-        for _ in 0..<64 {
-            let meanwhile = state.decide(now: Self.at(0.01), minTTL: .zero, policy: Self.policy)
-            #expect(meanwhile == .wait)
+        var state = State(policy: Self.policy)
+        #expect(state.tokenRequested(now: Self.at(0), minTTL: .zero) == .startCall)
+        for waiter in 0..<64 {
+            #expect(state.tokenRequested(now: Self.at(0.01), minTTL: .zero) == .wait)
+            #expect(state.waiterArrived(waiter) == true)
         }
-        #expect(state.recentCalls.count == 1)
+        #expect(state.limiter.starts.count == 1)
+        #expect(state.callSucceeded(Self.token()) == Array(0..<64))
+        // Once the call has ended, a late waiter is resumed at once rather than kept.
+        #expect(state.waiterArrived(99) == false)
+        #expect(state.tokenRequested(now: Self.at(0.02), minTTL: .zero) == .serve(Self.token()))
+    }
+
+    @Test("a failed call releases its waiters; an abandoned one too, leaving the back-off where it was")
+    func releasesWaiters() {
+        var failed = State(policy: Self.policy)
+        #expect(failed.tokenRequested(now: Self.at(0), minTTL: .zero) == .startCall)
+        #expect(failed.waiterArrived(1) == true)
+        #expect(failed.waiterArrived(2) == true)
+        let failure = failed.callFailed(error: "HTTP 503", retryAfter: nil, now: Self.at(0.5))
+        #expect(failure.waiters == [1, 2] && failure.retryAfter == .seconds(1))
+        #expect(
+            failed.tokenRequested(now: Self.at(1), minTTL: .zero)
+                == .fail(retryAfter: .milliseconds(500), lastError: "HTTP 503")
+        )
+
+        var abandoned = failed
+        #expect(abandoned.tokenRequested(now: Self.at(1.5), minTTL: .zero) == .startCall)
+        #expect(abandoned.waiterArrived(3) == true)
+        #expect(abandoned.callAbandoned() == [3])
+        guard case .backingOff(nil, let kept) = abandoned.phase else {
+            Issue.record("an abandoned call dropped the back-off: \(abandoned.phase)")
+            return
+        }
+        #expect(kept.count == 1 && kept.lastError == "HTTP 503")
+
+        var invalidated = State(policy: Self.policy)
+        #expect(invalidated.tokenRequested(now: Self.at(0), minTTL: .zero) == .startCall)
+        #expect(invalidated.waiterArrived(7) == true)
+        #expect(invalidated.invalidated() == [7])
+        #expect(!invalidated.isCalling && invalidated.token == nil)
     }
 
     @Test("a valid token is served; an expired one is dropped and fetched again")
     func servesUntilExpiry() {
         var state = Self.holding()
-        let beforeExpiry = state.decide(now: Self.at(59.9), minTTL: .zero, policy: Self.policy)
-        #expect(beforeExpiry == .serve(Self.token()))
-        let atExpiry = state.decide(now: Self.at(60), minTTL: .zero, policy: Self.policy)
-        #expect(atExpiry == .fetch)
+        #expect(state.tokenRequested(now: Self.at(59.9), minTTL: .zero) == .serve(Self.token()))
+        #expect(state.tokenRequested(now: Self.at(60), minTTL: .zero) == .startCall)
         #expect(state.token == nil)
     }
 
@@ -62,13 +100,10 @@ struct TokenStateTests {
     func minTTL() {
         var state = Self.holding()
         // 55 s left, 58 s wanted: Personio would hand back the same token this soon, so it is served as it is.
-        let tooSoon = state.decide(now: Self.at(5), minTTL: .seconds(58), policy: Self.policy)
-        #expect(tooSoon == .serve(Self.token()))
+        #expect(state.tokenRequested(now: Self.at(5), minTTL: .seconds(58)) == .serve(Self.token()))
         // 10 s after the last call a new one is made; the old token is served to others meanwhile.
-        let tenSecondsOn = state.decide(now: Self.at(10), minTTL: .seconds(58), policy: Self.policy)
-        #expect(tenSecondsOn == .fetch)
-        let duringCall = state.decide(now: Self.at(10.1), minTTL: .seconds(58), policy: Self.policy)
-        #expect(duringCall == .serve(Self.token()))
+        #expect(state.tokenRequested(now: Self.at(10), minTTL: .seconds(58)) == .startCall)
+        #expect(state.tokenRequested(now: Self.at(10.1), minTTL: .seconds(58)) == .serve(Self.token()))
     }
 
     @Test(
@@ -76,83 +111,145 @@ struct TokenStateTests {
         arguments: [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 16.0), (6, 32.0), (7, 60.0), (8, 60.0), (40, 60.0)]
     )
     func backoff(failures: Int, delay: Double) {
-        var state = TokenState()
+        var state = State(policy: Self.policy)
+        var now = Self.at(0)
+        var last = Duration.zero
         for _ in 0..<failures {
-            state.failed(now: Self.at(0), error: "HTTP 500", retryAfter: nil, policy: Self.policy)
+            #expect(state.tokenRequested(now: now, minTTL: .zero) == .startCall)
+            last = state.callFailed(error: "HTTP 500", retryAfter: nil, now: now).retryAfter
+            now += last
         }
-        let justBefore = state.decide(now: Self.at(delay - 0.001), minTTL: .zero, policy: Self.policy)
-        #expect(justBefore == .unavailable(retryAfter: .milliseconds(1), lastError: "HTTP 500"))
-        let atRetry = state.decide(now: Self.at(delay), minTTL: .zero, policy: Self.policy)
-        #expect(atRetry == .fetch)
+        #expect(last == .milliseconds(Int64(delay * 1000)))
+        let justBefore = state.tokenRequested(now: now - .milliseconds(1), minTTL: .zero)
+        #expect(justBefore == .fail(retryAfter: .milliseconds(1), lastError: "HTTP 500"))
+        #expect(state.tokenRequested(now: now, minTTL: .zero) == .startCall)
     }
 
     @Test("Personio's Retry-After lengthens the back-off, never shortens it")
     func retryAfter() {
-        var longer = TokenState()
-        longer.failed(now: Self.at(0), error: "HTTP 429", retryAfter: .seconds(30), policy: Self.policy)
-        #expect(longer.retryAt == Self.at(30))
-        var shorter = TokenState()
-        shorter.failed(now: Self.at(0), error: "HTTP 429", retryAfter: .milliseconds(100), policy: Self.policy)
-        #expect(shorter.retryAt == Self.at(1))
+        var longer = State(policy: Self.policy)
+        #expect(longer.tokenRequested(now: Self.at(0), minTTL: .zero) == .startCall)
+        #expect(
+            longer.callFailed(error: "HTTP 429", retryAfter: .seconds(30), now: Self.at(0)).retryAfter == .seconds(30)
+        )
+        #expect(
+            longer.tokenRequested(now: Self.at(29.5), minTTL: .zero)
+                == .fail(retryAfter: .milliseconds(500), lastError: "HTTP 429")
+        )
+        var shorter = State(policy: Self.policy)
+        #expect(shorter.tokenRequested(now: Self.at(0), minTTL: .zero) == .startCall)
+        let short = shorter.callFailed(error: "HTTP 429", retryAfter: .milliseconds(100), now: Self.at(0))
+        #expect(short.retryAfter == .seconds(1))
+    }
+
+    @Test(
+        "Retry-After seconds are rounded up once, at least 1",
+        arguments: [
+            (Duration.zero, 1), (.milliseconds(1), 1), (.seconds(1), 1), (.milliseconds(1001), 2), (.seconds(30), 30),
+            (.milliseconds(29_999), 30),
+        ]
+    )
+    func retryAfterSeconds(duration: Duration, seconds: Int) {
+        #expect(duration.retryAfterSeconds == seconds)
     }
 
     @Test("a still-valid token is served while backing off, whatever min_ttl asks")
     func servesWhileBackingOff() {
         var state = Self.holding()
-        let wanting30 = state.decide(now: Self.at(41), minTTL: .seconds(30), policy: Self.policy)
-        #expect(wanting30 == .fetch)
-        state.failed(now: Self.at(41), error: "HTTP 503", retryAfter: nil, policy: Self.policy)
-        let backingOff = state.decide(now: Self.at(41.5), minTTL: .seconds(30), policy: Self.policy)
-        #expect(backingOff == .serve(Self.token()))
-        let anyTTL = state.decide(now: Self.at(41.5), minTTL: .zero, policy: Self.policy)
-        #expect(anyTTL == .serve(Self.token()))
+        #expect(state.tokenRequested(now: Self.at(41), minTTL: .seconds(30)) == .startCall)
+        _ = state.callFailed(error: "HTTP 503", retryAfter: nil, now: Self.at(41))
+        #expect(state.tokenRequested(now: Self.at(41.5), minTTL: .seconds(30)) == .serve(Self.token()))
+        #expect(state.tokenRequested(now: Self.at(41.5), minTTL: .zero) == .serve(Self.token()))
     }
 
-    @Test("no more than the call limit in any window, even with no back-off")
-    func callLimit() {
-        var policy = Self.policy
+    @Test(
+        "no more than the call limit in any window (150 for v2, 60 for v1), even with no back-off",
+        arguments: [Provider.personioV2, .personioV1]
+    )
+    func callLimit(provider: Provider) {
+        var policy = RefreshPolicy.forProvider(provider)
         policy.initialBackoff = .zero
         policy.maximumBackoff = .zero
-        var state = TokenState()
-        for call in 0..<150 {
+        let limit = provider == .personioV1 ? 60 : 150
+        #expect(policy.callLimit == limit)
+        var state = State(policy: policy)
+        for call in 0..<limit {
             let now = Self.at(Double(call) * 0.01)
-            let call = state.decide(now: now, minTTL: .zero, policy: policy)
-            #expect(call == .fetch)
-            state.failed(now: now, error: "HTTP 503", retryAfter: nil, policy: policy)
+            #expect(state.tokenRequested(now: now, minTTL: .zero) == .startCall)
+            _ = state.callFailed(error: "HTTP 503", retryAfter: nil, now: now)
         }
-        // The oldest call leaves the window 60 s after it was made.
-        let atLimit = state.decide(now: Self.at(30), minTTL: .zero, policy: policy)
+        // The next call in the window is refused until the oldest call leaves it, 60 s after it was made.
+        let atLimit = state.tokenRequested(now: Self.at(30), minTTL: .zero)
+        #expect(atLimit == .fail(retryAfter: .seconds(30), lastError: "local rate limit for Personio token calls"))
+        #expect(state.tokenRequested(now: Self.at(60), minTTL: .zero) == .startCall)
+    }
+
+    @Test("verify and revocation calls count toward the same limit as token calls")
+    func everyExchangeCounts() {
+        var policy = Self.policy
+        policy.callLimit = 4
+        var state = State(policy: policy)
+        #expect(state.verifyRequested(now: Self.at(0)) == nil)
+        #expect(state.extraCallRequested(now: Self.at(1)) == true)
+        #expect(state.verifyRequested(now: Self.at(2)) == nil)
+        #expect(state.tokenRequested(now: Self.at(3), minTTL: .zero) == .startCall)
+        _ = state.callFailed(error: "HTTP 503", retryAfter: nil, now: Self.at(3))
+        // Four calls in the window: a verify, a revocation and a token call are all refused now.
+        #expect(state.verifyRequested(now: Self.at(10)) == .seconds(50))
+        #expect(state.extraCallRequested(now: Self.at(10)) == false)
         #expect(
-            atLimit == .unavailable(retryAfter: .seconds(30), lastError: "local rate limit for Personio token calls")
+            state.tokenRequested(now: Self.at(10), minTTL: .zero)
+                == .fail(retryAfter: .seconds(50), lastError: "local rate limit for Personio token calls")
         )
-        let afterWindow = state.decide(now: Self.at(60), minTTL: .zero, policy: policy)
-        #expect(afterWindow == .fetch)
+        // The verify made at 0 leaves the window at 60.
+        #expect(state.verifyRequested(now: Self.at(60)) == nil)
     }
 
     @Test("a refresh starts at the refresh point, once, and not while backing off")
     func refreshAhead() {
         var state = Self.holding()
-        let early = state.shouldRefresh(now: Self.at(39.9), policy: Self.policy)
-        #expect(!early)
-        let atRefreshPoint = state.shouldRefresh(now: Self.at(40), policy: Self.policy)
-        #expect(atRefreshPoint)
-        let again = state.shouldRefresh(now: Self.at(40.1), policy: Self.policy)
-        #expect(!again)
-        state.failed(now: Self.at(40.2), error: "HTTP 500", retryAfter: nil, policy: Self.policy)
-        let beforeRetry = state.shouldRefresh(now: Self.at(41), policy: Self.policy)
-        #expect(!beforeRetry)
-        let atRetry = state.shouldRefresh(now: Self.at(41.2), policy: Self.policy)
-        #expect(atRetry)
+        #expect(state.refreshDue(now: Self.at(39.9)) == false)
+        #expect(state.refreshDue(now: Self.at(40)) == true)
+        #expect(state.refreshDue(now: Self.at(40.1)) == false)
+        _ = state.callFailed(error: "HTTP 500", retryAfter: nil, now: Self.at(40.2))
+        #expect(state.refreshDue(now: Self.at(41)) == false)
+        #expect(state.refreshDue(now: Self.at(41.2)) == true)
     }
 
-    @Test("invalidating drops the token and any back-off")
+    @Test("a refresh that brings back the same token schedules the next one at its expiry")
+    func sameTokenRefresh() {
+        var state = Self.holding()
+        #expect(state.refreshDue(now: Self.at(40)) == true)
+        #expect(state.callSucceeded(Self.token()).isEmpty)
+        #expect(state.token?.refreshAt == Self.at(60))
+        #expect(state.refreshDue(now: Self.at(59.9)) == false)
+    }
+
+    @Test("a verify's token is kept unless a call is under way; a refused token is dropped once old enough")
+    func tokensFromElsewhere() {
+        var state = State(policy: Self.policy)
+        #expect(state.tokenObtained(Self.token("verify-token")) == true)
+        #expect(state.tokenRequested(now: Self.at(1), minTTL: .zero) == .serve(Self.token("verify-token")))
+        #expect(state.tokenRejected(accessToken: "verify-token", now: Self.at(9.9)) == false)
+        #expect(state.tokenRejected(accessToken: "other-token", now: Self.at(20)) == false)
+        #expect(state.tokenRejected(accessToken: "verify-token", now: Self.at(10)) == true)
+        #expect(state.token == nil)
+        #expect(state.tokenRequested(now: Self.at(11), minTTL: .zero) == .startCall)
+        #expect(state.tokenObtained(Self.token("verify-token")) == false)
+    }
+
+    @Test("invalidating drops the token and any back-off, but not the call window")
     func invalidate() {
         var state = Self.holding()
-        state.failed(now: Self.at(1), error: "HTTP 500", retryAfter: .seconds(300), policy: Self.policy)
-        let dropped = state.invalidate()
-        #expect(dropped == Self.token())
-        #expect(state.token == nil && state.retryAt == nil && state.failures == 0 && state.lastError == nil)
-        let afterwards = state.decide(now: Self.at(2), minTTL: .zero, policy: Self.policy)
-        #expect(afterwards == .fetch)
+        #expect(state.tokenRequested(now: Self.at(50), minTTL: .seconds(30)) == .startCall)
+        _ = state.callFailed(error: "HTTP 500", retryAfter: .seconds(300), now: Self.at(50))
+        #expect(state.invalidated().isEmpty)
+        #expect(state.token == nil)
+        guard case .idle(nil) = state.phase else {
+            Issue.record("still backing off after invalidation: \(state.phase)")
+            return
+        }
+        #expect(state.limiter.starts.count == 2)
+        #expect(state.tokenRequested(now: Self.at(51), minTTL: .zero) == .startCall)
     }
 }
