@@ -4,6 +4,7 @@ import ServiceLifecycle
 import TokenBroker
 import UnixSignals
 import VaultCore
+import VaultMetrics
 
 #if canImport(Glibc)
 import Glibc
@@ -71,7 +72,13 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         var appLogger = logger
         appLogger[metadataKey: "server.socket"] = "app"
         let personio = PersonioAuthClient(logger: logger, timeout: configuration.tokenTimeout)
-        let broker = TokenBroker(vault: vault, auth: personio, proxyTimeout: configuration.proxyTimeout, logger: logger)
+        let broker = TokenBroker(
+            vault: vault,
+            auth: personio,
+            proxyTimeout: configuration.proxyTimeout,
+            logger: logger,
+            metrics: BrokerMetrics(factory: metrics.factory)
+        )
         let brokerRoutes = BrokerRoutes(broker: broker)
         var adminRouter = AdminRoutes(vault: vault, metrics: metrics).router
         adminRouter.add(brokerRoutes.verifyRoute)
