@@ -104,12 +104,12 @@ struct DescriptorLeakEndToEndTests {
         #expect(table[1] == daemon.logPath && table[2] == daemon.logPath, "\(table)")
         let shared = Set(table.values).intersection(try Self.ownPipesAndSockets())
         #expect(shared.isEmpty, "the daemon holds descriptors of the test process: \(shared.sorted())")
-        // What the daemon opens itself: no pipe at all, and sockets bound to a path (its two listeners and the
-        // connections accepted on them). A socket pair end (Foundation's Process hands one to its children) or a
-        // pipe came from elsewhere.
-        let sockets = try ProcFiles.unixSockets()
+        // No pipe at all (the daemon opens none), and no socket whose other end is in the test process: Foundation's
+        // Process handed each child one end of a socket pair and kept the other.
+        let own = Set(try Self.descriptors(of: getpid()).values)
+        let peers = try #require(ProcFiles.unixSocketPeers(), "ss is needed to find sockets' peers")
         let foreign = table.filter { _, target in
-            target.hasPrefix("pipe:") || (target.hasPrefix("socket:") && (sockets[target]?.path ?? "").isEmpty)
+            target.hasPrefix("pipe:") || peers[target].map(own.contains) == true
         }
         #expect(foreign.isEmpty, "descriptors the daemon did not open: \(foreign.sorted { $0.key < $1.key })")
         for fd in careless.pipe + careless.sockets {

@@ -180,23 +180,24 @@ import Testing
 
     @Test func theRateLimitWindowSlides() async throws {
         try await withFixture { fixture in
-            // A window long enough that a busy machine still makes the second call inside it; the stand-in's clock
-            // then moves past it, so the third call is outside without waiting.
-            fixture.standIn.setRateLimit(1, window: .seconds(3))
+            // A window no busy machine outlasts between the first two calls; the stand-in's clock then moves past
+            // it, so the third call is outside without waiting.
+            fixture.standIn.setRateLimit(1, window: .seconds(600))
             _ = try await fixture.client.exchange(fixture.credentials(.v1))
             #expect(await fixture.exchangeError(fixture.credentials(.v1))?.httpStatus == 429)
-            fixture.standIn.advanceClock(by: .milliseconds(3050))
+            fixture.standIn.advanceClock(by: .seconds(601))
             #expect(await fixture.exchangeError(fixture.credentials(.v1)) == nil)
         }
     }
 
     @Test func tokensExpireAfterTheirLifetime() async throws {
         try await withFixture { fixture in
-            fixture.standIn.setTokenLifetime(seconds: 1)
+            // A lifetime no busy machine outlasts, passed on the stand-in's clock.
+            fixture.standIn.setTokenLifetime(seconds: 600)
             let first = try await fixture.client.exchange(fixture.credentials(.v2))
-            #expect(first.expiresIn == 1)
+            #expect(first.expiresIn == 600)
             #expect(fixture.standIn.isValid(token: first.accessToken))
-            fixture.standIn.advanceClock(by: .milliseconds(1050))
+            fixture.standIn.advanceClock(by: .seconds(601))
             #expect(!fixture.standIn.isValid(token: first.accessToken))
             let second = try await fixture.client.exchange(fixture.credentials(.v2))
             #expect(second.accessToken != first.accessToken)

@@ -50,4 +50,18 @@ public enum ProcFiles {
         }
         return sockets
     }
+
+    /// Connected Unix sockets (`socket:[inode]`) → their peers, as `ss -xa` reports them (nil without ss).
+    public static func unixSocketPeers() -> [String: String]? {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/ss"),
+            let result = try? Command.run("/usr/bin/ss", ["-xaH"], timeout: .seconds(20)), result.status == 0
+        else { return nil }
+        var peers: [String: String] = [:]
+        for line in result.stdout.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 8, let local = Int(fields[5]), let peer = Int(fields[7]), peer != 0 else { continue }
+            peers["socket:[\(local)]"] = "socket:[\(peer)]"
+        }
+        return peers
+    }
 }

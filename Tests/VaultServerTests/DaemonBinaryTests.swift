@@ -16,6 +16,11 @@ struct DaemonBinaryTests {
         defer { directory.remove() }
         let daemon = DaemonProcess(directory: directory, arguments: ["--dev"])
         try await Blocking.run { try daemon.start() }
+        // The banner may follow the first answer on the admin socket by a moment: waited for, with a bound.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !daemon.log().contains("--secret-stdin") && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         let log = daemon.log()
         #expect(log.contains("admin socket  \(daemon.adminSocket)"))
         #expect(
