@@ -83,7 +83,7 @@ let package = Package(
         .target(
             name: "VaultServer",
             dependencies: [
-                "VaultCore", "TokenBroker", "VaultAPI", "VaultCrypto", "PersonioClient", "CVaultShims",
+                "VaultCore", "TokenBroker", "VaultAPI", "PersonioClient", "CVaultShims",
                 nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 "VaultMetrics", .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -106,7 +106,7 @@ let package = Package(
         // MARK: - Executables
         .executableTarget(
             name: "connvaultd",
-            dependencies: ["VaultServer", argumentParser, logging, serviceLifecycle],
+            dependencies: ["VaultServer", "VaultCore", argumentParser, logging],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -143,7 +143,7 @@ let package = Package(
         .target(name: "CTestSupport", path: "Tests/CTestSupport"),
         .target(
             name: "TestSupport",
-            dependencies: ["VaultClient", "VaultAPI", "PersonioStandIn", "CTestSupport", "CVaultShims", logging],
+            dependencies: ["VaultAPI", "PersonioStandIn", "CTestSupport", "CVaultShims", logging],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
@@ -173,14 +173,14 @@ let package = Package(
         .testTarget(
             name: "VaultCoreTests",
             dependencies: [
-                "VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "VaultTestSupport", "TestSupport", logging,
+                "VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "VaultTestSupport", "TestSupport",
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "TokenBrokerTests",
             dependencies: [
-                "TokenBroker", "VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "PersonioClient", "PersonioStandIn",
+                "TokenBroker", "VaultCore", "VaultStore", "VaultAPI", "PersonioClient", "PersonioStandIn",
                 "VaultTestSupport", "TestSupport", logging, nioCore,
             ],
             swiftSettings: swiftSettings
@@ -216,6 +216,8 @@ let package = Package(
             dependencies: ["TestSupport", "PersonioStandIn"],
             swiftSettings: swiftSettings
         ),
+        /// The module graph of docs/architecture.md against the sources' imports and Package.swift.
+        .testTarget(name: "ArchitectureTests", swiftSettings: swiftSettings),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["VaultClient", "VaultAPI", "VaultStore", "TestSupport", "PersonioStandIn", logging],

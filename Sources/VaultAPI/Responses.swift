@@ -481,16 +481,22 @@ public struct HealthView: Codable, Sendable, Equatable {
     public init(status: String) { self.status = status }
 }
 
-/// The routes, spelled once for server, client and docs.
+/// Ready-made paths of the shared route table (`Endpoint`, Routes.swift), for tests and scripts.
 public enum Routes {
-    public static let connections = "/v1/connections"
-    public static func connection(_ id: String) -> String { "/v1/connections/\(id)" }
-    public static func action(_ id: String, _ action: String) -> String { "/v1/connections/\(id)/\(action)" }
-    public static func token(_ id: String) -> String { "/v1/connections/\(id)/token" }
-    public static let rotateKey = "/v1/keys/rotate"
-    public static let audit = "/v1/audit"
-    public static let auditVerify = "/v1/audit/verify"
-    public static let status = "/v1/status"
-    public static let health = "/v1/health"
-    public static let metrics = "/metrics"
+    // Paths built from the shared table (`Endpoint`) with the id put in as given, not percent-encoded: for callers
+    // that send a raw path on purpose (tests of the server's own id checks). Clients use `Endpoint.path(_:)`.
+    public static let connections = Endpoint.listConnections.template.description
+    public static func connection(_ id: String) -> String { Self.raw(Endpoint.showConnection, id) }
+    public static func action(_ id: String, _ action: String) -> String { Self.connection(id) + "/" + action }
+    public static func token(_ id: String) -> String { Self.raw(Endpoint.token, id) }
+    public static let rotateKey = Endpoint.rotateKey.template.description
+    public static let audit = Endpoint.audit.template.description
+    public static let auditVerify = Endpoint.auditVerify.template.description
+    public static let status = Endpoint.status.template.description
+    public static let health = Endpoint.adminHealth.template.description
+    public static let metrics = Endpoint.metrics.template.description
+
+    static func raw(_ endpoint: Endpoint, _ id: String) -> String {
+        endpoint.template.description.replacing("{id}", with: id)
+    }
 }

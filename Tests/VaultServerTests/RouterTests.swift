@@ -1,5 +1,6 @@
 import NIOHTTP1
 import Testing
+import VaultAPI
 
 @testable import VaultServer
 
@@ -138,10 +139,31 @@ struct RouterTests {
         #expect(parameters != ["x": "1", "y": long])
     }
 
-    @Test("the app socket's table has only health until the token broker adds its routes")
-    func appTable() {
-        let names = Set(AppRoutes.router().routes.map(\.name))
-        #expect(names == ["GET /v1/health"])
+    @Test("each socket's router is the shared route table, in its order, with the names metrics and logs use")
+    func sharedTable() {
+        for socket in [SocketKind.app, .admin] {
+            let endpoints = Endpoint.all(on: socket)
+            let handlers = Dictionary(
+                uniqueKeysWithValues: endpoints.map { ($0, RouteAction.sync { _ in .noContent }) }
+            )
+            let router = Router(socket, handlers: handlers)
+            #expect(router.routes.map(\.name) == endpoints.map(\.description))
+            #expect(router.routes.map(\.name).contains("GET /v1/connections/{id}/token") == (socket == .app))
+            #expect(router.routes.map(\.name).contains("POST /v1/connections/{id}/verify") == (socket == .admin))
+            for endpoint in endpoints {
+                let path = endpoint.template.path(endpoint.template.parameterNames.map { _ in "acme" })
+                guard
+                    case .matched(let route, _) = router.match(
+                        method: HTTPMethod(rawValue: endpoint.method.rawValue),
+                        path: Substring(path)
+                    )
+                else {
+                    Issue.record("\(endpoint) does not match its own path \(path)")
+                    continue
+                }
+                #expect(route.name == endpoint.description)
+            }
+        }
     }
 
     @Test("request targets split into path and query")

@@ -3,6 +3,7 @@ import PersonioClient
 import ServiceLifecycle
 import TokenBroker
 import UnixSignals
+import VaultAPI
 import VaultCore
 import VaultMetrics
 
@@ -80,8 +81,10 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
             metrics: BrokerMetrics(factory: metrics.factory)
         )
         let brokerRoutes = BrokerRoutes(broker: broker)
-        var adminRouter = AdminRoutes(vault: vault, metrics: metrics).router
-        adminRouter.add(brokerRoutes.verifyRoute)
+        let adminRouter = Router(
+            .admin,
+            handlers: Router.merged(AdminRoutes(vault: vault, metrics: metrics).handlers, brokerRoutes.adminHandlers)
+        )
         let adminDispatcher = RequestDispatcher(
             socket: "admin",
             router: adminRouter,
@@ -91,7 +94,7 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         )
         let appDispatcher = RequestDispatcher(
             socket: "app",
-            router: AppRoutes.router(adding: brokerRoutes.appRoutes),
+            router: Router(.app, handlers: Router.merged([.appHealth: HealthRoute.action], brokerRoutes.appHandlers)),
             metrics: metrics,
             logger: appLogger
         )

@@ -19,59 +19,41 @@ public struct AdminRoutes: Sendable {
         self.metrics = metrics
     }
 
-    /// The route table.
-    public var router: Router {
+    /// What each admin endpoint of the shared table (`Endpoint.admin`) does, but `verify`, which the token broker
+    /// answers (``BrokerRoutes/adminHandlers``). The router is built from the table, in its order, in one place:
+    /// ``Router/init(_:handlers:)``.
+    public var handlers: [Endpoint: RouteAction] {
         let vault = self.vault
         let metrics = self.metrics
-        return Router([
-            HealthRoute.route,
-            Route(
-                .POST,
-                Routes.connections,
-                body: .required,
+        return [
+            .adminHealth: HealthRoute.action,
+            .createConnection:
                 .async { request in
                     let create = try request.decode(CreateConnectionRequest.self, containsSecrets: true)
                     let view = try await vault.create(create, by: request.caller.auditActor)
                     var response = try Response.json(view, status: .created)
-                    response.headers.add(name: "Location", value: Routes.connection(view.id))
+                    response.headers.add(name: "Location", value: Endpoint.showConnection.path(view.id))
                     return response
-                }
-            ),
-            Route(
-                .GET,
-                Routes.connections,
+                },
+            .listConnections:
                 .async { _ in
                     try .json(ConnectionList(connections: try await vault.list()))
-                }
-            ),
-            Route(
-                .GET,
-                "/v1/connections/{id}",
+                },
+            .showConnection:
                 .async { request in
                     try .json(try await vault.view(request.parameter("id")))
-                }
-            ),
-            Route(
-                .PATCH,
-                "/v1/connections/{id}",
-                body: .required,
+                },
+            .editConnection:
                 .async { request in
                     let edit = try request.decode(EditConnectionRequest.self, containsSecrets: true)
                     return try .json(try await vault.edit(request.parameter("id"), edit, by: request.caller.auditActor))
-                }
-            ),
-            Route(
-                .DELETE,
-                "/v1/connections/{id}",
+                },
+            .disconnect:
                 .async { request in
                     try await vault.disconnect(request.parameter("id"), by: request.caller.auditActor)
                     return .noContent
-                }
-            ),
-            Route(
-                .POST,
-                "/v1/connections/{id}/disable",
-                body: .optional,
+                },
+            .disable:
                 .async { request in
                     let disable = try request.decodeIfPresent(DisableRequest.self) ?? DisableRequest()
                     return try .json(
@@ -81,49 +63,31 @@ public struct AdminRoutes: Sendable {
                             by: request.caller.auditActor
                         )
                     )
-                }
-            ),
-            Route(
-                .POST,
-                "/v1/connections/{id}/enable",
-                body: .optional,
+                },
+            .enable:
                 .async { request in
                     _ = try request.decodeIfPresent(EmptyRequest.self)
                     return try .json(try await vault.enable(request.parameter("id"), by: request.caller.auditActor))
-                }
-            ),
-            Route(
-                .POST,
-                "/v1/connections/{id}/reset",
-                body: .required,
+                },
+            .reset:
                 .async { request in
                     let secrets = try request.decode(ResetRequest.self, containsSecrets: true)
                     return try .json(
                         try await vault.reset(request.parameter("id"), secrets: secrets, by: request.caller.auditActor)
                     )
-                }
-            ),
-            Route(
-                .PUT,
-                "/v1/connections/{id}/grants",
-                body: .required,
+                },
+            .setGrants:
                 .async { request in
                     let grants = try request.decode(GrantsRequest.self)
                     return try .json(
                         try await vault.setGrants(request.parameter("id"), grants, by: request.caller.auditActor)
                     )
-                }
-            ),
-            Route(
-                .POST,
-                Routes.rotateKey,
+                },
+            .rotateKey:
                 .async { request in
                     try .json(try await vault.rotateMasterKey(by: request.caller.auditActor))
-                }
-            ),
-            Route(
-                .GET,
-                Routes.audit,
+                },
+            .audit:
                 .async { request in
                     let query = try QueryParameters(request.query, allowed: ["connection", "since", "limit"])
                     let connection = query["connection"].flatMap { $0.isEmpty ? nil : $0 }
@@ -134,28 +98,19 @@ public struct AdminRoutes: Sendable {
                     let limit = try query.integer("limit", in: 1...Self.auditLimits.maximum) ?? Self.auditLimits.default
                     let entries = try await vault.audit(connection: connection, since: since, limit: Int(limit))
                     return try .json(AuditList(entries: entries))
-                }
-            ),
-            Route(
-                .GET,
-                Routes.auditVerify,
+                },
+            .auditVerify:
                 .async { _ in
                     try .json(try await vault.verifyAudit())
-                }
-            ),
-            Route(
-                .GET,
-                Routes.status,
+                },
+            .status:
                 .async { _ in
                     var status = try await vault.status()
                     // Without it, unit grants never match (DESIGN §10): say so where the admin looks.
                     status.peerPidfd = Kernel.hasPeerPidfd
                     return try .json(status)
-                }
-            ),
-            Route(
-                .GET,
-                Routes.metrics,
+                },
+            .metrics:
                 .async { request in
                     // Counters stay available even when the database cannot be read right now.
                     let status: StatusView?
@@ -166,9 +121,8 @@ public struct AdminRoutes: Sendable {
                         status = nil
                     }
                     return .prometheus(metrics.render(status: status))
-                }
-            ),
-        ])
+                },
+        ]
     }
 }
 

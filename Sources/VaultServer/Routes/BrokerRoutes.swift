@@ -13,75 +13,51 @@ public struct BrokerRoutes: Sendable {
         self.broker = broker
     }
 
-    /// The app socket's broker routes (added to ``AppRoutes/router(adding:)``).
-    public var appRoutes: [Route] {
+    /// What the app socket's broker endpoints of the shared table do (`Endpoint.app` but health).
+    public var appHandlers: [Endpoint: RouteAction] {
         let broker = self.broker
-        var routes = [
-            Route(
-                .GET,
-                Routes.connections,
-                .async { request in
-                    try .json(AppConnectionList(connections: try await broker.connections(for: request.caller)))
+        var handlers: [Endpoint: RouteAction] = [
+            .appConnections: .async { request in
+                try .json(AppConnectionList(connections: try await broker.connections(for: request.caller)))
+            },
+            // A cached token is answered on the event loop: a dictionary lookup, the grant check and two copies.
+            .token: .cached(
+                { request in
+                    let minTTL = try Self.minTTL(request)
+                    let now = ContinuousClock.now
+                    switch broker.cachedResponse(request.parameter("id"), for: request.caller, minTTL: minTTL, at: now)
+                    {
+                    case .token(let prepared): return Self.tokenResponse(prepared, at: now)
+                    case .refused(let error): throw error
+                    case nil: return nil
+                    }
+                },
+                fallback: { request in
+                    let prepared = try await broker.token(
+                        request.parameter("id"),
+                        for: request.caller,
+                        minTTL: try Self.minTTL(request)
+                    )
+                    return Self.tokenResponse(prepared)
                 }
             ),
-            // A cached token is answered on the event loop: a dictionary lookup, the grant check and two copies.
-            Route(
-                .GET,
-                "/v1/connections/{id}/token",
-                .cached(
-                    { request in
-                        let minTTL = try Self.minTTL(request)
-                        let now = ContinuousClock.now
-                        switch broker.cachedResponse(
-                            request.parameter("id"),
-                            for: request.caller,
-                            minTTL: minTTL,
-                            at: now
-                        ) {
-                        case .token(let prepared): return Self.tokenResponse(prepared, at: now)
-                        case .refused(let error): throw error
-                        case nil: return nil
-                        }
-                    },
-                    fallback: { request in
-                        let prepared = try await broker.token(
-                            request.parameter("id"),
-                            for: request.caller,
-                            minTTL: try Self.minTTL(request)
-                        )
-                        return Self.tokenResponse(prepared)
-                    }
-                )
-            ),
         ]
-        for method in [HTTPMethod.GET, .POST, .PUT, .PATCH, .DELETE] {
-            routes.append(
-                Route(
-                    method,
-                    "/v1/connections/{id}/proxy/{path...}",
-                    body: .optional,
-                    .async { request in
-                        try await Self.proxy(broker, request)
-                    }
-                )
-            )
+        for method in Endpoint.proxyMethods {
+            handlers[.proxy(method)] = .async { request in try await Self.proxy(broker, request) }
         }
-        return routes
+        return handlers
     }
 
-    /// `POST /v1/connections/{id}/verify` for the admin socket.
-    public var verifyRoute: Route {
+    /// What the admin socket's broker endpoint (`verify`) does.
+    public var adminHandlers: [Endpoint: RouteAction] {
         let broker = self.broker
-        return Route(
-            .POST,
-            "/v1/connections/{id}/verify",
-            body: .optional,
-            .async { request in
+        return [
+            .verify: .async { request in
                 try .json(
                     Self.verifyResult(try await broker.verify(request.parameter("id"), by: request.caller.auditActor))
                 )
             }
-        )
+        ]
     }
 
     // MARK: - Tokens
