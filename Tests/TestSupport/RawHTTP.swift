@@ -29,11 +29,23 @@ public enum RawHTTP {
         timeout: Duration = .seconds(10),
         closeWrite: Bool = false
     ) throws -> Response {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestSupportError("socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        let connected = try UnixAddress.connect(fd, to: path)
-        guard connected == 0 else { throw TestSupportError("connect \(path): \(String(cString: strerror(errno)))") }
+        // A listener whose backlog is full (a daemon that stopped accepting) makes a blocking connect wait forever:
+        // non-blocking attempts until the deadline instead, then blocking again for the exchange.
+        let deadline = ContinuousClock.now + timeout
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        while true {
+            let connected = try UnixAddress.connect(fd, to: path)
+            if connected == 0 { break }
+            guard errno == EAGAIN || errno == EINTR, ContinuousClock.now < deadline else {
+                throw TestSupportError("connect \(path): \(String(cString: strerror(errno)))")
+            }
+            usleep(10_000)
+        }
+        _ = fcntl(fd, F_SETFL, flags)
         var sent = 0
         while sent < bytes.count {
             let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -43,7 +55,6 @@ public enum RawHTTP {
         if closeWrite { shutdown(fd, Int32(SHUT_WR)) }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
-        let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&poller, 1, 100)

@@ -141,7 +141,13 @@ public struct SystemdNotifier: Service {
 
     /// Sends `message` as one datagram to `path` (`@name`: abstract namespace).
     static func send(_ message: String, to path: String) throws(SystemCallError) {
-        let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        // Non-blocking: a receiver whose queue is full (max_dgram_qlen, 10 by default) costs this one message, never
+        // a thread held in sendto until it reads, which could also hold up shutdown behind the watchdog.
+        let descriptor = socket(
+            AF_UNIX,
+            Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
+            0
+        )
         guard descriptor >= 0 else { throw SystemCallError("socket", errno: errno) }
         defer { close(descriptor) }
         let payload = Array(message.utf8)
