@@ -24,4 +24,17 @@ extension Duration {
         let (seconds, attoseconds) = self.components
         return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
     }
+
+    /// Whole milliseconds, a fraction counting as one more: for `poll(2)`, so that a sub-millisecond rest still waits.
+    public var ceilingMilliseconds: Int64 {
+        let (seconds, attoseconds) = self.components
+        return seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+    }
+
+    /// A time-out as messages name it: `30 s`, `250 ms`.
+    public var timeoutText: String {
+        let (seconds, attoseconds) = self.components
+        if attoseconds == 0 { return "\(seconds) s" }
+        return "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000) ms"
+    }
 }

@@ -164,11 +164,7 @@ struct VaultTransport: Sendable {
     }
 
     /// The time-out for messages: `30 s`, `250 ms`.
-    static func describe(_ timeout: Duration) -> String {
-        let (seconds, attoseconds) = timeout.components
-        if attoseconds == 0 { return "\(seconds) s" }
-        return "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000) ms"
-    }
+    static func describe(_ timeout: Duration) -> String { timeout.timeoutText }
 
     // MARK: - Decoding
 

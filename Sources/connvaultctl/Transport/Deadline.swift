@@ -1,3 +1,5 @@
+import VaultAPI
+
 /// A point in time after which a request gives up.
 struct Deadline: Sendable {
     let instant: ContinuousClock.Instant
@@ -14,15 +16,9 @@ struct Deadline: Sendable {
     var pollMilliseconds: Int32 {
         let left = ContinuousClock.now.duration(to: self.instant)
         if left <= .zero { return 0 }
-        let (seconds, attoseconds) = left.components
-        let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-        return Int32(clamping: milliseconds)
+        return Int32(clamping: left.ceilingMilliseconds)
     }
 
     /// The time-out for messages: `30 s`, `250 ms`.
-    var timeoutDescription: String {
-        let (seconds, attoseconds) = self.timeout.components
-        if attoseconds == 0 { return "\(seconds) s" }
-        return "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000) ms"
-    }
+    var timeoutDescription: String { self.timeout.timeoutText }
 }
