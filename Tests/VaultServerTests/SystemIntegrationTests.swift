@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 import VaultAPI
@@ -9,30 +10,61 @@ import VaultAPI
 /// another uid.
 @Suite("System integration", .offCooperativePool, .timeLimit(.minutes(3)))
 struct SystemIntegrationTests {
-    /// A datagram socket standing in for systemd's notification socket.
-    final class NotifySocket: @unchecked Sendable {
-        // @unchecked Sendable: the descriptor is only read from one test at a time.
+    /// A datagram socket standing in for systemd's notification socket, read on a thread of its own from the start,
+    /// as systemd reads it: the watchdog sends every 50 ms, and a queue left unread fills (10 datagrams) and drops
+    /// what follows.
+    final class NotifySocket: Sendable {
         let descriptor: Int32
         let path: String
+        private let state = Mutex<(messages: [String], next: Int)>(([], 0))
+        private let stopped = Atomic<Bool>(false)
+        private let finished = DispatchSemaphore(value: 0)
 
         /// Binds a datagram socket at `path`, or in the abstract namespace when `path` starts with `@`.
         init(path: String) throws {
             self.path = path
             self.descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             let result = try UnixAddress.bind(self.descriptor, to: path)
-            guard result == 0 else { throw TestSupportError("bind \(path): \(String(cString: strerror(errno)))") }
+            guard result == 0 else {
+                Glibc.close(self.descriptor)
+                throw TestSupportError("bind \(path): \(String(cString: strerror(errno)))")
+            }
+            let thread = Thread { [self] in
+                defer { self.finished.signal() }
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while !self.stopped.load(ordering: .relaxed) {
+                    var poller = pollfd(fd: self.descriptor, events: Int16(POLLIN), revents: 0)
+                    guard poll(&poller, 1, 100) == 1 else { continue }
+                    let count = buffer.withUnsafeMutableBytes { recv(self.descriptor, $0.baseAddress, $0.count, 0) }
+                    guard count > 0 else { continue }
+                    let message = String(decoding: buffer[0..<count], as: UTF8.self)
+                    self.state.withLock { $0.messages.append(message) }
+                }
+            }
+            thread.start()
         }
 
         /// The next datagram, or nil after `timeout`.
         func receive(timeout: Duration = .seconds(10)) -> String? {
-            var poller = pollfd(fd: self.descriptor, events: Int16(POLLIN), revents: 0)
-            guard poll(&poller, 1, Int32(timeout.components.seconds * 1000)) == 1 else { return nil }
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            let count = buffer.withUnsafeMutableBytes { recv(self.descriptor, $0.baseAddress, $0.count, 0) }
-            return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : nil
+            let deadline = ContinuousClock.now + timeout
+            while true {
+                let next = self.state.withLock { state -> String? in
+                    guard state.next < state.messages.count else { return nil }
+                    defer { state.next += 1 }
+                    return state.messages[state.next]
+                }
+                if let next { return next }
+                guard ContinuousClock.now < deadline else { return nil }
+                usleep(5_000)
+            }
         }
 
-        deinit { close(self.descriptor) }
+        /// Stops reading and closes the socket.
+        func close() {
+            guard !self.stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+            _ = self.finished.wait(timeout: .now() + 5)
+            Glibc.close(self.descriptor)
+        }
     }
 
     @Test(
@@ -45,6 +77,7 @@ struct SystemIntegrationTests {
         let path =
             abstract ? "@cv-test-notify-\(getpid())-\(UInt32.random(in: 0...UInt32.max))" : directory.file("notify")
         let notify = try NotifySocket(path: path)
+        defer { notify.close() }
         try await LiveApplication.with(notify: .init(socketPath: path, watchdogInterval: .milliseconds(50))) { live in
             // The notifier's first turn once waited over 10 s behind tests that blocked both threads of the
             // cooperative pool; this suite now runs off that pool (and the blocking suites do too), so its services
