@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import Testing
 import TokenBroker
@@ -24,7 +25,9 @@ final class ManualClock: BrokerClock {
     private let wallStart: Double
     private let start: ContinuousClock.Instant
 
-    init(wallStart: Double = 1_800_000_000) {
+    /// - Parameter wallStart: Wall-clock seconds at the start; by default the real reading, so that expiries Personio
+    ///   gives in wall time stay ahead.
+    init(wallStart: Double = Date().timeIntervalSince1970) {
         let start = ContinuousClock.now
         self.start = start
         self.wallStart = wallStart

@@ -212,6 +212,48 @@ struct RevocationTests {
         }
     }
 
+    @Test("the revoker backs off 1 s, then 2 s, in virtual time")
+    func backoffInVirtualTime() async throws {
+        try await Self.with { standIn, fixture, vault, auth in
+            let clock = ManualClock()
+            var policy = RevocationPolicy()
+            policy.now = { clock.wallSeconds }
+            let broker = TokenBroker(
+                vault: vault,
+                auth: auth,
+                logger: fixture.logs.logger(),
+                revocationPolicy: policy,
+                clock: clock
+            )
+            let token = try await Self.token(broker)
+            standIn.setFailure(.status(503), times: 2, on: [.v2Revoke])
+            try await Self.running(broker) {
+                // The refresh loop and the revoker asleep on the clock: everything due so far is done.
+                func settled() async throws {
+                    try await waitUntil("the broker's loops asleep on the clock") { clock.sleepers == 2 }
+                }
+                try await settled()
+                _ = try await vault.disable("acme", reason: nil, by: admin)
+                // Step through 6 s of virtual time one revoker tick at a time, noting when each attempt was made.
+                var attemptsAt: [Duration] = []
+                var elapsed = Duration.zero
+                while elapsed < .seconds(6) {
+                    clock.advance(by: policy.tick)
+                    elapsed += policy.tick
+                    try await settled()
+                    while attemptsAt.count < standIn.calls(.v2Revoke) { attemptsAt.append(elapsed) }
+                }
+                #expect(attemptsAt.count == 3, "attempts at \(attemptsAt)")
+                guard attemptsAt.count == 3 else { return }
+                let firstWait = attemptsAt[1] - attemptsAt[0]
+                let secondWait = attemptsAt[2] - attemptsAt[1]
+                #expect(firstWait >= .seconds(1) && firstWait <= .milliseconds(1250), "first wait \(firstWait)")
+                #expect(secondWait >= .seconds(2) && secondWait <= .milliseconds(2250), "second wait \(secondWait)")
+                #expect(!standIn.isValid(token: token))
+            }
+        }
+    }
+
     @Test("a token that expires before Personio accepts its revocation is dropped, audited as given up")
     func expiryDropsTheRow() async throws {
         try await Self.with { standIn, fixture, vault, auth in
