@@ -47,7 +47,8 @@ public struct RefreshPolicy: Sendable {
     /// First cool-down after a failure; doubles with each further failure up to `maximumBackoff`.
     public var initialBackoff: Duration = .seconds(1)
     public var maximumBackoff: Duration = .seconds(60)
-    /// Upstream token calls allowed per connection in `window` (Personio: 150 per minute for v2, 60 for v1).
+    /// Upstream calls allowed per connection in `window` (Personio: 150 per minute for v2, 60 for v1): token
+    /// exchanges, refreshes, verifies and revocations alike (``CallLimiter``).
     public var callLimit: Int = 150
     public var window: Duration = .seconds(60)
     /// A `min_ttl` never makes the broker ask again sooner than this after its last call: Personio hands out the
