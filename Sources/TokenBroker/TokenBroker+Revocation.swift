@@ -190,6 +190,7 @@ extension TokenBroker {
         if pass.expired > 0 {
             self.logger.debug("dropped expired token records", metadata: ["tokens.expired": "\(pass.expired)"])
         }
+        for _ in 0..<pass.gaveUp { self.metrics.revocation(.failed) }
         guard !pass.due.isEmpty else { return pass.nextEvent }
         await withDiscardingTaskGroup { group in
             for due in pass.due {

@@ -44,6 +44,9 @@ public struct RevocationPass: Sendable {
     public var due: [DueRevocation]
     /// Rows dropped because their token had expired.
     public var expired: Int
+    /// Of those, the ones still pending revocation: withdrawn tokens the revoker gave up on (`token.revoke_failed`,
+    /// outcome `expired`).
+    public var gaveUp: Int = 0
     /// The earliest wall-clock time (seconds since 1970) at which another pass has work; nil when none is known.
     public var nextEvent: Double?
 }
@@ -119,10 +122,12 @@ extension Vault {
     public func revocationPass(now: Double) async throws -> RevocationPass {
         try await self.write { tx in
             var expired = 0
+            var gaveUp = 0
             for row in try tx.issuedTokens() where Double(row.expiresAt) <= now {
                 try tx.deleteIssuedToken(row.id)
                 expired += 1
                 guard row.state == .pending else { continue }
+                gaveUp += 1
                 try tx.appendAudit(
                     Self.auditEntry(
                         Self.daemonActor,
@@ -158,7 +163,7 @@ extension Vault {
                     )
                 )
             }
-            return RevocationPass(due: due, expired: expired, nextEvent: try tx.nextIssuedTokenEvent())
+            return RevocationPass(due: due, expired: expired, gaveUp: gaveUp, nextEvent: try tx.nextIssuedTokenEvent())
         }
     }
 
