@@ -208,7 +208,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConnVaultCtlTests",
-            dependencies: ["connvaultctl", "VaultAPI"],
+            dependencies: ["connvaultctl", "VaultAPI", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

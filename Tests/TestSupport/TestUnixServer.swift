@@ -6,14 +6,14 @@ import Glibc
 #endif
 
 /// A request as the test server received it.
-struct ReceivedRequest: Sendable {
-    var head: String
-    var body: [UInt8]
+public struct ReceivedRequest: Sendable {
+    public var head: String
+    public var body: [UInt8]
 
     /// `GET /v1/status`: the request line's method and target.
-    var requestLine: String { String(self.head.split(separator: "\r\n", maxSplits: 1).first ?? "") }
+    public var requestLine: String { String(self.head.split(separator: "\r\n", maxSplits: 1).first ?? "") }
 
-    func header(_ name: String) -> String? {
+    public func header(_ name: String) -> String? {
         for line in self.head.split(separator: "\r\n").dropFirst() {
             let parts = line.split(separator: ":", maxSplits: 1)
             if parts.count == 2, parts[0].lowercased() == name.lowercased() {
@@ -25,7 +25,7 @@ struct ReceivedRequest: Sendable {
 }
 
 /// What the test server does with a request.
-enum TestReply: Sendable {
+public enum TestReply: Sendable {
     /// Writes these bytes, then keeps the connection open for the next request (or closes it when `close`).
     case bytes([UInt8], close: Bool)
     /// Closes the connection without answering.
@@ -34,7 +34,7 @@ enum TestReply: Sendable {
     case silence
 
     /// A complete response with a Content-Length body.
-    static func response(
+    public static func response(
         _ status: Int,
         _ reason: String,
         contentType: String = "application/json",
@@ -49,7 +49,7 @@ enum TestReply: Sendable {
         return .bytes(Array((head + "\r\n" + body).utf8), close: close)
     }
 
-    static func problem(_ status: Int, _ code: String, detail: String) -> TestReply {
+    public static func problem(_ status: Int, _ code: String, detail: String) -> TestReply {
         let body = """
             {"code":"\(code)","detail":"\(detail)","status":\(status),"title":"Refused",\
             "type":"https://connvault.invalid/problems/\(code)"}
@@ -60,9 +60,9 @@ enum TestReply: Sendable {
 
 /// A tiny HTTP/1.1 server on a Unix socket under a short `/tmp/cv-XXXXXX` directory, serving one connection at a
 /// time on its own thread; each request's answer comes from `handler`.
-final class TestUnixServer: Sendable {
-    let directory: String
-    let path: String
+public final class TestUnixServer: Sendable {
+    public let directory: String
+    public let path: String
     private let listener: Int32
     private let handler: @Sendable (ReceivedRequest) -> TestReply
     private let state = Mutex(State())
@@ -74,12 +74,12 @@ final class TestUnixServer: Sendable {
         var closed = 0
     }
 
-    var requests: [ReceivedRequest] { self.state.withLock { $0.requests } }
-    var connectionCount: Int { self.state.withLock { $0.connections } }
+    public var requests: [ReceivedRequest] { self.state.withLock { $0.requests } }
+    public var connectionCount: Int { self.state.withLock { $0.connections } }
     /// Connections the server is done with: the client closed, or the server hung up after answering.
-    var closedCount: Int { self.state.withLock { $0.closed } }
+    public var closedCount: Int { self.state.withLock { $0.closed } }
 
-    init(handler: @escaping @Sendable (ReceivedRequest) -> TestReply) throws {
+    public init(handler: @escaping @Sendable (ReceivedRequest) -> TestReply) throws {
         var template = Array("/tmp/cv-XXXXXX".utf8CString)
         guard let created = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw TestServerError("mkdtemp failed")
@@ -114,14 +114,14 @@ final class TestUnixServer: Sendable {
     }
 
     /// Stops accepting, waits for the server thread, removes the socket and its directory.
-    func stop() {
+    public func stop() {
         self.stopKeepingFile()
         unlink(self.path)
         rmdir(self.directory)
     }
 
     /// Stops accepting and closes the listener, leaving the socket file behind (connecting to it is then refused).
-    func stopKeepingFile() {
+    public func stopKeepingFile() {
         shutdown(self.listener, Int32(SHUT_RDWR))
         self.finished.wait()
         close(self.listener)
@@ -197,7 +197,7 @@ final class TestUnixServer: Sendable {
     }
 }
 
-struct TestServerError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+public struct TestServerError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }
