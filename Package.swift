@@ -64,6 +64,8 @@ let package = Package(
             dependencies: [.product(name: "CoreMetrics", package: "swift-metrics")],
             swiftSettings: swiftSettings
         ),
+        /// The zeroing ByteBuffer allocator for buffers that hold a secret, written once for every module that sends one.
+        .target(name: "ZeroedBuffers", dependencies: ["CVaultShims", nioCore], swiftSettings: swiftSettings),
         .target(
             name: "TokenBroker",
             dependencies: [
@@ -75,7 +77,7 @@ let package = Package(
         .target(
             name: "PersonioClient",
             dependencies: [
-                "VaultCrypto", "CVaultShims", nioCore, nioHTTP1, logging,
+                "VaultCrypto", "ZeroedBuffers", nioCore, nioHTTP1, logging,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
@@ -83,7 +85,7 @@ let package = Package(
         .target(
             name: "VaultServer",
             dependencies: [
-                "VaultCore", "TokenBroker", "VaultAPI", "PersonioClient", "CVaultShims",
+                "VaultCore", "TokenBroker", "VaultAPI", "PersonioClient", "CVaultShims", "ZeroedBuffers",
                 nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 "VaultMetrics", .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -95,7 +97,7 @@ let package = Package(
         .target(
             name: "VaultClient",
             dependencies: [
-                "VaultAPI", "CVaultShims", nioCore, nioHTTP1,
+                "VaultAPI", "CVaultShims", "ZeroedBuffers", nioCore, nioHTTP1,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings

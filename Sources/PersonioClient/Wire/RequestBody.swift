@@ -1,5 +1,6 @@
 import NIOCore
 import VaultCrypto
+import ZeroedBuffers
 
 #if canImport(Glibc)
 import Glibc

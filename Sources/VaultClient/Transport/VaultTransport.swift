@@ -3,6 +3,7 @@ import CVaultShims
 import NIOCore
 import NIOHTTP1
 import VaultAPI
+import ZeroedBuffers
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials

@@ -3,10 +3,10 @@ import NIOCore
 import NIOExtras
 import NIOHTTP1
 import NIOPosix
-import PersonioClient
 import ServiceLifecycle
 import Synchronization
 import VaultCore
+import ZeroedBuffers
 
 #if canImport(Glibc)
 import Glibc
