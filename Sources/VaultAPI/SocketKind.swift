@@ -76,3 +76,20 @@ public enum SocketKind: String, Sendable, Hashable, CaseIterable {
         return nil
     }
 }
+
+extension SocketKind {
+    /// What both clients (the Swift client and `connvaultctl`) say when they cannot connect to this socket at `path`:
+    /// the system's reason, what it usually means, and how to choose another socket.
+    public func cannotConnectMessage(_ path: String, errno error: Int32) -> String {
+        var message = "cannot connect to \(path): \(String(cString: strerror(error)))"
+        switch error {
+        case ENOENT, ECONNREFUSED:
+            message += "; is connvaultd running?"
+        case EACCES, EPERM:
+            message += "; this user may not open the socket"
+        default:
+            break
+        }
+        return message + " (choose the socket with \(self.optionName) or \(self.environmentVariable))"
+    }
+}

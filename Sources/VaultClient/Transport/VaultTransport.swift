@@ -151,17 +151,12 @@ struct VaultTransport: Sendable {
     }
 
     static func cannotConnect(_ path: String, kind: SocketKind, errno error: Int32) -> VaultClientError {
-        var message = "cannot connect to \(path): \(String(cString: strerror(error)))"
-        switch error {
-        case ENOENT, ECONNREFUSED:
-            message += "; is connvaultd running?"
-        case EACCES, EPERM:
-            message += "; this user may not open the socket"
-        default:
-            break
-        }
-        message += " (choose the socket with \(kind.optionName) or \(kind.environmentVariable))"
-        return VaultClientError(.cannotConnect, message, socketPath: path, osError: error)
+        VaultClientError(
+            .cannotConnect,
+            kind.cannotConnectMessage(path, errno: error),
+            socketPath: path,
+            osError: error
+        )
     }
 
     /// The time-out for messages: `30 s`, `250 ms`.

@@ -199,17 +199,7 @@ final class UnixSocket {
     }
 
     static func cannotConnect(_ path: String, kind: SocketKind, errno error: Int32) -> DaemonError {
-        var message = "cannot connect to \(path): \(Self.errorText(error))"
-        switch error {
-        case ENOENT, ECONNREFUSED:
-            message += "; is connvaultd running?"
-        case EACCES, EPERM:
-            message += "; this user may not open the socket"
-        default:
-            break
-        }
-        message += " (choose the socket with \(kind.optionName) or \(kind.environmentVariable))"
-        return DaemonError(.cannotConnect, message, socketPath: path, osError: error)
+        DaemonError(.cannotConnect, kind.cannotConnectMessage(path, errno: error), socketPath: path, osError: error)
     }
 }
 
