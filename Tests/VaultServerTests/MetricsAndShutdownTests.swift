@@ -115,7 +115,7 @@ func eventually(
     return try await condition()
 }
 
-@Suite("Metrics on swift-prometheus, and graceful shutdown", .timeLimit(.minutes(2)))
+@Suite("Metrics on swift-prometheus, and graceful shutdown", .offCooperativePool, .timeLimit(.minutes(2)))
 struct MetricsAndShutdownTests {
     static let persons = "/v1/connections/acme/proxy/v2/persons"
 
