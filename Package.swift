@@ -198,7 +198,8 @@ let package = Package(
         .testTarget(
             name: "VaultServerTests",
             dependencies: [
-                "VaultServer", "VaultCore", "TokenBroker", "VaultClient", "VaultAPI", "TestSupport", "PersonioStandIn", logging, nioCore, nioHTTP1,
+                "VaultServer", "VaultCore", "TokenBroker", "VaultClient", "VaultAPI", "TestSupport", "PersonioStandIn",
+                logging, nioCore, nioHTTP1,
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
