@@ -168,7 +168,9 @@ import Glibc
         )
         #expect(error.code == .timedOut)
         #expect(error.message.contains("300 ms"))
-        #expect(ContinuousClock.now - started < .seconds(5))
+        // Far below the 30 s default it must not fall back to; the margin is for a saturated machine (the container
+        // suites boot beside this one in `make test`, and event loops were seen to fire timers 5 s late).
+        #expect(ContinuousClock.now - started < .seconds(15))
     }
 
     @Test("cancelling the awaiting task ends the call at once and closes its connection")

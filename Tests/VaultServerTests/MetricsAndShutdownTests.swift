@@ -234,7 +234,9 @@ struct MetricsAndShutdownTests {
 
     @Test("at shutdown a request in progress gets its answer, and the sockets refuse new connections")
     func inFlightFinishes() async throws {
-        try await BrokeredApplication.with { app, stop in
+        // A drain time-out far above the request's 1.5 s, so that the answer proves the request was let finish even
+        // when the machine is saturated (the systemd container suites boot beside this one in `make test`).
+        try await BrokeredApplication.with(drainTimeout: .seconds(30)) { app, stop in
             #expect(try await app.app(Routes.token("acme")).status == 200)
             app.standIn.setLatency(.milliseconds(1500))
             async let answer = app.app(Self.persons)
@@ -247,7 +249,7 @@ struct MetricsAndShutdownTests {
             let response = try await answer
             #expect(response.status == 200, "\(response.raw)")
             try await stopping
-            #expect(ContinuousClock.now - started < .seconds(5), "shutdown did not wait for the drain time-out")
+            #expect(ContinuousClock.now - started < .seconds(20), "shutdown did not wait for the drain time-out")
         }
     }
 
@@ -262,10 +264,12 @@ struct MetricsAndShutdownTests {
             try await stop()
             let elapsed = ContinuousClock.now - started
             #expect(elapsed >= .milliseconds(900), "shutdown waited for the request in progress")
-            #expect(elapsed < .seconds(4), "shutdown took \(elapsed)")
+            // Bounded by the 1 s drain time-out, not by the request (which hangs for ever) nor the client's 30 s; the
+            // margin is for a saturated machine, where event loops were seen to answer up to 5 s late.
+            #expect(elapsed < .seconds(15), "shutdown took \(elapsed)")
             let response = try await answer
             #expect(response.status == 0, "the connection closed without an answer: \(response.raw)")
-            #expect(ContinuousClock.now - started < .seconds(10))
+            #expect(ContinuousClock.now - started < .seconds(25))
         }
     }
 
