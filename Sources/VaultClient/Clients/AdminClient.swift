@@ -28,7 +28,11 @@ public struct AdminClient: Sendable {
     }
 
     init(path: String, timeout: Duration, httpClient: HTTPClient) {
-        self.transport = VaultTransport(socketPath: path, kind: .admin, timeout: timeout, httpClient: httpClient)
+        self.init(transport: VaultTransport(socketPath: path, kind: .admin, timeout: timeout, httpClient: httpClient))
+    }
+
+    init(transport: VaultTransport) {
+        self.transport = transport
     }
 
     /// Runs `body` with a client whose connections live on `eventLoopGroup`, and shuts that client down when `body`
@@ -46,13 +50,15 @@ public struct AdminClient: Sendable {
         isolation: isolated (any Actor)? = #isolation,
         _ body: (AdminClient) async throws -> Result
     ) async throws -> Result {
-        let path = SocketPath.resolve(socketPath, kind: .admin, environment: environment)
-        return try await HTTPClient.withHTTPClient(
+        try await VaultTransport.with(
+            kind: .admin,
+            socketPath: socketPath,
+            timeout: timeout,
+            environment: environment,
             eventLoopGroup: eventLoopGroup,
-            configuration: VaultHTTPClients.configuration(kind: .admin, socketPath: path),
             isolation: isolation
-        ) { httpClient in
-            try await body(AdminClient(path: path, timeout: timeout, httpClient: httpClient))
+        ) { transport in
+            try await body(AdminClient(transport: transport))
         }
     }
 

@@ -31,7 +31,11 @@ public struct AppClient: Sendable {
     }
 
     init(path: String, timeout: Duration, httpClient: HTTPClient) {
-        self.transport = VaultTransport(socketPath: path, kind: .app, timeout: timeout, httpClient: httpClient)
+        self.init(transport: VaultTransport(socketPath: path, kind: .app, timeout: timeout, httpClient: httpClient))
+    }
+
+    init(transport: VaultTransport) {
+        self.transport = transport
     }
 
     /// Runs `body` with a client whose connections live on `eventLoopGroup`, and shuts that client down when `body`
@@ -49,13 +53,15 @@ public struct AppClient: Sendable {
         isolation: isolated (any Actor)? = #isolation,
         _ body: (AppClient) async throws -> Result
     ) async throws -> Result {
-        let path = SocketPath.resolve(socketPath, kind: .app, environment: environment)
-        return try await HTTPClient.withHTTPClient(
+        try await VaultTransport.with(
+            kind: .app,
+            socketPath: socketPath,
+            timeout: timeout,
+            environment: environment,
             eventLoopGroup: eventLoopGroup,
-            configuration: VaultHTTPClients.configuration(kind: .app, socketPath: path),
             isolation: isolation
-        ) { httpClient in
-            try await body(AppClient(path: path, timeout: timeout, httpClient: httpClient))
+        ) { transport in
+            try await body(AppClient(transport: transport))
         }
     }
 

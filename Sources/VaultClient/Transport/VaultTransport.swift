@@ -207,3 +207,26 @@ func zeroize(_ bytes: inout [UInt8]) {
         cv_zero(base, buffer.count)
     }
 }
+
+extension VaultTransport {
+    /// Runs `body` with a transport whose HTTP client lives on `eventLoopGroup` and is shut down when `body` returns
+    /// or throws: the one implementation of both clients' `withClient`.
+    static func with<Result>(
+        kind: SocketKind,
+        socketPath: String?,
+        timeout: Duration,
+        environment: [String: String]?,
+        eventLoopGroup: any EventLoopGroup,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (VaultTransport) async throws -> Result
+    ) async throws -> Result {
+        let path = SocketPath.resolve(socketPath, kind: kind, environment: environment)
+        return try await HTTPClient.withHTTPClient(
+            eventLoopGroup: eventLoopGroup,
+            configuration: VaultHTTPClients.configuration(kind: kind, socketPath: path),
+            isolation: isolation
+        ) { httpClient in
+            try await body(VaultTransport(socketPath: path, kind: kind, timeout: timeout, httpClient: httpClient))
+        }
+    }
+}
