@@ -145,7 +145,7 @@ let package = Package(
         .target(name: "CTestSupport", path: "Tests/CTestSupport"),
         .target(
             name: "TestSupport",
-            dependencies: ["VaultAPI", "PersonioStandIn", "CTestSupport", "CVaultShims", logging],
+            dependencies: ["VaultAPI", "PersonioStandIn", "CTestSupport", "CVaultShims", "CSodium", logging],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
