@@ -7,6 +7,29 @@ import Synchronization
 import Glibc
 #endif
 
+/// SHA-256 over bytes fed piece by piece (libsodium's), for a test to hash a body it streams without keeping it.
+public struct StreamingSHA256: Sendable {
+    private var state = crypto_hash_sha256_state()
+
+    public init() {
+        _ = sodium_init()
+        crypto_hash_sha256_init(&self.state)
+    }
+
+    /// Adds `bytes` to the hash.
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        crypto_hash_sha256_update(&self.state, base.assumingMemoryBound(to: UInt8.self), UInt64(bytes.count))
+    }
+
+    /// The digest, as lowercase hex. Ends the hash: call it once.
+    public mutating func finish() -> String {
+        var digest = [UInt8](repeating: 0, count: 32)
+        crypto_hash_sha256_final(&self.state, &digest)
+        return digest.map { String(format: "%02x", $0) }.joined()
+    }
+}
+
 /// A real HTTP/1.1 server on 127.0.0.1 standing in for Personio's API behind the vault's proxy: keep-alive, one
 /// thread per connection, plain blocking sockets, every wait bounded.
 ///
@@ -733,14 +756,11 @@ public final class ProxyUpstream: Sendable {
                     lastByteAt: nil
                 )
             )
-            var hash = crypto_hash_sha256_state()
-            crypto_hash_sha256_init(&hash)
+            var hash = StreamingSHA256()
             var total = 0
             let complete = self.readBody(chunked: chunked, contentLength: contentLength) { piece in
                 guard !piece.isEmpty else { return }
-                piece.withUnsafeBufferPointer {
-                    _ = crypto_hash_sha256_update(&hash, $0.baseAddress, UInt64($0.count))
-                }
+                piece.withUnsafeBytes { hash.update($0) }
                 total += piece.count
                 let now = ContinuousClock.now
                 let bytes = total
@@ -756,9 +776,7 @@ public final class ProxyUpstream: Sendable {
                 self.upstream.updateRequest(index) { $0.cancelled = true }
                 return nil
             }
-            var digest = [UInt8](repeating: 0, count: 32)
-            crypto_hash_sha256_final(&hash, &digest)
-            let hex = digest.map { String(format: "%02x", $0) }.joined()
+            let hex = hash.finish()
             self.upstream.updateUpload(upload) {
                 $0.completed = true
                 $0.sha256 = hex

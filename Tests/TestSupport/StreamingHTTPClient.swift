@@ -124,6 +124,14 @@ public final class StreamingHTTPClient: @unchecked Sendable {
 
     // MARK: - Receiving
 
+    /// Whether the peer has sent something not read yet, or closed its end: an early answer to a request whose body
+    /// is still being sent.
+    public var hasPendingInput: Bool {
+        if self.start < self.end { return true }
+        var poller = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
+        return poll(&poller, 1, 0) > 0
+    }
+
     /// Reads more bytes into the buffer.
     /// - Throws: `TestSupportError` at end of stream, on error, or after the time-out.
     private func fill() throws {
