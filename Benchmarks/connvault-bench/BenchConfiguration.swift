@@ -15,6 +15,10 @@ struct BenchConfiguration: Sendable {
     /// The body size for nginx and bare NIO when the vault's token response cannot be measured.
     var fallbackBodySize: Int
     var includeVault: Bool
+    /// The token path: nginx, bare NIO and the vault's cached token route, then the cold paths.
+    var includeTokenPath: Bool
+    /// The proxy case: nginx's `proxy_pass` and the vault's proxy route in front of one nginx upstream.
+    var includeProxy: Bool
     /// Cold token requests per upstream latency.
     var coldSamples: Int
     /// Upstream latencies (milliseconds) of the stand-in for the cold token measurements.

@@ -76,7 +76,9 @@ final class Benchmark {
         )
         let body = ResponseBody.json(size: bodySize)
         let requestPath = VaultDaemon.tokenPath(connection: VaultBench.hotConnection)
-        self.report.say("response body: \(body.utf8.count) bytes of JSON from every server")
+        if self.configuration.includeTokenPath {
+            self.report.say("response body: \(body.utf8.count) bytes of JSON from every server of the token path")
+        }
         let nginx = NginxServer.findExecutable(
             candidates: self.configuration.nginxPath.map { [$0] } ?? ["/usr/sbin/nginx"]
         )
@@ -86,25 +88,32 @@ final class Benchmark {
         self.report.say()
 
         // Every server is started first and measured in turn, round after round: drift on a shared machine (other
-        // work starting or stopping) then touches all three alike instead of whichever happened to run at the time.
+        // work starting or stopping) then touches all of them alike instead of whichever happened to run at the time.
         var servers: [any ServerUnderTest] = []
-        if let nginx {
-            self.start(&servers) {
-                try NginxServer(executable: nginx, directory: directory, body: body, requestPath: requestPath)
-            }
-        } else {
+        if nginx == nil {
             self.report.say("nginx: not found (Debian: apt-get install nginx-light; `make bench-deps` does it)")
         }
-        self.start(&servers) {
-            try NIOBenchServer(
-                binDirectory: self.configuration.binDirectory,
-                directory: directory,
-                body: body,
-                requestPath: requestPath
-            )
+        if self.configuration.includeTokenPath {
+            if let nginx {
+                self.start(&servers) {
+                    try NginxServer(executable: nginx, directory: directory, body: body, requestPath: requestPath)
+                }
+            }
+            self.start(&servers) {
+                try NIOBenchServer(
+                    binDirectory: self.configuration.binDirectory,
+                    directory: directory,
+                    body: body,
+                    requestPath: requestPath
+                )
+            }
+            if let vault {
+                self.start(&servers) { vault.daemon }
+            }
         }
-        if let vault {
-            self.start(&servers) { vault.daemon }
+        var upstream: NginxUpstream?
+        if self.configuration.includeProxy {
+            upstream = self.startProxyCase(&servers, nginx: nginx, vault: vault, directory: directory)
         }
         for round in 1...self.configuration.rounds {
             // Each round starts with the next server, so that no server is always measured first (or always right
@@ -118,24 +127,35 @@ final class Benchmark {
         for server in servers where !(server is VaultDaemon) {
             server.stop()
         }
+        upstream?.stop()
 
         self.report.say()
-        self.summarize()
+        if self.configuration.includeTokenPath {
+            self.summarizeTokenPath()
+        }
+        if self.configuration.includeProxy {
+            self.summarizeProxy()
+        }
 
-        if let vault {
+        if let vault, self.configuration.includeTokenPath {
             self.report.say()
             vault.measureColdPaths(configuration: self.configuration, fileLimit: fileLimit, report: self.report)
         }
     }
 
     /// Starts a server and probes it once; a server that fails either is reported and left out.
-    private func start(_ servers: inout [any ServerUnderTest], _ makeServer: () throws -> any ServerUnderTest) {
+    /// - Returns: the probe's answer, head and body included; `nil` when the server was left out.
+    @discardableResult
+    private func start(
+        _ servers: inout [any ServerUnderTest],
+        _ makeServer: () throws -> any ServerUnderTest
+    ) -> BlockingHTTPConnection.Response? {
         let server: any ServerUnderTest
         do {
             server = try makeServer()
         } catch {
             self.report.say("server failed to start: \(error)")
-            return
+            return nil
         }
         do {
             let connection = try BlockingHTTPConnection(socketPath: server.socketPath)
@@ -146,10 +166,64 @@ final class Benchmark {
                     + "\(probe.headerLength) bytes of status line and headers + \(probe.bodyLength) bytes of body"
             )
             servers.append(server)
+            return probe
         } catch {
             self.report.say("\(server.name): probe request failed — \(error)")
             if !(server is VaultDaemon) { server.stop() }
+            return nil
         }
+    }
+
+    /// Starts the proxy case: the upstream, nginx's `proxy_pass` in front of it and the vault's connection to it,
+    /// and checks that both proxies pass back the upstream's answer: same status, same body.
+    /// - Returns: the upstream, to stop after the rounds; `nil` when it could not be started.
+    private func startProxyCase(
+        _ servers: inout [any ServerUnderTest],
+        nginx: String?,
+        vault: VaultBench?,
+        directory: TemporaryDirectory
+    ) -> NginxUpstream? {
+        guard let nginx else {
+            self.report.say("proxy case: not measured — nginx is its upstream and its reference")
+            return nil
+        }
+        let upstream: NginxUpstream
+        let expected: BlockingHTTPConnection.Response
+        do {
+            upstream = try NginxUpstream(executable: nginx, directory: directory)
+            expected = try upstream.probe()
+        } catch {
+            self.report.say("proxy case: not measured — the upstream failed: \(error)")
+            return nil
+        }
+        self.report.say(
+            "upstream: nginx on \(upstream.baseURL), GET \(NginxUpstream.personsPath) → \(expected.status), "
+                + "\(expected.bodyLength) bytes of JSON; POST /v2/auth/token → a fixed v2 token"
+        )
+        var probes: [(String, BlockingHTTPConnection.Response)] = []
+        let requestPath = VaultBench.proxyPrefix + String(NginxUpstream.personsPath.dropFirst())
+        let nginxProbe = self.start(&servers) {
+            try NginxProxy(
+                executable: nginx,
+                directory: directory,
+                upstream: upstream,
+                prefix: VaultBench.proxyPrefix,
+                requestPath: requestPath
+            )
+        }
+        if let nginxProbe { probes.append(("nginx proxy", nginxProbe)) }
+        if let vault {
+            let vaultProbe = self.start(&servers) { try vault.proxyRoute(upstream: upstream) }
+            if let vaultProbe { probes.append(("vault proxy", vaultProbe)) }
+        }
+        for (name, probe) in probes {
+            let same = probe.status == expected.status && probe.body == expected.body
+            self.report.say(
+                "\(name): status \(probe.status), body \(probe.bodyLength) bytes — "
+                    + (same ? "the upstream's answer unchanged" : "NOT the upstream's answer: figures invalid")
+            )
+        }
+        return upstream
     }
 
     private func measure(
@@ -190,46 +264,25 @@ final class Benchmark {
 
     // MARK: - Summary
 
-    /// The median of each figure over the rounds, per server and connection count, then the ratios against the
-    /// targets: each ratio is taken within a round (the three servers measured minutes apart at most) and the median
-    /// of those is judged, with the range beside it.
-    private func summarize() {
-        let rounds = self.configuration.rounds
-        var table = TextTable(headers: [
-            "server", "conns", "pinned", "req/s", "p50 µs", "p99 µs", "server CPU µs/req", "client CPU µs/req",
-        ])
-        var seen: [String] = []
-        for result in self.results where !seen.contains("\(result.server)/\(result.connections)") {
-            seen.append("\(result.server)/\(result.connections)")
-            let all = self.results.filter { $0.server == result.server && $0.connections == result.connections }
-            table.append([
-                result.server,
-                String(result.connections),
-                result.pinnedTo.map { "CPU \($0)" } ?? "no",
-                TextTable.grouped(Self.median(all.map(\.requestsPerSecond))),
-                TextTable.fixed(Self.median(all.map(\.latency.p50Microseconds)), 1),
-                TextTable.fixed(Self.median(all.map(\.latency.p99Microseconds)), 1),
-                TextTable.fixed(Self.median(all.map(\.serverCPUPerRequest)), 2),
-                TextTable.fixed(Self.median(all.map(\.clientCPUPerRequest)), 2),
-            ])
-        }
-        if rounds > 1 {
-            self.report.say("medians over \(rounds) rounds (each column on its own):")
-        }
-        for line in table.lines {
-            self.report.say(line)
-        }
-        self.report.say()
+    /// The servers of the token path, in the order of the summary table.
+    private static let tokenPathServers = ["nginx", "bare NIO", "vault"]
+    /// The servers of the proxy case.
+    private static let proxyServers = ["nginx proxy", "vault proxy"]
 
+    /// The median of each figure over the rounds, per server and connection count, then the ratios against the
+    /// targets: each ratio is taken within a round (the servers measured minutes apart at most) and the median of
+    /// those is judged, with every round's ratio beside it.
+    private func summarizeTokenPath() {
+        self.summaryTable(
+            of: Self.tokenPathServers,
+            title: "token path",
+            columns: [
+                ("server CPU µs/req", \.serverCPUPerRequest),
+                ("client CPU µs/req", \.clientCPUPerRequest),
+            ]
+        )
         guard let most = self.configuration.connectionCounts.max() else { return }
-        func figures(_ server: String, _ figure: (LoadResult) -> Double) -> [Int: Double] {
-            var byRound: [Int: Double] = [:]
-            for result in self.results where result.server == server && result.connections == most {
-                byRound[result.round] = figure(result)
-            }
-            return byRound
-        }
-        let vaultRate = figures("vault", \.requestsPerSecond)
+        let vaultRate = self.figures("vault", most, \.requestsPerSecond)
         guard !vaultRate.isEmpty else {
             self.report.say("ratios: no vault figures at \(most) connections, so no ratios against the targets")
             return
@@ -237,24 +290,146 @@ final class Benchmark {
         self.ratio(
             "vault / nginx throughput, \(most) connections",
             vaultRate,
-            figures("nginx", \.requestsPerSecond),
+            self.figures("nginx", most, \.requestsPerSecond),
             target: "≥ 0.50",
             met: { $0 >= 0.5 }
         )
         self.ratio(
             "vault / bare NIO throughput, \(most) connections",
             vaultRate,
-            figures("bare NIO", \.requestsPerSecond),
+            self.figures("bare NIO", most, \.requestsPerSecond),
             target: "≥ 0.80",
             met: { $0 >= 0.8 }
         )
         self.ratio(
             "vault / nginx server CPU per request, \(most) connections",
-            figures("vault", \.serverCPUPerRequest),
-            figures("nginx", \.serverCPUPerRequest),
+            self.figures("vault", most, \.serverCPUPerRequest),
+            self.figures("nginx", most, \.serverCPUPerRequest),
             target: "≤ 3.00",
             met: { $0 <= 3 }
         )
+    }
+
+    /// The proxy case's table and its ratios against issue 11's targets: the vault's proxy route against nginx's
+    /// `proxy_pass`, and the upstream's CPU time against each proxy's (it must be well below both, or the upstream
+    /// and not the proxy would set the pace).
+    private func summarizeProxy() {
+        self.report.say()
+        self.summaryTable(
+            of: Self.proxyServers,
+            title: "proxy case (GET \(NginxUpstream.personsPath) through each proxy to one upstream)",
+            columns: [
+                ("proxy CPU µs/req", \.serverCPUPerRequest),
+                ("upstream CPU µs/req", \.upstreamCPUPerRequest),
+                ("proxy+upstream CPU µs/req", \.serverAndUpstreamCPUPerRequest),
+                ("client CPU µs/req", \.clientCPUPerRequest),
+            ]
+        )
+        guard let most = self.configuration.connectionCounts.max(),
+            let least = self.configuration.connectionCounts.min()
+        else { return }
+        let vault = "vault proxy"
+        let nginx = "nginx proxy"
+        if !self.figures(vault, most, \.requestsPerSecond).isEmpty {
+            self.ratio(
+                "vault proxy / nginx proxy throughput, \(most) connections",
+                self.figures(vault, most, \.requestsPerSecond),
+                self.figures(nginx, most, \.requestsPerSecond),
+                target: "≥ 0.70",
+                met: { $0 >= 0.7 }
+            )
+            self.ratio(
+                "vault proxy / nginx proxy p50 latency, \(least) connection(s)",
+                self.figures(vault, least, \.latency.p50Microseconds),
+                self.figures(nginx, least, \.latency.p50Microseconds),
+                target: "≤ 1.50",
+                met: { $0 <= 1.5 }
+            )
+            for connections in Set([most, least]).sorted(by: >) {
+                self.ratio(
+                    "vault proxy / nginx proxy CPU per request, proxy alone, \(connections) connection(s)",
+                    self.figures(vault, connections, \.serverCPUPerRequest),
+                    self.figures(nginx, connections, \.serverCPUPerRequest),
+                    target: "≤ 2.00",
+                    met: { $0 <= 2 }
+                )
+                self.ratio(
+                    "vault proxy / nginx proxy CPU per request, proxy + upstream, \(connections) connection(s)",
+                    self.figures(vault, connections, \.serverAndUpstreamCPUPerRequest),
+                    self.figures(nginx, connections, \.serverAndUpstreamCPUPerRequest),
+                    target: "≤ 2.00",
+                    met: { $0 <= 2 }
+                )
+            }
+        } else {
+            self.report.say("ratios: no vault proxy figures at \(most) connections, so no ratios against the targets")
+        }
+        for proxy in [nginx, vault] {
+            let upstream = self.figures(proxy, most, \.upstreamCPUPerRequest)
+            guard !upstream.isEmpty else { continue }
+            self.ratio(
+                "upstream / \(proxy) CPU per request, \(most) connections",
+                upstream,
+                self.figures(proxy, most, \.serverCPUPerRequest),
+                target: "≤ 0.50, the upstream well below the proxy",
+                met: { $0 <= 0.5 }
+            )
+            let load = self.figures(proxy, most, \.upstreamCPULoad)
+            let rounds = load.keys.sorted().compactMap { load[$0] }
+            self.report.say(
+                "upstream busy during \(proxy), \(most) connections: \(TextTable.fixed(Self.median(rounds) * 100, 0)) % "
+                    + "of one CPU (rounds: \(rounds.map { TextTable.fixed($0 * 100, 0) }.joined(separator: ", ")) %; "
+                    + "one nginx process saturates at 100 %)"
+            )
+        }
+    }
+
+    /// A table of the median of each figure over the rounds, per server and connection count.
+    private func summaryTable(
+        of servers: [String],
+        title: String,
+        columns: [(header: String, figure: (LoadResult) -> Double)]
+    ) {
+        var table = TextTable(
+            headers: ["server", "conns", "pinned", "req/s", "p50 µs", "p99 µs"] + columns.map(\.header)
+        )
+        var rows = 0
+        for server in servers {
+            for connections in self.configuration.connectionCounts {
+                let all = self.results.filter { $0.server == server && $0.connections == connections }
+                guard let first = all.first else { continue }
+                rows += 1
+                table.append(
+                    [
+                        server,
+                        String(connections),
+                        first.pinnedTo.map { "CPU \($0)" } ?? "no",
+                        TextTable.grouped(Self.median(all.map(\.requestsPerSecond))),
+                        TextTable.fixed(Self.median(all.map(\.latency.p50Microseconds)), 1),
+                        TextTable.fixed(Self.median(all.map(\.latency.p99Microseconds)), 1),
+                    ] + columns.map { TextTable.fixed(Self.median(all.map($0.figure)), 2) }
+                )
+            }
+        }
+        guard rows > 0 else {
+            self.report.say("\(title): no figures")
+            return
+        }
+        let rounds = self.configuration.rounds
+        self.report.say(rounds > 1 ? "\(title), medians over \(rounds) rounds (each column on its own):" : "\(title):")
+        for line in table.lines {
+            self.report.say(line)
+        }
+        self.report.say()
+    }
+
+    /// One figure of `server` at `connections`, by round.
+    private func figures(_ server: String, _ connections: Int, _ figure: (LoadResult) -> Double) -> [Int: Double] {
+        var byRound: [Int: Double] = [:]
+        for result in self.results where result.server == server && result.connections == connections {
+            byRound[result.round] = figure(result)
+        }
+        return byRound
     }
 
     /// Prints the median of the per-round ratios `value / reference`, their range, and whether the median meets the

@@ -6,12 +6,14 @@ import ArgumentParser
 struct ConnvaultBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "connvault-bench",
-        abstract: "Measure the vault's cached token route beside nginx and a bare SwiftNIO server.",
+        abstract: "Measure the vault's cached token route and its proxy route beside nginx and a bare SwiftNIO server.",
         discussion: """
             Every server answers GET over HTTP/1.1 keep-alive on a Unix socket with a JSON body of the size of the \
             vault's token response. Reports requests/s, p50/p99 latency, and CPU time per request of the server \
             (/proc/PID/stat) and of the load generator itself (getrusage), then the vault's cold token latency \
-            against the Personio stand-in and the upstream calls made for many simultaneous cold callers.
+            against the Personio stand-in and the upstream calls made for many simultaneous cold callers. The proxy \
+            case, in the same rounds, puts nginx's proxy_pass and the vault's proxy route in front of one nginx on \
+            127.0.0.1 that answers like Personio (a 2 KB GET /v2/persons), and reads that upstream's CPU time too.
             """
     )
 
@@ -39,8 +41,14 @@ struct ConnvaultBench: AsyncParsableCommand {
     @Option(help: "Body size for nginx and bare NIO when the vault's token response cannot be measured.")
     var bodySize: Int = 512
 
-    @Flag(help: "Measure nginx and bare NIO only.")
+    @Flag(help: "Measure nginx and bare NIO only (and nginx's proxy_pass in the proxy case).")
     var skipVault = false
+
+    @Flag(help: "Leave out the proxy case (nginx proxy_pass and the vault's proxy route in front of one upstream).")
+    var skipProxy = false
+
+    @Flag(help: "Measure the proxy case only: no token path, no cold paths.")
+    var proxyOnly = false
 
     @Option(help: "Cold token requests per upstream latency.")
     var coldSamples: Int = 20
@@ -64,6 +72,9 @@ struct ConnvaultBench: AsyncParsableCommand {
         guard !self.connectionCounts.isEmpty, self.connectionCounts.allSatisfy({ $0 > 0 }) else {
             throw ValidationError("--connections must be positive")
         }
+        guard !(self.skipProxy && self.proxyOnly) else {
+            throw ValidationError("--skip-proxy and --proxy-only exclude each other")
+        }
         guard self.bodySize >= ResponseBody.minimumSize else {
             throw ValidationError("--body-size must be at least \(ResponseBody.minimumSize)")
         }
@@ -80,6 +91,8 @@ struct ConnvaultBench: AsyncParsableCommand {
             nginxPath: self.nginx,
             fallbackBodySize: self.bodySize,
             includeVault: !self.skipVault,
+            includeTokenPath: !self.proxyOnly,
+            includeProxy: !self.skipProxy,
             coldSamples: self.coldSamples,
             coldUpstreamLatencies: self.coldUpstreamLatencies,
             herdSize: self.herd,

@@ -25,11 +25,19 @@ struct LoadGenerator {
         pinnedTo: CPUSet?,
         unpinned: CPUSet
     ) throws -> LoadResult {
+        // A proxy's upstream is pinned with it: the whole chain then runs on one CPU, as client and server do.
+        let pids = [server.pid] + (server.upstreamPID.map { [$0] } ?? [])
         if let pinnedTo {
-            try pinnedTo.applyToProcess(server.pid)
+            for pid in pids {
+                try pinnedTo.applyToProcess(pid)
+            }
         }
         defer {
-            if pinnedTo != nil { try? unpinned.applyToProcess(server.pid) }
+            if pinnedTo != nil {
+                for pid in pids {
+                    try? unpinned.applyToProcess(pid)
+                }
+            }
         }
 
         let phase = Phase()
@@ -60,6 +68,7 @@ struct LoadGenerator {
 
         MonotonicClock.sleep(seconds: self.warmUpSeconds)
         let serverCPUBefore = try ProcessCPU.microseconds(ofProcess: server.pid)
+        let upstreamCPUBefore = try server.upstreamPID.map { try ProcessCPU.microseconds(ofProcess: $0) }
         let clientCPUBefore = ProcessCPU.microsecondsOfSelf()
         let startedAt = MonotonicClock.now()
         phase.state.store(Phase.measure, ordering: .relaxed)
@@ -70,6 +79,7 @@ struct LoadGenerator {
         let endedAt = MonotonicClock.now()
         let clientCPUAfter = ProcessCPU.microsecondsOfSelf()
         let serverCPUAfter = try ProcessCPU.microseconds(ofProcess: server.pid)
+        let upstreamCPUAfter = try server.upstreamPID.map { try ProcessCPU.microseconds(ofProcess: $0) }
         for thread in threads {
             thread.join()
         }
@@ -88,6 +98,7 @@ struct LoadGenerator {
             latency: LatencySummary(nanoseconds: latencies),
             serverCPUMicroseconds: serverCPUAfter - serverCPUBefore,
             clientCPUMicroseconds: clientCPUAfter - clientCPUBefore,
+            upstreamCPUMicroseconds: upstreamCPUAfter.flatMap { after in upstreamCPUBefore.map { after - $0 } },
             unexpectedStatuses: workers.reduce(0) { $0 + $1.unexpectedStatuses }
         )
     }

@@ -171,6 +171,35 @@ final class VaultBench {
         )
     }
 
+    // MARK: - Proxy case
+
+    /// The connection of the proxy case: its API base URL is `upstream`, which answers every token exchange, so
+    /// the credentials are made up.
+    static let proxyConnection = "bench-proxy"
+
+    /// The path prefix of the proxy route of ``proxyConnection``, which nginx's `proxy_pass` maps too.
+    static var proxyPrefix: String { "/v1/connections/\(Self.proxyConnection)/proxy/" }
+
+    /// Adds ``proxyConnection`` against `upstream` and returns its proxy route as a server under test. Its first
+    /// request (the harness's probe) makes the one token exchange; every measured request is then served with the
+    /// cached token.
+    /// - Throws: `BenchError` with `connvaultctl`'s message when the connection cannot be added.
+    func proxyRoute(upstream: NginxUpstream) throws -> VaultProxy {
+        // A made-up credential; the upstream answers any with the same token.
+        let secret = "bench-secret-proxy-\(UInt64.random(in: 0...UInt64.max))"
+        try self.daemon.addConnection(
+            id: Self.proxyConnection,
+            clientID: Self.clientID(Self.proxyConnection),
+            clientSecret: secret,
+            apiBaseURL: upstream.baseURL
+        )
+        return VaultProxy(
+            daemon: self.daemon,
+            requestPath: Self.proxyPrefix + String(NginxUpstream.personsPath.dropFirst()),
+            upstream: upstream
+        )
+    }
+
     // MARK: - Connections
 
     /// Each connection gets a client of its own at the stand-in, as separate integrations would at Personio.
