@@ -1,7 +1,8 @@
 # Connection Vault — build, run and test from a fresh Debian machine with Swift installed.
 #   make run    install system packages if missing, build, start `connvaultd --dev` in the foreground
 #   make test   install, build, run every test (what CI runs)
-#   make bench  release build, token-path benchmark beside nginx and a bare SwiftNIO server
+#   make bench  release build, token-path benchmark beside nginx and a bare SwiftNIO server, and the proxy route beside
+#               nginx proxy_pass (BENCH_ARGS="--proxy-only" for that alone)
 #   make fuzz   long randomized bad-input run against a live daemon (make test runs a short fixed-seed profile)
 #   make soak   long kill -9 / restart durability run
 #   make install / make uninstall   binaries, units, sysusers, tmpfiles, man pages, completions (PREFIX, DESTDIR)

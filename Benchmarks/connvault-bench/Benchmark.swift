@@ -2,8 +2,8 @@ import CVaultShims
 import Glibc
 import TestSupport
 
-/// The whole run: the three servers under the same load generator and the same body size, the vault's cold paths,
-/// and the summary against the targets.
+/// The whole run: the token path's three servers under the same load generator and the same body size, the proxy
+/// case's two proxies in the same rounds, the vault's cold paths, and the summaries against the targets.
 final class Benchmark {
     private let configuration: BenchConfiguration
     private let report = BenchReport()

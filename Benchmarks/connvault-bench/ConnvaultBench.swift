@@ -1,7 +1,7 @@
 import ArgumentParser
 
-/// `make bench`: the token path of `connvaultd` measured beside nginx and a bare SwiftNIO server, with one load
-/// generator and one response size; prints figures, asserts nothing.
+/// `make bench`: the token path of `connvaultd` measured beside nginx and a bare SwiftNIO server, and its proxy route
+/// beside nginx's `proxy_pass` in front of one upstream, with one load generator; prints figures, asserts nothing.
 @main
 struct ConnvaultBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
