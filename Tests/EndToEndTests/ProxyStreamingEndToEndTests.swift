@@ -112,7 +112,7 @@ struct ProxyStreamingEndToEndTests {
                     runaway = true
                     return true
                 }
-                let accepted = snapshot.downloads.first?.bytesAccepted ?? -1
+                let accepted = snapshot.downloads.last { $0.size == size }?.bytesAccepted ?? -1
                 if accepted != last {
                     last = accepted
                     since = ContinuousClock.now
@@ -127,9 +127,12 @@ struct ProxyStreamingEndToEndTests {
             // The caller goes away: the upstream request is abandoned within a few seconds.
             client.close()
             let closed = ContinuousClock.now
-            #expect(upstream.waitForCancellation(timeout: .seconds(5)), "the upstream request was not cancelled")
+            let cancelled = upstream.wait(timeout: .seconds(5)) { snapshot in
+                snapshot.requests.contains { $0.target == "/download/\(size)" && $0.cancelled }
+            }
+            #expect(cancelled, "the upstream request was not cancelled")
             print("proxy back-pressure: upstream saw the close after \(ContinuousClock.now - closed)")
-            #expect(upstream.downloads.first?.closedMidway == true)
+            #expect(upstream.downloads.last?.closedMidway == true)
         }
     }
 
