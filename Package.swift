@@ -87,6 +87,7 @@ let package = Package(
             dependencies: [
                 "VaultCore", "TokenBroker", "VaultAPI", "PersonioClient", "CVaultShims", "ZeroedBuffers",
                 nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 "VaultMetrics", .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -24,6 +24,9 @@ public final class TokenBroker: Sendable {
     let proxyClient: PersonioProxy
     /// How long a proxied request waits for Personio's response head (`connvaultd --proxy-timeout`).
     let proxyTimeout: Duration
+    /// Caps each caller's proxied requests in flight (`connvaultd --proxy-max-per-uid`), so that one caller cannot
+    /// hold every upstream connection: the proxy route admits a request here before sending anything upstream.
+    public let proxyAdmission: ProxyAdmission
     let logger: Logger
     let policy: @Sendable (Provider) -> RefreshPolicy
     let entries: Mutex<[String: Entry]>
@@ -94,6 +97,7 @@ public final class TokenBroker: Sendable {
     ///   - auth: the Personio client.
     ///   - proxy: forwards proxied requests; by default one sharing `auth`'s HTTP client.
     ///   - proxyTimeout: how long a proxied request may wait for Personio's response head.
+    ///   - proxyLimitPerUID: proxied requests one uid may have in flight at once (see ``proxyAdmission``).
     ///   - policy: refresh and back-off rules per provider (tests shorten them).
     ///   - revocationPolicy: the revoker's retry rules (tests shorten them).
     ///   - metrics: the broker's counters; none by default.
@@ -103,6 +107,7 @@ public final class TokenBroker: Sendable {
         auth: PersonioAuthClient,
         proxy: PersonioProxy? = nil,
         proxyTimeout: Duration = PersonioProxy.defaultTimeout,
+        proxyLimitPerUID: Int = ProxyAdmission.defaultLimitPerUID,
         logger: Logger,
         policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider,
         revocationPolicy: RevocationPolicy = RevocationPolicy(),
@@ -113,6 +118,7 @@ public final class TokenBroker: Sendable {
         self.auth = auth
         self.proxyClient = proxy ?? PersonioProxy(sharing: auth, logger: logger)
         self.proxyTimeout = proxyTimeout
+        self.proxyAdmission = ProxyAdmission(limitPerUID: proxyLimitPerUID)
         self.logger = logger
         self.policy = policy
         self.entries = Mutex([:])

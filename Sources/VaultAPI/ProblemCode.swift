@@ -23,6 +23,8 @@ public struct ProblemCode: RawRepresentable, Hashable, Codable, Sendable, Custom
 
     // MARK: - Authorization
     public static let forbidden = ProblemCode(rawValue: "forbidden")
+    /// A caller past its share (429, with `Retry-After`): on the proxy route, too many of its requests in flight.
+    public static let rateLimited = ProblemCode(rawValue: "rate_limited")
 
     // MARK: - State
     public static let alreadyExists = ProblemCode(rawValue: "already_exists")

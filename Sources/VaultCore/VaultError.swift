@@ -7,7 +7,7 @@ public struct VaultError: Error, Sendable, CustomStringConvertible, Equatable {
     public var message: String
     /// The underlying error's text, for logs only; free of credentials by construction.
     public var cause: String?
-    /// Seconds after which a retry may succeed (`Retry-After` on 503 `upstream_unavailable`).
+    /// Seconds after which a retry may succeed (`Retry-After` on 503 `upstream_unavailable` and 429 `rate_limited`).
     public var retryAfter: Int?
 
     public init(_ code: Code, _ message: String, cause: (any Error)? = nil, retryAfter: Int? = nil) {
@@ -49,6 +49,7 @@ extension VaultError {
         case methodNotAllowed = "method_not_allowed"
         case unsupportedMediaType = "unsupported_media_type"
         case forbidden = "forbidden"
+        case rateLimited = "rate_limited"
         case alreadyExists = "already_exists"
         case connectionDisabled = "connection_disabled"
         case connectionNeedsReset = "connection_needs_reset"

@@ -3,7 +3,8 @@ import ArgumentParser
 /// `connvaultctl`'s exit codes (DESIGN §8). Fixed: scripts and tests rely on them.
 enum ExitStatus: Int32, Sendable {
     case success = 0
-    /// The daemon refused the operation, or it failed.
+    /// The daemon refused the operation, or it failed. Temporary refusals (`rate_limited`, `upstream_unavailable`)
+    /// too: the code printed on standard error tells a script whether to retry.
     case failure = 1
     /// Bad arguments or input (including argument-parser's own errors, which would otherwise exit 64).
     case usage = 2

@@ -44,6 +44,12 @@ struct ConnVaultDaemon: AsyncParsableCommand {
     var proxyTimeout: Int = 30
 
     @Option(
+        name: .customLong("proxy-max-per-uid"),
+        help: "Proxied requests one uid may have in flight at once; more are refused with 429 rate_limited (1-1024)."
+    )
+    var proxyMaxPerUID: Int = 8
+
+    @Option(
         help: "Open connections one uid may hold on each socket; root and the daemon's uid are not limited (1-65536)."
     )
     var maxConnectionsPerUid: Int = ConnectionLimits.defaults.perUID
@@ -95,6 +101,7 @@ struct ConnVaultDaemon: AsyncParsableCommand {
             ("--body-timeout", self.bodyTimeout, 1...300),
             ("--idle-timeout", self.idleTimeout, 1...3600),
             ("--max-connections-per-uid", self.maxConnectionsPerUid, 1...65536),
+            ("--proxy-max-per-uid", self.proxyMaxPerUID, 1...1024),
             ("--max-connections", self.maxConnections, 1...1_048_576),
             ("--reserved-descriptors", self.reservedDescriptors, 16...65536),
         ]
@@ -150,6 +157,7 @@ struct ConnVaultDaemon: AsyncParsableCommand {
             notify: SystemdNotifier.Configuration.fromProcessEnvironment(),
             tokenTimeout: .seconds(self.tokenTimeout),
             proxyTimeout: .seconds(self.proxyTimeout),
+            proxyMaxPerUID: self.proxyMaxPerUID,
             connectionLimits: ConnectionLimits(
                 perUID: self.maxConnectionsPerUid,
                 total: self.maxConnections,

@@ -14,7 +14,7 @@ struct ErrorResponseTests {
     static let statuses: [(VaultError.Code, UInt)] = [
         (.badRequest, 400), (.invalidJSON, 400), (.unknownField, 400), (.invalidID, 400), (.invalidProvider, 400),
         (.invalidSetting, 400), (.missingSecret, 400), (.invalidSecret, 400), (.invalidGrant, 400),
-        (.forbidden, 403), (.notFound, 404), (.methodNotAllowed, 405),
+        (.forbidden, 403), (.rateLimited, 429), (.notFound, 404), (.methodNotAllowed, 405),
         (.alreadyExists, 409), (.connectionDisabled, 409), (.connectionNeedsReset, 409), (.tokenNotExportable, 409),
         (.keyFileReadOnly, 409), (.payloadTooLarge, 413), (.unsupportedMediaType, 415),
         (.upstreamRejected, 502), (.upstreamUnavailable, 503), (.upstreamError, 502), (.secretsRequired, 400),
@@ -32,7 +32,7 @@ struct ErrorResponseTests {
         let wire: Set<ProblemCode> = [
             .badRequest, .invalidJSON, .unknownField, .invalidID, .invalidProvider, .invalidSetting, .missingSecret,
             .invalidSecret, .secretsRequired, .invalidGrant, .payloadTooLarge, .notFound, .methodNotAllowed,
-            .unsupportedMediaType, .forbidden, .alreadyExists, .connectionDisabled, .connectionNeedsReset,
+            .unsupportedMediaType, .forbidden, .rateLimited, .alreadyExists, .connectionDisabled, .connectionNeedsReset,
             .tokenNotExportable, .keyFileReadOnly, .upstreamRejected, .upstreamUnavailable, .upstreamError,
             .decryptionFailed, .storageFailed, .internalError,
         ]
@@ -75,6 +75,20 @@ struct ErrorResponseTests {
             logger: logger
         )
         #expect(missing.headers["Retry-After"] == [String(ErrorResponse.defaultRetryAfter)])
+    }
+
+    @Test("429 rate_limited carries the vault's Retry-After")
+    func rateLimited() throws {
+        let response = ErrorResponse.response(
+            for: VaultError(.rateLimited, "too many proxied requests in flight", retryAfter: 1),
+            requestID: "r",
+            logger: LogCapture().logger()
+        )
+        #expect(response.status == .tooManyRequests)
+        #expect(response.headers["Retry-After"] == ["1"])
+        let problem = try self.problem(response)
+        #expect(problem.code == .rateLimited)
+        #expect(problem.title == "Rate limited")
     }
 
     @Test("405 carries Allow")

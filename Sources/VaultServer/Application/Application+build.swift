@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Logging
 import PersonioClient
 import ServiceLifecycle
@@ -72,11 +73,17 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         adminLogger[metadataKey: "server.socket"] = "admin"
         var appLogger = logger
         appLogger[metadataKey: "server.socket"] = "app"
+        // Two pools to Personio: token exchanges, refreshes, verifies and revocations keep `personio`'s own, so that
+        // proxied requests (which may hold a connection for as long as a caller takes to read a download) can never
+        // leave a cold token request waiting for a connection.
         let personio = PersonioAuthClient(logger: logger, timeout: configuration.tokenTimeout)
+        let proxyHTTPClient = makeProxyHTTPClient()
         let broker = TokenBroker(
             vault: vault,
             auth: personio,
+            proxy: PersonioProxy(httpClient: proxyHTTPClient, logger: logger),
             proxyTimeout: configuration.proxyTimeout,
+            proxyLimitPerUID: configuration.proxyMaxPerUID,
             logger: logger,
             metrics: BrokerMetrics(factory: metrics.factory)
         )
@@ -119,6 +126,7 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
             )
         } catch {
             for socket in bound { UnixSocketFile.remove(socket) }
+            await shutDown(personio: personio, proxyHTTPClient: proxyHTTPClient, logger: logger)
             throw StartupError("cannot serve the sockets: \(error)")
         }
         let adminWhere = inheritedAdmin == nil ? configuration.adminSocketPath : "systemd socket"
@@ -166,6 +174,7 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         return Application(
             vault: vault,
             personio: personio,
+            proxyHTTPClient: proxyHTTPClient,
             appSocketPath: configuration.appSocketPath,
             adminSocketPath: configuration.adminSocketPath,
             serviceGroup: serviceGroup,
@@ -174,6 +183,30 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
     } catch {
         try? await vault.close()
         throw error
+    }
+}
+
+/// The HTTP client of the proxy route: configured like the token client's
+/// (``PersonioAuthClient/httpClientConfiguration(connectTimeout:readTimeout:)``: certificates verified, no redirects,
+/// no decompression), with room for ``ServerConfiguration/proxyConnectionsPerHost`` connections to each host.
+func makeProxyHTTPClient() -> HTTPClient {
+    var configuration = PersonioAuthClient.httpClientConfiguration()
+    configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit =
+        ServerConfiguration.proxyConnectionsPerHost
+    return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+}
+
+/// Closes both Personio clients (after the last request that could use them); a failure is logged, not thrown.
+func shutDown(personio: PersonioAuthClient, proxyHTTPClient: HTTPClient, logger: Logger) async {
+    do {
+        try await proxyHTTPClient.shutdown()
+    } catch {
+        logger.warning("closing the proxy's HTTP client failed", metadata: ["error": "\(error)"])
+    }
+    do {
+        try await personio.shutdown()
+    } catch {
+        logger.warning("closing the Personio client failed", metadata: ["error": "\(error)"])
     }
 }
 

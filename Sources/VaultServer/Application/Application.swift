@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Logging
 import PersonioClient
 import ServiceLifecycle
@@ -11,6 +12,8 @@ public final class Application: Service, Sendable {
     /// The vault the routes call.
     public let vault: Vault
     let personio: PersonioAuthClient
+    /// The proxy route's HTTP client (a pool apart from `personio`'s), closed with it after the last request.
+    let proxyHTTPClient: HTTPClient
     /// The app socket's path (meaningless when systemd passed the socket).
     public let appSocketPath: String
     /// The admin socket's path (meaningless when systemd passed the socket).
@@ -21,6 +24,7 @@ public final class Application: Service, Sendable {
     init(
         vault: Vault,
         personio: PersonioAuthClient,
+        proxyHTTPClient: HTTPClient,
         appSocketPath: String,
         adminSocketPath: String,
         serviceGroup: ServiceGroup,
@@ -28,13 +32,14 @@ public final class Application: Service, Sendable {
     ) {
         self.vault = vault
         self.personio = personio
+        self.proxyHTTPClient = proxyHTTPClient
         self.appSocketPath = appSocketPath
         self.adminSocketPath = adminSocketPath
         self.serviceGroup = serviceGroup
         self.logger = logger
     }
 
-    /// Serves until shutdown, then closes the vault, after every connection has closed.
+    /// Serves until shutdown, then closes both Personio clients and the vault, after every connection has closed.
     /// - Throws: The first error of a service, or of closing the vault.
     public func run() async throws {
         let outcome: Result<Void, any Error>
@@ -44,11 +49,7 @@ public final class Application: Service, Sendable {
         } catch {
             outcome = .failure(error)
         }
-        do {
-            try await self.personio.shutdown()
-        } catch {
-            self.logger.warning("closing the Personio client failed", metadata: ["error": "\(error)"])
-        }
+        await shutDown(personio: self.personio, proxyHTTPClient: self.proxyHTTPClient, logger: self.logger)
         do {
             try await self.vault.close()
         } catch {

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import PersonioClient
+import TokenBroker
 import VaultCore
 
 /// Everything ``buildApplication(configuration:logger:)`` needs.
@@ -25,12 +26,19 @@ public struct ServerConfiguration: Sendable {
     public var tokenTimeout: Duration
     /// How long a proxied request may wait for Personio's response head (`--proxy-timeout`).
     public var proxyTimeout: Duration
+    /// Proxied requests one uid may have in flight at once (`--proxy-max-per-uid`); a request past it is refused with
+    /// 429 `rate_limited` before anything is sent upstream.
+    public var proxyMaxPerUID: Int
     /// Caps on open connections (`--max-connections-per-uid`, `--max-connections`, `--reserved-descriptors`).
     public var connectionLimits: ConnectionLimits
     /// Request-head, body and idle time-outs (`--request-head-timeout`, `--body-timeout`, `--idle-timeout`).
     public var connectionTimeouts: ConnectionTimeouts
     /// The event loops serving the sockets.
     public var eventLoopGroup: any EventLoopGroup
+
+    /// Connections the proxy's HTTP client keeps to each upstream host (AsyncHTTPClient's default is 8). Room for
+    /// eight callers at the default ``proxyMaxPerUID`` at once; token exchanges have a pool of their own.
+    public static let proxyConnectionsPerHost = 64
 
     /// - Parameters:
     ///   - vault: The database and key file.
@@ -43,6 +51,7 @@ public struct ServerConfiguration: Sendable {
     ///   - drainTimeout: The grace period for requests in progress at shutdown.
     ///   - tokenTimeout: The limit for one token exchange with Personio.
     ///   - proxyTimeout: The limit for a proxied request's response head.
+    ///   - proxyMaxPerUID: The cap on each uid's proxied requests in flight.
     ///   - connectionLimits: Caps on open connections.
     ///   - connectionTimeouts: Time-outs of each connection.
     ///   - eventLoopGroup: NIO's shared group unless given.
@@ -57,6 +66,7 @@ public struct ServerConfiguration: Sendable {
         drainTimeout: Duration = .seconds(10),
         tokenTimeout: Duration = PersonioAuthClient.defaultTimeout,
         proxyTimeout: Duration = PersonioProxy.defaultTimeout,
+        proxyMaxPerUID: Int = ProxyAdmission.defaultLimitPerUID,
         connectionLimits: ConnectionLimits = .defaults,
         connectionTimeouts: ConnectionTimeouts = .defaults,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
@@ -71,6 +81,7 @@ public struct ServerConfiguration: Sendable {
         self.drainTimeout = drainTimeout
         self.tokenTimeout = tokenTimeout
         self.proxyTimeout = proxyTimeout
+        self.proxyMaxPerUID = proxyMaxPerUID
         self.connectionLimits = connectionLimits
         self.connectionTimeouts = connectionTimeouts
         self.eventLoopGroup = eventLoopGroup

@@ -30,6 +30,7 @@ public enum ErrorResponse {
             .invalidSecret, .invalidGrant, .secretsRequired:
             .badRequest
         case .forbidden: .forbidden
+        case .rateLimited: .tooManyRequests
         case .notFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .alreadyExists, .connectionDisabled, .connectionNeedsReset, .tokenNotExportable, .keyFileReadOnly:
@@ -109,6 +110,7 @@ public enum ErrorResponse {
         case .connectionDisabled: "Connection disabled"
         case .connectionNeedsReset: "Connection needs reset"
         case .tokenNotExportable: "Token not exportable"
+        case .rateLimited: "Rate limited"
         case .keyFileReadOnly: "Key file read-only"
         case .upstreamRejected: "Upstream rejected the credentials"
         case .upstreamUnavailable: "Upstream unavailable"
