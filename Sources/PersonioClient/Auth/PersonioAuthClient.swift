@@ -262,9 +262,14 @@ public final class PersonioAuthClient: Sendable {
 
     // MARK: - HTTP
 
-    /// Sends one POST and reads the whole answer within the time-out. Returns a plain value rather than the
-    /// `HTTPClientResponse`, whose redirect history would keep the request, and so the secret-bearing body, alive
-    /// (and unzeroed) for as long as the caller holds the response.
+    /// Sends one POST and reads the whole answer within the time-out. Returns a plain value that holds no reference
+    /// to the request, whose secret-bearing body would otherwise stay alive (and unzeroed) for as long as the caller
+    /// holds the answer.
+    ///
+    /// The time-out is decided on the HTTP client's event loop (``AnswerCollector``, the future-based `execute`),
+    /// not by a `Task` that needs a free thread of the cooperative pool: the `async` `execute(_:deadline:)` hands its
+    /// deadline to such a task, and while the pool was busy elsewhere, an answer that came seconds after the deadline
+    /// was taken as a success. Cancelling the calling task cancels the request.
     private func post(
         url: String,
         contentType: String,
@@ -272,28 +277,37 @@ public final class PersonioAuthClient: Sendable {
         body: ByteBuffer,
         redactor: Redactor
     ) async throws(PersonioAuthError) -> UpstreamResponse {
-        var request = HTTPClientRequest(url: url)
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: contentType)
-        request.headers.add(name: "Accept", value: "application/json")
-        request.headers.add(contentsOf: headers)
-        request.body = .bytes(body)
         let deadline = NIODeadline.now() + TimeAmount(self.timeout)
         do {
+            var requestHeaders = HTTPHeaders()
+            requestHeaders.add(name: "Content-Type", value: contentType)
+            requestHeaders.add(name: "Accept", value: "application/json")
+            requestHeaders.add(contentsOf: headers)
+            let request = try HTTPClient.Request(
+                url: url,
+                method: .POST,
+                headers: requestHeaders,
+                body: .byteBuffer(body)
+            )
+            let collector = AnswerCollector(limit: Self.maximumResponseBytes, deadline: deadline)
             // AsyncHTTPClient gets no logger: what it logs is not ours to vouch for.
-            let response = try await self.httpClient.execute(request, deadline: deadline)
-            let collected = try await response.body.collect(upTo: Self.maximumResponseBytes)
-            if response.history.count > 1 {
+            let task = self.httpClient.execute(request: request, delegate: collector, deadline: deadline)
+            let response = try await withTaskCancellationHandler {
+                try await task.futureResult.get()
+            } onCancel: {
+                task.cancel()
+            }
+            if collector.visitedURLs > 1 {
                 throw PersonioAuthError(
                     .invalidResponse,
                     "Personio's answer was a redirect that the HTTP client followed; configure it not to",
-                    httpStatus: Int(response.status.code)
+                    httpStatus: response.status
                 )
             }
-            return UpstreamResponse(status: Int(response.status.code), headers: response.headers, body: collected)
+            return response
         } catch let error as PersonioAuthError {
             throw error
-        } catch is NIOTooManyBytesError {
+        } catch is AnswerCollector.TooLarge {
             throw PersonioAuthError(.invalidResponse, "Personio's answer exceeded \(Self.maximumResponseBytes) bytes")
         } catch {
             throw Self.transportFailure(error, timeout: self.timeout, redactor: redactor)
@@ -327,7 +341,7 @@ public final class PersonioAuthClient: Sendable {
 }
 
 /// What came back from Personio, fully read.
-struct UpstreamResponse {
+struct UpstreamResponse: Sendable {
     var status: Int
     var headers: HTTPHeaders
     var body: ByteBuffer
