@@ -123,46 +123,158 @@ extension TokenBroker {
         )
     }
 
-    /// Forwards `request` to the connection's API with its credential injected, and returns Personio's answer as it
-    /// streams in, whatever its status.
+    // MARK: - Forwarding
+
+    /// The largest proxied request body of a connection (its `proxy_max_body` setting).
+    static func proxyBodyLimit(_ settings: ConnectionSettings) -> Int {
+        settings.effectiveProxyMaxBody
+    }
+
+    /// Permission to forward one request of a caller: where it goes, with which credential, and how large its body
+    /// may be. Holds a live credential: use it for one request and drop it.
+    public struct ForwardGrant: Sendable {
+        public var connection: String
+        public var destination: ProxyDestination
+        /// The most body bytes the request may send.
+        public var bodyLimit: Int
+        /// The access token injected, so that a 401 can drop it from the cache; nil for a recruiting key.
+        var accessToken: String?
+        var actor: AuditActor
+        /// The caller's uid: its share of the proxy's upstream connections (``ProxyAdmission``).
+        var uid: UInt32
+    }
+
+    /// Checks `head` and authorizes `caller` from memory: the grant for a connection whose access token is cached
+    /// with at least 60 s left, or nil when the answer needs a wait (``forwardGrant(_:head:for:)``). Runs on the
+    /// event loop on every proxied request: a dictionary look-up, the grant check and a comparison.
     ///
-    /// A 401 to a request that carried a cached access token drops that token (Personio may have revoked it), so the
-    /// next request fetches a new one; unless the token was obtained within the policy's `minimumRefetchInterval`,
-    /// which points at something other than revocation and must not cost a token call per proxied request.
-    ///
-    /// - Parameters:
-    ///   - id: The connection id.
-    ///   - request: The caller's request, with the path under the API base.
-    ///   - caller: Who asks.
-    ///   - timeout: Limit for connecting to Personio and receiving the response head; the broker's `proxyTimeout`
-    ///     when nil.
-    /// - Returns: Personio's answer.
-    /// - Throws: `VaultError`: `bad_request` (path, query or header), `method_not_allowed`, `payload_too_large`
-    ///   (over 1 MiB), then as `proxyTarget(_:for:)`, then `upstream_unavailable` (with `retryAfter`) when Personio
-    ///   cannot be reached in time, `upstream_rejected` when the request cannot be built from the connection's
-    ///   settings or credential.
-    public func proxy(
+    /// - Throws: `VaultError`: `bad_request` (path, query or header), `method_not_allowed`, then as
+    ///   ``proxyTarget(_:for:)``.
+    public func cachedForwardGrant(
         _ id: String,
-        request: ProxyRequest,
-        for caller: Caller,
-        timeout: Duration? = nil
-    ) async throws -> ProxyResponse {
+        head: PersonioProxy.RequestHead,
+        for caller: Caller
+    ) throws(VaultError) -> ForwardGrant? {
         do {
-            try PersonioProxy.validate(request)
+            try PersonioProxy.validate(head)
+        } catch {
+            throw Self.vaultError(error)
+        }
+        let now = self.clock.now
+        let grant = try self.withEntries { entries, _ throws(VaultError) -> ForwardGrant? in
+            guard let entry = entries[id] else { return nil }
+            if let refusal = Self.refusal(
+                entry.snapshot,
+                grantedGIDs: entry.grantedGIDs,
+                caller: caller,
+                allowRecruiting: true
+            ) {
+                throw refusal
+            }
+            return try entry.cachedForwardGrant(caller: caller, now: now)
+        }
+        if grant != nil { self.metrics.cacheHit() }
+        return grant
+    }
+
+    /// ``cachedForwardGrant(_:head:for:)`` when it had no answer: loads the connection, waits for a token (v1, v2)
+    /// or decrypts the recruiting key.
+    ///
+    /// - Throws: `VaultError`: as ``cachedForwardGrant(_:head:for:)``, then as ``proxyTarget(_:for:)``, and
+    ///   `upstream_rejected` when the connection's settings or credential cannot go into a request.
+    public func forwardGrant(
+        _ id: String,
+        head: PersonioProxy.RequestHead,
+        for caller: Caller
+    ) async throws
+        -> ForwardGrant
+    {
+        do {
+            try PersonioProxy.validate(head)
         } catch {
             throw Self.vaultError(error)
         }
         let target = try await self.proxyTarget(id, for: caller)
-        let response: ProxyResponse
+        // The token just obtained is cached now: take the entry's destination, built once per token.
+        if case .bearer = target.authorization, let grant = try self.cachedForwardGrant(id, head: head, for: caller) {
+            return grant
+        }
+        let destination: ProxyDestination
+        do {
+            destination = try ProxyDestination(
+                baseURL: target.baseURL,
+                authorization: target.authorization,
+                appID: target.appID,
+                partnerID: target.partnerID
+            )
+        } catch {
+            throw Self.vaultError(error, connection: id)
+        }
+        let limit = self.withEntries { entries, _ in entries[id].map { Self.proxyBodyLimit($0.snapshot.settings) } }
+        var accessToken: String?
+        if case .bearer(let token) = target.authorization { accessToken = token }
+        return ForwardGrant(
+            connection: id,
+            destination: destination,
+            bodyLimit: limit ?? ConnectionSettings.defaultProxyMaxBody,
+            accessToken: accessToken,
+            actor: caller.auditActor,
+            uid: caller.uid
+        )
+    }
+
+    /// Where the answer to a forwarded request goes, on the caller's event loop, in order: ``forwardedHead`` once,
+    /// ``forwardedBody`` (the next after the previous one's future completed), ``forwardedEnd``; or
+    /// ``forwardedFailed`` at any point, after which nothing more arrives.
+    public protocol ResponseWriter: AnyObject {
+        func forwardedHead(status: Int, headers: [(String, String)]) -> EventLoopFuture<Void>
+        func forwardedBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void>
+        func forwardedEnd()
+        /// Before the head: the problem to answer with. After it: the body is cut.
+        func forwardedFailed(_ error: VaultError)
+    }
+
+    /// Forwards a request `grant` allows, on `eventLoop` (the caller's), streaming its body to Personio and the
+    /// answer to `writer`. Personio's own answers (2xx–4xx, 429 with its Retry-After) go to the writer as they are; a
+    /// 5xx becomes a failure (`upstream_unavailable` for 503, else `upstream_error`) without relaying a body nobody
+    /// vetted, unless `relayServerErrors`. A 401 to a cached access token drops it (see ``dropRejectedToken``); the
+    /// request is not repeated: its body is gone, and a POST is not safe to replay.
+    ///
+    /// - Returns: The exchange, to cancel it when the caller goes away; nil when it could not start (the writer
+    ///   got the failure).
+    @discardableResult
+    public func startForward(
+        _ grant: ForwardGrant,
+        head: PersonioProxy.RequestHead,
+        body: ProxyRequestBody?,
+        on eventLoop: any EventLoop,
+        writer: any ResponseWriter,
+        timeout: Duration? = nil,
+        relayServerErrors: Bool = false
+    ) -> ProxyExchange? {
+        // A caller past its share of the upstream connections is refused before anything is sent.
+        guard let ticket = self.proxyAdmission.admit(uid: grant.uid) else {
+            writer.forwardedFailed(self.proxyAdmission.refusal)
+            return nil
+        }
+        let sink = ForwardSink(
+            broker: self,
+            grant: grant,
+            writer: writer,
+            relayServerErrors: relayServerErrors,
+            ticket: ticket
+        )
+        let (vault, logger, id, actor, kind) = (
+            self.vault, self.logger, grant.connection, grant.actor, grant.destination.credentialKind
+        )
         // The proxy overwrites an echoed credential in the answer; this records once per answer that it had to.
-        let (vault, logger, actor) = (self.vault, self.logger, caller.auditActor)
         let onEcho: @Sendable () async -> Void = {
             logger.warning(
                 "Personio's answer to a proxied request echoed the injected credential; overwritten with '*'",
                 metadata: ["connection.id": "\(id)"]
             )
             do {
-                try await vault.recordCredentialEcho(id, by: actor, kind: target.authorization.kind)
+                try await vault.recordCredentialEcho(id, by: actor, kind: kind)
             } catch {
                 logger.error(
                     "cannot audit a credential echo",
@@ -171,93 +283,70 @@ extension TokenBroker {
             }
         }
         do {
-            response = try await self.proxyClient.forward(
-                request,
-                baseURL: target.baseURL,
-                authorization: target.authorization,
-                appID: target.appID,
-                partnerID: target.partnerID,
+            return try self.proxyClient.start(
+                head,
+                body: body,
+                to: grant.destination,
+                on: eventLoop,
                 timeout: timeout ?? self.proxyTimeout,
+                sink: sink,
                 onCredentialEcho: onEcho
             )
         } catch {
-            self.metrics.proxied(status: nil)
-            self.logger.debug(
-                "proxied request failed",
-                metadata: ["connection.id": "\(id)", "error.code": "\(error.code)"]
-            )
-            throw Self.vaultError(error, connection: id)
+            sink.proxyFailed(error)
+            return nil
         }
-        self.metrics.proxied(status: response.status)
-        self.logger.debug(
-            "proxied request answered",
-            metadata: ["connection.id": "\(id)", "http.status": "\(response.status)"]
+    }
+
+    /// Forwards `request` with its whole body and collects the answer: the proxy route without a socket, for tests
+    /// and tools. Personio's answer comes back whatever its status, 5xx included.
+    ///
+    /// - Throws: `VaultError`: as ``forwardGrant(_:head:for:)``, `payload_too_large` past the connection's body
+    ///   limit, `upstream_unavailable` when Personio cannot be reached in time.
+    public func proxy(
+        _ id: String,
+        request: ProxyRequest,
+        for caller: Caller,
+        timeout: Duration? = nil,
+        maximumResponseBytes: Int = 64 << 20
+    ) async throws -> ProxyResponse {
+        let head = PersonioProxy.RequestHead(
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers
         )
-        if response.status == 401, case .bearer(let token) = target.authorization {
-            self.dropRejectedToken(id, token: token)
+        let grant = try await self.forwardGrant(id, head: head, for: caller)
+        let size = request.body?.readableBytes ?? 0
+        guard size <= grant.bodyLimit else {
+            throw VaultError(.payloadTooLarge, "the body is larger than \(grant.bodyLimit) bytes")
         }
-        return response
-    }
-
-    /// An app's request for the proxy route, as the route read it off the socket: nothing Personio-specific yet.
-    public struct ForwardedRequest: Sendable {
-        public var method: String
-        /// The path after `/v1/connections/{id}/proxy`, starting with `/`, not yet checked.
-        public var path: String
-        public var query: String?
-        public var headers: [(String, String)]
-        public var body: ByteBuffer?
-
-        public init(method: String, path: String, query: String?, headers: [(String, String)], body: ByteBuffer?) {
-            self.method = method
-            self.path = path
-            self.query = query
-            self.headers = headers
-            self.body = body
-        }
-    }
-
-    /// Personio's answer to a forwarded request, for the route to stream back as it is.
-    public struct ForwardedResponse: Sendable {
-        public var status: Int
-        public var headers: [(String, String)]
-        public var body: ProxyResponse.Body
-    }
-
-    /// Forwards an app's request for the proxy route: checks the path, authorizes `caller` as ``proxyTarget(_:for:)``
-    /// does, injects the credential, and hands Personio's answer back. Personio's own answers (2xx–4xx, 429 with its
-    /// Retry-After) come back as they are; a failure on Personio's side (5xx) becomes a `VaultError`
-    /// (`upstream_unavailable` for 503, else `upstream_error`), without relaying a body nobody vetted.
-    public func forward(_ id: String, _ request: ForwardedRequest, for caller: Caller) async throws -> ForwardedResponse
-    {
-        let path: String
-        switch PersonioProxy.validatedPath(request.path, query: request.query) {
-        case .success(let validated): path = validated
-        case .failure(let error): throw VaultError(.badRequest, "proxy path refused: \(error)")
-        }
-        let upstream = try await self.proxy(
-            id,
-            request: ProxyRequest(
-                method: request.method,
-                path: path,
-                query: request.query,
-                headers: request.headers,
-                body: request.body
-            ),
-            for: caller
-        )
-        if upstream.status >= 500 {
-            let retryAfter = upstream.header("Retry-After").flatMap { Int($0) }
-            if upstream.status == 503 {
-                throw VaultError(
-                    .upstreamUnavailable,
-                    "Personio is unavailable (HTTP 503)",
-                    retryAfter: retryAfter ?? 5
+        let eventLoop = self.proxyClient.eventLoopGroup.next()
+        let collector = CollectingWriter(eventLoop: eventLoop, limit: maximumResponseBytes)
+        return try await withTaskCancellationHandler {
+            try await eventLoop.flatSubmit { () -> EventLoopFuture<ProxyResponse> in
+                var body: ProxyRequestBody?
+                if let content = request.body, content.readableBytes > 0 {
+                    body = ProxyRequestBody(eventLoop: eventLoop, declaredLength: content.readableBytes)
+                }
+                collector.exchange = self.startForward(
+                    grant,
+                    head: head,
+                    body: body,
+                    on: eventLoop,
+                    writer: collector,
+                    timeout: timeout,
+                    relayServerErrors: true
                 )
-            }
-            throw VaultError(.upstreamError, "Personio failed to answer the proxied request (HTTP \(upstream.status))")
+                if let body, let content = request.body {
+                    body.append(content)
+                    body.finish()
+                }
+                return collector.result.futureResult
+            }.get()
+        } onCancel: {
+            eventLoop.execute { collector.exchange?.cancel() }
         }
-        return ForwardedResponse(status: upstream.status, headers: upstream.headers, body: upstream.body)
     }
 
     /// Forgets `token` if it is still the cached one and old enough (see `proxy(_:request:for:timeout:)`).
@@ -300,12 +389,169 @@ extension TokenBroker {
     }
 }
 
-extension ProxyAuthorization {
-    /// What the proxy injected, for the audit trail: never the value.
-    fileprivate var kind: String {
-        switch self {
-        case .bearer: "access token"
-        case .recruiting: "recruiting key"
+extension TokenBroker.Entry {
+    /// The grant for a proxied request from this entry's cached token (at least 60 s left), or nil when there is none
+    /// or the connection is a recruiting one (its key is decrypted per request). The caller is authorized already.
+    func cachedForwardGrant(
+        caller: Caller,
+        now: ContinuousClock.Instant
+    ) throws(VaultError) -> TokenBroker.ForwardGrant? {
+        guard self.snapshot.provider.isTokenExportable, self.prepared != nil, let token = self.state.token,
+            token.revision == self.snapshot.revision,
+            token.expiresAt - now >= .seconds(TokenBroker.proxyMinimumTTL)
+        else { return nil }
+        let destination: ProxyDestination
+        if let cached = self.proxyDestination, cached.token == token {
+            destination = cached.destination
+        } else {
+            do {
+                destination = try ProxyDestination(
+                    baseURL: self.snapshot.settings.effectiveAPIBaseURL,
+                    authorization: .bearer(token.accessToken),
+                    appID: self.snapshot.settings.appID,
+                    partnerID: self.snapshot.settings.partnerID
+                )
+            } catch {
+                throw TokenBroker.vaultError(error, connection: self.snapshot.id)
+            }
+            self.proxyDestination = (token, destination)
         }
+        return TokenBroker.ForwardGrant(
+            connection: self.snapshot.id,
+            destination: destination,
+            bodyLimit: TokenBroker.proxyBodyLimit(self.snapshot.settings),
+            accessToken: token.accessToken,
+            actor: caller.auditActor,
+            uid: caller.uid
+        )
+    }
+}
+
+/// Between the proxy and the route's writer: counts the answer, drops a rejected token, turns Personio's 5xx and
+/// transport failures into the vault's errors. On the exchange's event loop only.
+final class ForwardSink: ProxyResponseSink {
+    private let broker: TokenBroker
+    private let grant: TokenBroker.ForwardGrant
+    private let writer: any TokenBroker.ResponseWriter
+    private let relayServerErrors: Bool
+    private var headSeen = false
+    /// A 5xx answered with a problem: the rest of Personio's answer is read and dropped.
+    private var discarding = false
+    /// The caller's slot, held until the answer has ended or failed.
+    private var ticket: ProxyAdmission.Ticket?
+
+    init(
+        broker: TokenBroker,
+        grant: TokenBroker.ForwardGrant,
+        writer: any TokenBroker.ResponseWriter,
+        relayServerErrors: Bool,
+        ticket: consuming ProxyAdmission.Ticket
+    ) {
+        self.broker = broker
+        self.grant = grant
+        self.writer = writer
+        self.relayServerErrors = relayServerErrors
+        self.ticket = consume ticket
+    }
+
+    private func releaseTicket() {
+        self.ticket?.release()
+        self.ticket = nil
+    }
+
+    func proxyHead(status: Int, headers: [(String, String)]) -> EventLoopFuture<Void> {
+        self.headSeen = true
+        self.broker.metrics.proxied(status: status)
+        if status == 401, let token = self.grant.accessToken {
+            self.broker.dropRejectedToken(self.grant.connection, token: token)
+        }
+        if status >= 500, !self.relayServerErrors {
+            self.discarding = true
+            let retryAfter = headers.first { $0.0.lowercased() == "retry-after" }.flatMap { Int($0.1) }
+            if status == 503 {
+                self.writer.forwardedFailed(
+                    VaultError(.upstreamUnavailable, "Personio is unavailable (HTTP 503)", retryAfter: retryAfter ?? 5)
+                )
+            } else {
+                self.writer.forwardedFailed(
+                    VaultError(.upstreamError, "Personio failed to answer the proxied request (HTTP \(status))")
+                )
+            }
+            return self.broker.proxyClient.eventLoopGroup.any().makeSucceededVoidFuture()
+        }
+        return self.writer.forwardedHead(status: status, headers: headers)
+    }
+
+    func proxyBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        if self.discarding { return self.broker.proxyClient.eventLoopGroup.any().makeSucceededVoidFuture() }
+        return self.writer.forwardedBody(buffer)
+    }
+
+    func proxyEnd() {
+        self.releaseTicket()
+        if !self.discarding { self.writer.forwardedEnd() }
+    }
+
+    func proxyFailed(_ error: PersonioAuthError) {
+        self.releaseTicket()
+        guard !self.discarding else { return }
+        if !self.headSeen {
+            self.broker.metrics.proxied(status: nil)
+            self.broker.logger.debug(
+                "proxied request failed",
+                metadata: ["connection.id": "\(self.grant.connection)", "error.code": "\(error.code)"]
+            )
+        }
+        self.writer.forwardedFailed(TokenBroker.vaultError(error, connection: self.grant.connection))
+    }
+}
+
+/// Collects a forwarded answer whole, for ``TokenBroker/proxy(_:request:for:timeout:maximumResponseBytes:)``.
+final class CollectingWriter: TokenBroker.ResponseWriter, @unchecked Sendable {
+    let eventLoop: any EventLoop
+    let result: EventLoopPromise<ProxyResponse>
+    var exchange: ProxyExchange?
+    private let limit: Int
+    private var head: (status: Int, headers: [(String, String)])?
+    private var buffers: [ByteBuffer] = []
+    private var size = 0
+    private var done = false
+
+    init(eventLoop: any EventLoop, limit: Int) {
+        self.eventLoop = eventLoop
+        self.result = eventLoop.makePromise(of: ProxyResponse.self)
+        self.limit = limit
+    }
+
+    func forwardedHead(status: Int, headers: [(String, String)]) -> EventLoopFuture<Void> {
+        self.head = (status, headers)
+        return self.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func forwardedBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        self.size += buffer.readableBytes
+        guard self.size <= self.limit else {
+            self.exchange?.cancel()
+            self.finish(.failure(VaultError(.upstreamError, "Personio's answer exceeded \(self.limit) bytes")))
+            return self.eventLoop.makeSucceededVoidFuture()
+        }
+        self.buffers.append(buffer)
+        return self.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func forwardedEnd() {
+        guard let head = self.head else { return }
+        self.finish(.success(ProxyResponse(status: head.status, headers: head.headers, body: .init(self.buffers))))
+    }
+
+    func forwardedFailed(_ error: VaultError) {
+        self.finish(.failure(error))
+    }
+
+    private func finish(_ result: Result<ProxyResponse, any Error>) {
+        guard !self.done else { return }
+        self.done = true
+        self.exchange = nil
+        self.result.completeWith(result)
     }
 }

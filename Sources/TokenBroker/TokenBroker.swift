@@ -66,6 +66,8 @@ public final class TokenBroker: Sendable {
         /// Token, call under way (with its waiters), back-off and call window: changed only by its own events.
         var state: TokenState<Waiter>
         var prepared: PreparedTokenResponse?
+        /// The proxy's destination for the token it was built for (see `cachedForwardGrant`): built once per token.
+        var proxyDestination: (token: CachedToken, destination: ProxyDestination)?
         /// Unique among the broker's entries: the call an entry starts ends in that entry or nowhere.
         let generation: UInt64
 

@@ -201,7 +201,18 @@ struct ProxySemanticsEndToEndTests {
         "/v2/persons?id=1&id=2&id=3",
         "/v2/persons?name=&flag&empty=&=x",
         "/v2/persons?q=caf%C3%A9&q2=caf%c3%a9&u=%E2%9C%93&plus=a+b&enc=%2B%26%3D%3F",
-        "/v2/persons/caf%C3%A9?filter[email]=a+b%40example.com&sort=-created_at,+id",
+        "/v2/persons/caf%C3%A9?filter%5Bemail%5D=a+b%40example.com&sort=-created_at,+id",
+    ]
+
+    /// Targets with bytes a URI cannot carry as they are (RFC 3986: `[` and `]` only in a host, `{`, `|`, `^`, … never),
+    /// and what reaches the upstream: those bytes percent-encoded, every other byte (escapes included) as sent.
+    static let encodedTargets = [
+        (
+            "/v2/persons/caf%C3%A9?filter[email]=a+b%40example.com&sort=-created_at,+id",
+            "/v2/persons/caf%C3%A9?filter%5Bemail%5D=a+b%40example.com&sort=-created_at,+id"
+        ),
+        ("/v2/persons?ids[]=1&ids[]=2&x={a|b}", "/v2/persons?ids%5B%5D=1&ids%5B%5D=2&x=%7Ba%7Cb%7D"),
+        ("/v2/documents/a{b}|c", "/v2/documents/a%7Bb%7D%7Cc"),
     ]
 
     @Test("paths and queries arrive byte-identical, under the base URL's own path prefix when it has one")
@@ -216,13 +227,13 @@ struct ProxySemanticsEndToEndTests {
             try await vault.addV2("prefixed", pathPrefix: prefix)
 
             for (connection, expectedPrefix) in [("acme", ""), ("prefixed", prefix)] {
-                for target in Self.verbatimTargets {
+                for (target, arrives) in Self.verbatimTargets.map({ ($0, $0) }) + Self.encodedTargets {
                     let before = vault.resourceRequests.count
                     let response = try await vault.proxy("GET", target, connection: connection)
                     #expect(response.status == 200, "\(connection) \(target): \(response.raw)")
                     let seen = vault.resourceRequests.dropFirst(before).map(\.target)
                     #expect(
-                        seen == [expectedPrefix + target],
+                        seen == [expectedPrefix + arrives],
                         "\(connection): sent \(target), the upstream received \(seen)"
                     )
                 }

@@ -18,18 +18,19 @@ import VaultCrypto
 
     // MARK: - Path safety
 
-    /// Raw `{path}` → what goes upstream.
+    /// Raw `{path}` → what goes upstream: as sent, but bytes a URI cannot carry, percent-encoded.
     static let acceptedPaths: [(String, String)] = [
         ("/v2/persons", "/v2/persons"),
         ("/v1/company/employees", "/v1/company/employees"),
         ("/v2/persons/123", "/v2/persons/123"),
         ("/v1/company/employees/custom-attributes", "/v1/company/employees/custom-attributes"),
         ("/v1/recruiting/applications", "/v1/recruiting/applications"),
-        ("/v2/a%41b", "/v2/aAb"),
-        ("/v2/%7Euser", "/v2/~user"),
+        ("/v2/a%41b", "/v2/a%41b"),
+        ("/v2/%7Euser", "/v2/%7Euser"),
         ("/v2/a%20b", "/v2/a%20b"),
         ("/v2/a%22b%3C%3E", "/v2/a%22b%3C%3E"),
-        ("/v2/na%c3%afve", "/v2/na%C3%AFve"),
+        ("/v2/na%c3%afve", "/v2/na%c3%afve"),
+        ("/v2/a%2Bb", "/v2/a%2Bb"),
         ("/v2/naïve", "/v2/na%C3%AFve"),
         ("/v2/a\"b", "/v2/a%22b"),
         ("/v2/a{b}|c^`", "/v2/a%7Bb%7D%7Cc%5E%60"),
@@ -44,7 +45,7 @@ import VaultCrypto
     ]
 
     @Test(arguments: Self.acceptedPaths)
-    func acceptedPathsAreReEncodedOnce(raw: String, expected: String) throws {
+    func acceptedPathsGoUpstreamAsSent(raw: String, expected: String) throws {
         let path = try PersonioProxy.validatedPath(raw, query: nil).get()
         #expect(path == expected)
         #expect(try PersonioProxy.validatedPath(path, query: nil).get() == path, "checking again changes nothing")
@@ -220,7 +221,8 @@ import VaultCrypto
         let returned = PersonioProxy.returnedResponseHeaders(headers, redactor: authorization.redactor).headers
         #expect(
             returned.map(\.0) == [
-                "Content-Type", "ETag", "Last-Modified", "Retry-After", "X-RateLimit-Limit", "x-ratelimit-remaining",
+                "Content-Type", "Location", "ETag", "Last-Modified", "Retry-After", "X-RateLimit-Limit",
+                "x-ratelimit-remaining",
             ]
         )
         let unchunked = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", "12")])
@@ -404,7 +406,7 @@ import VaultCrypto
         }
     }
 
-    @Test func thePathIsReEncodedOnTheWire() async throws {
+    @Test func thePathGoesOnTheWireAsSent() async throws {
         try await withProxy { fixture, proxy in
             let response = try await proxy.forward(
                 ProxyRequest(method: "GET", path: "/v2/persons/na%c3%afve%20x"),
@@ -415,7 +417,7 @@ import VaultCrypto
                 timeout: .seconds(2)
             )
             _ = try await response.body.collect(upTo: 1 << 20)
-            #expect(fixture.standIn.lastRequest()?.path == "/v2/persons/na%C3%AFve%20x")
+            #expect(fixture.standIn.lastRequest()?.path == "/v2/persons/na%c3%afve%20x")
         }
     }
 

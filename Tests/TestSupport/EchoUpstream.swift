@@ -93,6 +93,8 @@ public final class EchoUpstream: Sendable {
                 expected = end + (Self.header("Content-Length", in: head).flatMap { Int($0) } ?? 0)
             }
         }
+        // A connection closed without a request (an HTTP client's spare connection) is no request to answer.
+        guard !received.isEmpty else { return }
         let headEnd = Self.endOfHead(received) ?? received.count
         let head = String(decoding: received[0..<headEnd], as: UTF8.self)
         let target = head.split(separator: " ").dropFirst().first.map(String.init) ?? "/"

@@ -16,8 +16,11 @@ extension PersonioProxy {
     /// Identification headers come from the connection's settings only: a caller must not speak for the vault.
     static let reservedPersonioHeaderNames: Set<String> = ["x-personio-app-id", "x-personio-partner-id"]
     /// Response headers passed back, lower-cased; plus `X-RateLimit-*`, and `Content-Length` for a body that is not
-    /// chunked.
-    static let returnedResponseHeaderNames: Set<String> = ["content-type", "retry-after", "etag", "last-modified"]
+    /// chunked. `Location` is relayed as Personio sent it: the vault never follows a redirect (the credential would
+    /// go wherever it points), the caller decides what to do with it.
+    static let returnedResponseHeaderNames: Set<String> = [
+        "content-type", "content-disposition", "retry-after", "etag", "last-modified", "location",
+    ]
 
     /// The caller headers that go upstream: `Accept`, `Content-Type`, `If-None-Match`, `If-Modified-Since` and
     /// `X-Personio-*` except `X-Personio-App-ID` and `X-Personio-Partner-ID`; everything else is dropped.
@@ -31,8 +34,11 @@ extension PersonioProxy {
         _ headers: [(String, String)]
     ) throws(ProxyRequestError) -> [(String, String)] {
         var forwarded: [(String, String)] = []
+        let hopByHop = Self.connectionOptions(headers.lazy.filter { $0.0.lowercased() == "connection" }.map(\.1))
         for (name, value) in headers {
             let lowercased = name.lowercased()
+            // A header the caller's `Connection` names is for this hop only (RFC 9110 §7.6.1).
+            guard hopByHop.isEmpty || !hopByHop.contains(lowercased) else { continue }
             let isPersonio =
                 lowercased.hasPrefix("x-personio-") && !Self.reservedPersonioHeaderNames.contains(lowercased)
             guard Self.forwardedRequestHeaderNames.contains(lowercased) || isPersonio else { continue }
@@ -67,7 +73,10 @@ extension PersonioProxy {
         let isChunked = headers.contains(name: "Transfer-Encoding")
         var returned: [(String, String)] = []
         var echoed = false
+        let hopByHop = Self.connectionOptions(headers[canonicalForm: "Connection"].lazy.map(String.init))
         for (name, original) in headers {
+            // A header Personio's `Connection` names is for that hop only (RFC 9110 §7.6.1).
+            guard hopByHop.isEmpty || !hopByHop.contains(name.lowercased()) else { continue }
             let (value, found) = scrubber.scrub(original)
             echoed = echoed || found
             let lowercased = name.lowercased()
@@ -78,6 +87,18 @@ extension PersonioProxy {
             returned.append((name, value))
         }
         return (returned, echoed)
+    }
+
+    /// The header names listed in `Connection` values, lower-cased.
+    private static func connectionOptions(_ values: some Sequence<String>) -> Set<String> {
+        var names: Set<String> = []
+        for value in values {
+            for option in value.split(separator: ",") {
+                let name = String(option.filter { $0 != " " && $0 != "\t" }).lowercased()
+                if !name.isEmpty { names.insert(name) }
+            }
+        }
+        return names
     }
 
     /// RFC 9110 `tchar`.

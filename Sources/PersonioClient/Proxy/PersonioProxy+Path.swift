@@ -1,7 +1,7 @@
 /// The path check: a caller picks the path under the API base, never the host, the scheme or a place above the base.
 ///
-/// The raw path is percent-decoded exactly once; the decoded bytes are checked segment by segment and then
-/// re-encoded by the proxy's own rules, so that what goes upstream is the one unambiguous spelling of what was
+/// The raw path is percent-decoded exactly once and the decoded bytes are checked segment by segment; what goes
+/// upstream is the caller's own spelling (bytes a URI cannot carry percent-encoded), whose one decoding is what was
 /// checked. A `%` left after decoding (double encoding such as `%252e%252e`) is refused rather than passed to a
 /// server that might decode it again.
 extension PersonioProxy {
@@ -10,7 +10,7 @@ extension PersonioProxy {
     /// The longest query accepted, in bytes.
     public static let maximumQueryBytes = 4096
 
-    /// The path to send upstream for the route's `{path}`: absolute, under the API base, re-encoded.
+    /// The path to send upstream for the route's `{path}`: absolute, under the API base, as the caller spelt it.
     ///
     /// Refused: a path not starting with `/`; `.` and `..` segments (also as `%2e`, or before a `;` parameter);
     /// empty segments (`//`, a trailing `/`); backslashes; NUL and other control bytes; encoded slashes (`%2f`);
@@ -22,7 +22,8 @@ extension PersonioProxy {
     /// - Parameters:
     ///   - rawPath: The part of the route after `/proxy`, as received (still percent-encoded).
     ///   - query: The raw query string without `?`, if any.
-    /// - Returns: The path, starting with `/`, with every byte outside RFC 3986's `pchar` set percent-encoded; or
+    /// - Returns: The path as sent, starting with `/`, with every byte outside RFC 3986's `pchar` set (but the `%` of
+    ///   an escape) percent-encoded; or
     ///   why it is refused (`.invalidPath` or `.invalidQuery`; the message never quotes the input).
     public static func validatedPath(_ rawPath: String, query: String?) -> Result<String, ProxyRequestError> {
         Result { () throws(ProxyRequestError) -> String in
@@ -77,19 +78,57 @@ extension PersonioProxy {
             }
         }
 
-        var encoded: [UInt8] = []
-        encoded.reserveCapacity(decoded.count)
-        for byte in decoded {
-            if byte == UInt8(ascii: "/") || Self.isPathCharacter(byte) {
-                encoded.append(byte)
-            } else {
-                encoded += [UInt8(ascii: "%"), Self.hexDigits[Int(byte >> 4)], Self.hexDigits[Int(byte & 0x0F)]]
-            }
-        }
+        // What goes upstream is the caller's own spelling, so that `%2B` stays `%2B` (not `+`, another character to
+        // the server) and escapes keep their letter case: decoding it once gives exactly what was checked, and the
+        // checks above leave nothing a second decoding could change. Bytes a URI cannot carry as they are (spaces
+        // and controls are refused; this is UTF-8 and `[`, `]`, `{`, `|`, …) are percent-encoded.
+        let encoded = Self.uriSafe(raw, allowed: { $0 == UInt8(ascii: "/") || Self.isPathCharacter($0) })
         guard encoded.count <= Self.maximumPathBytes else {
             throw refuse("is longer than \(Self.maximumPathBytes) bytes once encoded")
         }
         return String(decoding: encoded, as: UTF8.self)
+    }
+
+    /// The query to send upstream: the caller's, with the bytes RFC 3986 does not allow in a query (`[`, `]`, `{`,
+    /// `}`, `|`, `\`, `^`, `` ` ``, `"`, `<`, `>`, a `%` that begins no escape) percent-encoded; everything else, the
+    /// caller's escapes included, unchanged. (An HTTP client that meets one such byte may re-encode the whole URL,
+    /// `%40` becoming `%2540`.)
+    ///
+    /// - Parameter query: A query that passed ``validatedPath(_:query:)``.
+    public static func forwardedQuery(_ query: String) -> String {
+        let raw = Array(query.utf8)
+        let allowed = { (byte: UInt8) in
+            Self.isPathCharacter(byte) || byte == UInt8(ascii: "/") || byte == UInt8(ascii: "?")
+        }
+        guard raw.contains(where: { !allowed($0) && $0 != UInt8(ascii: "%") }) || Self.hasBarePercent(raw) else {
+            return query
+        }
+        return String(decoding: Self.uriSafe(raw, allowed: allowed), as: UTF8.self)
+    }
+
+    /// `raw` with every byte that is not `allowed` and does not begin a well-formed `%XX` escape percent-encoded.
+    private static func uriSafe(_ raw: [UInt8], allowed: (UInt8) -> Bool) -> [UInt8] {
+        var encoded: [UInt8] = []
+        encoded.reserveCapacity(raw.count)
+        var index = 0
+        while index < raw.count {
+            let byte = raw[index]
+            if allowed(byte) || (byte == UInt8(ascii: "%") && Self.isEscape(raw, at: index)) {
+                encoded.append(byte)
+            } else {
+                encoded += [UInt8(ascii: "%"), Self.hexDigits[Int(byte >> 4)], Self.hexDigits[Int(byte & 0x0F)]]
+            }
+            index += 1
+        }
+        return encoded
+    }
+
+    private static func isEscape(_ raw: [UInt8], at index: Int) -> Bool {
+        index + 2 < raw.count && Self.hexValue(raw[index + 1]) != nil && Self.hexValue(raw[index + 2]) != nil
+    }
+
+    private static func hasBarePercent(_ raw: [UInt8]) -> Bool {
+        raw.indices.contains { raw[$0] == UInt8(ascii: "%") && !Self.isEscape(raw, at: $0) }
     }
 
     /// `raw` with each `%XX` replaced by its byte; refuses malformed escapes and encoded slashes.

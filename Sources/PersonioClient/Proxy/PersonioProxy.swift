@@ -24,8 +24,12 @@ public final class PersonioProxy: Sendable {
     /// The longest company id accepted.
     static let maximumCompanyIDBytes = 64
 
-    private let httpClient: HTTPClient
+    let httpClient: HTTPClient
     private let logger: Logger
+
+    /// The event loops the proxy's HTTP client runs on; ``start(_:body:to:on:timeout:sink:onCredentialEcho:)`` runs
+    /// without a hop on any of them.
+    public var eventLoopGroup: any EventLoopGroup { self.httpClient.eventLoopGroup }
 
     /// A proxy that sends its requests through `httpClient`, which the caller owns and shuts down.
     ///
@@ -68,16 +72,12 @@ public final class PersonioProxy: Sendable {
     private static func checked(
         _ request: ProxyRequest
     ) throws(ProxyRequestError) -> (HTTPMethod, String, [(String, String)]) {
-        guard Self.allowedMethods.contains(request.method) else {
-            throw ProxyRequestError(.methodNotAllowed, "the method must be one of GET, POST, PUT, PATCH or DELETE")
-        }
         guard (request.body?.readableBytes ?? 0) <= Self.maximumRequestBodyBytes else {
             throw ProxyRequestError(.bodyTooLarge, "the body is larger than \(Self.maximumRequestBodyBytes) bytes")
         }
-        let query = request.query.flatMap { $0.isEmpty ? nil : $0 }
-        let path = try Self.validatedPath(request.path, query: query).get()
-        let headers = try Self.forwardedRequestHeaders(request.headers)
-        return (HTTPMethod(rawValue: request.method), path, headers)
+        return try Self.checked(
+            RequestHead(method: request.method, path: request.path, query: request.query, headers: request.headers)
+        )
     }
 
     // MARK: - Forwarding
@@ -154,7 +154,7 @@ public final class PersonioProxy: Sendable {
         }
         let base = try PersonioAuthClient.validatedBaseURL(baseURL)
         let identification = try PersonioAuthClient.identificationHeaders(appID: appID, partnerID: partnerID)
-        let query = request.query.flatMap { $0.isEmpty ? nil : "?" + $0 } ?? ""
+        let query = request.query.flatMap { $0.isEmpty ? nil : "?" + Self.forwardedQuery($0) } ?? ""
 
         var outgoing = HTTPClientRequest(url: base + path + query)
         outgoing.method = method
@@ -194,7 +194,7 @@ public final class PersonioProxy: Sendable {
 
     /// Adds the credential's headers, after checking that its bytes can go in a header at all (a control character
     /// would be refused by the HTTP client with an error that quotes the value).
-    private static func addAuthorization(
+    static func addAuthorization(
         _ authorization: ProxyAuthorization,
         to headers: inout HTTPHeaders
     ) throws(PersonioAuthError) {

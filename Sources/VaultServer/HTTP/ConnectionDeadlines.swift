@@ -120,6 +120,15 @@ final class ConnectionDeadlines {
         }
     }
 
+    /// A piece of a streamed body arrived: the body time-out counts from here (the next read that ends inside the
+    /// body arms it again), so that a large upload is bounded by its progress, not by its total time.
+    func bodyProgressed() {
+        if let timer = self.bodyTimer {
+            timer.cancel()
+            self.bodyTimer = nil
+        }
+    }
+
     /// A request is complete.
     func requestReceived() {
         self.phase = .responding

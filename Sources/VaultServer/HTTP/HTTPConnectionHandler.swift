@@ -18,7 +18,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         /// Between requests.
         case idle
         /// Reading a request; the body buffer is allocated at the first body part.
-        case receiving(HTTPRequestHead, ByteBuffer?, ContinuousClock.Instant?)
+        case receiving(HTTPRequestHead, ByteBuffer?, ContinuousClock.Instant?, RequestDispatcher.Resolution)
+        /// A request of a route that streams (the proxy): its body goes to the exchange as it arrives, the answer
+        /// comes back through it.
+        case forwarding(ForwardingExchange)
         /// The request is complete and its response is being prepared.
         case responding
         /// An answer went out before the request was complete; the rest is ignored and the connection closes.
@@ -33,6 +36,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var state = State.idle
     /// The peer shut its writing side: answer what is in progress, then close.
     private var inputClosed = false
+    /// A flush of forwarded body pieces is scheduled for the end of this event-loop turn.
+    private var flushScheduled = false
 
     init(dispatcher: RequestDispatcher, caller: Caller, logger: Logger, deadlines: ConnectionDeadlines? = nil) {
         self.dispatcher = dispatcher
@@ -63,6 +68,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         guard case .idle = self.state else { return }
         self.deadlines?.headReceived()
         let start = self.requestStart
+        let resolution = self.dispatcher.resolve(head: head, caller: self.caller)
+        if let forward = resolution.forwardAction, case .success(let matched) = resolution.matched {
+            // A route that streams its body has a limit of its own, checked as the body arrives.
+            self.continueIfExpected(head, context: context)
+            self.startForwarding(forward, matched, resolution, head: head, start: start, context: context)
+            return
+        }
         if let declared = head.headers.first(name: "Content-Length").flatMap({ Int($0) }),
             declared > self.dispatcher.bodyLimit
         {
@@ -70,15 +82,53 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             self.refuse(Self.tooLarge(self.dispatcher.bodyLimit), version: head.version, start: start, context: context)
             return
         }
+        self.continueIfExpected(head, context: context)
+        self.state = .receiving(head, nil, start, resolution)
+    }
+
+    private func continueIfExpected(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         if head.headers.first(name: "Expect")?.lowercased() == "100-continue" {
             let continueHead = HTTPResponseHead(version: head.version, status: .continue)
             context.writeAndFlush(self.wrapOutboundOut(.head(continueHead)), promise: nil)
         }
-        self.state = .receiving(head, nil, start)
+    }
+
+    /// Hands a streaming route its request at once; its body follows as it arrives.
+    private func startForwarding(
+        _ action: @Sendable (Request, ForwardingExchange) -> Void,
+        _ matched: RequestDispatcher.Matched,
+        _ resolution: RequestDispatcher.Resolution,
+        head: HTTPRequestHead,
+        start: ContinuousClock.Instant?,
+        context: ChannelHandlerContext
+    ) {
+        let exchange = ForwardingExchange(
+            handler: self,
+            context: context,
+            head: head,
+            resolution: resolution,
+            start: start
+        )
+        self.state = .forwarding(exchange)
+        let request = self.dispatcher.request(
+            matched,
+            resolution,
+            head: head,
+            body: .empty,
+            caller: self.caller,
+            logger: self.logger
+        )
+        action(request, exchange)
     }
 
     private func receiveBody(_ part: ByteBuffer, context: ChannelHandlerContext) {
-        guard case .receiving(let head, var body, let start) = self.state else { return }
+        if case .forwarding(let exchange) = self.state {
+            // A body that streams is bounded by progress, not in total: each piece restarts the body time-out.
+            self.deadlines?.bodyProgressed()
+            exchange.receiveBody(part)
+            return
+        }
+        guard case .receiving(let head, var body, let start, let resolution) = self.state else { return }
         // Leave no second reference to the buffer in `state` while writing, or every write would copy it.
         self.state = .responding
         let limit = self.dispatcher.bodyLimit
@@ -96,15 +146,21 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             body = context.channel.allocator.buffer(capacity: min(max(declared, part.readableBytes), limit))
         }
         body!.writeImmutableBuffer(part)
-        self.state = .receiving(head, body, start)
+        self.state = .receiving(head, body, start, resolution)
     }
 
     private func receiveEnd(context: ChannelHandlerContext) {
-        guard case .receiving(let head, let body, let start) = self.state else { return }
+        if case .forwarding(let exchange) = self.state {
+            self.deadlines?.requestReceived()
+            exchange.receiveEnd()
+            return
+        }
+        guard case .receiving(let head, let body, let start, let resolution) = self.state else { return }
         self.state = .responding
         self.deadlines?.requestReceived()
         let requestBody = body.map(RequestBody.init) ?? .empty
         let dispatch = self.dispatcher.dispatch(
+            resolution,
             head: head,
             body: requestBody,
             caller: self.caller,
@@ -133,6 +189,14 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     // MARK: - Events
 
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .forwarding(let exchange) = self.state {
+            self.state = .closing
+            exchange.callerGone()
+        }
+        context.fireChannelInactive()
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .some(.inputClosed) = event as? ChannelEvent {
             self.inputClosed = true
@@ -149,6 +213,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             return
         }
         switch self.state {
+        case .forwarding(let exchange):
+            self.state = .closing
+            exchange.callerGone()
+            context.close(promise: nil)
         case .idle, .receiving:
             // Not HTTP, or not HTTP this server speaks: say so once and hang up.
             let error = HTTPError(.badRequest, "the request is not valid HTTP/1.1")
@@ -194,93 +262,174 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if let prepared = response.preparedHead, keepAlive, request.version == .http1_1 {
             head = prepared
         } else {
-            var headers: HTTPHeaders
-            if let prepared = response.preparedHead {
-                headers = prepared.headers
-            } else if response.stream == nil {
-                headers = response.framedHeaders
-            } else {
-                // A relayed (streamed) response may carry its own Cache-Control: it is replaced.
-                headers = response.headers
-                headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
-            }
-            if !keepAlive {
-                headers.replaceOrAdd(name: "Connection", value: "close")
-            } else if request.version == .http1_0 {
-                headers.replaceOrAdd(name: "Connection", value: "keep-alive")
-            }
-            let version: HTTPVersion = request.version == .http1_0 ? .http1_0 : .http1_1
-            head = HTTPResponseHead(version: version, status: response.status, headers: headers)
+            head = Self.responseHead(
+                response.status,
+                headers: response.preparedHead?.headers ?? response.framedHeaders,
+                for: request,
+                keepAlive: keepAlive
+            )
         }
         // Set before writing: writing `.end` lets the pipeline handler deliver a pipelined request re-entrantly.
         if !keepAlive {
             self.state = .closing
-        } else if case .responding = self.state {
-            self.state = .idle
+        } else {
+            switch self.state {
+            case .responding, .forwarding: self.state = .idle
+            case .idle, .receiving, .closing: break
+            }
         }
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        if let stream = response.stream {
-            self.stream(stream, keepAlive: keepAlive, context: context)
+        if let body = response.body, body.readableBytes > 0 {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        if keepAlive {
+            self.deadlines?.responseFinished()
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
         } else {
-            if let body = response.body, body.readableBytes > 0 {
-                context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-            }
-            if keepAlive {
-                self.deadlines?.responseFinished()
-                context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-            } else {
-                context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                    context.close(promise: nil)
-                }
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
             }
         }
+        self.answered(response.status, route: dispatch.route, logger: dispatch.logger, start: start)
+    }
 
-        self.dispatcher.metrics.record(
-            socket: self.dispatcher.socket,
-            route: dispatch.route,
-            status: response.status.code
-        )
+    /// Counts an answer and logs it at debug level.
+    private func answered(_ status: HTTPResponseStatus, route: String, logger: Logger, start: ContinuousClock.Instant?)
+    {
+        self.dispatcher.metrics.record(socket: self.dispatcher.socket, route: route, status: status.code)
         guard self.logger.logLevel <= .debug else { return }
-        var metadata: Logger.Metadata = ["http.route": "\(dispatch.route)", "http.status": "\(response.status.code)"]
+        var metadata: Logger.Metadata = ["http.route": "\(route)", "http.status": "\(status.code)"]
         if let start {
             metadata["http.duration_us"] = "\((ContinuousClock.now - start).inMicroseconds)"
         }
-        dispatch.logger.debug("request", metadata: metadata)
+        logger.debug("request", metadata: metadata)
     }
 
-    /// Writes a streamed body piece by piece, each write waiting for the previous one to be flushed (back-pressure
-    /// from the socket reaches the upstream read), then the end; an error midway closes the connection.
-    private func stream(_ stream: ResponseStream, keepAlive: Bool, context: ChannelHandlerContext) {
-        context.flush()
-        let eventLoop = context.eventLoop
-        let bound = NIOLoopBound((self, context), eventLoop: eventLoop)
-        let promise = eventLoop.makePromise(of: Void.self)
-        promise.completeWithTask {
-            while let piece = try await stream.next() {
-                guard piece.readableBytes > 0 else { continue }
-                try await eventLoop.flatSubmit {
-                    let (handler, context) = bound.value
-                    return context.writeAndFlush(handler.wrapOutboundOut(.body(.byteBuffer(piece))))
-                }.get()
-            }
+    /// A response head for `request`: `headers` with `Connection` set as keep-alive requires.
+    private static func responseHead(
+        _ status: HTTPResponseStatus,
+        headers: HTTPHeaders,
+        for request: HTTPRequestHead,
+        keepAlive: Bool
+    ) -> HTTPResponseHead {
+        var headers = headers
+        if !keepAlive {
+            headers.replaceOrAdd(name: "Connection", value: "close")
+        } else if request.version == .http1_0 {
+            headers.replaceOrAdd(name: "Connection", value: "keep-alive")
         }
-        promise.futureResult.assumeIsolated().whenComplete { result in
-            let (handler, context) = bound.value
-            switch result {
-            case .success:
-                if keepAlive { handler.deadlines?.responseFinished() }
-                let written = context.writeAndFlush(handler.wrapOutboundOut(.end(nil)))
-                if !keepAlive {
-                    written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-                }
-            case .failure(let error):
-                handler.logger.warning(
-                    "streamed response failed; closing the connection",
-                    metadata: ["error": "\(error)"]
-                )
-                handler.state = .closing
+        let version: HTTPVersion = request.version == .http1_0 ? .http1_0 : .http1_1
+        return HTTPResponseHead(version: version, status: status, headers: headers)
+    }
+
+    // MARK: - Forwarded answers (ForwardingExchange)
+
+    var connectionLogger: Logger { self.logger }
+
+    /// Pauses or resumes reading the caller's socket (the request body's back-pressure).
+    func setReading(_ reading: Bool, context: ChannelHandlerContext) {
+        context.eventLoop.assertInEventLoop()
+        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: reading)
+        if reading { context.read() }
+    }
+
+    /// Writes a forwarded answer's head (chunked unless `headers` has a `Content-Length`); returns whether the
+    /// connection stays open after it.
+    func startForwardedResponse(
+        status: HTTPResponseStatus,
+        headers: HTTPHeaders,
+        head request: HTTPRequestHead,
+        resolution: RequestDispatcher.Resolution,
+        start: ContinuousClock.Instant?,
+        context: ChannelHandlerContext
+    ) -> Bool {
+        let keepAlive = request.isKeepAlive && !self.inputClosed
+        var headers = headers
+        // A relayed response may carry its own Cache-Control: it is replaced.
+        headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
+        let head = Self.responseHead(status, headers: headers, for: request, keepAlive: keepAlive)
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        self.scheduleFlush(context: context)
+        let logger = RequestDispatcher.requestLogger(
+            self.logger,
+            requestID: resolution.requestID,
+            connectionID: resolution.connectionID
+        )
+        self.answered(status, route: resolution.routeName, logger: logger, start: start)
+        return keepAlive
+    }
+
+    /// Writes a piece of a forwarded body. The future completes at once while the socket takes more (the pieces of
+    /// one turn go out in one flush), and once the socket has drained otherwise: Personio is read no faster.
+    func writeForwardedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        guard context.channel.isWritable else {
+            return context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))))
+        }
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        self.scheduleFlush(context: context)
+        return context.eventLoop.makeSucceededVoidFuture()
+    }
+
+    /// Ends a forwarded answer; the connection stays open for the next request when `keepAlive`.
+    func endForwardedResponse(keepAlive: Bool, context: ChannelHandlerContext) {
+        if keepAlive {
+            self.state = .idle
+            self.deadlines?.responseFinished()
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            self.state = .closing
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
+        }
+    }
+
+    /// A forwarded answer failed after its head: the connection closes, the only way left to say it is cut.
+    func cutForwardedResponse(context: ChannelHandlerContext) {
+        self.logger.debug("forwarded response failed halfway; closing the connection")
+        self.state = .closing
+        context.close(promise: nil)
+    }
+
+    /// Answers a forwarded request with a complete response of the vault's own (a refusal or a failure before
+    /// Personio's head); the connection closes after it unless the request was read to its end.
+    func finishForwarding(
+        _ exchange: ForwardingExchange,
+        response: Response,
+        head: HTTPRequestHead,
+        resolution: RequestDispatcher.Resolution,
+        start: ContinuousClock.Instant?,
+        requestComplete: Bool,
+        context: ChannelHandlerContext
+    ) {
+        guard case .forwarding(let current) = self.state, current === exchange else { return }
+        let dispatch = RequestDispatcher.Dispatch(
+            outcome: .immediate(response),
+            requestID: resolution.requestID,
+            route: resolution.routeName,
+            connectionLogger: self.logger,
+            connectionID: resolution.connectionID
+        )
+        if !requestComplete {
+            // The rest of the body is not read: it cannot be told from the next request.
+            try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
+        }
+        self.write(
+            response,
+            for: head,
+            dispatch: dispatch,
+            start: start,
+            forceClose: !requestComplete,
+            context: context
+        )
+    }
+
+    private func scheduleFlush(context: ChannelHandlerContext) {
+        guard !self.flushScheduled else { return }
+        self.flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            context.flush()
         }
     }
 

@@ -78,6 +78,108 @@ public struct RequestDispatcher: Sendable {
         return logger
     }
 
+    /// The part of a dispatch that needs only the request head: the caller's authorization, the route and its
+    /// `{id}`. Made when the head arrives, so that a route that streams its body (the proxy) can start at once.
+    struct Resolution {
+        var requestID: RequestID
+        var routeName: String
+        var connectionID: String?
+        /// The route with its parameters and the split target, or why there is none (answered once the request is
+        /// complete, like every refusal).
+        var matched: Result<Matched, HTTPError>
+        /// The route streams its body: it runs when the head arrives.
+        var forwardAction: (@Sendable (Request, ForwardingExchange) -> Void)? {
+            guard case .success(let matched) = self.matched, case .forward(let action) = matched.route.action else {
+                return nil
+            }
+            return action
+        }
+    }
+
+    struct Matched {
+        var route: Route
+        var parameters: PathParameters
+        var path: Substring
+        var query: Substring
+    }
+
+    /// Authorizes `caller`, matches the route of `head` and checks its `{id}`.
+    func resolve(head: HTTPRequestHead, caller: Caller) -> Resolution {
+        var resolution = Resolution(
+            requestID: RequestID.next(),
+            routeName: "unmatched",
+            connectionID: nil,
+            matched: .failure(HTTPError(.notFound, "no such route"))
+        )
+        guard self.authorize(caller) else {
+            resolution.routeName = "forbidden"
+            resolution.matched = .failure(
+                HTTPError(
+                    .forbidden,
+                    "uid \(caller.uid) may not use the \(self.socket) socket: it serves only root, the daemon's own user and members of its admin group"
+                )
+            )
+            return resolution
+        }
+        let (path, query) = Self.split(head.uri)
+        switch self.router.match(method: head.method, path: path) {
+        case .notFound:
+            resolution.matched = .failure(
+                HTTPError(
+                    .notFound,
+                    "no such route: \(head.method.rawValue) \(DecodingProblem.printable(String(path)))"
+                )
+            )
+        case .methodNotAllowed(let allowed):
+            let names = allowed.map(\.rawValue).joined(separator: ", ")
+            resolution.matched = .failure(
+                HTTPError(
+                    .methodNotAllowed,
+                    "\(head.method.rawValue) is not allowed here; allowed: \(names)",
+                    headers: ["Allow": names]
+                )
+            )
+        case .matched(let route, let parameters):
+            resolution.routeName = route.name
+            if let id = parameters["id"] {
+                guard ConnectionID.isValid(id) else {
+                    resolution.matched = .failure(
+                        HTTPError(
+                            .invalidID,
+                            "connection ids are 1 to 63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+                        )
+                    )
+                    return resolution
+                }
+                resolution.connectionID = id
+            }
+            resolution.matched = .success(Matched(route: route, parameters: parameters, path: path, query: query))
+        }
+        return resolution
+    }
+
+    /// The request a route sees, for a resolved head and its body.
+    func request(
+        _ matched: Matched,
+        _ resolution: Resolution,
+        head: HTTPRequestHead,
+        body: RequestBody,
+        caller: Caller,
+        logger connectionLogger: Logger
+    ) -> Request {
+        Request(
+            id: resolution.requestID,
+            method: head.method,
+            path: matched.path,
+            query: matched.query,
+            headers: head.headers,
+            caller: caller,
+            parameters: matched.parameters,
+            body: body,
+            connectionLogger: connectionLogger
+        )
+    }
+
     /// Runs the request described by `head` and `body` for `caller`.
     ///
     /// Synchronous routes and every refusal answer at once on the calling event loop; asynchronous routes run in a
@@ -89,81 +191,66 @@ public struct RequestDispatcher: Sendable {
         logger connectionLogger: Logger,
         on eventLoop: any EventLoop
     ) -> Dispatch {
-        let requestID = RequestID.next()
-        var routeName = "unmatched"
-        var connectionID: String?
+        self.dispatch(
+            self.resolve(head: head, caller: caller),
+            head: head,
+            body: body,
+            caller: caller,
+            logger: connectionLogger,
+            on: eventLoop
+        )
+    }
+
+    /// Runs a request resolved by ``resolve(head:caller:)`` now that its body is complete.
+    func dispatch(
+        _ resolution: Resolution,
+        head: HTTPRequestHead,
+        body: RequestBody,
+        caller: Caller,
+        logger connectionLogger: Logger,
+        on eventLoop: any EventLoop
+    ) -> Dispatch {
         func answer(_ outcome: Outcome) -> Dispatch {
             Dispatch(
                 outcome: outcome,
-                requestID: requestID,
-                route: routeName,
+                requestID: resolution.requestID,
+                route: resolution.routeName,
                 connectionLogger: connectionLogger,
-                connectionID: connectionID
+                connectionID: resolution.connectionID
             )
         }
         do {
-            guard self.authorize(caller) else {
-                routeName = "forbidden"
-                throw HTTPError(
-                    .forbidden,
-                    "uid \(caller.uid) may not use the \(self.socket) socket: it serves only root, the daemon's own user and members of its admin group"
-                )
-            }
-            let (path, query) = Self.split(head.uri)
-            let route: Route
-            let parameters: PathParameters
-            switch self.router.match(method: head.method, path: path) {
-            case .notFound:
-                throw HTTPError(
-                    .notFound,
-                    "no such route: \(head.method.rawValue) \(DecodingProblem.printable(String(path)))"
-                )
-            case .methodNotAllowed(let allowed):
-                let names = allowed.map(\.rawValue).joined(separator: ", ")
-                throw HTTPError(
-                    .methodNotAllowed,
-                    "\(head.method.rawValue) is not allowed here; allowed: \(names)",
-                    headers: ["Allow": names]
-                )
-            case .matched(let matched, let matchedParameters):
-                route = matched
-                parameters = matchedParameters
-            }
-            routeName = route.name
-            if let id = parameters["id"] {
-                guard ConnectionID.isValid(id) else {
-                    throw HTTPError(
-                        .invalidID,
-                        "connection ids are 1 to 63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
-                    )
-                }
-                connectionID = id
-            }
-            try Self.checkBody(body, of: head, for: route)
-            let request = Request(
-                id: requestID,
-                method: head.method,
-                path: path,
-                query: query,
-                headers: head.headers,
-                caller: caller,
-                parameters: parameters,
+            let matched = try resolution.matched.get()
+            try Self.checkBody(body, of: head, for: matched.route)
+            let request = self.request(
+                matched,
+                resolution,
+                head: head,
                 body: body,
-                connectionLogger: connectionLogger
+                caller: caller,
+                logger: connectionLogger
             )
-            switch route.action {
+            switch matched.route.action {
             case .sync(let action):
                 return answer(.immediate(try action(request)))
             case .async(let action):
-                return Self.deferred(action, request, on: eventLoop, route: routeName)
+                return Self.deferred(action, request, on: eventLoop, route: resolution.routeName)
             case .cached(let cached, let fallback):
                 if let response = try cached(request) { return answer(.immediate(response)) }
-                return Self.deferred(fallback, request, on: eventLoop, route: routeName)
+                return Self.deferred(fallback, request, on: eventLoop, route: resolution.routeName)
+            case .forward:
+                preconditionFailure("a forwarding route runs when its head arrives")
             }
         } catch {
-            let logger = Self.requestLogger(connectionLogger, requestID: requestID, connectionID: connectionID)
+            let logger = Self.requestLogger(
+                connectionLogger,
+                requestID: resolution.requestID,
+                connectionID: resolution.connectionID
+            )
             return answer(
-                .immediate(ErrorResponse.response(for: error, requestID: requestID.description, logger: logger))
+                .immediate(
+                    ErrorResponse.response(for: error, requestID: resolution.requestID.description, logger: logger)
+                )
             )
         }
     }

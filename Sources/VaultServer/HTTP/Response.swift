@@ -15,9 +15,6 @@ public struct Response: Sendable {
     public var status: HTTPResponseStatus { didSet { self.preparedHead = nil } }
     public var headers: HTTPHeaders { didSet { self.preparedHead = nil } }
     public var body: ByteBuffer? { didSet { self.preparedHead = nil } }
-    /// A body written as it arrives (the proxy's), instead of `body`: chunked unless `headers` has a
-    /// `Content-Length`. An error while streaming closes the connection, the only way left to say the body is cut.
-    public var stream: ResponseStream? { didSet { self.preparedHead = nil } }
     /// The complete head of a keep-alive HTTP/1.1 answer, for a response built once and sent many times (a cached
     /// token's): the connection handler writes it as it is, instead of adding its own headers to a copy of `headers`.
     /// Set by ``prepared()``; dropped when any part of the response changes afterwards.
@@ -30,7 +27,7 @@ public struct Response: Sendable {
     }
 
     /// `headers` with the ones the connection handler owns: `Content-Length` (but on 204) and
-    /// `Cache-Control: no-store`. Not for streamed responses.
+    /// `Cache-Control: no-store`.
     var framedHeaders: HTTPHeaders {
         // The vault's own responses never carry these two, so they are appended without a search.
         var headers = self.headers
@@ -42,9 +39,8 @@ public struct Response: Sendable {
     }
 
     /// This response with its head built now, to be sent many times: writing it then costs no header work and no
-    /// allocation for the head. Not for streamed responses.
+    /// allocation for the head.
     public func prepared() -> Response {
-        precondition(self.stream == nil, "a streamed response cannot be prepared")
         var prepared = self
         prepared.preparedHead = HTTPResponseHead(version: .http1_1, status: self.status, headers: self.framedHeaders)
         return prepared
@@ -86,31 +82,5 @@ public struct Response: Sendable {
             headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
             body: ByteBuffer(string: text)
         )
-    }
-}
-
-/// A response body that arrives piece by piece; read by one writer, in order.
-public struct ResponseStream: Sendable {
-    private let box: IteratorBox
-
-    public init<Source: AsyncSequence & Sendable>(_ source: Source) where Source.Element == ByteBuffer {
-        let iterator = source.makeAsyncIterator()
-        self.box = IteratorBox(next: Self.makeNext(iterator))
-    }
-
-    private static func makeNext<Iterator: AsyncIteratorProtocol>(
-        _ iterator: Iterator
-    ) -> () async throws -> ByteBuffer? where Iterator.Element == ByteBuffer {
-        var iterator = iterator
-        return { try await iterator.next() }
-    }
-
-    /// The next piece, or nil at the end.
-    func next() async throws -> ByteBuffer? { try await self.box.next() }
-
-    // @unchecked Sendable: the iterator is advanced by the one task that writes the response, never concurrently.
-    private final class IteratorBox: @unchecked Sendable {
-        let next: () async throws -> ByteBuffer?
-        init(next: @escaping () async throws -> ByteBuffer?) { self.next = next }
     }
 }

@@ -10,6 +10,9 @@ public enum RouteAction: Sendable {
     case async(@Sendable (Request) async throws -> Response)
     /// Tries `cached` on the event loop first (a cached token); when it returns nil, runs `fallback` in a task.
     case cached(@Sendable (Request) throws -> Response?, fallback: @Sendable (Request) async throws -> Response)
+    /// Runs on the connection's event loop as soon as the request head is read, before its body: the route streams
+    /// the body onward and writes the answer through the ``ForwardingExchange`` (the proxy). Must never block.
+    case forward(@Sendable (Request, ForwardingExchange) -> Void)
 }
 
 /// Whether a route takes a request body.

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import PersonioClient
 import TokenBroker
 import VaultAPI
 import VaultCore
@@ -43,7 +44,7 @@ public struct BrokerRoutes: Sendable {
             ),
         ]
         for method in Endpoint.proxyMethods {
-            handlers[.proxy(method)] = .async { request in try await Self.proxy(broker, request) }
+            handlers[.proxy(method)] = .forward { request, exchange in Self.forward(broker, request, exchange) }
         }
         return handlers
     }
@@ -117,20 +118,51 @@ public struct BrokerRoutes: Sendable {
 
     // MARK: - Proxy
 
-    /// Forwards the request to the connection's API base with its auth injected, and streams the answer back.
-    static func proxy(_ broker: TokenBroker, _ request: Request) async throws -> Response {
-        let forwarded = TokenBroker.ForwardedRequest(
+    /// Forwards the request to the connection's API base with its credential injected, streaming its body there and
+    /// the answer back. With the connection's token cached, everything happens on the event loop; otherwise a task
+    /// obtains the token (or decrypts the recruiting key) and the request starts when it has.
+    static func forward(_ broker: TokenBroker, _ request: Request, _ exchange: ForwardingExchange) {
+        let id = request.parameter("id")
+        let head = PersonioProxy.RequestHead(
             method: request.method.rawValue,
             path: "/" + request.parameter("path"),
             query: request.query.isEmpty ? nil : String(request.query),
-            headers: request.headers.map { ($0.name, $0.value) },
-            body: request.body.isEmpty ? nil : request.body.bytes()
+            headers: request.headers.map { ($0.name, $0.value) }
         )
-        let upstream = try await broker.forward(request.parameter("id"), forwarded, for: request.caller)
-        var responseHeaders = HTTPHeaders()
-        for (name, value) in upstream.headers { responseHeaders.add(name: name, value: value) }
-        var response = Response(status: HTTPResponseStatus(statusCode: upstream.status), headers: responseHeaders)
-        response.stream = ResponseStream(upstream.body)
-        return response
+        let caller = request.caller
+        do {
+            if let grant = try broker.cachedForwardGrant(id, head: head, for: caller) {
+                Self.start(broker, grant, head, exchange)
+                return
+            }
+        } catch {
+            exchange.fail(error)
+            return
+        }
+        Task {
+            do {
+                let grant = try await broker.forwardGrant(id, head: head, for: caller)
+                exchange.eventLoop.execute { Self.start(broker, grant, head, exchange) }
+            } catch {
+                exchange.eventLoop.execute { exchange.fail(error) }
+            }
+        }
+    }
+
+    private static func start(
+        _ broker: TokenBroker,
+        _ grant: TokenBroker.ForwardGrant,
+        _ head: PersonioProxy.RequestHead,
+        _ exchange: ForwardingExchange
+    ) {
+        guard exchange.allowBody(upTo: grant.bodyLimit) else { return }
+        let upstream = broker.startForward(
+            grant,
+            head: head,
+            body: exchange.requestBody,
+            on: exchange.eventLoop,
+            writer: exchange
+        )
+        exchange.attach(upstream)
     }
 }
