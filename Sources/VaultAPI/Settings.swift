@@ -12,8 +12,17 @@ public struct ConnectionSettings: Codable, Sendable, Equatable {
     public var companyID: String?
     /// Access rights granted on Personio's admin screen, as `area:read` / `area:write`; recorded, shown in `show`.
     public var permissions: [String]?
+    /// The largest request body, in bytes, that the proxy route accepts for this connection; nil for
+    /// ``defaultProxyMaxBody``. Every other route keeps its 64 KiB limit.
+    public var proxyMaxBody: Int?
 
     public static let defaultAPIBaseURL = "https://api.personio.de"
+    /// The proxy route's request body limit when `proxy_max_body` is not set: 64 MiB.
+    public static let defaultProxyMaxBody = 64 * 1024 * 1024
+    /// The smallest `proxy_max_body` accepted: 1 KiB.
+    public static let minimumProxyMaxBody = 1024
+    /// The largest `proxy_max_body` accepted: 1 GiB.
+    public static let maximumProxyMaxBody = 1024 * 1024 * 1024
 
     public init(
         apiBaseURL: String? = nil,
@@ -21,7 +30,8 @@ public struct ConnectionSettings: Codable, Sendable, Equatable {
         partnerID: String? = nil,
         scope: String? = nil,
         companyID: String? = nil,
-        permissions: [String]? = nil
+        permissions: [String]? = nil,
+        proxyMaxBody: Int? = nil
     ) {
         self.apiBaseURL = apiBaseURL
         self.appID = appID
@@ -29,6 +39,7 @@ public struct ConnectionSettings: Codable, Sendable, Equatable {
         self.scope = scope
         self.companyID = companyID
         self.permissions = permissions
+        self.proxyMaxBody = proxyMaxBody
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
@@ -38,6 +49,7 @@ public struct ConnectionSettings: Codable, Sendable, Equatable {
         case scope
         case companyID = "company_id"
         case permissions
+        case proxyMaxBody = "proxy_max_body"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -49,10 +61,14 @@ public struct ConnectionSettings: Codable, Sendable, Equatable {
         self.scope = try container.decodeIfPresent(String.self, forKey: .scope)
         self.companyID = try container.decodeIfPresent(String.self, forKey: .companyID)
         self.permissions = try container.decodeIfPresent([String].self, forKey: .permissions)
+        self.proxyMaxBody = try container.decodeIfPresent(Int.self, forKey: .proxyMaxBody)
     }
 
     /// The effective API base URL.
     public var effectiveAPIBaseURL: String { self.apiBaseURL ?? Self.defaultAPIBaseURL }
+
+    /// The proxy route's request body limit for this connection, in bytes.
+    public var effectiveProxyMaxBody: Int { self.proxyMaxBody ?? Self.defaultProxyMaxBody }
 
     /// The areas and rights Personio's admin screen offers (DESIGN §5).
     public static let permissionAreas: [String: Set<String>] = [
@@ -110,7 +126,18 @@ public struct ConnectionSettings: Codable, Sendable, Equatable {
                 }
             }
         }
+        if let limit = self.proxyMaxBody, let reason = Self.proxyMaxBodyProblem(limit) {
+            errors.append(("proxy_max_body", reason))
+        }
         return errors
+    }
+
+    /// Why `bytes` cannot be a `proxy_max_body`, or nil when it can: 1 KiB to 1 GiB.
+    public static func proxyMaxBodyProblem(_ bytes: Int) -> String? {
+        guard (Self.minimumProxyMaxBody...Self.maximumProxyMaxBody).contains(bytes) else {
+            return "must be a number of bytes from 1024 (1 KiB) to 1073741824 (1 GiB)"
+        }
+        return nil
     }
 
     /// Why `url` cannot be an API base, or nil when it can: `https://host[:port][/path]`, or `http://` to a loopback host.
@@ -214,6 +241,7 @@ public struct SettingsPatch: Codable, Sendable, Equatable {
     public var scope: Change<String> = .keep
     public var companyID: Change<String> = .keep
     public var permissions: Change<[String]> = .keep
+    public var proxyMaxBody: Change<Int> = .keep
 
     public init() {}
 
@@ -233,6 +261,7 @@ public struct SettingsPatch: Codable, Sendable, Equatable {
         self.scope = try change(.scope, String.self)
         self.companyID = try change(.companyID, String.self)
         self.permissions = try change(.permissions, [String].self)
+        self.proxyMaxBody = try change(.proxyMaxBody, Int.self)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -250,6 +279,7 @@ public struct SettingsPatch: Codable, Sendable, Equatable {
         try put(self.scope, .scope)
         try put(self.companyID, .companyID)
         try put(self.permissions, .permissions)
+        try put(self.proxyMaxBody, .proxyMaxBody)
     }
 
     public var isEmpty: Bool { self == SettingsPatch() }
@@ -270,6 +300,7 @@ public struct SettingsPatch: Codable, Sendable, Equatable {
         result.scope = apply(self.scope, settings.scope)
         result.companyID = apply(self.companyID, settings.companyID)
         result.permissions = apply(self.permissions, settings.permissions)
+        result.proxyMaxBody = apply(self.proxyMaxBody, settings.proxyMaxBody)
         return result
     }
 }

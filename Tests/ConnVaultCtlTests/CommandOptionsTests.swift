@@ -69,7 +69,7 @@ import VaultAPI
         let text = ViewRenderer.connection(view)
         #expect(text.contains("client_secret  set  0123456789abcdef  2025-01-01T00:00:00Z"))
         #expect(text.contains("revision"))
-        #expect(text.contains("app_id        ACME_SYNC"))
+        #expect(text.contains("app_id          ACME_SYNC"))
         #expect(text.contains("units   payroll.service"))
         #expect(text.contains("last error  -"))
     }

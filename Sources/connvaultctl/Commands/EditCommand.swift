@@ -26,7 +26,8 @@ struct EditCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("unset"),
         help: ArgumentHelp(
-            "Clear a setting: api-base-url, app-id, partner-id, scope, company-id or permissions (repeatable).",
+            "Clear a setting: api-base-url, app-id, partner-id, scope, company-id, permissions or proxy-max-body "
+                + "(repeatable).",
             valueName: "setting"
         )
     )

@@ -37,10 +37,20 @@ struct SettingOptions: ParsableArguments {
     )
     var permissions: [String] = []
 
+    @Option(
+        name: .customLong("proxy-max-body"),
+        help: ArgumentHelp(
+            "The largest request body the proxy route accepts for this connection, in bytes or with a KiB, MiB or "
+                + "GiB suffix (1KiB to 1GiB; default 64MiB).",
+            valueName: "bytes"
+        )
+    )
+    var proxyMaxBody: ByteCount?
+
     /// Whether no setting was given.
     var isEmpty: Bool {
         self.apiBaseURL == nil && self.appID == nil && self.partnerID == nil && self.scope == nil
-            && self.companyID == nil && self.permissions.isEmpty
+            && self.companyID == nil && self.permissions.isEmpty && self.proxyMaxBody == nil
     }
 
     /// The settings for a new connection.
@@ -51,12 +61,15 @@ struct SettingOptions: ParsableArguments {
             partnerID: self.partnerID,
             scope: self.scope,
             companyID: self.companyID,
-            permissions: self.permissions.isEmpty ? nil : self.permissions
+            permissions: self.permissions.isEmpty ? nil : self.permissions,
+            proxyMaxBody: self.proxyMaxBody?.bytes
         )
     }
 
     /// The names `--unset` accepts; dashes and underscores both work.
-    static let unsettableNames = ["api-base-url", "app-id", "partner-id", "scope", "company-id", "permissions"]
+    static let unsettableNames = [
+        "api-base-url", "app-id", "partner-id", "scope", "company-id", "permissions", "proxy-max-body",
+    ]
 
     /// Clears the string setting called `name` in `patch`; false when there is none or it is already changed.
     private static func clear(_ name: String, in patch: inout SettingsPatch) -> Bool? {
@@ -75,6 +88,10 @@ struct SettingOptions: ParsableArguments {
             guard patch.permissions == .keep else { return false }
             patch.permissions = .clear
             return true
+        case "proxy-max-body":
+            guard patch.proxyMaxBody == .keep else { return false }
+            patch.proxyMaxBody = .clear
+            return true
         default: return nil
         }
     }
@@ -90,6 +107,7 @@ struct SettingOptions: ParsableArguments {
         if let value = self.scope { patch.scope = .set(value) }
         if let value = self.companyID { patch.companyID = .set(value) }
         if !self.permissions.isEmpty { patch.permissions = .set(self.permissions) }
+        if let value = self.proxyMaxBody { patch.proxyMaxBody = .set(value.bytes) }
         for rawName in unset {
             switch Self.clear(rawName.replacingUnderscores(), in: &patch) {
             case true?:

@@ -33,6 +33,7 @@ enum ViewRenderer {
         if let companyID = values.companyID { settings.append(["company_id", companyID]) }
         let permissions = values.permissions ?? []
         settings.append(["permissions", permissions.isEmpty ? Self.none : permissions.joined(separator: ", ")])
+        settings.append(["proxy_max_body", Self.proxyMaxBody(values)])
         sections.append("settings\n" + settings.render())
 
         var secrets = TableFormatter(indent: 2)
@@ -43,6 +44,18 @@ enum ViewRenderer {
 
         sections.append("grants\n" + Self.grants(view.grants))
         return sections.joined(separator: "\n")
+    }
+
+    /// `2097152 (2 MiB)`, `1536`, or `67108864 (64 MiB, default)` when the setting is not set.
+    static func proxyMaxBody(_ settings: ConnectionSettings) -> String {
+        let bytes = settings.effectiveProxyMaxBody
+        let units: [(factor: Int, name: String)] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+        var notes: [String] = []
+        if let unit = units.first(where: { bytes % $0.factor == 0 && bytes >= $0.factor }) {
+            notes.append("\(bytes / unit.factor) \(unit.name)")
+        }
+        if settings.proxyMaxBody == nil { notes.append("default") }
+        return notes.isEmpty ? "\(bytes)" : "\(bytes) (\(notes.joined(separator: ", ")))"
     }
 
     static func grants(_ grants: Grants) -> String {
