@@ -82,29 +82,27 @@ public final class PersonioProxy: Sendable {
 
     // MARK: - Forwarding
 
-    /// Sends `request` to `baseURL` + its path with `authorization` injected, and returns Personio's answer once
-    /// its head has arrived.
-    ///
-    /// The upstream request carries the re-encoded path and the caller's query under the base URL's own path
-    /// prefix; the caller headers ``forwardedRequestHeaders(_:)`` lets through; `X-Personio-App-ID` /
-    /// `X-Personio-Partner-ID` when configured; and the credential: `Authorization: Bearer <token>`, or for the
-    /// recruiting API `Authorization: Bearer <key>` and `X-Company-Id`.
+    /// Sends `request` with its whole body to `baseURL` + its path with `authorization` injected, and returns
+    /// Personio's whole answer: ``start(_:body:to:on:timeout:sink:onCredentialEcho:)`` for tools and tests that
+    /// hold their bodies in memory (the proxy route streams instead).
     ///
     /// - Parameters:
-    ///   - request: The caller's request.
+    ///   - request: The caller's request (a body of at most ``maximumRequestBodyBytes``).
     ///   - baseURL: The connection's API base (`https://api.personio.de`, or one with a path prefix).
     ///   - authorization: The credential to inject.
     ///   - appID: Value of `X-Personio-App-ID`, if configured.
     ///   - partnerID: Value of `X-Personio-Partner-ID`, if configured.
     ///   - timeout: Limit for connecting, sending and receiving the response head.
+    ///   - maximumResponseBytes: The largest answer collected.
     ///   - onCredentialEcho: Called once, at the first occurrence of the injected credential found (and overwritten
     ///     with `*`) in the answer's headers or body.
-    /// - Returns: Status, the headers passed back, and the body as it streams, with every occurrence of the injected
-    ///   credential overwritten with `*`. Any status, 4xx and 5xx included.
+    /// - Returns: Status, the headers passed back, and the body, with every occurrence of the injected credential
+    ///   overwritten with `*`. Any status, 4xx and 5xx included.
     /// - Throws: ``PersonioAuthError``: `.invalidRequest` when the request fails the checks of ``validate(_:)``
     ///   or cannot be built from the configuration (base URL, identification headers, credential bytes);
-    ///   `.unavailable` when Personio cannot be reached or does not answer within `timeout`; `.invalidResponse`
-    ///   when the HTTP client followed a redirect. No message contains the token or key.
+    ///   `.unavailable` when Personio cannot be reached, does not answer within `timeout` or stops halfway;
+    ///   `.invalidResponse` past `maximumResponseBytes`, or when the HTTP client followed a redirect. No message
+    ///   contains the token or key.
     public func forward(
         _ request: ProxyRequest,
         baseURL: String,
@@ -112,84 +110,74 @@ public final class PersonioProxy: Sendable {
         appID: String?,
         partnerID: String?,
         timeout: Duration = PersonioProxy.defaultTimeout,
+        maximumResponseBytes: Int = 64 << 20,
         onCredentialEcho: (@Sendable () async -> Void)? = nil
     ) async throws(PersonioAuthError) -> ProxyResponse {
         var logger = self.logger
         logger[metadataKey: "http.method"] = "\(Self.allowedMethods.contains(request.method) ? request.method : "?")"
-        let redactor = authorization.redactor
         do {
-            let response = try await self.send(
-                request,
-                baseURL: baseURL,
-                authorization: authorization,
-                appID: appID,
-                partnerID: partnerID,
-                timeout: timeout,
-                redactor: redactor,
-                report: CredentialEchoReport(onCredentialEcho)
-            )
-            logger.debug("Personio answered a proxied request", metadata: ["http.status": "\(response.status)"])
-            return response
-        } catch {
-            logger.debug("Proxied request failed", error: error, metadata: error.logMetadata)
-            throw error
-        }
-    }
-
-    private func send(
-        _ request: ProxyRequest,
-        baseURL: String,
-        authorization: ProxyAuthorization,
-        appID: String?,
-        partnerID: String?,
-        timeout: Duration,
-        redactor: Redactor,
-        report: CredentialEchoReport
-    ) async throws(PersonioAuthError) -> ProxyResponse {
-        let (method, path, callerHeaders): (HTTPMethod, String, [(String, String)])
-        do {
-            (method, path, callerHeaders) = try Self.checked(request)
+            _ = try Self.checked(request)
         } catch {
             throw PersonioAuthError(.invalidRequest, error.message)
         }
-        let base = try PersonioAuthClient.validatedBaseURL(baseURL)
-        let identification = try PersonioAuthClient.identificationHeaders(appID: appID, partnerID: partnerID)
-        let query = request.query.flatMap { $0.isEmpty ? nil : "?" + Self.forwardedQuery($0) } ?? ""
-
-        var outgoing = HTTPClientRequest(url: base + path + query)
-        outgoing.method = method
-        outgoing.headers.add(contentsOf: callerHeaders)
-        outgoing.headers.add(contentsOf: identification)
-        try Self.addAuthorization(authorization, to: &outgoing.headers)
-        if let body = request.body, body.readableBytes > 0 {
-            outgoing.body = .bytes(body)
-        }
-
-        let deadline = NIODeadline.now() + TimeAmount(timeout)
-        let response: HTTPClientResponse
-        do {
-            // AsyncHTTPClient gets no logger: what it logs is not ours to vouch for.
-            response = try await self.httpClient.execute(outgoing, deadline: deadline)
-        } catch {
-            throw PersonioAuthClient.transportFailure(error, timeout: timeout, redactor: redactor)
-        }
-        guard response.history.count <= 1 else {
-            throw PersonioAuthError(
-                .invalidResponse,
-                "Personio's answer was a redirect that the HTTP client followed; configure it not to",
-                httpStatus: Int(response.status.code)
-            )
-        }
-        // Only the status, the filtered headers and the body leave: `response.history` holds the request, and with it
-        // the credential, for as long as the response is kept.
-        let scrubber = authorization.scrubber
-        let (headers, echoed) = Self.returnedResponseHeaders(response.headers, redactor: redactor, scrubber: scrubber)
-        if echoed { await report.report() }
-        return ProxyResponse(
-            status: Int(response.status.code),
-            headers: headers,
-            body: ProxyResponse.Body(upstream: response.body, redactor: redactor, scrubber: scrubber, report: report)
+        let destination = try ProxyDestination(
+            baseURL: baseURL,
+            authorization: authorization,
+            appID: appID,
+            partnerID: partnerID
         )
+        let head = RequestHead(
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers
+        )
+        let eventLoop = self.eventLoopGroup.next()
+        let collector = ProxyResponseCollector(eventLoop: eventLoop, limit: maximumResponseBytes)
+        let result: Result<ProxyResponse, any Error> = await withTaskCancellationHandler {
+            let answer = eventLoop.flatSubmit { () -> EventLoopFuture<ProxyResponse> in
+                var body: ProxyRequestBody?
+                if let content = request.body, content.readableBytes > 0 {
+                    body = ProxyRequestBody(eventLoop: eventLoop, declaredLength: content.readableBytes)
+                }
+                do throws(PersonioAuthError) {
+                    collector.exchange = try self.start(
+                        head,
+                        body: body,
+                        to: destination,
+                        on: eventLoop,
+                        timeout: timeout,
+                        sink: collector,
+                        onCredentialEcho: onCredentialEcho
+                    )
+                } catch {
+                    collector.proxyFailed(error)
+                }
+                if let body, let content = request.body {
+                    body.append(content)
+                    body.finish()
+                }
+                return collector.result.futureResult
+            }
+            do {
+                return .success(try await answer.get())
+            } catch {
+                return .failure(error)
+            }
+        } onCancel: {
+            eventLoop.execute { collector.exchange?.cancel() }
+        }
+        switch result {
+        case .success(let response):
+            logger.debug("Personio answered a proxied request", metadata: ["http.status": "\(response.status)"])
+            return response
+        case .failure(let error):
+            let failure =
+                error as? PersonioAuthError
+                ?? PersonioAuthClient.transportFailure(error, timeout: timeout, redactor: destination.redactor)
+            logger.debug("Proxied request failed", error: failure, metadata: failure.logMetadata)
+            throw failure
+        }
     }
 
     /// Adds the credential's headers, after checking that its bytes can go in a header at all (a control character

@@ -190,9 +190,8 @@ final class ProxyResponseDelegate: HTTPClientResponseDelegate, @unchecked Sendab
     private var headReceived = false
     private var visited = 0
     private var ended = false
-    /// The last ``CredentialScrubber/overlap`` bytes seen, scrubbed as far as they go but held back: they may be the
-    /// start of an occurrence that the next piece completes.
-    private var heldBack: ByteBuffer?
+    /// The body's scrubbing, across pieces.
+    private var stream: ScrubbingStream
 
     init(
         eventLoop: any EventLoop,
@@ -204,6 +203,7 @@ final class ProxyResponseDelegate: HTTPClientResponseDelegate, @unchecked Sendab
         self.eventLoop = eventLoop
         self.sink = sink
         self.scrubber = destination.scrubber
+        self.stream = ScrubbingStream(destination.scrubber)
         self.redactor = destination.redactor
         self.timeout = timeout
         self.report = report
@@ -251,30 +251,16 @@ final class ProxyResponseDelegate: HTTPClientResponseDelegate, @unchecked Sendab
 
     func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         guard !self.ended else { return self.eventLoop.makeSucceededVoidFuture() }
-        guard !self.scrubber.isEmpty else { return self.sink.proxyBody(buffer) }
-        var combined: ByteBuffer
-        if let heldBack = self.heldBack, heldBack.readableBytes > 0 {
-            // One copy per piece; the stream holds at most one piece and the overlap at a time.
-            combined = ByteBufferAllocator().buffer(capacity: heldBack.readableBytes + buffer.readableBytes)
-            combined.writeImmutableBuffer(heldBack)
-            combined.writeImmutableBuffer(buffer)
-        } else {
-            combined = buffer
-        }
-        self.heldBack = nil
-        if self.scrubber.scrub(&combined) { self.reportEcho() }
-        let keep = min(self.scrubber.overlap, combined.readableBytes)
-        let piece = combined.readSlice(length: combined.readableBytes - keep)
-        self.heldBack = combined
-        guard let piece, piece.readableBytes > 0 else { return self.eventLoop.makeSucceededVoidFuture() }
+        let (piece, echoed) = self.stream.pass(buffer)
+        if echoed { self.reportEcho() }
+        guard let piece else { return self.eventLoop.makeSucceededVoidFuture() }
         return self.sink.proxyBody(piece)
     }
 
     func didFinishRequest(task: HTTPClient.Task<Void>) throws {
         guard !self.ended else { return }
         self.ended = true
-        if let rest = self.heldBack, rest.readableBytes > 0 {
-            self.heldBack = nil
+        if let rest = self.stream.finish() {
             _ = self.sink.proxyBody(rest)
         }
         self.sink.proxyEnd()
@@ -297,7 +283,7 @@ final class ProxyResponseDelegate: HTTPClientResponseDelegate, @unchecked Sendab
     private func fail(_ error: PersonioAuthError) {
         guard !self.ended else { return }
         self.ended = true
-        self.heldBack = nil
+        _ = self.stream.finish()
         self.sink.proxyFailed(error)
     }
 

@@ -1,18 +1,17 @@
-import AsyncHTTPClient
 import NIOCore
 
-/// Personio's answer to a proxied request: status and filtered headers at once, the body as it arrives.
+/// Personio's whole answer to a proxied request, as ``PersonioProxy/forward(_:baseURL:authorization:appID:partnerID:timeout:maximumResponseBytes:onCredentialEcho:)``
+/// collects it: status, filtered headers and the body.
 ///
 /// Every status comes back as it is, 4xx and 5xx included: they are Personio's answer to the caller, not a failure
-/// of the proxy. Iterate ``body`` once, promptly: until it is read to the end or dropped, the upstream connection
-/// stays busy.
+/// of the proxy.
 public struct ProxyResponse: Sendable {
     /// Personio's HTTP status.
     public var status: Int
     /// The headers ``PersonioProxy`` passes back (`Content-Type`, `Content-Length` when the body is not chunked,
-    /// `Retry-After`, `X-RateLimit-*`, `ETag`, `Last-Modified`), in arrival order.
+    /// `Content-Disposition`, `Location`, `Retry-After`, `X-RateLimit-*`, `ETag`, `Last-Modified`), in arrival order.
     public var headers: [(String, String)]
-    /// The body, streamed.
+    /// The body.
     public var body: Body
 
     /// - Parameters:
@@ -34,74 +33,39 @@ public struct ProxyResponse: Sendable {
         return self.headers.first { $0.0.lowercased() == lowercased }?.1
     }
 
-    /// The response body as a single-pass stream of buffers. A failure while it streams (Personio fell silent for
-    /// the HTTP client's read time-out, closed the connection, the task was cancelled) is thrown as a
-    /// ``PersonioAuthError`` with code `.unavailable`, sanitized like every other.
+    /// The response body as a single-pass sequence of buffers, scrubbed of the injected credential.
     public struct Body: AsyncSequence, Sendable {
         public typealias Element = ByteBuffer
         public typealias Failure = PersonioAuthError
 
-        private enum Source: Sendable {
-            case upstream(HTTPClientResponse.Body, Redactor)
-            case buffers([ByteBuffer])
-        }
-
-        private let source: Source
+        private let buffers: [ByteBuffer]
         /// Overwrites the injected credential wherever it appears in the body.
         private let scrubber: CredentialScrubber
         private let report: CredentialEchoReport
 
-        init(
-            upstream: HTTPClientResponse.Body,
-            redactor: Redactor,
-            scrubber: CredentialScrubber,
-            report: CredentialEchoReport
-        ) {
-            self.source = .upstream(upstream, redactor)
-            self.scrubber = scrubber
-            self.report = report
-        }
-
-        /// A body made of `buffers`, for tests and for answers that do not come from Personio.
+        /// A body made of `buffers`.
         ///
         /// - Parameter buffers: The chunks, in order.
         public init(_ buffers: [ByteBuffer] = []) {
             self.init(buffers, scrubber: .none, report: CredentialEchoReport(nil))
         }
 
-        /// A body made of `buffers`, scrubbed like an upstream body: for tests of the scrubbing.
+        /// A body made of `buffers`, scrubbed as an answer from Personio is: for tests of the scrubbing.
         init(_ buffers: [ByteBuffer], scrubber: CredentialScrubber, report: CredentialEchoReport) {
-            self.source = .buffers(buffers)
+            self.buffers = buffers
             self.scrubber = scrubber
             self.report = report
         }
 
         public func makeAsyncIterator() -> AsyncIterator {
-            switch self.source {
-            case .upstream(let body, let redactor):
-                AsyncIterator(
-                    upstream: body.makeAsyncIterator(),
-                    buffers: [],
-                    redactor: redactor,
-                    scrubber: self.scrubber,
-                    report: self.report
-                )
-            case .buffers(let buffers):
-                AsyncIterator(
-                    upstream: nil,
-                    buffers: buffers,
-                    redactor: .none,
-                    scrubber: self.scrubber,
-                    report: self.report
-                )
-            }
+            AsyncIterator(buffers: self.buffers, stream: ScrubbingStream(self.scrubber), report: self.report)
         }
 
         /// Reads the whole body, failing past `maximumBytes`.
         ///
         /// - Parameter maximumBytes: The most bytes accepted.
         /// - Returns: The body in one buffer.
-        /// - Throws: ``PersonioAuthError``: `.unavailable` as for iteration, `.invalidResponse` past `maximumBytes`.
+        /// - Throws: ``PersonioAuthError`` `.invalidResponse` past `maximumBytes`.
         public func collect(upTo maximumBytes: Int) async throws(PersonioAuthError) -> ByteBuffer {
             var collected = ByteBuffer()
             var iterator = self.makeAsyncIterator()
@@ -118,88 +82,115 @@ public struct ProxyResponse: Sendable {
             public typealias Element = ByteBuffer
             public typealias Failure = PersonioAuthError
 
-            /// Advanced in place (never copied out and back), so that the HTTP client's iterator stays uniquely
-            /// referenced.
-            private var upstream: HTTPClientResponse.Body.AsyncIterator?
             private var buffers: IndexingIterator<[ByteBuffer]>
-            private let redactor: Redactor
-            private let scrubber: CredentialScrubber
+            private var stream: ScrubbingStream
             private let report: CredentialEchoReport
-            /// The last ``CredentialScrubber/overlap`` bytes seen, scrubbed as far as they go but held back: they may
-            /// be the start of an occurrence that the next chunk completes.
-            private var heldBack: ByteBuffer?
 
-            fileprivate init(
-                upstream: HTTPClientResponse.Body.AsyncIterator?,
-                buffers: [ByteBuffer],
-                redactor: Redactor,
-                scrubber: CredentialScrubber,
-                report: CredentialEchoReport
-            ) {
-                self.upstream = upstream
+            fileprivate init(buffers: [ByteBuffer], stream: ScrubbingStream, report: CredentialEchoReport) {
                 self.buffers = buffers.makeIterator()
-                self.redactor = redactor
-                self.scrubber = scrubber
+                self.stream = stream
                 self.report = report
             }
 
             public mutating func next() async throws(PersonioAuthError) -> ByteBuffer? {
-                guard !self.scrubber.isEmpty else { return try await self.nextChunk() }
-                while true {
-                    guard let chunk = try await self.nextChunk() else {
-                        // The end: what was held back cannot begin an occurrence any more.
-                        defer { self.heldBack = nil }
-                        return self.heldBack.flatMap { $0.readableBytes > 0 ? $0 : nil }
-                    }
-                    if let piece = await self.scrubbed(chunk) { return piece }
+                while let chunk = self.buffers.next() {
+                    let (piece, echoed) = self.stream.pass(chunk)
+                    if echoed { await self.report.report() }
+                    if let piece { return piece }
                 }
-            }
-
-            /// `chunk` after the held-back bytes, scrubbed, minus the new held-back tail; nil when everything is
-            /// held back (a chunk shorter than the overlap).
-            private mutating func scrubbed(_ chunk: ByteBuffer) async -> ByteBuffer? {
-                var combined: ByteBuffer
-                if let heldBack = self.heldBack, heldBack.readableBytes > 0 {
-                    // One copy per chunk; the stream holds at most one chunk and the overlap at a time.
-                    combined = ByteBufferAllocator().buffer(capacity: heldBack.readableBytes + chunk.readableBytes)
-                    combined.writeImmutableBuffer(heldBack)
-                    combined.writeImmutableBuffer(chunk)
-                } else {
-                    combined = chunk
-                }
-                self.heldBack = nil
-                if self.scrubber.scrub(&combined) { await self.report.report() }
-                let keep = Swift.min(self.scrubber.overlap, combined.readableBytes)
-                let piece = combined.readSlice(length: combined.readableBytes - keep)
-                self.heldBack = combined
-                return piece.flatMap { $0.readableBytes > 0 ? $0 : nil }
-            }
-
-            private mutating func nextChunk() async throws(PersonioAuthError) -> ByteBuffer? {
-                guard self.upstream != nil else { return self.buffers.next() }
-                do {
-                    return try await self.upstream?.next()
-                } catch {
-                    throw Self.streamFailure(error, redactor: self.redactor)
-                }
-            }
-
-            private static func streamFailure(_ error: any Error, redactor: Redactor) -> PersonioAuthError {
-                if let error = error as? HTTPClientError, error == .readTimeout {
-                    return PersonioAuthError(.unavailable, "Personio stopped sending its answer halfway")
-                }
-                if let error = error as? HTTPClientError, error == .remoteConnectionClosed {
-                    return PersonioAuthError(
-                        .unavailable,
-                        "Personio closed the connection before the end of its answer"
-                    )
-                }
-                return PersonioAuthClient.transportFailure(
-                    error,
-                    timeout: PersonioAuthClient.defaultReadTimeout,
-                    redactor: redactor
-                )
+                return self.stream.finish()
             }
         }
+    }
+}
+
+/// A body stream's scrubbing: every piece is scrubbed together with the tail of the one before, and the last
+/// ``CredentialScrubber/overlap`` bytes are held back, since they may be the start of an occurrence that the next
+/// piece completes. Holds at most one piece and the overlap at a time.
+struct ScrubbingStream {
+    private let scrubber: CredentialScrubber
+    private var heldBack: ByteBuffer?
+
+    init(_ scrubber: CredentialScrubber) {
+        self.scrubber = scrubber
+    }
+
+    /// What of `chunk` (after the held-back bytes) can go out now, scrubbed, and whether an occurrence was found;
+    /// nil when everything is held back (a piece shorter than the overlap).
+    mutating func pass(_ chunk: ByteBuffer) -> (piece: ByteBuffer?, echoed: Bool) {
+        guard !self.scrubber.isEmpty else { return (chunk.readableBytes > 0 ? chunk : nil, false) }
+        var combined: ByteBuffer
+        if let heldBack = self.heldBack, heldBack.readableBytes > 0 {
+            // One copy per piece.
+            combined = ByteBufferAllocator().buffer(capacity: heldBack.readableBytes + chunk.readableBytes)
+            combined.writeImmutableBuffer(heldBack)
+            combined.writeImmutableBuffer(chunk)
+        } else {
+            combined = chunk
+        }
+        self.heldBack = nil
+        let echoed = self.scrubber.scrub(&combined)
+        let keep = min(self.scrubber.overlap, combined.readableBytes)
+        let piece = combined.readSlice(length: combined.readableBytes - keep)
+        self.heldBack = combined
+        return (piece.flatMap { $0.readableBytes > 0 ? $0 : nil }, echoed)
+    }
+
+    /// The held-back bytes at the end of the stream: they cannot begin an occurrence any more.
+    mutating func finish() -> ByteBuffer? {
+        defer { self.heldBack = nil }
+        return self.heldBack.flatMap { $0.readableBytes > 0 ? $0 : nil }
+    }
+}
+
+/// Collects a proxied answer whole, for ``PersonioProxy/forward(_:baseURL:authorization:appID:partnerID:timeout:maximumResponseBytes:onCredentialEcho:)``.
+/// On the exchange's event loop only.
+final class ProxyResponseCollector: ProxyResponseSink, @unchecked Sendable {
+    let result: EventLoopPromise<ProxyResponse>
+    var exchange: ProxyExchange?
+    private let eventLoop: any EventLoop
+    private let limit: Int
+    private var head: (status: Int, headers: [(String, String)])?
+    private var buffers: [ByteBuffer] = []
+    private var size = 0
+    private var done = false
+
+    init(eventLoop: any EventLoop, limit: Int) {
+        self.eventLoop = eventLoop
+        self.result = eventLoop.makePromise(of: ProxyResponse.self)
+        self.limit = limit
+    }
+
+    func proxyHead(status: Int, headers: [(String, String)]) -> EventLoopFuture<Void> {
+        self.head = (status, headers)
+        return self.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func proxyBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        self.size += buffer.readableBytes
+        guard self.size <= self.limit else {
+            self.finish(.failure(PersonioAuthError(.invalidResponse, "Personio's answer exceeded \(self.limit) bytes")))
+            self.exchange?.cancel()
+            return self.eventLoop.makeSucceededVoidFuture()
+        }
+        self.buffers.append(buffer)
+        return self.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func proxyEnd() {
+        guard let head = self.head else { return }
+        self.finish(.success(ProxyResponse(status: head.status, headers: head.headers, body: .init(self.buffers))))
+    }
+
+    func proxyFailed(_ error: PersonioAuthError) {
+        self.finish(.failure(error))
+    }
+
+    private func finish(_ result: Result<ProxyResponse, any Error>) {
+        guard !self.done else { return }
+        self.done = true
+        self.exchange = nil
+        self.buffers = []
+        self.result.completeWith(result)
     }
 }
