@@ -12,14 +12,30 @@ public struct Caller: Sendable, Equatable {
     public var groups: [UInt32]
     /// The systemd unit the process runs in (from `/proc/PID/cgroup`, confirmed through the pidfd), if any.
     public var unit: String?
+    /// The canonical path of the running executable (`/proc/PID/exe`, confirmed through the pidfd), if known.
+    public var exe: String?
+    /// The SHA-256 of that executable's contents, lower-case hex (hashed once per device, inode, size and mtime),
+    /// if known.
+    public var exeSHA256: String?
 
-    public init(uid: UInt32, gid: UInt32, pid: Int32, comm: String, groups: [UInt32] = [], unit: String? = nil) {
+    public init(
+        uid: UInt32,
+        gid: UInt32,
+        pid: Int32,
+        comm: String,
+        groups: [UInt32] = [],
+        unit: String? = nil,
+        exe: String? = nil,
+        exeSHA256: String? = nil
+    ) {
         self.uid = uid
         self.gid = gid
         self.pid = pid
         self.comm = comm
         self.groups = groups
         self.unit = unit
+        self.exe = exe
+        self.exeSHA256 = exeSHA256
     }
 
     /// How the audit trail records this caller.
