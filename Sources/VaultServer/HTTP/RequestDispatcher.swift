@@ -105,26 +105,36 @@ public struct RequestDispatcher: Sendable {
 
     /// Authorizes `caller`, matches the route of `head` and checks its `{id}`.
     func resolve(head: HTTPRequestHead, caller: Caller) -> Resolution {
-        var resolution = Resolution(
+        var routeName = "unmatched"
+        var connectionID: String?
+        let matched = self.match(head, caller: caller, routeName: &routeName, connectionID: &connectionID)
+        return Resolution(
             requestID: RequestID.next(),
-            routeName: "unmatched",
-            connectionID: nil,
-            matched: .failure(HTTPError(.notFound, "no such route"))
+            routeName: routeName,
+            connectionID: connectionID,
+            matched: matched
         )
+    }
+
+    private func match(
+        _ head: HTTPRequestHead,
+        caller: Caller,
+        routeName: inout String,
+        connectionID: inout String?
+    ) -> Result<Matched, HTTPError> {
         guard self.authorize(caller) else {
-            resolution.routeName = "forbidden"
-            resolution.matched = .failure(
+            routeName = "forbidden"
+            return .failure(
                 HTTPError(
                     .forbidden,
                     "uid \(caller.uid) may not use the \(self.socket) socket: it serves only root, the daemon's own user and members of its admin group"
                 )
             )
-            return resolution
         }
         let (path, query) = Self.split(head.uri)
         switch self.router.match(method: head.method, path: path) {
         case .notFound:
-            resolution.matched = .failure(
+            return .failure(
                 HTTPError(
                     .notFound,
                     "no such route: \(head.method.rawValue) \(DecodingProblem.printable(String(path)))"
@@ -132,7 +142,7 @@ public struct RequestDispatcher: Sendable {
             )
         case .methodNotAllowed(let allowed):
             let names = allowed.map(\.rawValue).joined(separator: ", ")
-            resolution.matched = .failure(
+            return .failure(
                 HTTPError(
                     .methodNotAllowed,
                     "\(head.method.rawValue) is not allowed here; allowed: \(names)",
@@ -140,22 +150,20 @@ public struct RequestDispatcher: Sendable {
                 )
             )
         case .matched(let route, let parameters):
-            resolution.routeName = route.name
+            routeName = route.name
             if let id = parameters["id"] {
                 guard ConnectionID.isValid(id) else {
-                    resolution.matched = .failure(
+                    return .failure(
                         HTTPError(
                             .invalidID,
                             "connection ids are 1 to 63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
                         )
                     )
-                    return resolution
                 }
-                resolution.connectionID = id
+                connectionID = id
             }
-            resolution.matched = .success(Matched(route: route, parameters: parameters, path: path, query: query))
+            return .success(Matched(route: route, parameters: parameters, path: path, query: query))
         }
-        return resolution
     }
 
     /// The request a route sees, for a resolved head and its body.
