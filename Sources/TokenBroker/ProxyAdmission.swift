@@ -15,7 +15,7 @@ import VaultCore
 /// entries are removed).
 public final class ProxyAdmission: Sendable {
     /// The cap when none is configured (`connvaultd --proxy-max-per-uid`).
-    public static let defaultLimitPerUID = 8
+    public static let defaultLimitPerUID = 32
     /// The caps `connvaultd --proxy-max-per-uid` accepts.
     public static let limitRange: ClosedRange<Int> = 1...1024
 

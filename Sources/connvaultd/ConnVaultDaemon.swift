@@ -47,7 +47,7 @@ struct ConnVaultDaemon: AsyncParsableCommand {
         name: .customLong("proxy-max-per-uid"),
         help: "Proxied requests one uid may have in flight at once; more are refused with 429 rate_limited (1-1024)."
     )
-    var proxyMaxPerUID: Int = 8
+    var proxyMaxPerUID: Int = 32
 
     @Option(
         help: "Open connections one uid may hold on each socket; root and the daemon's uid are not limited (1-65536)."

@@ -22,8 +22,7 @@ import Glibc
 struct ProxyFairnessEndToEndTests {
     /// The other caller's uid (and gid).
     static let otherUID: UInt32 = 65534
-    /// Downloads the greedy caller leaves unread: twice the broker's default cap, and twice the 8 connections per host
-    /// a shared pool had.
+    /// Downloads the greedy caller leaves unread: the 16, twice the 8 connections per host a shared pool had.
     static let greedyDownloads = 16
     /// Each download's size: far more than the socket buffers between the upstream and the unread client hold, so
     /// that every download stays in flight for as long as the test runs.
@@ -182,7 +181,7 @@ struct ProxyFairnessEndToEndTests {
 
     @Test(
         "the greedy caller gets its cap of downloads; the rest are 429 rate_limited, never sent upstream",
-        arguments: [([String](), 8), (["--proxy-max-per-uid", "3"], 3)]
+        arguments: [(["--proxy-max-per-uid", "8"], 8), (["--proxy-max-per-uid", "3"], 3)]
     )
     func greedyCallerIsCapped(_ arguments: [String], _ cap: Int) async throws {
         try await Self.withSetup(arguments) { daemon, upstream, downloads in

@@ -109,16 +109,16 @@ struct ProxyAdmissionTests {
         #expect(refusal.code == .rateLimited)
         #expect(refusal.retryAfter == 1)
         #expect(refusal.message.contains("5 proxied requests"))
-        #expect(ProxyAdmission.defaultLimitPerUID == 8)
+        #expect(ProxyAdmission.defaultLimitPerUID == 32)
     }
 
-    @Test("the broker's admission has the limit it was built with, 8 by default")
+    @Test("the broker's admission has the limit it was built with, 32 by default")
     func brokerLimit() async throws {
         try await VaultFixture.with { fixture, vault in
             let auth = PersonioAuthClient(logger: fixture.logs.logger(), timeout: .seconds(1))
             let standard = TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger())
             let narrow = TokenBroker(vault: vault, auth: auth, proxyLimitPerUID: 3, logger: fixture.logs.logger())
-            #expect(standard.proxyAdmission.limitPerUID == 8)
+            #expect(standard.proxyAdmission.limitPerUID == 32)
             #expect(narrow.proxyAdmission.limitPerUID == 3)
             try await auth.shutdown()
         }

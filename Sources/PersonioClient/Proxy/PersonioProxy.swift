@@ -24,25 +24,49 @@ public final class PersonioProxy: Sendable {
     /// The longest company id accepted.
     static let maximumCompanyIDBytes = 64
 
-    let httpClient: HTTPClient
+    /// The HTTP clients, each with the event loop its connections live on (nil: a client on a group of loops).
+    private let clients: [(eventLoop: (any EventLoop)?, client: HTTPClient)]
+    /// Whether ``shutdown()`` closes the clients (the proxy made them).
+    private let ownsClients: Bool
     private let logger: Logger
 
-    /// The event loops the proxy's HTTP client runs on; ``start(_:body:to:on:timeout:sink:onCredentialEcho:)`` runs
-    /// without a hop on any of them.
-    public var eventLoopGroup: any EventLoopGroup { self.httpClient.eventLoopGroup }
+    /// The event loops ``start(_:body:to:on:timeout:sink:onCredentialEcho:)`` may be called on.
+    public let eventLoopGroup: any EventLoopGroup
 
     /// A proxy that sends its requests through `httpClient`, which the caller owns and shuts down.
     ///
     /// `httpClient` must verify TLS certificates and must not follow redirects (a redirect would replay the
     /// credential to wherever it points): create it with
     /// ``PersonioAuthClient/httpClientConfiguration(connectTimeout:readTimeout:)``. A redirect that was followed all
-    /// the same is reported as `.invalidResponse`.
+    /// the same is reported as `.invalidResponse`. Its connections may live on any loop of its group, so an answer
+    /// may cross between loops on its way to the caller: the daemon uses ``init(eventLoopsOf:configuration:logger:)``.
     ///
     /// - Parameters:
     ///   - httpClient: The HTTP client to use.
     ///   - logger: Where the proxy logs (method, status, error code; never a path, a header value or a credential).
     public init(httpClient: HTTPClient, logger: Logger) {
-        self.httpClient = httpClient
+        self.clients = [(nil, httpClient)]
+        self.ownsClients = false
+        self.eventLoopGroup = httpClient.eventLoopGroup
+        self.logger = logger
+    }
+
+    /// A proxy with an HTTP client of its own on each event loop of `group`, so that a request started on a loop
+    /// runs on it from the caller's socket to Personio's and back, over connections kept alive on that loop. (One
+    /// client for all loops cannot do both: asked to stay on the caller's loop, AsyncHTTPClient opens a connection
+    /// for that one request and closes it afterwards.) Close them with ``shutdown()``.
+    ///
+    /// - Parameters:
+    ///   - group: The loops the callers' connections run on (the server's).
+    ///   - configuration: The clients' configuration: certificates verified, no redirects (see
+    ///     ``PersonioAuthClient/httpClientConfiguration(connectTimeout:readTimeout:)``).
+    ///   - logger: Where the proxy logs.
+    public init(eventLoopsOf group: any EventLoopGroup, configuration: HTTPClient.Configuration, logger: Logger) {
+        self.clients = group.makeIterator().map { eventLoop in
+            (eventLoop, HTTPClient(eventLoopGroupProvider: .shared(eventLoop), configuration: configuration))
+        }
+        self.ownsClients = true
+        self.eventLoopGroup = group
         self.logger = logger
     }
 
@@ -54,6 +78,26 @@ public final class PersonioProxy: Sendable {
     ///   - logger: Where the proxy logs.
     public convenience init(sharing auth: PersonioAuthClient, logger: Logger) {
         self.init(httpClient: auth.httpClient, logger: logger)
+    }
+
+    /// Closes the HTTP clients the proxy made (none when it was given one).
+    public func shutdown() async throws {
+        guard self.ownsClients else { return }
+        for (_, client) in self.clients { try await client.shutdown() }
+    }
+
+    /// The client for a request started on `eventLoop`, and how to ask it to stay there.
+    func client(for eventLoop: any EventLoop) -> (HTTPClient, HTTPClient.EventLoopPreference)? {
+        for (loop, client) in self.clients {
+            if let loop {
+                // A client whose only loop is this one: its connections are already here.
+                if loop === eventLoop { return (client, .delegate(on: eventLoop)) }
+            } else if client.eventLoopGroup.makeIterator().contains(where: { $0 === eventLoop }) {
+                // The connection may be on another loop; the callbacks come here.
+                return (client, .delegate(on: eventLoop))
+            }
+        }
+        return nil
     }
 
     // MARK: - Checks

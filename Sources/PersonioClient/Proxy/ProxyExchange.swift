@@ -95,8 +95,7 @@ extension PersonioProxy {
     ///   - head: The caller's request line and headers.
     ///   - body: The caller's body, or nil for none.
     ///   - destination: Base URL and credential.
-    ///   - eventLoop: The loop to run on; one of the HTTP client's (else the exchange runs on one of its own, and
-    ///     the sink is still called on `eventLoop`).
+    ///   - eventLoop: The loop to run on, one of ``eventLoopGroup``'s: the sink is called there.
     ///   - timeout: The limit up to the response head.
     ///   - sink: Receives the answer.
     ///   - onCredentialEcho: Called at most once, when the credential is found (and overwritten) in the answer.
@@ -118,6 +117,9 @@ extension PersonioProxy {
             (method, path, callerHeaders) = try Self.checked(head)
         } catch {
             throw PersonioAuthError(.invalidRequest, error.message)
+        }
+        guard let (client, preference) = self.client(for: eventLoop) else {
+            throw PersonioAuthError(.invalidRequest, "the proxy has no HTTP client on this event loop")
         }
         let query = head.query.flatMap { $0.isEmpty ? nil : "?" + Self.forwardedQuery($0) } ?? ""
         var headers = HTTPHeaders(callerHeaders)
@@ -141,18 +143,11 @@ extension PersonioProxy {
             timeout: timeout,
             report: CredentialEchoReport(onCredentialEcho)
         )
-        let preference: HTTPClient.EventLoopPreference =
-            self.runsOn(eventLoop) ? .delegateAndChannel(on: eventLoop) : .delegate(on: eventLoop)
         // AsyncHTTPClient gets no logger: what it logs is not ours to vouch for.
-        let task = self.httpClient.execute(request: request, delegate: delegate, eventLoop: preference)
+        let task = client.execute(request: request, delegate: delegate, eventLoop: preference)
         exchange.started(task)
         delegate.armTimeout(task)
         return exchange
-    }
-
-    /// Whether `eventLoop` is one of the HTTP client's: only then can the exchange run where the caller is.
-    private func runsOn(_ eventLoop: any EventLoop) -> Bool {
-        self.httpClient.eventLoopGroup.makeIterator().contains { $0 === eventLoop }
     }
 
     /// A failure while the body streams (Personio fell silent for the read time-out, closed the connection, the

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Logging
+import NIOCore
 import PersonioClient
 import ServiceLifecycle
 import TokenBroker
@@ -77,11 +78,11 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         // proxied requests (which may hold a connection for as long as a caller takes to read a download) can never
         // leave a cold token request waiting for a connection.
         let personio = PersonioAuthClient(logger: logger, timeout: configuration.tokenTimeout)
-        let proxyHTTPClient = makeProxyHTTPClient()
+        let proxy = makeProxy(on: configuration.eventLoopGroup, logger: logger)
         let broker = TokenBroker(
             vault: vault,
             auth: personio,
-            proxy: PersonioProxy(httpClient: proxyHTTPClient, logger: logger),
+            proxy: proxy,
             proxyTimeout: configuration.proxyTimeout,
             proxyLimitPerUID: configuration.proxyMaxPerUID,
             logger: logger,
@@ -126,7 +127,7 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
             )
         } catch {
             for socket in bound { UnixSocketFile.remove(socket) }
-            await shutDown(personio: personio, proxyHTTPClient: proxyHTTPClient, logger: logger)
+            await shutDown(personio: personio, proxy: proxy, logger: logger)
             throw StartupError("cannot serve the sockets: \(error)")
         }
         let adminWhere = inheritedAdmin == nil ? configuration.adminSocketPath : "systemd socket"
@@ -174,7 +175,7 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         return Application(
             vault: vault,
             personio: personio,
-            proxyHTTPClient: proxyHTTPClient,
+            proxy: proxy,
             appSocketPath: configuration.appSocketPath,
             adminSocketPath: configuration.adminSocketPath,
             serviceGroup: serviceGroup,
@@ -186,22 +187,23 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
     }
 }
 
-/// The HTTP client of the proxy route: configured like the token client's
+/// The proxy route's HTTP clients, one per event loop of the server (see
+/// ``PersonioProxy/init(eventLoopsOf:configuration:logger:)``): configured like the token client's
 /// (``PersonioAuthClient/httpClientConfiguration(connectTimeout:readTimeout:)``: certificates verified, no redirects,
-/// no decompression), with room for ``ServerConfiguration/proxyConnectionsPerHost`` connections to each host.
-func makeProxyHTTPClient() -> HTTPClient {
+/// no decompression), with room for ``ServerConfiguration/proxyConnectionsPerHost`` connections to each host each.
+func makeProxy(on group: any EventLoopGroup, logger: Logger) -> PersonioProxy {
     var configuration = PersonioAuthClient.httpClientConfiguration()
     configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit =
         ServerConfiguration.proxyConnectionsPerHost
-    return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    return PersonioProxy(eventLoopsOf: group, configuration: configuration, logger: logger)
 }
 
 /// Closes both Personio clients (after the last request that could use them); a failure is logged, not thrown.
-func shutDown(personio: PersonioAuthClient, proxyHTTPClient: HTTPClient, logger: Logger) async {
+func shutDown(personio: PersonioAuthClient, proxy: PersonioProxy, logger: Logger) async {
     do {
-        try await proxyHTTPClient.shutdown()
+        try await proxy.shutdown()
     } catch {
-        logger.warning("closing the proxy's HTTP client failed", metadata: ["error": "\(error)"])
+        logger.warning("closing the proxy's HTTP clients failed", metadata: ["error": "\(error)"])
     }
     do {
         try await personio.shutdown()

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Logging
 import PersonioClient
 import ServiceLifecycle
@@ -13,7 +12,7 @@ public final class Application: Service, Sendable {
     public let vault: Vault
     let personio: PersonioAuthClient
     /// The proxy route's HTTP client (a pool apart from `personio`'s), closed with it after the last request.
-    let proxyHTTPClient: HTTPClient
+    let proxy: PersonioProxy
     /// The app socket's path (meaningless when systemd passed the socket).
     public let appSocketPath: String
     /// The admin socket's path (meaningless when systemd passed the socket).
@@ -24,7 +23,7 @@ public final class Application: Service, Sendable {
     init(
         vault: Vault,
         personio: PersonioAuthClient,
-        proxyHTTPClient: HTTPClient,
+        proxy: PersonioProxy,
         appSocketPath: String,
         adminSocketPath: String,
         serviceGroup: ServiceGroup,
@@ -32,7 +31,7 @@ public final class Application: Service, Sendable {
     ) {
         self.vault = vault
         self.personio = personio
-        self.proxyHTTPClient = proxyHTTPClient
+        self.proxy = proxy
         self.appSocketPath = appSocketPath
         self.adminSocketPath = adminSocketPath
         self.serviceGroup = serviceGroup
@@ -49,7 +48,7 @@ public final class Application: Service, Sendable {
         } catch {
             outcome = .failure(error)
         }
-        await shutDown(personio: self.personio, proxyHTTPClient: self.proxyHTTPClient, logger: self.logger)
+        await shutDown(personio: self.personio, proxy: self.proxy, logger: self.logger)
         do {
             try await self.vault.close()
         } catch {

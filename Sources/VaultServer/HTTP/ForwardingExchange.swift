@@ -104,7 +104,8 @@ public final class ForwardingExchange: TokenBroker.ResponseWriter, @unchecked Se
                 head: self.head,
                 resolution: self.resolution,
                 start: self.start,
-                requestComplete: self.requestComplete,
+                // A request without a body is complete with its head: its end follows, and the connection can stay.
+                requestComplete: self.requestComplete || self.requestBody == nil,
                 context: self.context
             )
         case .streaming:
