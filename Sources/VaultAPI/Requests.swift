@@ -1,16 +1,21 @@
-/// Who may ask the app socket for a connection's tokens (DESIGN §7).
+/// Who may use a connection on the app socket, and for what (DESIGN §7, §10): the one-selector lists `uids`,
+/// `groups` and `units`, and `rules`, each of which names its callers by several selectors and may narrow what they
+/// may do.
 public struct Grants: Codable, Sendable, Equatable {
     public var uids: [UInt32]
     public var groups: [String]
     public var units: [String]
+    /// Matched after the lists, in order; the first rule that matches a caller decides.
+    public var rules: [GrantRule]
 
-    public init(uids: [UInt32] = [], groups: [String] = [], units: [String] = []) {
+    public init(uids: [UInt32] = [], groups: [String] = [], units: [String] = [], rules: [GrantRule] = []) {
         self.uids = uids
         self.groups = groups
         self.units = units
+        self.rules = rules
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case uids, groups, units }
+    enum CodingKeys: String, CodingKey, CaseIterable { case uids, groups, units, rules }
 
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(allowed: Set(CodingKeys.allCases.map(\.rawValue)))
@@ -18,20 +23,32 @@ public struct Grants: Codable, Sendable, Equatable {
         self.uids = try container.decodeIfPresent([UInt32].self, forKey: .uids) ?? []
         self.groups = try container.decodeIfPresent([String].self, forKey: .groups) ?? []
         self.units = try container.decodeIfPresent([String].self, forKey: .units) ?? []
+        self.rules = try container.decodeIfPresent([GrantRule].self, forKey: .rules) ?? []
     }
 
-    public var isEmpty: Bool { self.uids.isEmpty && self.groups.isEmpty && self.units.isEmpty }
+    public var isEmpty: Bool { self.uids.isEmpty && self.groups.isEmpty && self.units.isEmpty && self.rules.isEmpty }
 
-    /// Sorted, without duplicates: the form stored and shown.
+    /// The most rules one connection may have.
+    public static let maximumRules = 64
+
+    /// The form stored and shown: the lists sorted without duplicates; the rules in their order (the first match
+    /// decides), each in its canonical form (``GrantRule/normalized``), exact duplicates after the first dropped.
     public var normalized: Grants {
-        Grants(
+        var seen: Set<GrantRule> = []
+        var rules: [GrantRule] = []
+        for rule in self.rules.map(\.normalized) where seen.insert(rule).inserted {
+            rules.append(rule)
+        }
+        return Grants(
             uids: Array(Set(self.uids)).sorted(),
             groups: Array(Set(self.groups)).sorted(),
-            units: Array(Set(self.units)).sorted()
+            units: Array(Set(self.units)).sorted(),
+            rules: rules
         )
     }
 
-    /// Problems with the names in these grants, empty when valid.
+    /// Problems with these grants that need no knowledge of the host or the connection, empty when valid. A rule's
+    /// problems name it by its position, counted from 1 (`rule 2: …`).
     public var validationErrors: [String] {
         var errors: [String] = []
         if self.uids.count + self.groups.count + self.units.count > 256 { errors.append("more than 256 grants") }
@@ -43,6 +60,12 @@ public struct Grants: Codable, Sendable, Equatable {
                 "unit '\(ConnectionSettings.printable(unit))' is not a systemd unit name such as 'app.service'"
             )
         }
+        if self.rules.count > Self.maximumRules {
+            errors.append("\(self.rules.count) rules; at most \(Self.maximumRules) are allowed")
+        }
+        for (index, rule) in self.rules.enumerated() {
+            errors += rule.validationErrors.map { "rule \(index + 1): \($0)" }
+        }
         return errors
     }
 
@@ -53,10 +76,15 @@ public struct Grants: Codable, Sendable, Equatable {
         }
     }
 
-    /// This grant set plus `other`.
+    /// This grant set plus `other`: the lists united, `other`'s rules after these.
     public func merging(_ other: Grants) -> Grants {
-        Grants(uids: self.uids + other.uids, groups: self.groups + other.groups, units: self.units + other.units)
-            .normalized
+        Grants(
+            uids: self.uids + other.uids,
+            groups: self.groups + other.groups,
+            units: self.units + other.units,
+            rules: self.rules + other.rules
+        )
+        .normalized
     }
 }
 

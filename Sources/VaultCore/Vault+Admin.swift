@@ -17,6 +17,7 @@ extension Vault {
             throw VaultError(.missingSecret, "\(field.rawValue) is required for \(request.provider.rawValue)")
         }
         let grants = try Self.validated(request.grants)
+        try Self.checkScopes(grants.rules, provider: request.provider, settings: request.settings)
         let settingsJSON = try Self.settingsJSON(request.settings)
         let view = try await self.write { tx in
             if try tx.connection(request.id) != nil {
@@ -41,14 +42,11 @@ extension Vault {
                 previous: [],
                 changed: Set(values.keys)
             )
-            try tx.replaceGrants(of: request.id, with: Self.grantRecords(grants))
+            try Self.storeGrants(tx, of: request.id, grants)
+            var detail = "provider \(request.provider.rawValue); secrets \(Self.fieldList(values.keys)); revision 1"
+            if !grants.isEmpty { detail += "; grants: \(Self.grantsDescription(grants))" }
             try tx.appendAudit(
-                Self.auditEntry(
-                    actor,
-                    action: "connection.create",
-                    connection: request.id,
-                    detail: "provider \(request.provider.rawValue); secrets \(Self.fieldList(values.keys)); revision 1"
-                )
+                Self.auditEntry(actor, action: "connection.create", connection: request.id, detail: detail)
             )
             return try self.view(tx, record)
         }
@@ -99,15 +97,26 @@ extension Vault {
             if settings.effectiveAPIBaseURL != previous.effectiveAPIBaseURL {
                 try Self.requireSecrets(newValues, provider: provider)
             }
+            if let grants {
+                try Self.checkScopes(grants.rules, provider: provider, settings: settings)
+            } else if !request.settings.isEmpty {
+                // The stored rules must still narrow the connection's scope: refused rather than left dead.
+                try Self.checkScopes(
+                    try Self.grants(tx, of: id).rules,
+                    provider: provider,
+                    settings: settings,
+                    context: "the new settings do not fit the grant rules: "
+                )
+            }
             try self.sealNextRevision(tx, &record, replacing: newValues)
             record.settingsJSON = try Self.settingsJSON(settings)
-            if let grants { try tx.replaceGrants(of: id, with: Self.grantRecords(grants)) }
+            if let grants { try Self.storeGrants(tx, of: id, grants) }
             try Self.withdrawIssuedTokens(tx, id)
             try tx.updateConnection(record)
             var changes: [String] = []
             if !request.settings.isEmpty { changes.append("settings") }
             if !newValues.isEmpty { changes.append("secrets \(Self.fieldList(newValues.keys))") }
-            if grants != nil { changes.append("grants") }
+            if let grants { changes.append("grants: \(Self.grantsDescription(grants))") }
             try tx.appendAudit(
                 Self.auditEntry(
                     actor,
@@ -300,15 +309,16 @@ extension Vault {
         let grants = try Self.validated(grants)
         let view = try await self.write { tx in
             guard var record = try tx.connection(id) else { throw VaultError.notFound(id) }
+            try Self.checkScopes(grants.rules, provider: try Self.provider(record), settings: try Self.settings(record))
             record.updatedAt = Timestamp.now()
-            try tx.replaceGrants(of: id, with: Self.grantRecords(grants))
+            try Self.storeGrants(tx, of: id, grants)
             try tx.updateConnection(record)
             try tx.appendAudit(
                 Self.auditEntry(
                     actor,
                     action: "connection.grants",
                     connection: id,
-                    detail: "uids \(grants.uids.map(String.init)); groups \(grants.groups); units \(grants.units)"
+                    detail: Self.grantsDescription(grants)
                 )
             )
             return try self.view(tx, record)
@@ -351,11 +361,6 @@ extension Vault {
             .secretsRequired,
             "changing api_base_url needs the connection's secrets again: give \(Self.fieldList(provider.requiredSecrets)) with the edit"
         )
-    }
-
-    static func validated(_ grants: Grants) throws(VaultError) -> Grants {
-        if let first = grants.validationErrors.first { throw VaultError(.invalidGrant, first) }
-        return grants.normalized
     }
 
     static func fieldList(_ fields: some Sequence<SecretField>) -> String {

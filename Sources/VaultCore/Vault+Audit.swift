@@ -14,12 +14,14 @@ import Foundation
 #endif
 
 extension Vault {
-    /// Audit rows, oldest first, after `since`, optionally of one connection (also after it was disconnected).
-    public func audit(connection: String?, since: Int64?, limit: Int) async throws -> [AuditEntry] {
+    /// Audit rows, oldest first, after `since` and written at or after `from` (RFC 3339 UTC, whole seconds, as
+    /// ``AuditSince`` spells it), optionally of one connection (also after it was disconnected).
+    public func audit(connection: String?, since: Int64?, from: String? = nil, limit: Int) async throws -> [AuditEntry]
+    {
         if let connection, !ConnectionID.isValid(connection) { throw Self.invalidID }
         let limit = max(1, min(limit, 1000))
         return try await self.read { tx in
-            try tx.audit(connection: connection, since: since, limit: limit).map(Self.auditEntryView)
+            try tx.audit(connection: connection, since: since, from: from, limit: limit).map(Self.auditEntryView)
         }
     }
 

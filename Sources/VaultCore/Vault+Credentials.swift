@@ -51,7 +51,7 @@ extension Vault {
             state: try Self.state(record),
             revision: record.revision,
             settings: try Self.settings(record),
-            grants: Self.grants(try tx.grants(of: record.id))
+            grants: try Self.grants(tx, of: record.id)
         )
     }
 }

@@ -26,7 +26,7 @@ extension Vault {
             revision: Int(record.revision),
             settings: try Self.settings(record),
             secrets: secrets,
-            grants: Self.grants(try tx.grants(of: record.id)),
+            grants: try Self.grants(tx, of: record.id),
             createdAt: record.createdAt,
             updatedAt: record.updatedAt,
             lastError: record.lastError,
@@ -66,24 +66,6 @@ extension Vault {
         } catch {
             throw VaultError(.internalError, "cannot encode settings")
         }
-    }
-
-    static func grants(_ records: [GrantRecord]) -> Grants {
-        var grants = Grants()
-        for record in records {
-            switch record.kind {
-            case .uid: if let uid = UInt32(record.value) { grants.uids.append(uid) }
-            case .group: grants.groups.append(record.value)
-            case .unit: grants.units.append(record.value)
-            }
-        }
-        return grants.normalized
-    }
-
-    static func grantRecords(_ grants: Grants) -> [GrantRecord] {
-        grants.uids.map { GrantRecord(kind: .uid, value: String($0)) }
-            + grants.groups.map { GrantRecord(kind: .group, value: $0) }
-            + grants.units.map { GrantRecord(kind: .unit, value: $0) }
     }
 
     static func auditEntryView(_ record: AuditRecord) -> AuditEntry {

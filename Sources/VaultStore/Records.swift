@@ -144,6 +144,22 @@ extension GrantRecord: FetchableRecord, TableRecord {
     public static let databaseTableName = "grants"
 }
 
+/// One grant rule of a connection, at its position in the connection's rules (from 0): its canonical JSON, which
+/// only the vault reads. Read from `grant_rules` and written by ``StoreTransaction/replaceGrantRules(of:with:)``.
+public struct GrantRuleRecord: Sendable, Equatable, Codable {
+    public var position: Int
+    public var rule: String
+
+    public init(position: Int, rule: String) {
+        self.position = position
+        self.rule = rule
+    }
+}
+
+extension GrantRuleRecord: FetchableRecord, TableRecord {
+    public static let databaseTableName = "grant_rules"
+}
+
 /// A master key's row: its id, when it was made, whether it is the active one, and its check value.
 public struct MasterKeyRecord: Sendable, Equatable, Codable {
     public var id: Int64

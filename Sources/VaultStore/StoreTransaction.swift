@@ -117,6 +117,22 @@ public struct StoreTransaction {
         }
     }
 
+    /// A connection's grant rules, in order.
+    public func grantRules(of id: String) throws -> [GrantRuleRecord] {
+        try GrantRuleRecord.filter(Column("connection_id") == id).order(Column("position")).fetchAll(self.db)
+    }
+
+    /// Replaces a connection's grant rules with `rules`, numbered in their order.
+    public func replaceGrantRules(of id: String, with rules: [String]) throws {
+        try self.db.execute(sql: "DELETE FROM grant_rules WHERE connection_id = ?", arguments: [id])
+        for (position, rule) in rules.enumerated() {
+            try self.db.execute(
+                sql: "INSERT INTO grant_rules (connection_id, position, rule) VALUES (?, ?, ?)",
+                arguments: [id, position, rule]
+            )
+        }
+    }
+
     // MARK: - Audit
 
     /// Appends an audit row chained to the last one: `hash = H(prev_hash ‖ canonical row)`.
@@ -131,9 +147,11 @@ public struct StoreTransaction {
         return record
     }
 
-    /// Audit rows, oldest first, optionally of one connection and after `since`.
-    public func audit(connection: String?, since: Int64?, limit: Int) throws -> [AuditRecord] {
+    /// Audit rows, oldest first, optionally of one connection, after `since` and written at or after `from` (an
+    /// RFC 3339 UTC time as the rows store it, `2026-12-01T00:00:00Z`: such times order as their text does).
+    public func audit(connection: String?, since: Int64?, from: String? = nil, limit: Int) throws -> [AuditRecord] {
         var request = AuditRecord.filter(AuditRecord.CodingKeys.seq > since ?? 0)
+        if let from { request = request.filter(NewAuditEntry.CodingKeys.time >= from) }
         if let connection {
             request = request.filter(NewAuditEntry.CodingKeys.connectionID == connection)
         }

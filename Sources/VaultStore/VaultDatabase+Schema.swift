@@ -109,6 +109,22 @@ extension VaultDatabase {
                     """
             )
         }
+        migrator.registerMigration("v3-grant-rules") { db in
+            try db.execute(
+                sql: """
+                    -- Grant rules (DESIGN §10), in the order they are matched (the first match decides). A rule is
+                    -- its canonical JSON (sorted keys), written and read by the vault; the store does not look
+                    -- inside. The one-selector lists stay in `grants`, so a file written before this migration
+                    -- reads back its grants unchanged, with no rules.
+                    CREATE TABLE grant_rules (
+                        connection_id TEXT NOT NULL REFERENCES connections(id) ON DELETE CASCADE,
+                        position INTEGER NOT NULL CHECK (position >= 0),
+                        rule TEXT NOT NULL,
+                        PRIMARY KEY (connection_id, position)
+                    ) WITHOUT ROWID;
+                    """
+            )
+        }
         return migrator
     }
 }

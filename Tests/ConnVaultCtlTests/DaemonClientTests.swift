@@ -130,7 +130,7 @@ import Glibc
         try client.disconnect("a b")
         _ = try client.setGrants("a b", Grants(uids: [7]))
         _ = try client.rotateKey()
-        _ = try client.audit(connection: "a b", since: 5, limit: 10)
+        _ = try client.audit(connection: "a b", since: .sequence(5), limit: 10)
         _ = try client.verifyAudit()
         _ = try client.reset(
             "a b",
@@ -155,7 +155,7 @@ import Glibc
         #expect(bodies[1] == #"{"reason":"audit week"}"#)
         #expect(bodies[2] == "")
         #expect(server.requests[2].header("Content-Length") == "0")
-        #expect(bodies[5] == #"{"groups":[],"uids":[7],"units":[]}"#)
+        #expect(bodies[5] == #"{"groups":[],"rules":[],"uids":[7],"units":[]}"#)
         #expect(bodies[9] == #"{"client_secret":"fake-secret-2"}"#)
     }
 

@@ -142,7 +142,7 @@ import Glibc
         #expect(bodies[1] == #"{"reason":"audit week"}"#)
         #expect(bodies[2] == "")
         #expect(server.requests[2].header("Content-Length") == "0")
-        #expect(bodies[5] == #"{"groups":[],"uids":[7],"units":[]}"#)
+        #expect(bodies[5] == #"{"groups":[],"rules":[],"uids":[7],"units":[]}"#)
         #expect(bodies[9] == #"{"client_secret":"fake-secret-2"}"#)
     }
 

@@ -19,7 +19,7 @@ import VaultAPI
         let body = try SecretRequestBody.create(request)
         #expect(
             Self.text(body)
-                == #"{"grants":{"groups":[],"uids":[1000],"units":[]},"id":"acme","provider":"personio-v2","#
+                == #"{"grants":{"groups":[],"rules":[],"uids":[1000],"units":[]},"id":"acme","provider":"personio-v2","#
                 + #""secrets":{"client_id":"fake-id-1","client_secret":"fake-secret-1"},"#
                 + #""settings":{"app_id":"ACME_SYNC"}}"#
         )
@@ -72,7 +72,7 @@ import VaultAPI
         let grantEdit = EditConnectionRequest(grants: Grants(units: ["payroll.service"]))
         #expect(
             Self.text(try SecretRequestBody.edit(grantEdit))
-                == #"{"grants":{"groups":[],"uids":[],"units":["payroll.service"]},"settings":{}}"#
+                == #"{"grants":{"groups":[],"rules":[],"uids":[],"units":["payroll.service"]},"settings":{}}"#
         )
     }
 

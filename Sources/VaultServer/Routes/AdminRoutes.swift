@@ -94,9 +94,27 @@ public struct AdminRoutes: Sendable {
                     if let connection, !ConnectionID.isValid(connection) {
                         throw HTTPError(.invalidID, "query parameter 'connection' is not a valid connection id")
                     }
-                    let since = try query.integer("since", in: 0...Int64.max)
+                    // A sequence number, or a date or UTC time: "which programs got acme's tokens since the 1st".
+                    let since = try query["since"].map { text throws(HTTPError) in
+                        guard let since = AuditSince(text) else {
+                            throw HTTPError(.badRequest, "query parameter 'since' must be \(AuditSince.expected)")
+                        }
+                        return since
+                    }
                     let limit = try query.integer("limit", in: 1...Self.auditLimits.maximum) ?? Self.auditLimits.default
-                    let entries = try await vault.audit(connection: connection, since: since, limit: Int(limit))
+                    var sequence: Int64?
+                    var from: String?
+                    switch since {
+                    case .sequence(let value): sequence = value
+                    case .time(let time): from = time
+                    case nil: break
+                    }
+                    let entries = try await vault.audit(
+                        connection: connection,
+                        since: sequence,
+                        from: from,
+                        limit: Int(limit)
+                    )
                     return try .json(AuditList(entries: entries))
                 },
             .auditVerify:

@@ -69,9 +69,9 @@ struct AdminClient {
         try self.transport.call(.rotateKey, Endpoint.rotateKey.path())
     }
 
-    func audit(connection: String? = nil, since: Int64? = nil, limit: Int? = nil) throws -> AuditList {
+    func audit(connection: String? = nil, since: AuditSince? = nil, limit: Int? = nil) throws -> AuditList {
         let target = Endpoint.audit.target(
-            query: [("connection", connection), ("since", since.map(String.init)), ("limit", limit.map(String.init))]
+            query: [("connection", connection), ("since", since?.text), ("limit", limit.map(String.init))]
         )
         return try self.transport.call(.audit, target)
     }

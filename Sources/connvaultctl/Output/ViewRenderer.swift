@@ -63,14 +63,46 @@ enum ViewRenderer {
         table.append(["uids", Self.list(grants.uids.map(String.init))])
         table.append(["groups", Self.list(grants.groups)])
         table.append(["units", Self.list(grants.units)])
+        if grants.rules.isEmpty { table.append(["rules", Self.none]) }
+        for (index, rule) in grants.rules.enumerated() {
+            table.append(["rule \(index + 1)", "callers: " + Self.ruleCallers(rule)])
+            table.append(["", "may: " + Self.ruleAllows(rule)])
+        }
         return table.render()
+    }
+
+    /// `unit=hr-export.service, exe=/usr/bin/python3`: who a rule names, every selector of which must hold.
+    static func ruleCallers(_ rule: GrantRule) -> String {
+        var parts: [String] = []
+        if let uid = rule.uid { parts.append("uid=\(uid)") }
+        if let group = rule.group { parts.append("group=\(group)") }
+        if let unit = rule.unit { parts.append("unit=\(unit)") }
+        if let exe = rule.exe { parts.append("exe=\(exe)") }
+        if let hash = rule.exeSHA256 { parts.append("exe_sha256=\(hash)") }
+        return parts.joined(separator: ", ")
+    }
+
+    /// `scope personio:persons:read; proxy GET /v2/persons, GET /v2/persons/*; proxy only; 60 per minute`: what a
+    /// rule lets its callers do.
+    static func ruleAllows(_ rule: GrantRule) -> String {
+        var parts: [String] = []
+        parts.append("scope " + (rule.scope ?? "(the connection's)"))
+        if let proxy = rule.proxy {
+            parts.append(proxy.isEmpty ? "no proxied request" : "proxy " + proxy.joined(separator: ", "))
+        } else {
+            parts.append("proxy any path")
+        }
+        parts.append(rule.token == false ? "no token (proxy only)" : "token")
+        if let rate = rule.ratePerMinute { parts.append("\(rate) per minute") }
+        return parts.joined(separator: "; ")
     }
 
     static func connectionList(_ list: ConnectionList) -> String {
         guard !list.connections.isEmpty else { return "no connections" }
         var table = TableFormatter(header: ["ID", "PROVIDER", "STATE", "REVISION", "GRANTS", "UPDATED", "LAST ERROR"])
         for view in list.connections {
-            let grantCount = view.grants.uids.count + view.grants.groups.count + view.grants.units.count
+            let grantCount =
+                view.grants.uids.count + view.grants.groups.count + view.grants.units.count + view.grants.rules.count
             table.append([
                 view.id, view.provider.rawValue, view.state.rawValue, String(view.revision), String(grantCount),
                 view.updatedAt, view.lastError ?? Self.none,
