@@ -48,22 +48,15 @@ extension TokenBroker {
     ///   `upstream_unavailable`).
     public func proxyTarget(_ id: String, for caller: Caller) async throws -> ProxyTarget {
         try await self.loadEntry(id)
-        let (cached, grantedGIDs) = try self.entries.withLock {
-            entries throws(VaultError) -> (ConnectionSnapshot, Set<UInt32>) in
+        let (cached, policy) = try self.entries.withLock {
+            entries throws(VaultError) -> (ConnectionSnapshot, GrantPolicy) in
             guard let entry = entries[id] else { throw Self.forbidden }
-            if let refusal = Self.refusal(
-                entry.snapshot,
-                grantedGIDs: entry.grantedGIDs,
-                caller: caller,
-                allowRecruiting: true
-            ) {
-                throw refusal
-            }
-            return (entry.snapshot, entry.grantedGIDs)
+            _ = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: .proxy).get()
+            return (entry.snapshot, entry.policy)
         }
         switch cached.provider {
         case .personioV1, .personioV2:
-            let token = try await self.servedToken(id, for: caller, minTTL: Self.proxyMinimumTTL).token
+            let token = try await self.servedToken(id, for: caller, minTTL: Self.proxyMinimumTTL, use: .proxy).token
             // Take the base URL from the revision that obtained the token: after an edit that moved the connection
             // elsewhere, the new token must not go to the old address (nor the old token to the new one).
             let snapshot = self.entries.withLock { $0[id]?.snapshot }
@@ -83,7 +76,7 @@ extension TokenBroker {
                 partnerID: snapshot.settings.partnerID
             )
         case .personioRecruiting:
-            return try await self.recruitingTarget(cached, grantedGIDs: grantedGIDs, caller: caller)
+            return try await self.recruitingTarget(cached, policy: policy, caller: caller)
         }
     }
 
@@ -91,7 +84,7 @@ extension TokenBroker {
     /// may predate a disable whose notification has not been handled yet.
     private func recruitingTarget(
         _ cached: ConnectionSnapshot,
-        grantedGIDs: Set<UInt32>,
+        policy: GrantPolicy,
         caller: Caller
     ) async throws -> ProxyTarget {
         let id = cached.id
@@ -102,12 +95,8 @@ extension TokenBroker {
             throw Self.forbidden
         }
         let snapshot = credentials.snapshot
-        let gids =
-            snapshot.grants == cached.grants
-            ? grantedGIDs : Set(snapshot.grants.groups.compactMap(GroupDirectory.gid(named:)))
-        if let refusal = Self.refusal(snapshot, grantedGIDs: gids, caller: caller, allowRecruiting: true) {
-            throw refusal
-        }
+        let current = snapshot.grants == cached.grants ? policy : Self.policy(snapshot.grants)
+        _ = try Self.authorization(snapshot, policy: current, caller: caller, use: .proxy).get()
         guard snapshot.provider == .personioRecruiting, let key = credentials.secrets[.recruitingToken],
             let companyID = snapshot.settings.companyID
         else {
@@ -142,6 +131,12 @@ extension TokenBroker {
         var actor: AuditActor
         /// The caller's uid: its share of the proxy's upstream connections (``ProxyAdmission``).
         var uid: UInt32
+        /// Who asks, for the access trail of a refusal.
+        var caller: Caller
+        /// The rule that lets the caller: its budget is spent by ``startForward``.
+        var rule: MatchedRule
+        /// Whether the connection is a recruiting one (Personio's limit per company applies).
+        var recruiting: Bool
     }
 
     /// Checks `head` and authorizes `caller` from memory: the grant for a connection whose access token is cached
@@ -161,20 +156,38 @@ extension TokenBroker {
             throw Self.vaultError(error)
         }
         let now = self.clock.now
-        let grant = try self.withEntries { entries, _ throws(VaultError) -> ForwardGrant? in
-            guard let entry = entries[id] else { return nil }
-            if let refusal = Self.refusal(
-                entry.snapshot,
-                grantedGIDs: entry.grantedGIDs,
-                caller: caller,
-                allowRecruiting: true
-            ) {
-                throw refusal
-            }
-            return try entry.cachedForwardGrant(caller: caller, now: now)
+        let (grant, rule) = try self.withEntries { entries, _ throws(VaultError) -> (ForwardGrant?, MatchedRule?) in
+            guard let entry = entries[id] else { return (nil, nil) }
+            let rule = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: .proxy).get()
+            return (try entry.cachedForwardGrant(caller: caller, rule: rule, now: now), rule)
         }
+        if let rule { try self.checkAllowList(id, rule: rule, head: head, caller: caller) }
         if grant != nil { self.metrics.cacheHit() }
         return grant
+    }
+
+    /// Refuses a request outside `rule`'s proxy allow-list with 403 `not_allowed` (recorded in the access trail).
+    /// Matched on the normalized path: after the proxy's own path checks, percent-decoded once, so that an encoded
+    /// spelling reaches the same decision as the plain one.
+    func checkAllowList(
+        _ id: String,
+        rule: MatchedRule,
+        head: PersonioProxy.RequestHead,
+        caller: Caller
+    ) throws(VaultError) {
+        guard rule.proxy != nil else { return }
+        let path: String
+        switch PersonioProxy.normalizedPath(head.path) {
+        case .success(let normalized): path = normalized
+        case .failure(let error): throw Self.vaultError(error)
+        }
+        guard !rule.allowsProxy(method: head.method, path: path) else { return }
+        let error = VaultError(
+            .notAllowed,
+            "this method and path are outside the proxy patterns of the rule that grants you '\(id)'"
+        )
+        self.refusedByPolicy(id, caller: caller, error: error, request: "\(head.method) \(path)", rule: rule)
+        throw error
     }
 
     /// ``cachedForwardGrant(_:head:for:)`` when it had no answer: loads the connection, waits for a token (v1, v2)
@@ -194,6 +207,14 @@ extension TokenBroker {
         } catch {
             throw Self.vaultError(error)
         }
+        // The allow-list is checked before a token is fetched or a key decrypted.
+        try await self.loadEntry(id)
+        let (rule, provider) = try self.withEntries { entries, _ throws(VaultError) -> (MatchedRule, Provider) in
+            guard let entry = entries[id] else { throw Self.forbidden }
+            let rule = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: .proxy).get()
+            return (rule, entry.snapshot.provider)
+        }
+        try self.checkAllowList(id, rule: rule, head: head, caller: caller)
         let target = try await self.proxyTarget(id, for: caller)
         // The token just obtained is cached now: take the entry's destination, built once per token.
         if case .bearer = target.authorization, let grant = try self.cachedForwardGrant(id, head: head, for: caller) {
@@ -219,7 +240,10 @@ extension TokenBroker {
             bodyLimit: limit ?? ConnectionSettings.defaultProxyMaxBody,
             accessToken: accessToken,
             actor: caller.auditActor,
-            uid: caller.uid
+            uid: caller.uid,
+            caller: caller,
+            rule: rule,
+            recruiting: provider == .personioRecruiting
         )
     }
 
@@ -252,7 +276,27 @@ extension TokenBroker {
         timeout: Duration? = nil,
         relayServerErrors: Bool = false
     ) -> ProxyExchange? {
-        // A caller past its share of the upstream connections is refused before anything is sent.
+        // A caller past its rule's budget, or a recruiting connection past Personio's limit, is refused before
+        // anything is sent; so is a caller past its share of the upstream connections.
+        if grant.recruiting || grant.rule.ratePerMinute != nil,
+            let refusal = self.budgets.spend(
+                connection: grant.connection,
+                uid: grant.uid,
+                rate: grant.rule.ratePerMinute,
+                recruiting: grant.recruiting,
+                at: self.clock.now
+            )
+        {
+            self.refusedByPolicy(
+                grant.connection,
+                caller: grant.caller,
+                error: refusal,
+                request: "\(head.method) " + ((try? PersonioProxy.normalizedPath(head.path).get()) ?? head.path),
+                rule: grant.rule
+            )
+            writer.forwardedFailed(refusal)
+            return nil
+        }
         guard let ticket = self.proxyAdmission.admit(uid: grant.uid) else {
             writer.forwardedFailed(self.proxyAdmission.refusal)
             return nil
@@ -394,6 +438,7 @@ extension TokenBroker.Entry {
     /// or the connection is a recruiting one (its key is decrypted per request). The caller is authorized already.
     func cachedForwardGrant(
         caller: Caller,
+        rule: MatchedRule,
         now: ContinuousClock.Instant
     ) throws(VaultError) -> TokenBroker.ForwardGrant? {
         guard self.snapshot.provider.isTokenExportable, self.prepared != nil, let token = self.state.token,
@@ -422,7 +467,10 @@ extension TokenBroker.Entry {
             bodyLimit: TokenBroker.proxyBodyLimit(self.snapshot.settings),
             accessToken: token.accessToken,
             actor: caller.auditActor,
-            uid: caller.uid
+            uid: caller.uid,
+            caller: caller,
+            rule: rule,
+            recruiting: false
         )
     }
 }

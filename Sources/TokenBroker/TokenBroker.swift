@@ -50,6 +50,10 @@ public final class TokenBroker: Sendable {
     /// The sequence number of the last change of `vault.changes` folded into `entries` (changed only under the
     /// `entries` lock).
     let appliedChanges: Atomic<UInt64>
+    /// Rules' `rate_per_minute` and the recruiting API's connection-wide limit (``Budgets``).
+    let budgets = Budgets()
+    /// `token.issued` and `proxy.refused`, written by `run()` (``AccessTrail``).
+    let trail = AccessTrail()
 
     /// What the broker knows of one connection. Lives in `entries` and is read and changed only under its lock.
     ///
@@ -61,36 +65,82 @@ public final class TokenBroker: Sendable {
 
     final class Entry {
         var snapshot: ConnectionSnapshot
-        /// gids of the groups the grants name, resolved when the entry was loaded.
-        var grantedGIDs: Set<UInt32>
+        /// The grants compiled when the entry was loaded (group names resolved to gids, patterns parsed): matching a
+        /// caller is then a few comparisons.
+        let policy: GrantPolicy
+        /// Cached answers per rule, indexed by ``MatchedRule/index`` (series created when the entry was loaded).
+        let ruleCounters: [BrokerMetrics.RuleCounter]
         /// Token, call under way (with its waiters), back-off and call window: changed only by its own events.
         var state: TokenState<Waiter>
-        var prepared: PreparedTokenResponse?
+        var prepared: PreparedTokenResponse? {
+            didSet { if self.prepared !== oldValue { self.issuedTo.removeAll(keepingCapacity: true) } }
+        }
+        /// The caller identities the current `prepared` token was handed to (and recorded for, `token.issued`).
+        var issuedTo: [CallerIdentity] = []
         /// The proxy's destination for the token it was built for (see `cachedForwardGrant`): built once per token.
         var proxyDestination: (token: CachedToken, destination: ProxyDestination)?
         /// Unique among the broker's entries: the call an entry starts ends in that entry or nowhere.
         let generation: UInt64
 
-        init(snapshot: ConnectionSnapshot, grantedGIDs: Set<UInt32>, state: TokenState<Waiter>, generation: UInt64) {
+        init(
+            snapshot: ConnectionSnapshot,
+            policy: GrantPolicy,
+            ruleCounters: [BrokerMetrics.RuleCounter],
+            state: TokenState<Waiter>,
+            generation: UInt64
+        ) {
             self.snapshot = snapshot
-            self.grantedGIDs = grantedGIDs
+            self.policy = policy
+            self.ruleCounters = ruleCounters
             self.state = state
             self.generation = generation
         }
 
-        /// ``TokenBroker/cachedResponse(_:for:minTTL:at:)`` for this entry.
-        func fastAnswer(caller: Caller, minTTL: Int, at now: ContinuousClock.Instant) -> FastAnswer? {
+        /// ``TokenBroker/cachedResponse(_:for:minTTL:at:)`` for this entry, with the rule that matched and whether
+        /// this is the first time the caller's identity receives this token.
+        func fastAnswer(
+            caller: Caller,
+            minTTL: Int,
+            at now: ContinuousClock.Instant
+        ) -> (answer: FastAnswer?, rule: MatchedRule?, firstIssue: Bool) {
             // The usual case is checked field by field, without copying the snapshot; a refusal is built by the one
             // function that words them.
             guard self.snapshot.state == .active, self.snapshot.provider.isTokenExportable,
-                TokenBroker.isGranted(self.snapshot.grants, gids: self.grantedGIDs, caller: caller)
+                let rule = self.policy.firstMatch(caller), rule.tokenAllowed
             else {
-                return TokenBroker.refusal(self.snapshot, grantedGIDs: self.grantedGIDs, caller: caller).map {
-                    .refused($0)
+                switch TokenBroker.authorization(self.snapshot, policy: self.policy, caller: caller, use: .token) {
+                case .granted(let rule): return (nil, rule, false)
+                case .refused(let error, let rule): return (.refused(error), rule, false)
                 }
             }
-            guard let prepared = self.prepared, prepared.expiresAt - now >= .seconds(minTTL) else { return nil }
-            return .token(prepared)
+            guard let prepared = self.prepared, prepared.expiresAt - now >= .seconds(minTTL) else {
+                return (nil, rule, false)
+            }
+            self.ruleCounters[rule.index].cachedAnswer()
+            return (.token(prepared), rule, self.noteIssued(to: caller))
+        }
+
+        /// Remembers that `caller`'s identity receives the current token; true the first time (record it). A few
+        /// comparisons per identity already served, uid first: no hashing, no allocation once the list has grown.
+        func noteIssued(to caller: Caller) -> Bool {
+            for identity in self.issuedTo where identity.uid == caller.uid {
+                if identity.unit == caller.unit, identity.exe == caller.exe { return false }
+            }
+            self.issuedTo.append(CallerIdentity(caller))
+            return true
+        }
+    }
+
+    /// Who receives a token, for the access trail: uid, unit and executable (DESIGN §10's identity).
+    struct CallerIdentity: Equatable {
+        var uid: UInt32
+        var unit: String?
+        var exe: String?
+
+        init(_ caller: Caller) {
+            self.uid = caller.uid
+            self.unit = caller.unit
+            self.exe = caller.exe
         }
     }
 
@@ -149,11 +199,39 @@ public final class TokenBroker: Sendable {
         minTTL: Int,
         at now: ContinuousClock.Instant = .now
     ) -> FastAnswer? {
-        let answer = self.withEntries { entries, _ -> FastAnswer? in
-            entries[id]?.fastAnswer(caller: caller, minTTL: minTTL, at: now)
+        let (answer, rule, firstIssue) = self.withEntries {
+            entries,
+            _ -> (answer: FastAnswer?, rule: MatchedRule?, firstIssue: CachedToken?) in
+            guard let entry = entries[id] else { return (nil, nil, nil) }
+            let (answer, rule, first) = entry.fastAnswer(caller: caller, minTTL: minTTL, at: now)
+            return (answer, rule, first ? entry.state.token : nil)
         }
-        if case .token = answer { self.metrics.cacheHit() }
+        switch answer {
+        case .token:
+            self.metrics.cacheHit()
+            if let firstIssue { self.trail.issued(connection: id, caller: caller, rule: rule, token: firstIssue) }
+        case .refused(let error):
+            self.refusedByPolicy(id, caller: caller, error: error, request: "token", rule: rule)
+        case nil: break
+        }
         return answer
+    }
+
+    /// Records a refusal by policy (`not_allowed`, `rate_limited` of a budget, `token_not_exportable`) in the
+    /// access trail, coalesced (``AccessTrail``); other refusals are not policy and are not recorded.
+    func refusedByPolicy(_ id: String, caller: Caller, error: VaultError, request: String, rule: MatchedRule?) {
+        switch error.code {
+        case .notAllowed, .rateLimited, .tokenNotExportable:
+            self.trail.refused(
+                connection: id,
+                caller: caller,
+                error: error,
+                request: request,
+                rule: rule,
+                at: self.clock.now
+            )
+        default: break
+        }
     }
 
     /// The broker's clock reading, for the `at:` of ``cachedResponse(_:for:minTTL:at:)``.
@@ -163,39 +241,70 @@ public final class TokenBroker: Sendable {
     /// - Throws: `VaultError`: `forbidden` (unknown or not granted alike), `connection_disabled`,
     ///   `connection_needs_reset`, `token_not_exportable`, `upstream_rejected`, `upstream_unavailable`.
     public func token(_ id: String, for caller: Caller, minTTL: Int) async throws -> PreparedTokenResponse {
-        try await self.servedToken(id, for: caller, minTTL: minTTL).prepared
+        do {
+            return try await self.servedToken(id, for: caller, minTTL: minTTL, use: .token).prepared
+        } catch let error as VaultError {
+            self.refusedByPolicy(id, caller: caller, error: error, request: "token", rule: nil)
+            throw error
+        }
     }
 
-    /// The token `token(_:for:minTTL:)` answers with, and the token itself (for the proxy route).
+    /// The token `token(_:for:minTTL:)` answers with, and the token itself (for the proxy route, `use: .proxy`: the
+    /// rule's `token: false` does not apply, the proxied request was charged to the budget already, and the token
+    /// is not handed to the caller).
     func servedToken(
         _ id: String,
         for caller: Caller,
-        minTTL: Int
+        minTTL: Int,
+        use: Use
     ) async throws -> (token: CachedToken, prepared: PreparedTokenResponse) {
         let minTTL = Duration.seconds(max(0, minTTL))
         try await self.loadEntry(id)
         // Whether this request waited for an exchange with Personio: a cache miss, counted once when it is served.
         var waited = false
+        var charged = use == .proxy
         while true {
             let now = self.clock.now
-            let (action, generation) = try self.withEntries {
+            let mayCharge = !charged
+            let (action, generation, rule, spent) = try self.withEntries {
                 entries,
-                _ throws(VaultError) -> (TokenState<Waiter>.RequestAction, UInt64) in
+                _ throws(VaultError) -> (TokenState<Waiter>.RequestAction, UInt64, MatchedRule, Bool) in
                 guard let entry = entries[id] else { throw Self.forbidden }
-                if let refusal = Self.refusal(entry.snapshot, grantedGIDs: entry.grantedGIDs, caller: caller) {
-                    throw refusal
+                let rule = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: use).get()
+                // A token miss costs Personio an exchange (or a wait for one): it spends from the rule's budget,
+                // checked before the state machine is asked (which may count this request as the one making the call).
+                var spent = false
+                if mayCharge, rule.ratePerMinute != nil, entry.prepared.map({ $0.expiresAt - now < minTTL }) ?? true {
+                    spent = true
+                    if let refusal = self.budgets.spend(
+                        connection: id,
+                        uid: caller.uid,
+                        rate: rule.ratePerMinute,
+                        recruiting: false,
+                        at: now
+                    ) {
+                        throw refusal
+                    }
                 }
-                return (entry.state.tokenRequested(now: now, minTTL: minTTL), entry.generation)
+                return (entry.state.tokenRequested(now: now, minTTL: minTTL), entry.generation, rule, spent)
             }
+            if spent { charged = true }
             switch action {
             case .serve(let token):
-                let prepared = self.withEntries { entries, _ -> PreparedTokenResponse? in
+                let cached = !waited
+                let served = self.withEntries { entries, _ -> (PreparedTokenResponse, Bool)? in
                     guard let entry = entries[id] else { return nil }
-                    return entry.prepared
+                    let prepared =
+                        entry.prepared
                         ?? PreparedTokenResponse(connection: id, token: token, settings: entry.snapshot.settings)
+                    guard use == .token else { return (prepared, false) }
+                    if cached { entry.ruleCounters[rule.index].cachedAnswer() }
+                    // A response not kept by the entry has no list of identities: record it rather than miss one.
+                    return (prepared, entry.prepared === prepared ? entry.noteIssued(to: caller) : true)
                 }
-                if let prepared {
+                if let (prepared, firstIssue) = served {
                     if waited { self.metrics.cacheMiss() } else { self.metrics.cacheHit() }
+                    if firstIssue { self.trail.issued(connection: id, caller: caller, rule: rule, token: token) }
                     return (token, prepared)
                 }
             case .wait:
@@ -217,15 +326,15 @@ public final class TokenBroker: Sendable {
     /// The connections `caller` may use, as metadata.
     public func connections(for caller: Caller) async throws -> [AppConnectionView] {
         try await self.vault.snapshots().compactMap { snapshot in
-            let gids = Set(snapshot.grants.groups.compactMap(GroupDirectory.gid(named:)))
-            guard Self.isGranted(snapshot.grants, gids: gids, caller: caller) else { return nil }
+            // Only the rule this caller matched is shown: what it may do, nothing of the rules of others.
+            guard let rule = Self.policy(snapshot.grants).firstMatch(caller) else { return nil }
             return AppConnectionView(
                 id: snapshot.id,
                 provider: snapshot.provider,
                 state: snapshot.state,
                 apiBaseURL: snapshot.settings.effectiveAPIBaseURL,
                 scope: snapshot.settings.scope,
-                tokenExportable: snapshot.provider.isTokenExportable
+                tokenExportable: snapshot.provider.isTokenExportable && rule.tokenAllowed
             )
         }
     }
@@ -234,41 +343,79 @@ public final class TokenBroker: Sendable {
 
     static let forbidden = VaultError(.forbidden, "no such connection, or it is not granted to you")
 
-    /// Why `caller` may not have a token of the connection `snapshot` describes now (or, with `allowRecruiting`, use
-    /// it through the proxy), or nil. `grantedGIDs` are the gids of the groups its grants name.
-    static func refusal(
-        _ snapshot: ConnectionSnapshot,
-        grantedGIDs: Set<UInt32>,
-        caller: Caller,
-        allowRecruiting: Bool = false
-    ) -> VaultError? {
-        guard Self.isGranted(snapshot.grants, gids: grantedGIDs, caller: caller) else {
-            return Self.forbidden
+    /// What a request wants of a connection: a token handed out, or a proxied request.
+    enum Use: Sendable {
+        case token
+        case proxy
+    }
+
+    /// Whether `caller` may have a token of the connection `snapshot` describes now (or, for `.proxy`, use it
+    /// through the proxy), and the rule that lets it; `policy` is its compiled grants.
+    enum Authorization: Sendable {
+        case granted(MatchedRule)
+        /// With the rule that matched, if one did (a `forbidden` has none).
+        case refused(VaultError, MatchedRule?)
+
+        func get() throws(VaultError) -> MatchedRule {
+            switch self {
+            case .granted(let rule): return rule
+            case .refused(let error, _): throw error
+            }
         }
+    }
+
+    /// Decides ``Authorization``: the first matching rule (DESIGN §10), then the connection's state, then, for
+    /// tokens, whether the provider and the rule let the token out.
+    static func authorization(
+        _ snapshot: ConnectionSnapshot,
+        policy: GrantPolicy,
+        caller: Caller,
+        use: Use
+    ) -> Authorization {
+        guard let rule = policy.firstMatch(caller) else { return .refused(Self.forbidden, nil) }
         switch snapshot.state {
-        case .disabled: return VaultError(.connectionDisabled, "connection '\(snapshot.id)' is disabled")
+        case .disabled:
+            return .refused(VaultError(.connectionDisabled, "connection '\(snapshot.id)' is disabled"), rule)
         case .needsReset:
-            return VaultError(
-                .connectionNeedsReset,
-                "Personio rejected the credentials of '\(snapshot.id)'; an admin must reset them"
+            return .refused(
+                VaultError(
+                    .connectionNeedsReset,
+                    "Personio rejected the credentials of '\(snapshot.id)'; an admin must reset them"
+                ),
+                rule
             )
         case .active: break
         }
-        guard allowRecruiting || snapshot.provider.isTokenExportable else {
-            return VaultError(
-                .tokenNotExportable,
-                "'\(snapshot.id)' is a recruiting connection: its key is never handed out; use /v1/connections/\(snapshot.id)/proxy/…"
+        guard use == .token else { return .granted(rule) }
+        guard snapshot.provider.isTokenExportable else {
+            return .refused(
+                VaultError(
+                    .tokenNotExportable,
+                    "'\(snapshot.id)' is a recruiting connection: its key is never handed out; use /v1/connections/\(snapshot.id)/proxy/…"
+                ),
+                rule
             )
         }
-        return nil
+        guard rule.tokenAllowed else {
+            return .refused(
+                VaultError(
+                    .tokenNotExportable,
+                    "the rule that grants you '\(snapshot.id)' is proxy-only: its token is never handed out; use /v1/connections/\(snapshot.id)/proxy/…"
+                ),
+                rule
+            )
+        }
+        return .granted(rule)
     }
 
-    /// A grant names the caller's uid, one of its groups (primary or supplementary), or its systemd unit.
-    static func isGranted(_ grants: Grants, gids: Set<UInt32>, caller: Caller) -> Bool {
-        if grants.uids.contains(caller.uid) { return true }
-        if gids.contains(caller.gid) || caller.groups.contains(where: gids.contains) { return true }
-        if let unit = caller.unit, grants.units.contains(unit) { return true }
-        return false
+    /// The grants of a connection compiled for matching, group names resolved now.
+    static func policy(_ grants: Grants) -> GrantPolicy {
+        GrantPolicy(grants, rules: Self.rules(of: grants), gid: GroupDirectory.gid(named:))
+    }
+
+    /// The rules of `grants` beyond `uids`, `groups` and `units`.
+    static func rules(of grants: Grants) -> [GrantRule] {
+        grants.rules
     }
 
     // MARK: - Upstream calls
@@ -296,7 +443,8 @@ public final class TokenBroker: Sendable {
             }
             guard let loadedAfter else { return }
             guard let snapshot = try await self.vault.snapshot(id) else { throw Self.forbidden }
-            let gids = Set(snapshot.grants.groups.compactMap(GroupDirectory.gid(named:)))
+            let grantPolicy = Self.policy(snapshot.grants)
+            let counters = grantPolicy.allRules.map { self.metrics.ruleCounter(connection: id, rule: $0.label) }
             let policy = self.policy(snapshot.provider)
             let stored = self.withEntries { entries, _ -> Bool in
                 // A change of this connection committed while the snapshot was read may already have been folded in
@@ -307,7 +455,8 @@ public final class TokenBroker: Sendable {
                     let limiter = self.idleLimiters.withLock { $0.removeValue(forKey: id) } ?? CallLimiter()
                     entries[id] = Entry(
                         snapshot: snapshot,
-                        grantedGIDs: gids,
+                        policy: grantPolicy,
+                        ruleCounters: counters,
                         state: TokenState(policy: policy, limiter: limiter),
                         generation: self.generations.add(1, ordering: .relaxed).newValue
                     )
@@ -593,10 +742,14 @@ public final class TokenBroker: Sendable {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.followChanges() }
             group.addTask { await self.runRevoker() }
+            group.addTask { await self.trail.run(vault: self.vault, logger: self.logger) }
             group.addTask {
                 while !Task.isCancelled {
                     try? await self.clock.sleep(until: self.clock.now + Self.refreshTick)
                     await self.refreshDue()
+                    let now = self.clock.now
+                    self.trail.flush(at: now)
+                    self.budgets.prune(at: now)
                 }
             }
         }

@@ -23,6 +23,9 @@ public struct ProblemCode: RawRepresentable, Hashable, Codable, Sendable, Custom
 
     // MARK: - Authorization
     public static let forbidden = ProblemCode(rawValue: "forbidden")
+    /// A granted caller asked for something its rule does not allow (403): a proxied request outside its rule's
+    /// `proxy` patterns.
+    public static let notAllowed = ProblemCode(rawValue: "not_allowed")
     /// A caller past its share (429, with `Retry-After`): on the proxy route, too many of its requests in flight.
     public static let rateLimited = ProblemCode(rawValue: "rate_limited")
 

@@ -49,6 +49,7 @@ extension VaultError {
         case methodNotAllowed = "method_not_allowed"
         case unsupportedMediaType = "unsupported_media_type"
         case forbidden = "forbidden"
+        case notAllowed = "not_allowed"
         case rateLimited = "rate_limited"
         case alreadyExists = "already_exists"
         case connectionDisabled = "connection_disabled"

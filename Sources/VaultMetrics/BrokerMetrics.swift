@@ -73,10 +73,13 @@ public struct BrokerMetrics: Sendable {
     private let proxied: [Counter]
     private let revoked: Counter
     private let revokeFailed: Counter
+    /// Where per-connection series (``ruleCounter(connection:rule:)``) are created.
+    private let factory: any MetricsFactory
 
     /// Creates every series at once, so that each is exported (at 0) from the start.
     /// - Parameter factory: Where the series live: the daemon's Prometheus registry, or ``disabled``'s no-op factory.
     public init(factory: any MetricsFactory) {
+        self.factory = factory
         self.exchanges = Exchange.allCases.flatMap { exchange in
             Outcome.allCases.map { outcome in
                 Counter(
@@ -136,5 +139,32 @@ public struct BrokerMetrics: Sendable {
         case .revoked: self.revoked.increment()
         case .failed: self.revokeFailed.increment()
         }
+    }
+}
+
+extension BrokerMetrics {
+    /// Cached token answers of one connection and rule (`connvault_token_cache_hits_by_rule_total`), held by the
+    /// broker's entry for the connection: counting is an atomic add, no look-up by label.
+    public struct RuleCounter: Sendable {
+        let counter: Counter
+
+        /// A token request of this rule's callers was answered from the cache.
+        public func cachedAnswer() {
+            self.counter.increment()
+        }
+    }
+
+    /// The series for cached answers of `connection`'s rule `rule` (a fixed label: `uids`, `groups`, `units`,
+    /// `rules[N]`). Created when the broker loads the connection; the same series again when it is reloaded. Unlike
+    /// the other series, labelled with the connection id: ids are chosen by admins, bounded by the connections that
+    /// exist, and no secret.
+    public func ruleCounter(connection: String, rule: String) -> RuleCounter {
+        RuleCounter(
+            counter: Counter(
+                label: MetricNames.tokenCacheHitsByRule,
+                dimensions: [("connection", connection), ("rule", rule)],
+                factory: self.factory
+            )
+        )
     }
 }

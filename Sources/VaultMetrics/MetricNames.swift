@@ -8,6 +8,7 @@ public enum MetricNames {
     public static let upstreamExchanges = "connvault_upstream_exchanges_total"
     public static let tokenCacheHits = "connvault_token_cache_hits_total"
     public static let tokenCacheMisses = "connvault_token_cache_misses_total"
+    public static let tokenCacheHitsByRule = "connvault_token_cache_hits_by_rule_total"
     public static let proxiedRequests = "connvault_proxied_requests_total"
     public static let revocations = "connvault_revocations_total"
     public static let pendingRevocations = "connvault_revocations_pending"
@@ -22,6 +23,7 @@ public enum MetricNames {
         upstreamExchanges: "Exchanges with Personio, by kind (token, verify, revoke) and outcome.",
         tokenCacheHits: "Token requests answered from the cache.",
         tokenCacheMisses: "Token requests that waited for a token exchange with Personio.",
+        tokenCacheHitsByRule: "Token requests answered from the cache, by connection and grant rule.",
         proxiedRequests: "Proxied requests by the status class of Personio's answer (unanswered: none came).",
         revocations: "Withdrawn tokens whose revocation ended: revoked at Personio, or failed (expired first).",
         pendingRevocations: "Withdrawn tokens waiting to be revoked at Personio.",

@@ -4,7 +4,8 @@ import ArgumentParser
 enum ExitStatus: Int32, Sendable {
     case success = 0
     /// The daemon refused the operation, or it failed. Temporary refusals (`rate_limited`, `upstream_unavailable`)
-    /// too: the code printed on standard error tells a script whether to retry.
+    /// too: the code printed on standard error tells a script whether to retry. A grant rule's refusals
+    /// (`not_allowed`, `token_not_exportable`) are refusals like `forbidden`.
     case failure = 1
     /// Bad arguments or input (including argument-parser's own errors, which would otherwise exit 64).
     case usage = 2

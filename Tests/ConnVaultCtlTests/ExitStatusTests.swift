@@ -10,6 +10,7 @@ typealias Status = connvaultctl.ExitStatus
 @Suite struct ExitStatusTests {
     static let problem = Problem(status: 404, code: .notFound, title: "Not Found", detail: "no connection 'nope'")
     static let rateLimited = Problem(status: 429, code: .rateLimited, title: "Rate limited", detail: "retry")
+    static let notAllowed = Problem(status: 403, code: .notAllowed, title: "Not allowed", detail: "outside the rule")
 
     static let errors: [(String, any Error & Sendable, Status)] = [
         ("cannot connect", DaemonError(.cannotConnect, "cannot connect to /x.sock"), .unreachable),
@@ -18,6 +19,7 @@ typealias Status = connvaultctl.ExitStatus
         ("invalid response", DaemonError(.invalidResponse, "garbage"), .failure),
         ("problem", DaemonError.problem(problem), .failure),
         ("rate limited", DaemonError.problem(rateLimited), .failure),
+        ("not allowed by the rule", DaemonError.problem(notAllowed), .failure),
         ("CLI usage", CLIError.usage("no terminal"), .usage),
         ("CLI failure", CLIError.failed("confirmation did not match", code: "not_confirmed"), .failure),
         ("validation", ValidationError("bad"), .usage),

@@ -14,7 +14,7 @@ struct ErrorResponseTests {
     static let statuses: [(VaultError.Code, UInt)] = [
         (.badRequest, 400), (.invalidJSON, 400), (.unknownField, 400), (.invalidID, 400), (.invalidProvider, 400),
         (.invalidSetting, 400), (.missingSecret, 400), (.invalidSecret, 400), (.invalidGrant, 400),
-        (.forbidden, 403), (.rateLimited, 429), (.notFound, 404), (.methodNotAllowed, 405),
+        (.forbidden, 403), (.notAllowed, 403), (.rateLimited, 429), (.notFound, 404), (.methodNotAllowed, 405),
         (.alreadyExists, 409), (.connectionDisabled, 409), (.connectionNeedsReset, 409), (.tokenNotExportable, 409),
         (.keyFileReadOnly, 409), (.payloadTooLarge, 413), (.unsupportedMediaType, 415),
         (.upstreamRejected, 502), (.upstreamUnavailable, 503), (.upstreamError, 502), (.secretsRequired, 400),
@@ -32,7 +32,8 @@ struct ErrorResponseTests {
         let wire: Set<ProblemCode> = [
             .badRequest, .invalidJSON, .unknownField, .invalidID, .invalidProvider, .invalidSetting, .missingSecret,
             .invalidSecret, .secretsRequired, .invalidGrant, .payloadTooLarge, .notFound, .methodNotAllowed,
-            .unsupportedMediaType, .forbidden, .rateLimited, .alreadyExists, .connectionDisabled, .connectionNeedsReset,
+            .unsupportedMediaType, .forbidden, .notAllowed, .rateLimited, .alreadyExists, .connectionDisabled,
+            .connectionNeedsReset,
             .tokenNotExportable, .keyFileReadOnly, .upstreamRejected, .upstreamUnavailable, .upstreamError,
             .decryptionFailed, .storageFailed, .internalError,
         ]

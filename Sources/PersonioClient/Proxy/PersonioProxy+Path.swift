@@ -32,6 +32,18 @@ extension PersonioProxy {
         }
     }
 
+    /// The path as grant rules' proxy allow-lists see it: checked as ``validatedPath(_:query:)`` checks it, then
+    /// percent-decoded once (what Personio acts on once it has decoded what it is sent).
+    ///
+    /// - Parameter rawPath: As for ``validatedPath(_:query:)``.
+    /// - Returns: The decoded path, starting with `/`, or why the path is refused.
+    public static func normalizedPath(_ rawPath: String) -> Result<String, ProxyRequestError> {
+        Result { () throws(ProxyRequestError) -> String in
+            _ = try Self.canonicalPath(rawPath)
+            return String(decoding: try Self.percentDecoded(Array(rawPath.utf8)), as: UTF8.self)
+        }
+    }
+
     private static func checkQuery(_ query: String?) throws(ProxyRequestError) {
         guard let query else { return }
         guard query.utf8.count <= Self.maximumQueryBytes else {

@@ -29,7 +29,7 @@ public enum ErrorResponse {
         case .badRequest, .invalidJSON, .unknownField, .invalidID, .invalidProvider, .invalidSetting, .missingSecret,
             .invalidSecret, .invalidGrant, .secretsRequired:
             .badRequest
-        case .forbidden: .forbidden
+        case .forbidden, .notAllowed: .forbidden
         case .rateLimited: .tooManyRequests
         case .notFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
@@ -111,6 +111,7 @@ public enum ErrorResponse {
         case .connectionNeedsReset: "Connection needs reset"
         case .tokenNotExportable: "Token not exportable"
         case .rateLimited: "Rate limited"
+        case .notAllowed: "Not allowed by the grant rule"
         case .keyFileReadOnly: "Key file read-only"
         case .upstreamRejected: "Upstream rejected the credentials"
         case .upstreamUnavailable: "Upstream unavailable"
