@@ -86,7 +86,7 @@ let package = Package(
             name: "VaultServer",
             dependencies: [
                 "VaultCore", "TokenBroker", "VaultAPI", "PersonioClient", "CVaultShims", "ZeroedBuffers",
-                nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
+                "VaultCrypto", nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 "VaultMetrics", .product(name: "CoreMetrics", package: "swift-metrics"),

@@ -266,6 +266,10 @@ public struct StatusView: Codable, Sendable, Equatable {
     /// Whether this kernel pins callers with `SO_PEERPIDFD` (Linux 6.5 and later); `false`: unit grants never match
     /// (DESIGN §10). nil from a daemon that does not say.
     public var peerPidfd: Bool?
+    /// Whether `exe` and `exe_sha256` selectors can match callers of every uid: `SO_PEERPIDFD`, and the daemon may
+    /// read other uids' `/proc/PID/exe` (root or `CAP_SYS_PTRACE`); `false`: they match only callers of the daemon's
+    /// own uid, or none without a pidfd (DESIGN §10). nil from a daemon that does not say.
+    public var peerExe: Bool?
 
     public init(
         version: String,
@@ -309,6 +313,7 @@ public struct StatusView: Codable, Sendable, Equatable {
         case pendingRevocations = "pending_revocations"
         case tokensValidUntil = "tokens_valid_until"
         case peerPidfd = "peer_pidfd"
+        case peerExe = "peer_exe"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -329,6 +334,7 @@ public struct StatusView: Codable, Sendable, Equatable {
             try container.decodeIfPresent([PendingRevocationView].self, forKey: .pendingRevocations) ?? []
         self.tokensValidUntil = try container.decodeIfPresent([String: String].self, forKey: .tokensValidUntil) ?? [:]
         self.peerPidfd = try container.decodeIfPresent(Bool.self, forKey: .peerPidfd)
+        self.peerExe = try container.decodeIfPresent(Bool.self, forKey: .peerExe)
     }
 }
 

@@ -33,7 +33,7 @@ struct ModuleGraphTests {
         "VaultServer": [
             "VaultCore", "TokenBroker", "VaultAPI", "PersonioClient", "VaultMetrics", "CVaultShims", "ZeroedBuffers",
             "NIOCore", "NIOPosix", "NIOHTTP1", "NIOExtras", "Logging", "ServiceLifecycle", "UnixSignals", "CoreMetrics",
-            "Prometheus", "AsyncHTTPClient",
+            "Prometheus", "AsyncHTTPClient", "VaultCrypto",
         ],
         "VaultClient": [
             "VaultAPI", "CVaultShims", "ZeroedBuffers", "AsyncHTTPClient", "NIOCore", "NIOPosix", "NIOHTTP1",

@@ -22,7 +22,8 @@ final class ScriptProcess: @unchecked Sendable {
     /// Every pid the script reported (its own, and its child's when it forks), to kill at the end.
     private var reportedPIDs: [Int32] = []
 
-    /// Starts `script` as `uid`:`gid` with the supplementary `groups` (none when empty).
+    /// Starts `script` as `uid`:`gid` with the supplementary `groups` (none when empty), run by `interpreter` (a
+    /// copy of Python's, for the executable-identity tests).
     ///
     /// Spawned with `posix_spawn` directly rather than through Foundation: everything is prepared first, so that
     /// `beforeSpawn` (the pid steering) runs immediately before the one `clone` that takes a pid.
@@ -32,13 +33,14 @@ final class ScriptProcess: @unchecked Sendable {
         uid: UInt32 = 65534,
         gid: UInt32 = 65534,
         groups: [UInt32] = [],
+        interpreter: String = ScriptProcess.python,
         beforeSpawn: () throws -> Void = {}
     ) throws {
         let groupArguments =
             groups.isEmpty ? ["--clear-groups"] : ["--groups", groups.map(String.init).joined(separator: ",")]
         let argv =
             ["/usr/bin/setpriv", "--reuid", String(uid), "--regid", String(gid)] + groupArguments
-            + [Self.python, "-c", script] + arguments
+            + [interpreter, "-c", script] + arguments
         let inputPipe = try ChildProcess.makePipe()
         let outputPipe: (read: Int32, write: Int32)
         do {

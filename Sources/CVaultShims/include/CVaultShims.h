@@ -47,6 +47,9 @@ int cv_pidfd_open(int pid);
 /// kernels before 6.5), -1 when the probe itself failed (errno set).
 int cv_peer_pidfd_supported(void);
 
+/// fstatfs(fd)'s f_type (the file system's magic number), or -1 with errno set.
+long long cv_fstatfs_type(int fd);
+
 /// open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC).
 int cv_open_directory(const char *path);
 

@@ -132,7 +132,7 @@ final class HTTPServer: Service, Sendable {
             return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
         }
         let dispatcher = listener.dispatcher
-        return credentials.flatMapThrowing { credentials in
+        return credentials.flatMapThrowing { credentials -> PeerIdentity.Reading in
             // Accepted as shutdown began: the quiescing helper's event may have gone out before this pipeline
             // existed to see it, so such a connection is closed here instead.
             guard drain.deadline == nil else { throw ShuttingDown() }
@@ -153,15 +153,22 @@ final class HTTPServer: Service, Sendable {
             channel.closeFuture.whenComplete { _ in policy.limiter.release(ticket) }
 
             let pidfd = Kernel.peerPidfd(of: provider)
-            // The pidfd is needed only to confirm what /proc said; the exe selector will read /proc/PID/exe in the
-            // same window, through the same directory descriptor.
+            // The pidfd is needed only to confirm what /proc said (unit and executable, read in the same window).
             defer { if let pidfd { close(pidfd) } }
-            let caller = PeerIdentity.caller(credentials, groups: groups, pidfd: pidfd)
+            return PeerIdentity.read(credentials, groups: groups, pidfd: pidfd)
+        }.flatMap { reading in
+            // A hash not in the cache is made on a thread pool; the channel is registered, and its first request
+            // read, only once the caller is complete.
+            reading.complete(on: channel.eventLoop)
+        }.flatMapThrowing { caller in
+            guard drain.deadline == nil else { throw ShuttingDown() }
             var logger = dispatcher.logger
             logger[metadataKey: "peer.uid"] = "\(caller.uid)"
             logger[metadataKey: "peer.pid"] = "\(caller.pid)"
             logger[metadataKey: "peer.comm"] = "\(caller.comm)"
             if let unit = caller.unit { logger[metadataKey: "peer.unit"] = "\(unit)" }
+            if let exe = caller.exe { logger[metadataKey: "peer.exe"] = "\(exe)" }
+            if let hash = caller.exeSHA256 { logger[metadataKey: "peer.exe_sha256"] = "\(hash)" }
             logger.trace("connection accepted", metadata: ["peer.gid": "\(caller.gid)"])
             let deadlines = ConnectionDeadlines(timeouts: policy.timeouts, eventLoop: channel.eventLoop)
             try channel.pipeline.syncOperations.addHandler(RequestBytesHandler(deadlines: deadlines, drain: drain))

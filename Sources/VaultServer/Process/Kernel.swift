@@ -90,6 +90,12 @@ enum Kernel {
     /// Whether this kernel has `SO_PEERPIDFD` (Linux 6.5 and later), probed once.
     static let hasPeerPidfd: Bool = cv_peer_pidfd_supported() == 1
 
+    /// The magic number of the file system `fd` is on (`fstatfs`'s `f_type`), or nil.
+    static func fileSystemType(of fd: Int32) -> Int64? {
+        let type = cv_fstatfs_type(fd)
+        return type < 0 ? nil : Int64(type)
+    }
+
     /// `open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)`, or nil.
     static func openDirectory(_ path: String) -> Int32? {
         let fd = cv_open_directory(path)

@@ -126,6 +126,8 @@ public struct AdminRoutes: Sendable {
                     var status = try await vault.status()
                     // Without it, unit grants never match (DESIGN §10): say so where the admin looks.
                     status.peerPidfd = Kernel.hasPeerPidfd
+                    // Executable selectors need the pidfd too, and ptrace read access to other uids' processes.
+                    status.peerExe = Kernel.hasPeerPidfd && ExecutableIdentity.canReadOtherUsers
                     return try .json(status)
                 },
             .metrics:
