@@ -18,7 +18,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         /// Between requests.
         case idle
         /// Reading a request; the body buffer is allocated at the first body part.
-        case receiving(HTTPRequestHead, ByteBuffer?, ContinuousClock.Instant?, RequestDispatcher.Resolution)
+        case receiving(HTTPRequestHead, ByteBuffer?, ContinuousClock.Instant?)
         /// A request of a route that streams (the proxy): its body goes to the exchange as it arrives, the answer
         /// comes back through it.
         case forwarding(ForwardingExchange)
@@ -36,6 +36,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var state = State.idle
     /// The peer shut its writing side: answer what is in progress, then close.
     private var inputClosed = false
+    /// The current request's route, resolved when its head arrived; kept apart from `state`, so that the state's
+    /// payload stays small (it is copied on every body part and at the end of every request).
+    private var resolution: RequestDispatcher.Resolution?
     /// A flush of forwarded body pieces is scheduled for the end of this event-loop turn.
     private var flushScheduled = false
 
@@ -83,7 +86,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             return
         }
         self.continueIfExpected(head, context: context)
-        self.state = .receiving(head, nil, start, resolution)
+        self.resolution = resolution
+        self.state = .receiving(head, nil, start)
     }
 
     private func continueIfExpected(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
@@ -128,7 +132,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             exchange.receiveBody(part)
             return
         }
-        guard case .receiving(let head, var body, let start, let resolution) = self.state else { return }
+        guard case .receiving(let head, var body, let start) = self.state else { return }
         // Leave no second reference to the buffer in `state` while writing, or every write would copy it.
         self.state = .responding
         let limit = self.dispatcher.bodyLimit
@@ -146,7 +150,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             body = context.channel.allocator.buffer(capacity: min(max(declared, part.readableBytes), limit))
         }
         body!.writeImmutableBuffer(part)
-        self.state = .receiving(head, body, start, resolution)
+        self.state = .receiving(head, body, start)
     }
 
     private func receiveEnd(context: ChannelHandlerContext) {
@@ -155,7 +159,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             exchange.receiveEnd()
             return
         }
-        guard case .receiving(let head, let body, let start, let resolution) = self.state else { return }
+        guard case .receiving(let head, let body, let start) = self.state, let resolution = self.resolution else {
+            return
+        }
+        self.resolution = nil
         self.state = .responding
         self.deadlines?.requestReceived()
         let requestBody = body.map(RequestBody.init) ?? .empty
@@ -294,15 +301,20 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// Counts an answer and logs it at debug level.
-    private func answered(_ status: HTTPResponseStatus, route: String, logger: Logger, start: ContinuousClock.Instant?)
-    {
+    private func answered(
+        _ status: HTTPResponseStatus,
+        route: String,
+        logger: @autoclosure () -> Logger,
+        start: ContinuousClock.Instant?
+    ) {
         self.dispatcher.metrics.record(socket: self.dispatcher.socket, route: route, status: status.code)
         guard self.logger.logLevel <= .debug else { return }
         var metadata: Logger.Metadata = ["http.route": "\(route)", "http.status": "\(status.code)"]
         if let start {
             metadata["http.duration_us"] = "\((ContinuousClock.now - start).inMicroseconds)"
         }
-        logger.debug("request", metadata: metadata)
+        // The request's logger is built only now: its metadata costs allocations on every request otherwise.
+        logger().debug("request", metadata: metadata)
     }
 
     /// A response head for `request`: `headers` with `Connection` set as keep-alive requires.
@@ -350,12 +362,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let head = Self.responseHead(status, headers: headers, for: request, keepAlive: keepAlive)
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         self.scheduleFlush(context: context)
-        let logger = RequestDispatcher.requestLogger(
-            self.logger,
-            requestID: resolution.requestID,
-            connectionID: resolution.connectionID
+        self.answered(
+            status,
+            route: resolution.routeName,
+            logger: RequestDispatcher.requestLogger(
+                self.logger,
+                requestID: resolution.requestID,
+                connectionID: resolution.connectionID
+            ),
+            start: start
         )
-        self.answered(status, route: resolution.routeName, logger: logger, start: start)
         return keepAlive
     }
 
