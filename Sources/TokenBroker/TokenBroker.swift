@@ -334,7 +334,13 @@ public final class TokenBroker: Sendable {
                 state: snapshot.state,
                 apiBaseURL: snapshot.settings.effectiveAPIBaseURL,
                 scope: snapshot.settings.scope,
-                tokenExportable: snapshot.provider.isTokenExportable && rule.tokenAllowed
+                tokenExportable: snapshot.provider.isTokenExportable && rule.tokenAllowed,
+                rule: AppRuleView(
+                    scope: rule.scope,
+                    proxy: rule.proxyPatterns,
+                    token: rule.tokenAllowed,
+                    ratePerMinute: rule.ratePerMinute
+                )
             )
         }
     }

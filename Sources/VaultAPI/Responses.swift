@@ -401,7 +401,11 @@ public struct AppConnectionView: Codable, Sendable, Equatable {
     public var state: ConnectionState
     public var apiBaseURL: String
     public var scope: String?
+    /// Whether this caller may have the access token (the provider hands one out, and its rule is not proxy-only).
     public var tokenExportable: Bool
+    /// What the rule that lets this caller use the connection allows it (DESIGN §10); nothing about other rules.
+    /// nil from a daemon that does not say.
+    public var rule: AppRuleView?
 
     public init(
         id: String,
@@ -409,7 +413,8 @@ public struct AppConnectionView: Codable, Sendable, Equatable {
         state: ConnectionState,
         apiBaseURL: String,
         scope: String?,
-        tokenExportable: Bool
+        tokenExportable: Bool,
+        rule: AppRuleView? = nil
     ) {
         self.id = id
         self.provider = provider
@@ -417,12 +422,39 @@ public struct AppConnectionView: Codable, Sendable, Equatable {
         self.apiBaseURL = apiBaseURL
         self.scope = scope
         self.tokenExportable = tokenExportable
+        self.rule = rule
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, provider, state, scope
+        case id, provider, state, scope, rule
         case apiBaseURL = "api_base_url"
         case tokenExportable = "token_exportable"
+    }
+}
+
+/// The narrowing of the rule a caller matched, as the app socket shows it to that caller: its scope, proxy
+/// allow-list, whether the token is handed out, and its budget. The one-selector rules of `uids`, `groups` and
+/// `units` narrow nothing (every member nil, `token` true).
+public struct AppRuleView: Codable, Sendable, Equatable {
+    /// The scope the rule narrows tokens to; nil: the connection's.
+    public var scope: String?
+    /// The `METHOD /path` patterns the proxy allows; nil: any path under the API base.
+    public var proxy: [String]?
+    /// Whether the access token is handed out (false: proxy only).
+    public var token: Bool
+    /// Proxied requests and token misses per minute for this caller; nil: no budget of its own.
+    public var ratePerMinute: Int?
+
+    public init(scope: String? = nil, proxy: [String]? = nil, token: Bool = true, ratePerMinute: Int? = nil) {
+        self.scope = scope
+        self.proxy = proxy
+        self.token = token
+        self.ratePerMinute = ratePerMinute
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case scope, proxy, token
+        case ratePerMinute = "rate_per_minute"
     }
 }
 

@@ -86,7 +86,8 @@ struct GrantEnforcementEndToEndTests {
             try await Self.setGrants(
                 fixture,
                 "acme",
-                #"{"rules":[{"uid":0,"proxy":["GET /v2/persons","GET /v2/persons/*"],"token":false}]}"#
+                #"{"rules":[{"uid":0,"proxy":["GET /v2/persons","GET /v2/persons/*"],"token":false},"#
+                    + #"{"uid":65534,"proxy":["GET /v2/someone-elses-pattern"],"rate_per_minute":7}]}"#
             )
             let cold = try await fixture.app(Routes.token("acme"))
             #expect(cold.status == 409 && cold.problem?.code == .tokenNotExportable, "\(cold.raw)")
@@ -114,6 +115,8 @@ struct GrantEnforcementEndToEndTests {
             let connections = try VaultJSON.decoder().decode(AppConnectionList.self, from: Data(list.content.utf8))
             let acme = try #require(connections.connections.first { $0.id == "acme" })
             #expect(!acme.tokenExportable)
+            #expect(acme.rule == AppRuleView(proxy: ["GET /v2/persons", "GET /v2/persons/*"], token: false))
+            #expect(!list.content.contains("someone-elses-pattern") && !list.content.contains("65534"), "\(list.raw)")
 
             // The trail: one row per reason for this caller (coalesced), with its identity.
             let refused = try await Self.rows(fixture, "acme", "proxy.refused", count: 2)

@@ -25,6 +25,7 @@ struct GrantEnforcementTests {
         exe: "/usr/bin/python3.12"
     )
     static let other = Caller(uid: 2000, gid: 2000, pid: 71, comm: "report", groups: [2000], exe: "/usr/bin/report")
+    static let stranger = Caller(uid: 3000, gid: 3000, pid: 72, comm: "stranger")
     static let recruitingKey = "fake-recruiting-key-rules-0123456789"
 
     struct Setup {
@@ -126,6 +127,7 @@ struct GrantEnforcementTests {
             )
             let views = try await setup.broker.connections(for: Self.python)
             #expect(views.first { $0.id == "acme" }?.tokenExportable == false)
+            #expect(views.first { $0.id == "acme" }?.rule == AppRuleView(token: false))
             let refused = try await setup.rows("proxy.refused", count: 1)
             #expect(refused.count == 1, "two refusals within 10 s are one row")
             #expect(refused.first?.outcome == "token_not_exportable")
@@ -162,6 +164,12 @@ struct GrantEnforcementTests {
                 )
             }
             #expect(setup.upstream == sent, "nothing refused reached Personio")
+            // Each caller is shown its own rule, nothing of the others'.
+            let mine = try await setup.broker.connections(for: Self.python).first { $0.id == "acme" }
+            #expect(mine?.rule == AppRuleView(proxy: ["GET /v2/persons", "GET /v2/persons/*"]))
+            let theirs = try await setup.broker.connections(for: Self.other).first { $0.id == "acme" }
+            #expect(theirs?.rule == AppRuleView())
+            #expect(try await setup.broker.connections(for: Self.stranger).isEmpty)
             // Another caller's rule has no list.
             let unlisted = try await setup.get("acme", "/v2/compensations", as: Self.other)
             #expect(unlisted == 404, "forwarded, and answered by the stand-in")
