@@ -161,7 +161,13 @@ struct MetricsAndShutdownTests {
             let failed = try await app.scrape()
             #expect(metricValue(proxied5xx, in: failed) == 1)
             #expect(!failed.contains(BrokeredApplication.clientSecret))
-            #expect(!failed.contains("acme"))
+            // A connection id labels only the per-rule cache series (issue 12: cached answers per connection and rule).
+            #expect(
+                !failed.split(separator: "\n").contains {
+                    $0.contains("acme") && !$0.hasPrefix("connvault_token_cache_hits_by_rule_total{")
+                }
+            )
+            #expect(failed.contains(#"connvault_token_cache_hits_by_rule_total{connection="acme",rule="uids"} 1"#))
 
             // Disabling withdraws the token handed out: the revoker revokes it at Personio.
             let revoked = #"connvault_revocations_total{outcome="revoked"}"#
