@@ -13,7 +13,9 @@ import Glibc
 /// The "granted" executable is a copy of Python's interpreter in a directory of the test's, so that its path and hash
 /// are its own. The attacks: a caller that connects and exits, its pid then taken by a process running the copy, must
 /// not be read as the copy (the pidfd confirmation); a caller that connects, is accepted, then executes the copy on
-/// the same connection keeps the executable it had at accept (identity is read once per connection).
+/// the same connection keeps the executable it had at accept (identity is read once per connection). Each is played
+/// twice: as the daemon logs the caller, and against an `exe` grant rule (403 for the attacker, 200 for the granted
+/// program itself, so that the refusal is the identity check's).
 @Suite(
     "Caller executable end to end",
     .offCooperativePool,
@@ -166,6 +168,99 @@ struct CallerExecutableEndToEndTests {
         }
     }
 
+    /// Adds connection `id`, granted to no uid, then to `rule` only.
+    static func addGranted(_ fixture: BrokerFixture, _ id: String, rule: String) async throws {
+        _ = try await fixture.addV2(
+            id,
+            clientID: "fake-client-id-\(id)",
+            secret: "fake-secret-CANARY-\(id)",
+            allowUID: nil
+        )
+        let granted = try await fixture.ctl(["grant", id, "--rule", rule])
+        guard granted.status == 0 else { throw TestSupportError("grant failed: \(granted)") }
+    }
+
+    /// The status of `GET path` on the app socket, asked by uid nobody running `interpreter`.
+    static func status(_ daemon: DaemonProcess, _ path: String, interpreter: String) throws -> String? {
+        let process = try ScriptProcess(
+            script: Scripts.requester,
+            arguments: [daemon.appSocket, path],
+            interpreter: interpreter
+        )
+        defer { process.kill() }
+        _ = try process.readPID()
+        process.send("go")
+        return process.readLine(timeout: .seconds(15))
+    }
+
+    @Test("an exe rule and an exe_sha256 rule hand the token to the program they name, not to another of the same uid")
+    func rulesMatchTheProgram() async throws {
+        let copy = try Self.makeCopy()
+        defer { copy.directory.remove() }
+        try await BrokerFixture.run { fixture in
+            let daemon = fixture.daemon
+            Self.openUp(daemon)
+            try await Self.addGranted(fixture, "bypath", rule: "uid=65534,exe=\(copy.path)")
+            try await Self.addGranted(fixture, "byhash", rule: "exe_sha256=\(copy.sha256)")
+            let statuses = try await Blocking.run {
+                try ["bypath", "byhash"].flatMap { id in
+                    [
+                        try Self.status(daemon, Routes.token(id), interpreter: copy.path),
+                        try Self.status(daemon, Routes.token(id), interpreter: ScriptProcess.python),
+                    ]
+                }
+            }
+            #expect(statuses == ["200", "403", "200", "403"])
+        }
+    }
+
+    @Test("a pid reused by the granted program lends nobody's connection no token under an exe rule")
+    func pidReuseAgainstRule() async throws {
+        let copy = try Self.makeCopy()
+        defer { copy.directory.remove() }
+        try await BrokerFixture.run { fixture in
+            let daemon = fixture.daemon
+            Self.openUp(daemon)
+            try await Self.addGranted(fixture, "payroll", rule: "exe=\(copy.path)")
+            let result = try await Blocking.run { () -> (pid: Int32, borrowed: String?, own: String?) in
+                for _ in 0..<4 {
+                    if let result = try Self.borrowPID(daemon: daemon, copy: copy, target: Routes.token("payroll")) {
+                        return result
+                    }
+                }
+                throw TestSupportError("could not steer a freed pid to the reusing process in four attacks")
+            }
+            #expect(result.borrowed == "403", "nobody's connection got \(result.borrowed ?? "nothing")")
+            #expect(result.own == "200", "the granted program itself got \(result.own ?? "nothing")")
+        }
+    }
+
+    @Test("a caller that executes the granted program after it was accepted still gets no token under an exe rule")
+    func execAfterAcceptAgainstRule() async throws {
+        let copy = try Self.makeCopy()
+        defer { copy.directory.remove() }
+        try await BrokerFixture.run { fixture in
+            let daemon = fixture.daemon
+            Self.openUp(daemon)
+            try await Self.addGranted(fixture, "payroll", rule: "exe=\(copy.path)")
+            let (statuses, own) = try await Blocking.run { () -> ([String?], String?) in
+                let process = try ScriptProcess(
+                    script: Self.connectThenExec,
+                    arguments: [daemon.appSocket, Routes.token("payroll"), copy.path]
+                )
+                defer { process.kill() }
+                let pid = try process.readPID()
+                let first = process.readLine(timeout: .seconds(15))
+                process.send("exec")
+                guard try process.readPID() == pid else { throw TestSupportError("exec changed the pid") }
+                let second = process.readLine(timeout: .seconds(15))
+                return ([first, second], try Self.status(daemon, Routes.token("payroll"), interpreter: copy.path))
+            }
+            #expect(statuses == ["403", "403"])
+            #expect(own == "200", "the granted program on a connection of its own got \(own ?? "nothing")")
+        }
+    }
+
     @Test("GET /v1/status says whether executable selectors can match every caller (root here: they can)")
     func statusSaysExe() async throws {
         try await BrokerFixture.run { fixture in
@@ -183,13 +278,17 @@ struct CallerExecutableEndToEndTests {
     /// its child keeping the connection; the freed pid is steered to a process running the copy; the daemon resumes
     /// and nobody's child sends its request, then the reusing process sends one of its own. nil when the pid could
     /// not be steered.
-    static func borrowPID(daemon: DaemonProcess, copy: Copy) throws -> (pid: Int32, borrowed: String?, own: String?)? {
+    static func borrowPID(
+        daemon: DaemonProcess,
+        copy: Copy,
+        target: String = Routes.connections
+    ) throws -> (pid: Int32, borrowed: String?, own: String?)? {
         guard let daemonPID = daemon.pid else { throw TestSupportError("the daemon is not running") }
         kill(daemonPID, SIGSTOP)
         defer { kill(daemonPID, SIGCONT) }
         let attacker = try ScriptProcess(
             script: Scripts.connectAndExit,
-            arguments: [daemon.appSocket, Routes.connections]
+            arguments: [daemon.appSocket, target]
         )
         defer { attacker.kill() }
         _ = try attacker.readPID()
@@ -199,7 +298,7 @@ struct CallerExecutableEndToEndTests {
         let reuser = try PidSteering.start(withPID: connector) { steer in
             try ScriptProcess(
                 script: Scripts.requester,
-                arguments: [daemon.appSocket, Routes.connections],
+                arguments: [daemon.appSocket, target],
                 interpreter: copy.path,
                 beforeSpawn: steer
             )
