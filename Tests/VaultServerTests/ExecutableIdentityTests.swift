@@ -93,6 +93,13 @@ struct ExecutableIdentityTests {
         let key = try Self.key(of: path)
         let futures = try (0..<3).map { _ in hashes.hash(try Self.open(path), key: key, uid: 1000, on: loop) }
         #expect(jobs.pending == 1)
+        // Nothing is hashed on the calling thread (the event loop): the answers wait for the pool's job.
+        loop.run()
+        let early = Mutex(0)
+        for future in futures { future.whenComplete { _ in early.withLock { $0 += 1 } } }
+        loop.run()
+        #expect(early.withLock { $0 } == 0)
+        #expect(hashes.hashedCount == 0)
         jobs.runAll()
         loop.run()
         let expected = try Self.sha256sum(path)
