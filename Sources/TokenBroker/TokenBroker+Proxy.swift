@@ -366,7 +366,9 @@ extension TokenBroker {
             throw VaultError(.payloadTooLarge, "the body is larger than \(grant.bodyLimit) bytes")
         }
         let eventLoop = self.proxyClient.eventLoopGroup.next()
-        let collector = CollectingWriter(eventLoop: eventLoop, limit: maximumResponseBytes)
+        let collector = ProxyResponseCollector(eventLoop: eventLoop, limit: maximumResponseBytes) { limit in
+            VaultError(.upstreamError, "Personio's answer exceeded \(limit) bytes")
+        }
         return try await withTaskCancellationHandler {
             try await eventLoop.flatSubmit { () -> EventLoopFuture<ProxyResponse> in
                 var body: ProxyRequestBody?
@@ -554,52 +556,21 @@ final class ForwardSink: ProxyResponseSink {
     }
 }
 
-/// Collects a forwarded answer whole, for ``TokenBroker/proxy(_:request:for:timeout:maximumResponseBytes:)``.
-final class CollectingWriter: TokenBroker.ResponseWriter, @unchecked Sendable {
-    let eventLoop: any EventLoop
-    let result: EventLoopPromise<ProxyResponse>
-    var exchange: ProxyExchange?
-    private let limit: Int
-    private var head: (status: Int, headers: [(String, String)])?
-    private var buffers: [ByteBuffer] = []
-    private var size = 0
-    private var done = false
-
-    init(eventLoop: any EventLoop, limit: Int) {
-        self.eventLoop = eventLoop
-        self.result = eventLoop.makePromise(of: ProxyResponse.self)
-        self.limit = limit
+/// The broker's writer for ``TokenBroker/proxy(_:request:for:timeout:maximumResponseBytes:)``: the proxy's collector.
+extension ProxyResponseCollector: TokenBroker.ResponseWriter {
+    public func forwardedHead(status: Int, headers: [(String, String)]) -> EventLoopFuture<Void> {
+        self.proxyHead(status: status, headers: headers)
     }
 
-    func forwardedHead(status: Int, headers: [(String, String)]) -> EventLoopFuture<Void> {
-        self.head = (status, headers)
-        return self.eventLoop.makeSucceededVoidFuture()
+    public func forwardedBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        self.proxyBody(buffer)
     }
 
-    func forwardedBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
-        self.size += buffer.readableBytes
-        guard self.size <= self.limit else {
-            self.exchange?.cancel()
-            self.finish(.failure(VaultError(.upstreamError, "Personio's answer exceeded \(self.limit) bytes")))
-            return self.eventLoop.makeSucceededVoidFuture()
-        }
-        self.buffers.append(buffer)
-        return self.eventLoop.makeSucceededVoidFuture()
+    public func forwardedEnd() {
+        self.proxyEnd()
     }
 
-    func forwardedEnd() {
-        guard let head = self.head else { return }
-        self.finish(.success(ProxyResponse(status: head.status, headers: head.headers, body: .init(self.buffers))))
-    }
-
-    func forwardedFailed(_ error: VaultError) {
-        self.finish(.failure(error))
-    }
-
-    private func finish(_ result: Result<ProxyResponse, any Error>) {
-        guard !self.done else { return }
-        self.done = true
-        self.exchange = nil
-        self.result.completeWith(result)
+    public func forwardedFailed(_ error: VaultError) {
+        self.fail(error)
     }
 }

@@ -143,11 +143,14 @@ struct ScrubbingStream {
     }
 }
 
-/// Collects a proxied answer whole, for ``PersonioProxy/forward(_:baseURL:authorization:appID:partnerID:timeout:maximumResponseBytes:onCredentialEcho:)``.
-/// On the exchange's event loop only.
-final class ProxyResponseCollector: ProxyResponseSink, @unchecked Sendable {
-    let result: EventLoopPromise<ProxyResponse>
-    var exchange: ProxyExchange?
+/// Collects a proxied answer whole: for ``PersonioProxy/forward(_:baseURL:authorization:appID:partnerID:timeout:maximumResponseBytes:onCredentialEcho:)``
+/// and the broker's counterpart. On the exchange's event loop only; ``result`` completes once, with the answer or the
+/// first failure.
+public final class ProxyResponseCollector: ProxyResponseSink, @unchecked Sendable {
+    /// The whole answer, or why there is none.
+    public let result: EventLoopPromise<ProxyResponse>
+    /// The exchange being collected, cancelled when the answer grows past the limit.
+    public var exchange: ProxyExchange?
     private let eventLoop: any EventLoop
     private let limit: Int
     private var head: (status: Int, headers: [(String, String)])?
@@ -155,21 +158,34 @@ final class ProxyResponseCollector: ProxyResponseSink, @unchecked Sendable {
     private var size = 0
     private var done = false
 
-    init(eventLoop: any EventLoop, limit: Int) {
+    /// - Parameters:
+    ///   - eventLoop: The exchange's event loop.
+    ///   - limit: The largest body collected; a larger one fails with `tooLarge(limit)`.
+    ///   - tooLarge: The failure for a body over `limit`.
+    public init(
+        eventLoop: any EventLoop,
+        limit: Int,
+        tooLarge: @escaping @Sendable (Int) -> any Error = {
+            PersonioAuthError(.invalidResponse, "Personio's answer exceeded \($0) bytes")
+        }
+    ) {
         self.eventLoop = eventLoop
         self.result = eventLoop.makePromise(of: ProxyResponse.self)
         self.limit = limit
+        self.tooLarge = tooLarge
     }
 
-    func proxyHead(status: Int, headers: [(String, String)]) -> EventLoopFuture<Void> {
+    private let tooLarge: @Sendable (Int) -> any Error
+
+    public func proxyHead(status: Int, headers: [(String, String)]) -> EventLoopFuture<Void> {
         self.head = (status, headers)
         return self.eventLoop.makeSucceededVoidFuture()
     }
 
-    func proxyBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+    public func proxyBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         self.size += buffer.readableBytes
         guard self.size <= self.limit else {
-            self.finish(.failure(PersonioAuthError(.invalidResponse, "Personio's answer exceeded \(self.limit) bytes")))
+            self.fail(self.tooLarge(self.limit))
             self.exchange?.cancel()
             return self.eventLoop.makeSucceededVoidFuture()
         }
@@ -177,12 +193,17 @@ final class ProxyResponseCollector: ProxyResponseSink, @unchecked Sendable {
         return self.eventLoop.makeSucceededVoidFuture()
     }
 
-    func proxyEnd() {
+    public func proxyEnd() {
         guard let head = self.head else { return }
         self.finish(.success(ProxyResponse(status: head.status, headers: head.headers, body: .init(self.buffers))))
     }
 
-    func proxyFailed(_ error: PersonioAuthError) {
+    public func proxyFailed(_ error: PersonioAuthError) {
+        self.fail(error)
+    }
+
+    /// Ends the collection with `error`, unless it has ended.
+    public func fail(_ error: any Error) {
         self.finish(.failure(error))
     }
 
