@@ -1,3 +1,4 @@
+import CSodium
 import Foundation
 
 #if canImport(Glibc)
