@@ -159,6 +159,40 @@ final class ScriptProcess: @unchecked Sendable {
 
 /// The scripts the tests run.
 enum Scripts {
+    /// Python, run as the other caller: for each line read (a request target), `GET` it on a connection of its own
+    /// and print the status and the milliseconds the whole answer took (status 0: no answer).
+    static let timedRequests = """
+        import socket, sys, time
+        for line in sys.stdin:
+            target = line.strip()
+            start = time.monotonic()
+            data = b""
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(15)
+            try:
+                s.connect(sys.argv[1])
+                s.sendall(("GET %s HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n" % target).encode())
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            s.close()
+            parts = data.split(b" ", 2)
+            status = parts[1].decode() if len(parts) > 1 else "0"
+            print("%s %d" % (status, int((time.monotonic() - start) * 1000)), flush=True)
+        """
+
+    /// A line of `timedRequests`.
+    static func timedAnswer(_ line: String?) -> (status: Int, elapsed: Duration)? {
+        guard let fields = line?.split(separator: " "), fields.count == 2, let status = Int(fields[0]),
+            let milliseconds = Int(fields[1])
+        else { return nil }
+        return (status, .milliseconds(milliseconds))
+    }
+
     /// Python: `status(s, path)` sends `GET path` on the connected socket `s` and returns the answer's status code as
     /// text ("0" when there is none).
     private static let status = """

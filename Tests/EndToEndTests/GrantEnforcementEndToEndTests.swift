@@ -162,7 +162,7 @@ struct GrantEnforcementEndToEndTests {
 
             let other = try await Blocking.run {
                 try ScriptProcess(
-                    script: Self.requests,
+                    script: Scripts.timedRequests,
                     arguments: [fixture.daemon.appSocket],
                     uid: Self.otherUID,
                     gid: Self.otherUID
@@ -171,8 +171,8 @@ struct GrantEnforcementEndToEndTests {
             defer { other.kill() }
             for _ in 0..<10 {
                 other.send(Self.proxy("hiring", "/v1/recruiting/applications"))
-                let status = try await Blocking.run { other.readLine(timeout: .seconds(20)) }
-                #expect(status == "200", "the other caller got \(status ?? "nothing")")
+                let answer = try await Blocking.run { Scripts.timedAnswer(other.readLine(timeout: .seconds(20))) }
+                #expect(answer?.status == 200, "the other caller got \(answer.map { "\($0.status)" } ?? "nothing")")
             }
             #expect(fixture.standIn.calls(.resource) == served + 10)
             let refused = try await Self.rows(fixture, "hiring", "proxy.refused", count: 1)
@@ -203,7 +203,7 @@ struct GrantEnforcementEndToEndTests {
             #expect(try await Self.rows(fixture, "acme", "token.issued", count: 1).count == 1)
             let other = try await Blocking.run {
                 try ScriptProcess(
-                    script: Self.requests,
+                    script: Scripts.timedRequests,
                     arguments: [fixture.daemon.appSocket],
                     uid: Self.otherUID,
                     gid: Self.otherUID
@@ -212,8 +212,8 @@ struct GrantEnforcementEndToEndTests {
             defer { other.kill() }
             for _ in 0..<3 {
                 other.send(Routes.token("acme"))
-                let status = try await Blocking.run { other.readLine(timeout: .seconds(20)) }
-                #expect(status == "200")
+                let answer = try await Blocking.run { Scripts.timedAnswer(other.readLine(timeout: .seconds(20))) }
+                #expect(answer?.status == 200)
             }
             let issued = try await Self.rows(fixture, "acme", "token.issued", count: 2)
             #expect(issued.count == 2, "\(issued)")
@@ -225,27 +225,4 @@ struct GrantEnforcementEndToEndTests {
             )
         }
     }
-
-    /// Reads request targets from standard input and prints each answer's status.
-    static let requests = """
-        import socket, sys
-        for line in sys.stdin:
-            target = line.strip()
-            data = b""
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(15)
-            try:
-                s.connect(sys.argv[1])
-                s.sendall(("GET %s HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n" % target).encode())
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            except OSError:
-                pass
-            s.close()
-            parts = data.split(b" ", 2)
-            print(parts[1].decode() if len(parts) > 1 else "0", flush=True)
-        """
 }

@@ -99,16 +99,16 @@ struct ProxyFairnessEndToEndTests {
             let tokensBefore = upstream.requests.filter { $0.path == "/v2/auth/token" }.count
 
             let other = try ScriptProcess(
-                script: Self.timedRequests,
+                script: Scripts.timedRequests,
                 arguments: [daemon.appSocket],
                 uid: Self.otherUID,
                 gid: Self.otherUID
             )
             defer { other.kill() }
             other.send(Routes.token("other"))
-            let token = Self.parse(other.readLine(timeout: .seconds(20)))
+            let token = Scripts.timedAnswer(other.readLine(timeout: .seconds(20)))
             other.send(Self.proxy("other", "/v2/persons?limit=1"))
-            let proxied = Self.parse(other.readLine(timeout: .seconds(20)))
+            let proxied = Scripts.timedAnswer(other.readLine(timeout: .seconds(20)))
 
             #expect(token?.status == 200, "uid 65534's token request got \(token.map { "\($0)" } ?? "no answer")")
             #expect(token.map { $0.elapsed < .seconds(2) } ?? false, "the cold token took \(token?.elapsed ?? .zero)")
@@ -164,14 +164,14 @@ struct ProxyFairnessEndToEndTests {
             #expect(holding, "the greedy downloads never all started: \(upstream.snapshot.downloads.count)")
 
             let other = try ScriptProcess(
-                script: Self.timedRequests,
+                script: Scripts.timedRequests,
                 arguments: [daemon.appSocket],
                 uid: Self.otherUID,
                 gid: Self.otherUID
             )
             defer { other.kill() }
             other.send(Routes.token("other"))
-            let token = Self.parse(other.readLine(timeout: .seconds(20)))
+            let token = Scripts.timedAnswer(other.readLine(timeout: .seconds(20)))
             #expect(token?.status == 200, "uid 65534's token request got \(token.map { "\($0)" } ?? "no answer")")
             #expect(token.map { $0.elapsed < .seconds(2) } ?? false, "the cold token took \(token?.elapsed ?? .zero)")
         }
@@ -229,41 +229,6 @@ struct ProxyFairnessEndToEndTests {
         #expect(result.stderr.contains("--proxy-max-per-uid"), "\(result)")
     }
 
-    // MARK: - Helpers
-
-    /// Python, run as the other caller: for each line read (a request target), `GET` it on a connection of its own
-    /// and print the status and the milliseconds the whole answer took (status 0: no answer).
-    static let timedRequests = """
-        import socket, sys, time
-        for line in sys.stdin:
-            target = line.strip()
-            start = time.monotonic()
-            data = b""
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(15)
-            try:
-                s.connect(sys.argv[1])
-                s.sendall(("GET %s HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n" % target).encode())
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            except OSError:
-                pass
-            s.close()
-            parts = data.split(b" ", 2)
-            status = parts[1].decode() if len(parts) > 1 else "0"
-            print("%s %d" % (status, int((time.monotonic() - start) * 1000)), flush=True)
-        """
-
-    /// A line of `timedRequests`.
-    static func parse(_ line: String?) -> (status: Int, elapsed: Duration)? {
-        guard let fields = line?.split(separator: " "), fields.count == 2, let status = Int(fields[0]),
-            let milliseconds = Int(fields[1])
-        else { return nil }
-        return (status, .milliseconds(milliseconds))
-    }
 }
 
 /// Proxied downloads of the greedy caller: each request sent on a connection of its own, and then at most its
