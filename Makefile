@@ -4,7 +4,8 @@
 #   make bench  release build, token-path benchmark beside nginx and a bare SwiftNIO server, and the proxy route beside
 #               nginx proxy_pass (BENCH_ARGS="--proxy-only" for that alone)
 #   make fuzz   long randomized bad-input run against a live daemon (make test runs a short fixed-seed profile)
-#   make soak   long kill -9 / restart durability run
+#   make soak   long kill -9 / restart durability run, then the whole suite under AddressSanitizer and
+#               ThreadSanitizer (Tests/Scripts/sanitize.sh)
 #   make install / make uninstall   binaries, units, sysusers, tmpfiles, man pages, completions (PREFIX, DESTDIR)
 #   make deb    connvault_<version>_<arch>.deb: release binaries with the Swift runtime linked in statically
 
@@ -13,6 +14,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config util-linux systemd systemd-container curl dpkg-dev lintian \
 	libstdc++-12-dev
 BENCH_PACKAGES := nginx-light
+# make fuzz's schemathesis run (Tests/Scripts/schemathesis.sh): a virtual environment, and socat to bridge the sockets.
+FUZZ_PACKAGES := python3-venv socat
 BIN := $(CURDIR)/.build/debug
 
 .PHONY: deps bench-deps build run test bench fuzz soak lint clean man completions install uninstall release deb \
@@ -70,10 +73,14 @@ bench: bench-deps
 fuzz: deps
 	$(SWIFT) build --build-tests
 	CONNVAULT_BIN_DIR=$(BIN) CONNVAULT_FUZZ_ITERATIONS=20000 $(SWIFT) test --skip-build --filter Fuzz
+	$(MAKE) --no-print-directory deps APT_PACKAGES="$(FUZZ_PACKAGES)"
+	CONNVAULT_BIN_DIR=$(BIN) SWIFT=$(SWIFT) Tests/Scripts/schemathesis.sh
 
 soak: deps
 	$(SWIFT) build --build-tests
 	CONNVAULT_BIN_DIR=$(BIN) CONNVAULT_SOAK_ROUNDS=200 $(SWIFT) test --skip-build --filter Soak
+	SWIFT=$(SWIFT) Tests/Scripts/sanitize.sh address
+	SWIFT=$(SWIFT) Tests/Scripts/sanitize.sh thread
 
 # MARK: installing and packaging
 
