@@ -18,4 +18,9 @@ int cts_pipe_cloexec(int fds[2]);
 /// accept4 only with _GNU_SOURCE).
 int cts_accept_cloexec(int fd);
 
+/// Installs a seccomp filter under which every later munmap(2) of this process fails with EPERM (after
+/// PR_SET_NO_NEW_PRIVS), so that memory the process frees stays mapped and can be read back after the free. For a
+/// child process that ends right after (what it frees is never given back); 0 on success, -1 with errno otherwise.
+int cts_deny_munmap(void);
+
 #endif
