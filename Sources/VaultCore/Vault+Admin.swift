@@ -60,7 +60,7 @@ extension Vault {
 
     /// Every connection, masked.
     public func list() async throws -> [ConnectionView] {
-        try await self.read { tx in try tx.connections().map { try self.view(tx, $0) } }
+        try await self.read { tx in try self.views(tx) }
     }
 
     /// One connection, masked. - Throws: `not_found`.

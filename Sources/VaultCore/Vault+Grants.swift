@@ -83,8 +83,14 @@ extension Vault {
 
     /// The connection's grants as stored: the lists from `grants`, the rules from `grant_rules`, in order.
     static func grants(_ tx: StoreTransaction, of id: String) throws -> Grants {
+        try Self.grants(of: id, records: try tx.grants(of: id), rules: try tx.grantRules(of: id))
+    }
+
+    /// The grants of connection `id` from its stored rows (``StoreTransaction/grants(of:)`` and
+    /// ``StoreTransaction/grantRules(of:)``, or the same rows read for every connection at once).
+    static func grants(of id: String, records: [GrantRecord], rules: [GrantRuleRecord]) throws -> Grants {
         var grants = Grants()
-        for record in try tx.grants(of: id) {
+        for record in records {
             switch record.kind {
             case .uid: if let uid = UInt32(record.value) { grants.uids.append(uid) }
             case .group: grants.groups.append(record.value)
@@ -95,7 +101,7 @@ extension Vault {
         grants.groups.sort()
         grants.units.sort()
         let decoder = VaultJSON.decoder()
-        for record in try tx.grantRules(of: id) {
+        for record in rules {
             do {
                 grants.rules.append(try decoder.decode(GrantRule.self, from: Data(record.rule.utf8)))
             } catch {

@@ -40,47 +40,7 @@ extension Vault {
                     checkValue: new.checkValue
                 )
                 try tx.activateMasterKey(newRecord)
-                var count = 0
-                for wrapped in try tx.dataKeys() {
-                    guard let record = try tx.connection(wrapped.connectionID) else { continue }
-                    let dataKey = try Envelope.unwrap(
-                        SealedBox(
-                            algorithm: try AEADAlgorithm.stored(wrapped.algorithm),
-                            nonce: wrapped.nonce,
-                            ciphertext: wrapped.wrapped
-                        ),
-                        with: old,
-                        connectionID: wrapped.connectionID,
-                        revision: wrapped.revision
-                    )
-                    let rewrapped = try Envelope.wrap(
-                        dataKey: dataKey,
-                        with: new,
-                        connectionID: wrapped.connectionID,
-                        revision: wrapped.revision
-                    )
-                    try tx.putDataKey(
-                        DataKeyRecord(
-                            connectionID: wrapped.connectionID,
-                            revision: wrapped.revision,
-                            keyID: new.id,
-                            algorithm: Int(rewrapped.algorithm.rawValue),
-                            nonce: rewrapped.nonce,
-                            wrapped: rewrapped.ciphertext
-                        )
-                    )
-                    // Fingerprints are keyed by a subkey of the master key: recompute them under the new one.
-                    self.masterKey.withLock { $0 = new }
-                    defer { self.masterKey.withLock { $0 = old } }
-                    for (field, value) in try self.openSecrets(tx, record) {
-                        try tx.updateFingerprint(
-                            of: record.id,
-                            field: field.rawValue,
-                            fingerprint: new.fingerprint(of: value)
-                        )
-                    }
-                    count += 1
-                }
+                let count = try self.rewrapDataKeys(tx, from: old, to: new)
                 // Tokens waiting for revocation must stay revocable under the new key (DESIGN §11).
                 let tokens = try self.rewrapIssuedTokens(tx, from: old, to: new)
                 try tx.appendAudit(

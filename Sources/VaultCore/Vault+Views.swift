@@ -11,9 +11,52 @@ import Foundation
 extension Vault {
     /// The masked admin view: secrets only as set / fingerprint / updated_at.
     func view(_ tx: StoreTransaction, _ record: ConnectionRecord) throws -> ConnectionView {
-        var secrets: [String: SecretFieldView] = [:]
-        for secret in try tx.secrets(of: record.id) {
-            secrets[secret.field] = SecretFieldView(
+        try Self.view(
+            record,
+            secrets: try tx.secrets(of: record.id).map {
+                SecretSummary(
+                    connectionID: $0.connectionID,
+                    field: $0.field,
+                    fingerprint: $0.fingerprint,
+                    updatedAt: $0.updatedAt
+                )
+            },
+            grants: try Self.grants(tx, of: record.id),
+            tokens: IssuedTokenSummary(
+                pending: try tx.pendingRevocationCount(of: record.id),
+                unrevocableUntil: try tx.unrevocableUntil(of: record.id, now: Self.unixNow())
+            )
+        )
+    }
+
+    /// Every connection's masked view, from one read of each table (``StoreTransaction/secretSummaries()`` and its
+    /// siblings) rather than five queries per connection; each view is the one ``view(_:_:)`` makes.
+    func views(_ tx: StoreTransaction) throws -> [ConnectionView] {
+        let records = try tx.connections()
+        var secrets: [String: [SecretSummary]] = [:]
+        for secret in try tx.secretSummaries() { secrets[secret.connectionID, default: []].append(secret) }
+        let grants = try tx.allGrants()
+        let rules = try tx.allGrantRules()
+        let tokens = try tx.issuedTokenSummaries(now: Self.unixNow())
+        return try records.map { record in
+            try Self.view(
+                record,
+                secrets: secrets[record.id] ?? [],
+                grants: try Self.grants(of: record.id, records: grants[record.id] ?? [], rules: rules[record.id] ?? []),
+                tokens: tokens[record.id] ?? IssuedTokenSummary(pending: 0, unrevocableUntil: nil)
+            )
+        }
+    }
+
+    static func view(
+        _ record: ConnectionRecord,
+        secrets: [SecretSummary],
+        grants: Grants,
+        tokens: IssuedTokenSummary
+    ) throws -> ConnectionView {
+        var fields: [String: SecretFieldView] = [:]
+        for secret in secrets {
+            fields[secret.field] = SecretFieldView(
                 set: true,
                 fingerprint: secret.fingerprint,
                 updatedAt: secret.updatedAt
@@ -25,18 +68,18 @@ extension Vault {
             state: try Self.state(record),
             revision: Int(record.revision),
             settings: try Self.settings(record),
-            secrets: secrets,
-            grants: try Self.grants(tx, of: record.id),
+            secrets: fields,
+            grants: grants,
             createdAt: record.createdAt,
             updatedAt: record.updatedAt,
             lastError: record.lastError,
             disabledReason: record.disabledReason,
-            tokensValidUntil: try tx.unrevocableUntil(of: record.id, now: Int64(Date().timeIntervalSince1970)).map {
-                Timestamp.format(secondsSince1970: Double($0))
-            },
-            pendingRevocations: try tx.pendingRevocationCount(of: record.id)
+            tokensValidUntil: tokens.unrevocableUntil.map { Timestamp.format(secondsSince1970: Double($0)) },
+            pendingRevocations: tokens.pending
         )
     }
+
+    static func unixNow() -> Int64 { Int64(Date().timeIntervalSince1970) }
 
     static func provider(_ record: ConnectionRecord) throws(VaultError) -> Provider {
         guard let provider = Provider(rawValue: record.provider) else {

@@ -46,6 +46,26 @@ public enum Envelope {
         return key
     }
 
+    /// ``unwrap(_:with:connectionID:revision:)`` into `buffer` (32 bytes of reused secret memory) instead of fresh
+    /// memory: for a loop over every connection.
+    package static func unwrap(
+        _ box: SealedBox,
+        with masterKey: MasterKey,
+        connectionID: String,
+        revision: Int64,
+        into buffer: SecretBytes
+    ) throws {
+        let count = try AEAD.open(
+            box,
+            key: masterKey.key,
+            associatedData: Self.dataKeyAD(connectionID: connectionID, revision: revision, keyID: masterKey.id),
+            into: buffer
+        )
+        guard count == 32, buffer.count == 32 else {
+            throw VaultCryptoError(.malformed, "data key has the wrong length")
+        }
+    }
+
     // MARK: - Fields
 
     /// Seals one secret field's value under the revision's data key.
@@ -78,6 +98,24 @@ public enum Envelope {
             box,
             key: dataKey,
             associatedData: Self.fieldAD(connectionID: connectionID, field: field, revision: revision)
+        )
+    }
+
+    /// ``open(_:field:dataKey:connectionID:revision:)`` into the first bytes of `buffer` (reused secret memory);
+    /// returns the value's length.
+    package static func open(
+        _ box: SealedBox,
+        field: String,
+        dataKey: SecretBytes,
+        connectionID: String,
+        revision: Int64,
+        into buffer: SecretBytes
+    ) throws -> Int {
+        try AEAD.open(
+            box,
+            key: dataKey,
+            associatedData: Self.fieldAD(connectionID: connectionID, field: field, revision: revision),
+            into: buffer
         )
     }
 

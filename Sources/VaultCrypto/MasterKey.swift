@@ -49,6 +49,17 @@ public final class MasterKey: Sendable, CustomStringConvertible {
         return Hashing.hex(digest.prefix(8))
     }
 
+    /// The fingerprint of the first `count` bytes of `value` (a value opened into reused secret memory).
+    package func fingerprint(of value: SecretBytes, count: Int) -> String {
+        precondition(count <= value.count)
+        let digest = value.withUnsafeBytes { message in
+            self.fingerprintKey.withUnsafeBytes {
+                Sodium.genericHash(UnsafeRawBufferPointer(rebasing: message.prefix(count)), key: $0, outCount: 16)
+            }
+        }
+        return Hashing.hex(digest.prefix(8))
+    }
+
     /// Copies the raw key into `buffer` (for writing the key file).
     public func withUnsafeKeyBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try self.key.withUnsafeBytes(body)

@@ -60,6 +60,11 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, Eq
         try body(UnsafeMutableRawBufferPointer(start: self.pointer, count: self.count))
     }
 
+    /// Zeroes the first `count` bytes (reused secret memory, between two values).
+    package func wipe(_ count: Int) {
+        Sodium.zero(self.pointer, min(count, self.count))
+    }
+
     /// Constant-time comparison (`sodium_memcmp`); different lengths compare unequal.
     public static func == (lhs: SecretBytes, rhs: SecretBytes) -> Bool {
         guard lhs.count == rhs.count else { return false }

@@ -167,8 +167,9 @@ public struct StoreTransaction {
         var previous = [UInt8](repeating: 0, count: 32)
         var expectedSeq: Int64 = 1
         var count = 0
-        let cursor = try AuditRecord.order(AuditRecord.CodingKeys.seq).fetchCursor(self.db)
-        while let record = try cursor.next() {
+        let rows = try Row.fetchCursor(self.db, sql: "SELECT \(Self.auditColumns) FROM audit ORDER BY seq")
+        while let row = try rows.next() {
+            let record = try Self.auditRecord(row)
             count += 1
             if record.seq != expectedSeq {
                 return AuditChainReport(
