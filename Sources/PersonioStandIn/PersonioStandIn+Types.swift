@@ -7,7 +7,7 @@ extension PersonioStandIn {
         case v1Auth
         /// `POST /v2/auth/revoke`.
         case v2Revoke
-        /// `GET /v2/persons`, `GET /v1/company/employees`, `GET /v1/recruiting/applications`.
+        /// `/v2/persons…`, `/v2/webhooks…`, `GET /v1/company/employees`, `GET /v1/recruiting/applications`.
         case resource
         /// Anything else (answered 404 or 405).
         case unknown

@@ -9,8 +9,10 @@ import Synchronization
 /// It behaves like Personio as described in the project's notes: v2 `POST /v2/auth/token` (form body only,
 /// `client_credentials` only, `invalid_client` / `invalid_scope` … as `application/problem+json`), v1 `POST /v1/auth`
 /// (JSON or form body, 403 for credentials in the query string), `POST /v2/auth/revoke`, tokens stable per
-/// credential pair while valid, and `GET /v2/persons`, `GET /v1/company/employees`,
-/// `GET /v1/recruiting/applications` that check the bearer token. Failures, latency, token lifetime and a rate
+/// credential pair and scope set while valid, and protected resources that check the bearer token:
+/// `/v2/persons…` and `/v2/webhooks…` (a token holds exactly the scopes it was asked for; reading needs
+/// `personio:<resource>:read`, writing `…:write`, else 403 "Insufficient access scope"), `GET /v1/company/employees`
+/// and `GET /v1/recruiting/applications`. Failures, latency, token lifetime and a rate
 /// limit can be injected; every call is counted and recorded.
 ///
 /// Use only fake credentials with it ("fake-client-id-1"). Call ``shutdown()`` when done, or use

@@ -395,12 +395,15 @@ extension TokenBroker {
         }
     }
 
-    /// Forgets `token` if it is still the cached one and old enough (see `proxy(_:request:for:timeout:)`).
+    /// Forgets `token` if it is still cached (in the slot that holds it; other scopes' tokens stay) and old enough
+    /// (see `proxy(_:request:for:timeout:)`).
     func dropRejectedToken(_ id: String, token: String) {
         let now = self.clock.now
         let dropped = self.withEntries { entries, _ -> Bool in
-            guard let entry = entries[id], entry.state.tokenRejected(accessToken: token, now: now) else { return false }
-            entry.prepared = nil
+            guard let entry = entries[id],
+                let slot = entry.slots.first(where: { $0.state.tokenRejected(accessToken: token, now: now) })
+            else { return false }
+            slot.prepared = nil
             return true
         }
         if dropped {
@@ -436,19 +439,21 @@ extension TokenBroker {
 }
 
 extension TokenBroker.Entry {
-    /// The grant for a proxied request from this entry's cached token (at least 60 s left), or nil when there is none
-    /// or the connection is a recruiting one (its key is decrypted per request). The caller is authorized already.
+    /// The grant for a proxied request from this entry's cached token of `rule`'s scope (at least 60 s left), or nil
+    /// when there is none or the connection is a recruiting one (its key is decrypted per request). The caller is
+    /// authorized already.
     func cachedForwardGrant(
         caller: Caller,
         rule: MatchedRule,
         now: ContinuousClock.Instant
     ) throws(VaultError) -> TokenBroker.ForwardGrant? {
-        guard self.snapshot.provider.isTokenExportable, self.prepared != nil, let token = self.state.token,
+        let slot = self.slot(for: rule)
+        guard self.snapshot.provider.isTokenExportable, slot.prepared != nil, let token = slot.state.token,
             token.revision == self.snapshot.revision,
             token.expiresAt - now >= .seconds(TokenBroker.proxyMinimumTTL)
         else { return nil }
         let destination: ProxyDestination
-        if let cached = self.proxyDestination, cached.token == token {
+        if let cached = slot.proxyDestination, cached.token == token {
             destination = cached.destination
         } else {
             do {
@@ -461,7 +466,7 @@ extension TokenBroker.Entry {
             } catch {
                 throw TokenBroker.vaultError(error, connection: self.snapshot.id)
             }
-            self.proxyDestination = (token, destination)
+            slot.proxyDestination = (token, destination)
         }
         return TokenBroker.ForwardGrant(
             connection: self.snapshot.id,

@@ -77,15 +77,17 @@ extension TokenBroker {
     /// exchange is repeated once: after the revocation Personio issues a new token.
     /// The first exchange must already be counted toward the connection's call limit (a token call of the state
     /// machine, or a verify); the repeated one is counted here, and not made when the limit is reached.
+    /// - Parameter scope: The scope the token is asked for (nil: every scope the client has).
     /// - Returns: The token, when the exchange that issued it started, and whether it may be served.
     /// - Throws: `PersonioAuthError` from the exchange; `VaultError` for credentials that cannot be exchanged.
     func obtain(
         _ credentials: ConnectionCredentials,
         policy: RefreshPolicy,
+        scope: String?,
         for exchange: BrokerMetrics.Exchange = .token
     ) async throws -> Obtained {
         let snapshot = credentials.snapshot
-        let request = try Self.personioCredentials(credentials)
+        let request = try Self.personioCredentials(credentials, scope: scope)
         var startedAt = self.clock.now
         var issued = try await self.counted(exchange, request)
         var outcome = await self.record(issued, for: snapshot, policy: policy)
@@ -102,13 +104,14 @@ extension TokenBroker {
 
     /// Records a token just obtained for `snapshot` in the vault, before anyone is handed it.
     ///
-    /// A token the broker already holds for the same revision was recorded when it first arrived (Personio hands out
-    /// the same token until it expires), so refreshes that return it cost no write.
+    /// A token the broker already holds for the same revision (in any of the connection's slots) was recorded when it
+    /// first arrived (Personio hands out the same token until it expires), so refreshes that return it cost no write.
+    /// Every scope's token gets a row of its own: a withdrawal revokes them all, also after a restart.
     func record(_ issued: IssuedToken, for snapshot: ConnectionSnapshot, policy: RefreshPolicy) async -> RecordOutcome {
         let id = snapshot.id
         let known = self.entries.withLock { entries in
             guard let entry = entries[id], entry.snapshot.revision == snapshot.revision else { return false }
-            return entry.state.token?.accessToken == issued.accessToken
+            return entry.slots.contains { $0.state.token?.accessToken == issued.accessToken }
         }
         if known { return .serve }
         let recording: TokenRecording

@@ -61,21 +61,28 @@ extension TokenBroker {
             // The same stable token apps get: recorded before it may be cached, and revoked at once when the
             // connection is not active (a verify of a disabled connection leaves no valid token behind).
             let policy = self.policy(snapshot.provider)
-            let obtained = try await self.obtain(credentials, policy: policy, for: .verify)
+            // The token of the connection's own scope (the slot of rules without one of their own).
+            let obtained = try await self.obtain(
+                credentials,
+                policy: policy,
+                scope: snapshot.settings.scope,
+                for: .verify
+            )
             let issued = obtained.issued
             if snapshot.state == .active, obtained.outcome.refusal == nil {
                 let token = Self.cachedToken(
                     issued,
                     revision: snapshot.revision,
                     policy: policy,
-                    obtainedAt: obtained.startedAt
+                    obtainedAt: obtained.startedAt,
+                    requestedScope: snapshot.settings.scope
                 )
                 let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
                 self.withEntries { entries, _ in
                     guard let entry = entries[id], entry.snapshot.revision == snapshot.revision,
-                        entry.state.tokenObtained(token)
+                        entry.slots[0].scope == snapshot.settings.scope, entry.slots[0].state.tokenObtained(token)
                     else { return }
-                    entry.prepared = prepared
+                    entry.slots[0].prepared = prepared
                 }
             }
             try await self.vault.recordVerification(

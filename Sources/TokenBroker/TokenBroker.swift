@@ -70,7 +70,79 @@ public final class TokenBroker: Sendable {
         let policy: GrantPolicy
         /// Cached answers per rule, indexed by ``MatchedRule/index`` (series created when the entry was loaded).
         let ruleCounters: [BrokerMetrics.RuleCounter]
-        /// Token, call under way (with its waiters), back-off and call window: changed only by its own events.
+        /// The connection's tokens, one per scope it hands out (DESIGN §10: cached per revision and scope): slot 0
+        /// the token of the connection's own `scope` setting, then one per distinct scope of its rules.
+        let slots: [TokenSlot]
+        /// The slot each rule's callers are served from, indexed by ``MatchedRule/index``: an array read, so
+        /// choosing the token costs no hashing and no allocation.
+        let slotOfRule: [Int]
+        /// The connection's Personio call window: every token call of every slot, verifies, revocations. It outlives
+        /// an entry dropped by a change (``TokenBroker/idleLimiters``).
+        var limiter: CallLimiter
+        /// The refresh and limit rules of the connection's provider.
+        let refreshPolicy: RefreshPolicy
+        /// Unique among the broker's entries: the call an entry starts ends in that entry or nowhere.
+        let generation: UInt64
+
+        init(
+            snapshot: ConnectionSnapshot,
+            policy: GrantPolicy,
+            ruleCounters: [BrokerMetrics.RuleCounter],
+            refreshPolicy: RefreshPolicy,
+            limiter: CallLimiter,
+            generation: UInt64
+        ) {
+            self.snapshot = snapshot
+            self.policy = policy
+            self.ruleCounters = ruleCounters
+            let layout = TokenBroker.slotLayout(policy, snapshot: snapshot)
+            self.slots = layout.scopes.map { TokenSlot(scope: $0, state: TokenState(policy: refreshPolicy)) }
+            self.slotOfRule = layout.slotOfRule
+            self.refreshPolicy = refreshPolicy
+            self.limiter = limiter
+            self.generation = generation
+        }
+
+        /// The slot `rule` (matched in this entry's ``policy``) is served from.
+        @inline(__always)
+        func slot(for rule: MatchedRule) -> TokenSlot {
+            self.slots[self.slotOfRule[rule.index]]
+        }
+
+        /// ``TokenBroker/cachedResponse(_:for:minTTL:at:)`` for this entry, with the rule that matched and, the
+        /// first time the caller's identity receives this token, the token (to record it).
+        func fastAnswer(
+            caller: Caller,
+            minTTL: Int,
+            at now: ContinuousClock.Instant
+        ) -> (answer: FastAnswer?, rule: MatchedRule?, firstIssue: CachedToken?) {
+            // The usual case is checked field by field, without copying the snapshot; a refusal is built by the one
+            // function that words them.
+            guard self.snapshot.state == .active, self.snapshot.provider.isTokenExportable,
+                let rule = self.policy.firstMatch(caller), rule.tokenAllowed
+            else {
+                switch TokenBroker.authorization(self.snapshot, policy: self.policy, caller: caller, use: .token) {
+                case .granted(let rule): return (nil, rule, nil)
+                case .refused(let error, let rule): return (.refused(error), rule, nil)
+                }
+            }
+            let slot = self.slot(for: rule)
+            guard let prepared = slot.prepared, prepared.expiresAt - now >= .seconds(minTTL) else {
+                return (nil, rule, nil)
+            }
+            self.ruleCounters[rule.index].cachedAnswer()
+            return (.token(prepared), rule, slot.noteIssued(to: caller) ? slot.state.token : nil)
+        }
+    }
+
+    /// One token of a connection: the one requested with one scope, its call under way and back-off, and what is
+    /// built once per token (the prepared answer, the proxy's destination). Lives in an ``Entry``, under the
+    /// `entries` lock.
+    final class TokenSlot {
+        /// The scope its token is requested with (nil: every scope the client has); a rule's scope normalized
+        /// (words sorted, each once, single spaces), the connection's own as its setting spells it.
+        let scope: String?
+        /// Token, call under way (with its waiters), back-off: changed only by its own events.
         var state: TokenState<Waiter>
         var prepared: PreparedTokenResponse? {
             didSet { if self.prepared !== oldValue { self.issuedTo.removeAll(keepingCapacity: true) } }
@@ -79,45 +151,10 @@ public final class TokenBroker: Sendable {
         var issuedTo: [CallerIdentity] = []
         /// The proxy's destination for the token it was built for (see `cachedForwardGrant`): built once per token.
         var proxyDestination: (token: CachedToken, destination: ProxyDestination)?
-        /// Unique among the broker's entries: the call an entry starts ends in that entry or nowhere.
-        let generation: UInt64
 
-        init(
-            snapshot: ConnectionSnapshot,
-            policy: GrantPolicy,
-            ruleCounters: [BrokerMetrics.RuleCounter],
-            state: TokenState<Waiter>,
-            generation: UInt64
-        ) {
-            self.snapshot = snapshot
-            self.policy = policy
-            self.ruleCounters = ruleCounters
+        init(scope: String?, state: TokenState<Waiter>) {
+            self.scope = scope
             self.state = state
-            self.generation = generation
-        }
-
-        /// ``TokenBroker/cachedResponse(_:for:minTTL:at:)`` for this entry, with the rule that matched and whether
-        /// this is the first time the caller's identity receives this token.
-        func fastAnswer(
-            caller: Caller,
-            minTTL: Int,
-            at now: ContinuousClock.Instant
-        ) -> (answer: FastAnswer?, rule: MatchedRule?, firstIssue: Bool) {
-            // The usual case is checked field by field, without copying the snapshot; a refusal is built by the one
-            // function that words them.
-            guard self.snapshot.state == .active, self.snapshot.provider.isTokenExportable,
-                let rule = self.policy.firstMatch(caller), rule.tokenAllowed
-            else {
-                switch TokenBroker.authorization(self.snapshot, policy: self.policy, caller: caller, use: .token) {
-                case .granted(let rule): return (nil, rule, false)
-                case .refused(let error, let rule): return (.refused(error), rule, false)
-                }
-            }
-            guard let prepared = self.prepared, prepared.expiresAt - now >= .seconds(minTTL) else {
-                return (nil, rule, false)
-            }
-            self.ruleCounters[rule.index].cachedAnswer()
-            return (.token(prepared), rule, self.noteIssued(to: caller))
         }
 
         /// Remembers that `caller`'s identity receives the current token; true the first time (record it). A few
@@ -203,8 +240,7 @@ public final class TokenBroker: Sendable {
             entries,
             _ -> (answer: FastAnswer?, rule: MatchedRule?, firstIssue: CachedToken?) in
             guard let entry = entries[id] else { return (nil, nil, nil) }
-            let (answer, rule, first) = entry.fastAnswer(caller: caller, minTTL: minTTL, at: now)
-            return (answer, rule, first ? entry.state.token : nil)
+            return entry.fastAnswer(caller: caller, minTTL: minTTL, at: now)
         }
         switch answer {
         case .token:
@@ -266,15 +302,18 @@ public final class TokenBroker: Sendable {
         while true {
             let now = self.clock.now
             let mayCharge = !charged
-            let (action, generation, rule, spent) = try self.withEntries {
+            let (action, call, rule, spent) = try self.withEntries {
                 entries,
-                _ throws(VaultError) -> (TokenState<Waiter>.RequestAction, UInt64, MatchedRule, Bool) in
+                _ throws(VaultError) -> (TokenState<Waiter>.RequestAction, SlotCall, MatchedRule, Bool) in
                 guard let entry = entries[id] else { throw Self.forbidden }
                 let rule = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: use).get()
+                // The rule's scope chooses the token (slot 0: the connection's own scope).
+                let index = entry.slotOfRule[rule.index]
+                let slot = entry.slots[index]
                 // A token miss costs Personio an exchange (or a wait for one): it spends from the rule's budget,
                 // checked before the state machine is asked (which may count this request as the one making the call).
                 var spent = false
-                if mayCharge, rule.ratePerMinute != nil, entry.prepared.map({ $0.expiresAt - now < minTTL }) ?? true {
+                if mayCharge, rule.ratePerMinute != nil, slot.prepared.map({ $0.expiresAt - now < minTTL }) ?? true {
                     spent = true
                     if let refusal = self.budgets.spend(
                         connection: id,
@@ -286,21 +325,24 @@ public final class TokenBroker: Sendable {
                         throw refusal
                     }
                 }
-                return (entry.state.tokenRequested(now: now, minTTL: minTTL), entry.generation, rule, spent)
+                let action = slot.state.tokenRequested(now: now, minTTL: minTTL, limiter: &entry.limiter)
+                return (action, SlotCall(generation: entry.generation, slot: index, scope: slot.scope), rule, spent)
             }
             if spent { charged = true }
             switch action {
             case .serve(let token):
                 let cached = !waited
                 let served = self.withEntries { entries, _ -> (PreparedTokenResponse, Bool)? in
-                    guard let entry = entries[id] else { return nil }
+                    // Another entry (after a change) has slots of its own: ask it again.
+                    guard let entry = entries[id], entry.generation == call.generation else { return nil }
+                    let slot = entry.slots[call.slot]
                     let prepared =
-                        entry.prepared
+                        slot.prepared
                         ?? PreparedTokenResponse(connection: id, token: token, settings: entry.snapshot.settings)
                     guard use == .token else { return (prepared, false) }
                     if cached { entry.ruleCounters[rule.index].cachedAnswer() }
-                    // A response not kept by the entry has no list of identities: record it rather than miss one.
-                    return (prepared, entry.prepared === prepared ? entry.noteIssued(to: caller) : true)
+                    // A response not kept by the slot has no list of identities: record it rather than miss one.
+                    return (prepared, slot.prepared === prepared ? slot.noteIssued(to: caller) : true)
                 }
                 if let (prepared, firstIssue) = served {
                     if waited { self.metrics.cacheMiss() } else { self.metrics.cacheHit() }
@@ -309,7 +351,7 @@ public final class TokenBroker: Sendable {
                 }
             case .wait:
                 waited = true
-                await self.waitForCall(id)
+                await self.waitForCall(id, call)
             case .fail(let retryAfter, let lastError):
                 throw VaultError(
                     .upstreamUnavailable,
@@ -318,7 +360,7 @@ public final class TokenBroker: Sendable {
                 )
             case .startCall:
                 waited = true
-                try await self.fetch(id, generation: generation)
+                try await self.fetch(id, call)
             }
         }
     }
@@ -463,7 +505,8 @@ public final class TokenBroker: Sendable {
                         snapshot: snapshot,
                         policy: grantPolicy,
                         ruleCounters: counters,
-                        state: TokenState(policy: policy, limiter: limiter),
+                        refreshPolicy: policy,
+                        limiter: limiter,
                         generation: self.generations.add(1, ordering: .relaxed).newValue
                     )
                 }
@@ -473,10 +516,19 @@ public final class TokenBroker: Sendable {
         }
     }
 
-    func waitForCall(_ id: String) async {
+    /// One slot's token call: the entry that starts it, the slot, and the scope its token is requested with.
+    struct SlotCall: Sendable {
+        var generation: UInt64
+        var slot: Int
+        var scope: String?
+    }
+
+    /// Waits for the call under way in `call`'s slot (returns at once when it has ended, or its entry is gone).
+    func waitForCall(_ id: String, _ call: SlotCall) async {
         await withCheckedContinuation { (continuation: Waiter) in
             let waiting = self.withEntries { entries, _ -> Bool in
-                entries[id]?.state.waiterArrived(continuation) ?? false
+                guard let entry = entries[id], entry.generation == call.generation else { return false }
+                return entry.slots[call.slot].state.waiterArrived(continuation)
             }
             if !waiting { continuation.resume() }
         }
@@ -491,15 +543,15 @@ public final class TokenBroker: Sendable {
         case refused(VaultError, backOff: Bool)
     }
 
-    /// Makes the one upstream call entry `generation` of `id` started, and ends it there: the state machine
-    /// releases every waiter either way.
-    func fetch(_ id: String, generation: UInt64) async throws {
+    /// Makes the one upstream call `call` (a slot of entry `call.generation` of `id`) started, and ends it there:
+    /// the state machine releases every waiter either way.
+    func fetch(_ id: String, _ call: SlotCall) async throws {
         let outcome: CallOutcome
         var snapshot: ConnectionSnapshot?
         do {
             let credentials = try await self.vault.credentials(id)
             snapshot = credentials.snapshot
-            outcome = await self.exchange(credentials)
+            outcome = await self.exchange(credentials, scope: call.scope)
         } catch let error as VaultError {
             outcome = .refused(error, backOff: true)
         } catch {
@@ -507,32 +559,34 @@ public final class TokenBroker: Sendable {
         }
         let now = self.clock.now
         let (stored, retryAfter) = self.withEntries { entries, released -> (Bool, Duration) in
-            guard let entry = entries[id], entry.generation == generation else {
+            guard let entry = entries[id], entry.generation == call.generation else {
                 // The entry that made the call was dropped by a change: a token of the same revision may still be
-                // kept by its successor (unless that one has a call of its own under way).
+                // kept by its successor's slot of the same scope (unless that one has a call of its own under way).
                 if case .token(let token, let prepared) = outcome, let entry = entries[id],
-                    entry.snapshot.revision == token.revision, entry.state.tokenObtained(token)
+                    entry.snapshot.revision == token.revision,
+                    let slot = entry.slots.first(where: { $0.scope == call.scope }), slot.state.tokenObtained(token)
                 {
-                    entry.prepared = prepared
+                    slot.prepared = prepared
                     return (true, .zero)
                 }
                 return (false, .zero)
             }
+            let slot = entry.slots[call.slot]
             switch outcome {
             case .token(let token, let prepared):
-                released += entry.state.callSucceeded(token)
-                entry.prepared = prepared
+                released += slot.state.callSucceeded(token)
+                slot.prepared = prepared
                 return (true, .zero)
             case .personioFailed(let error):
-                let failed = entry.state.callFailed(error: error.message, retryAfter: error.retryAfter, now: now)
+                let failed = slot.state.callFailed(error: error.message, retryAfter: error.retryAfter, now: now)
                 released += failed.waiters
                 return (false, failed.retryAfter)
             case .refused(let error, true):
-                let failed = entry.state.callFailed(error: error.message, retryAfter: nil, now: now)
+                let failed = slot.state.callFailed(error: error.message, retryAfter: nil, now: now)
                 released += failed.waiters
                 return (false, failed.retryAfter)
             case .refused(_, false):
-                released += entry.state.callAbandoned()
+                released += slot.state.callAbandoned()
                 return (false, .zero)
             }
         }
@@ -542,7 +596,7 @@ public final class TokenBroker: Sendable {
                 "token obtained",
                 metadata: [
                     "connection.id": "\(id)", "token.expires_in": "\(token.remaining(at: now).components.seconds)",
-                    "token.cached": "\(stored)",
+                    "token.cached": "\(stored)", "token.scope": "\(token.scope ?? "-")",
                 ]
             )
             guard stored else {
@@ -560,18 +614,20 @@ public final class TokenBroker: Sendable {
         }
     }
 
-    /// Exchanges credentials with Personio and records the token in the vault (not yet in the cache).
-    func exchange(_ credentials: ConnectionCredentials) async -> CallOutcome {
+    /// Exchanges credentials with Personio for a token of `scope` (nil: every scope the client has) and records the
+    /// token in the vault (not yet in the cache).
+    func exchange(_ credentials: ConnectionCredentials, scope: String?) async -> CallOutcome {
         let snapshot = credentials.snapshot
         let policy = self.policy(snapshot.provider)
         do {
-            let obtained = try await self.obtain(credentials, policy: policy)
+            let obtained = try await self.obtain(credentials, policy: policy, scope: scope)
             if let refusal = obtained.outcome.refusal { return .refused(refusal, backOff: obtained.outcome.backsOff) }
             let token = Self.cachedToken(
                 obtained.issued,
                 revision: snapshot.revision,
                 policy: policy,
-                obtainedAt: obtained.startedAt
+                obtainedAt: obtained.startedAt,
+                requestedScope: scope
             )
             let prepared = PreparedTokenResponse(connection: snapshot.id, token: token, settings: snapshot.settings)
             return .token(token, prepared)
@@ -602,6 +658,15 @@ public final class TokenBroker: Sendable {
                 )
             }
             return VaultError(.upstreamRejected, "Personio rejected the credentials of '\(id)': \(text)")
+        case .invalidRequest where error.personioError == "invalid_scope":
+            // Not the credentials: the client at Personio lacks a scope the connection or the caller's rule asks
+            // for. The connection stays active; its other scopes keep working.
+            try? await self.vault.recordLastError(id, revision: snapshot.revision, error: text)
+            return VaultError(
+                .upstreamRejected,
+                "Personio refused the scope asked for '\(id)' (invalid_scope): \(text); give the API credentials "
+                    + "that scope at Personio, or narrow the connection's or the rule's scope"
+            )
         case .unavailable:
             try? await self.vault.recordLastError(id, revision: snapshot.revision, error: text)
             return VaultError(
@@ -615,7 +680,11 @@ public final class TokenBroker: Sendable {
         }
     }
 
-    static func personioCredentials(_ credentials: ConnectionCredentials) throws -> PersonioCredentials {
+    /// The credentials of an exchange for a token of `scope` (nil: every scope the client has; v1 has no scopes).
+    static func personioCredentials(
+        _ credentials: ConnectionCredentials,
+        scope: String?
+    ) throws -> PersonioCredentials {
         let snapshot = credentials.snapshot
         guard let clientID = credentials.secrets[.clientID], let clientSecret = credentials.secrets[.clientSecret]
         else {
@@ -628,17 +697,19 @@ public final class TokenBroker: Sendable {
             baseURL: snapshot.settings.effectiveAPIBaseURL,
             appID: snapshot.settings.appID,
             partnerID: snapshot.settings.partnerID,
-            scope: snapshot.settings.scope
+            scope: scope
         )
     }
 
     /// The token as cached: its lifetime counted on the broker's clock from `obtainedAt`, the reading taken just
-    /// before the request was sent (so it errs early by the round trip).
+    /// before the request was sent (so it errs early by the round trip). Its scope is what Personio says it granted,
+    /// else `requestedScope` (what it was asked for).
     static func cachedToken(
         _ issued: IssuedToken,
         revision: Int64,
         policy: RefreshPolicy,
-        obtainedAt: ContinuousClock.Instant
+        obtainedAt: ContinuousClock.Instant,
+        requestedScope: String?
     ) -> CachedToken {
         let lifetime = Duration.seconds(max(1, issued.expiresIn))
         let jitterRange = policy.jitterFraction * Double(max(1, issued.expiresIn))
@@ -647,7 +718,7 @@ public final class TokenBroker: Sendable {
         return CachedToken(
             accessToken: issued.accessToken,
             tokenType: issued.tokenType,
-            scope: issued.scope,
+            scope: issued.scope ?? requestedScope,
             revision: revision,
             obtainedAt: obtainedAt,
             expiresAt: obtainedAt + lifetime,
@@ -665,9 +736,10 @@ public final class TokenBroker: Sendable {
         let now = self.clock.now
         return self.withEntries { entries, _ -> Duration? in
             if let entry = entries[id] {
-                if verify { return entry.state.verifyRequested(now: now) }
-                return entry.state.extraCallRequested(now: now)
-                    ? nil : entry.state.limiter.resetsIn(at: now, policy: entry.state.policy)
+                // A verify obtains the token of the connection's own scope (slot 0).
+                if verify { return entry.slots[0].state.verifyRequested(now: now, limiter: &entry.limiter) }
+                return entry.limiter.reserve(at: now, policy: entry.refreshPolicy)
+                    ? nil : entry.limiter.resetsIn(at: now, policy: entry.refreshPolicy)
             }
             // No entry: the connection's limiter waits here, and moves into an entry when one is loaded.
             let policy = self.policy(provider)
@@ -720,10 +792,10 @@ public final class TokenBroker: Sendable {
 
     private func fold(_ change: ConnectionChange, into entries: inout [String: Entry], released: inout [Waiter]) {
         if let entry = entries.removeValue(forKey: change.id) {
-            released += entry.state.invalidated()
+            for slot in entry.slots { released += slot.state.invalidated() }
             // The calls already made still count toward the limit, whatever the change.
-            let limiter = entry.state.limiter
-            if !limiter.isEmpty(at: self.clock.now, policy: entry.state.policy) {
+            let limiter = entry.limiter
+            if !limiter.isEmpty(at: self.clock.now, policy: entry.refreshPolicy) {
                 self.idleLimiters.withLock { $0[change.id] = limiter }
             }
         }
@@ -761,19 +833,23 @@ public final class TokenBroker: Sendable {
         }
     }
 
-    /// Refreshes every token past its refresh point, one upstream call per connection.
+    /// Refreshes every token past its refresh point, one upstream call per connection and scope (within the
+    /// connection's call limit).
     func refreshDue() async {
         let now = self.clock.now
-        let due = self.withEntries { entries, _ -> [(id: String, generation: UInt64)] in
-            var due: [(id: String, generation: UInt64)] = []
-            for (id, entry) in entries where entry.state.refreshDue(now: now) {
-                due.append((id, entry.generation))
+        let due = self.withEntries { entries, _ -> [(id: String, call: SlotCall)] in
+            var due: [(id: String, call: SlotCall)] = []
+            for (id, entry) in entries {
+                for (index, slot) in entry.slots.enumerated()
+                where slot.state.refreshDue(now: now, limiter: &entry.limiter) {
+                    due.append((id, SlotCall(generation: entry.generation, slot: index, scope: slot.scope)))
+                }
             }
             return due
         }
         await withDiscardingTaskGroup { group in
-            for (id, generation) in due {
-                group.addTask { try? await self.fetch(id, generation: generation) }
+            for (id, call) in due {
+                group.addTask { try? await self.fetch(id, call) }
             }
         }
     }

@@ -132,9 +132,13 @@ extension Duration {
 
 // MARK: - The state machine
 
-/// One connection's broker state as a state machine: events come in as mutating calls, each returning what the
-/// broker must do (serve, start a call, wait, fail, resume waiters). Free of I/O and of locks, so every rule is tested
-/// as a table of values; the broker holds it under its `entries` lock and acts on the answers outside the lock.
+/// The broker's state of one token of a connection (one per scope it hands out, DESIGN §10) as a state machine:
+/// events come in as mutating calls, each returning what the broker must do (serve, start a call, wait, fail, resume
+/// waiters). Free of I/O and of locks, so every rule is tested as a table of values; the broker holds it under its
+/// `entries` lock and acts on the answers outside the lock.
+///
+/// The call window is the connection's, shared by all its tokens (Personio counts calls per client, whatever the
+/// scope): every event that may start a call is given it (`limiter`), and counts the call there.
 ///
 /// Nothing outside this type changes its fields. `Waiter` is what a caller waiting for the call under way leaves
 /// behind (the broker's continuations; a plain value in tests).
@@ -177,17 +181,14 @@ public struct TokenState<Waiter: Sendable>: Sendable {
     }
 
     public private(set) var phase: Phase
-    public private(set) var limiter: CallLimiter
     /// When the last token or verify call started (`minimumRefetchInterval`).
     public private(set) var lastCallAt: ContinuousClock.Instant?
     public let policy: RefreshPolicy
 
     static var rateLimited: String { "local rate limit for Personio token calls" }
 
-    /// - Parameter limiter: The connection's call window so far (it outlives a state dropped by a change).
-    public init(policy: RefreshPolicy, limiter: CallLimiter = CallLimiter()) {
+    public init(policy: RefreshPolicy) {
         self.phase = .idle(token: nil)
-        self.limiter = limiter
         self.policy = policy
     }
 
@@ -205,16 +206,20 @@ public struct TokenState<Waiter: Sendable>: Sendable {
 
     // MARK: Events
 
-    /// A request needing at least `minTTL` of remaining lifetime at `now`.
-    public mutating func tokenRequested(now: ContinuousClock.Instant, minTTL: Duration) -> RequestAction {
+    /// A request needing at least `minTTL` of remaining lifetime at `now`; `limiter` is the connection's call window.
+    public mutating func tokenRequested(
+        now: ContinuousClock.Instant,
+        minTTL: Duration,
+        limiter: inout CallLimiter
+    ) -> RequestAction {
         self.dropToken(expiredAt: now)
         switch self.phase {
         case .idle(let token):
             if let token, self.keepsServing(token, now: now, minTTL: minTTL) { return .serve(token) }
-            guard self.limiter.admits(at: now, policy: self.policy) else {
-                return token.map { .serve($0) } ?? self.rateLimitedAction(now: now)
+            guard limiter.admits(at: now, policy: self.policy) else {
+                return token.map { .serve($0) } ?? self.rateLimitedAction(now: now, limiter: limiter)
             }
-            self.startCall(now: now, token: token, after: nil)
+            self.startCall(now: now, token: token, after: nil, limiter: &limiter)
             return .startCall
         case .calling(let token, _, _):
             // Someone refreshes it: serve the valid token meanwhile, or wait for the new one.
@@ -225,10 +230,10 @@ public struct TokenState<Waiter: Sendable>: Sendable {
                     ?? .fail(retryAfter: failure.retryAt - now, lastError: failure.lastError)
             }
             if let token, self.keepsServing(token, now: now, minTTL: minTTL) { return .serve(token) }
-            guard self.limiter.admits(at: now, policy: self.policy) else {
-                return token.map { .serve($0) } ?? self.rateLimitedAction(now: now)
+            guard limiter.admits(at: now, policy: self.policy) else {
+                return token.map { .serve($0) } ?? self.rateLimitedAction(now: now, limiter: limiter)
             }
-            self.startCall(now: now, token: token, after: failure)
+            self.startCall(now: now, token: token, after: failure, limiter: &limiter)
             return .startCall
         }
     }
@@ -246,7 +251,7 @@ public struct TokenState<Waiter: Sendable>: Sendable {
 
     /// The refresh loop's tick: whether to refresh the token now (past its refresh point, no call under way, not
     /// backing off, allowed by the limit). True means the call has started (and is counted).
-    public mutating func refreshDue(now: ContinuousClock.Instant) -> Bool {
+    public mutating func refreshDue(now: ContinuousClock.Instant, limiter: inout CallLimiter) -> Bool {
         let after: Failure?
         switch self.phase {
         case .calling: return false
@@ -255,9 +260,9 @@ public struct TokenState<Waiter: Sendable>: Sendable {
             guard now >= failure.retryAt else { return false }
             after = failure
         }
-        guard let token = self.token, now >= token.refreshAt, self.limiter.admits(at: now, policy: self.policy)
+        guard let token = self.token, now >= token.refreshAt, limiter.admits(at: now, policy: self.policy)
         else { return false }
-        self.startCall(now: now, token: token, after: after)
+        self.startCall(now: now, token: token, after: after, limiter: &limiter)
         return true
     }
 
@@ -300,18 +305,12 @@ public struct TokenState<Waiter: Sendable>: Sendable {
 
     /// A verify is about to exchange the credentials: it counts toward the limit like any call. Returns nil when
     /// the call may start (it is counted), else how long until the limit admits one.
-    public mutating func verifyRequested(now: ContinuousClock.Instant) -> Duration? {
-        guard self.limiter.reserve(at: now, policy: self.policy) else {
-            return self.limiter.resetsIn(at: now, policy: self.policy)
+    public mutating func verifyRequested(now: ContinuousClock.Instant, limiter: inout CallLimiter) -> Duration? {
+        guard limiter.reserve(at: now, policy: self.policy) else {
+            return limiter.resetsIn(at: now, policy: self.policy)
         }
         self.lastCallAt = now
         return nil
-    }
-
-    /// Another upstream call (a revocation, a repeated exchange) is about to start: whether the limit admits it
-    /// (then it is counted).
-    public mutating func extraCallRequested(now: ContinuousClock.Instant) -> Bool {
-        self.limiter.reserve(at: now, policy: self.policy)
     }
 
     /// A token obtained outside a call of this state (a verify): kept unless a call is under way, whose own result
@@ -333,7 +332,7 @@ public struct TokenState<Waiter: Sendable>: Sendable {
     }
 
     /// Drops the token and any back-off (after a disable, reset, edit or disconnect). Returns the waiters to resume
-    /// (they ask again and find the change); the limiter stays.
+    /// (they ask again and find the change); the connection's call window is not this state's to drop.
     public mutating func invalidated() -> [Waiter] {
         let waiters: [Waiter]
         if case .calling(_, let calling, _) = self.phase { waiters = calling } else { waiters = [] }
@@ -350,8 +349,8 @@ public struct TokenState<Waiter: Sendable>: Sendable {
         return self.lastCallAt.map { now - $0 < self.policy.minimumRefetchInterval } ?? false
     }
 
-    private func rateLimitedAction(now: ContinuousClock.Instant) -> RequestAction {
-        .fail(retryAfter: self.limiter.resetsIn(at: now, policy: self.policy), lastError: Self.rateLimited)
+    private func rateLimitedAction(now: ContinuousClock.Instant, limiter: CallLimiter) -> RequestAction {
+        .fail(retryAfter: limiter.resetsIn(at: now, policy: self.policy), lastError: Self.rateLimited)
     }
 
     private func retryAfter(now: ContinuousClock.Instant) -> Duration {
@@ -359,8 +358,13 @@ public struct TokenState<Waiter: Sendable>: Sendable {
         return .zero
     }
 
-    private mutating func startCall(now: ContinuousClock.Instant, token: CachedToken?, after: Failure?) {
-        self.limiter.record(at: now)
+    private mutating func startCall(
+        now: ContinuousClock.Instant,
+        token: CachedToken?,
+        after: Failure?,
+        limiter: inout CallLimiter
+    ) {
+        limiter.record(at: now)
         self.lastCallAt = now
         self.phase = .calling(token: token, waiters: [], after: after)
     }

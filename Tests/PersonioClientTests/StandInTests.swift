@@ -277,6 +277,48 @@ import Testing
         }
     }
 
+    @Test func aTokenHoldsExactlyTheScopesAskedForAndEachResourceChecksItsOwn() async throws {
+        try await withFixture { fixture in
+            let base = fixture.standIn.baseURL
+            func status(_ method: HTTPMethod, _ path: String, _ token: IssuedToken) async throws -> Int {
+                try await send(method, base + path, headers: [("Authorization", "Bearer \(token.accessToken)")]).status
+            }
+            let hooks = try await fixture.client.exchange(
+                fixture.credentials(.v2, scope: "personio:webhooks:read personio:webhooks:read")
+            )
+            #expect(hooks.scope == "personio:webhooks:read")
+            #expect(try await status(.GET, "/v2/webhooks", hooks) == 200)
+            #expect(try await status(.GET, "/v2/webhooks/7", hooks) == 200)
+            #expect(try await status(.GET, "/v2/persons", hooks) == 403)
+            #expect(try await status(.GET, "/v2/persons/1", hooks) == 403)
+            #expect(try await status(.POST, "/v2/webhooks", hooks) == 403, "write is not included in read")
+
+            let persons = try await fixture.client.exchange(
+                fixture.credentials(.v2, scope: "personio:persons:write personio:persons:read")
+            )
+            #expect(persons.scope == "personio:persons:write personio:persons:read")
+            #expect(persons.accessToken != hooks.accessToken)
+            #expect(try await status(.GET, "/v2/persons/1", persons) == 200)
+            #expect(try await status(.PATCH, "/v2/persons/1", persons) == 200)
+            #expect(try await status(.GET, "/v2/webhooks", persons) == 403)
+            // The same set in another order is the same token, as Personio keeps one per credential pair and scopes.
+            let again = try await fixture.client.exchange(
+                fixture.credentials(.v2, scope: "personio:persons:read personio:persons:write")
+            )
+            #expect(again.accessToken == persons.accessToken)
+
+            let readOnly = try await fixture.client.exchange(fixture.credentials(.v2, scope: "personio:persons:read"))
+            #expect(try await status(.DELETE, "/v2/persons/1", readOnly) == 403)
+            let forbidden = try await send(
+                .DELETE,
+                base + "/v2/persons/1",
+                headers: [("Authorization", "Bearer \(readOnly.accessToken)")]
+            )
+            let errors = try #require(forbidden.json?["errors"] as? [[String: Any]])
+            #expect(errors.first?["detail"] as? String == "personio:persons:write is required")
+        }
+    }
+
     @Test func recruitingNeedsTheKeyAndTheMatchingCompanyID() async throws {
         try await withFixture { fixture in
             fixture.standIn.registerRecruitingKey("fake-recruiting-key-1", companyID: "4242")

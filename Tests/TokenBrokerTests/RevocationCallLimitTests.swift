@@ -19,17 +19,24 @@ import VaultTestSupport
 
     @Test("with a broker entry, revocations use the entry's budget, and token calls see them")
     func countedInTheEntry() {
+        // The entry's window is the connection's: shared by its tokens of every scope and its revocations.
+        var limiter = CallLimiter()
         var state = TokenState<Int>(policy: Self.policy)
+        var other = TokenState<Int>(policy: Self.policy)
         let now = ContinuousClock.now
         var granted: [Bool] = []
-        for _ in 0..<4 { granted.append(state.extraCallRequested(now: now)) }
+        for _ in 0..<4 { granted.append(limiter.reserve(at: now, policy: Self.policy)) }
         #expect(granted == [true, true, true, false])
-        guard case .fail(_, let lastError) = state.tokenRequested(now: now, minTTL: .zero) else {
+        guard case .fail(_, let lastError) = state.tokenRequested(now: now, minTTL: .zero, limiter: &limiter) else {
             Issue.record("a token call went ahead past the limit the revocations used up")
             return
         }
         #expect(lastError?.contains("rate limit") == true)
-        let afterTheWindow = state.extraCallRequested(now: now + .seconds(61))
+        guard case .fail = other.tokenRequested(now: now, minTTL: .zero, limiter: &limiter) else {
+            Issue.record("another scope's token call went ahead past the connection's limit")
+            return
+        }
+        let afterTheWindow = limiter.reserve(at: now + .seconds(61), policy: Self.policy)
         #expect(afterTheWindow)
     }
 

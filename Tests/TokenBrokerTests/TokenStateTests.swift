@@ -9,7 +9,50 @@ import VaultCore
 /// rules against the Personio stand-in, in virtual time.
 @Suite("Token state")
 struct TokenStateTests {
-    typealias State = TokenState<Int>
+    /// One token's state with the connection's call window beside it (the broker keeps the window in the entry,
+    /// shared by the connection's tokens, and hands it to every event that may start a call).
+    struct State {
+        var machine: TokenState<Int>
+        var limiter = CallLimiter()
+
+        init(policy: RefreshPolicy) { self.machine = TokenState(policy: policy) }
+
+        var phase: TokenState<Int>.Phase { self.machine.phase }
+        var token: CachedToken? { self.machine.token }
+        var isCalling: Bool { self.machine.isCalling }
+
+        mutating func tokenRequested(
+            now: ContinuousClock.Instant,
+            minTTL: Duration
+        ) -> TokenState<Int>.RequestAction {
+            self.machine.tokenRequested(now: now, minTTL: minTTL, limiter: &self.limiter)
+        }
+        mutating func refreshDue(now: ContinuousClock.Instant) -> Bool {
+            self.machine.refreshDue(now: now, limiter: &self.limiter)
+        }
+        mutating func verifyRequested(now: ContinuousClock.Instant) -> Duration? {
+            self.machine.verifyRequested(now: now, limiter: &self.limiter)
+        }
+        mutating func extraCallRequested(now: ContinuousClock.Instant) -> Bool {
+            self.limiter.reserve(at: now, policy: self.machine.policy)
+        }
+        mutating func waiterArrived(_ waiter: Int) -> Bool { self.machine.waiterArrived(waiter) }
+        mutating func callSucceeded(_ token: CachedToken) -> [Int] { self.machine.callSucceeded(token) }
+        mutating func callFailed(
+            error: String,
+            retryAfter: Duration?,
+            now: ContinuousClock.Instant
+        ) -> TokenState<Int>.FailureAction {
+            self.machine.callFailed(error: error, retryAfter: retryAfter, now: now)
+        }
+        mutating func callAbandoned() -> [Int] { self.machine.callAbandoned() }
+        mutating func tokenObtained(_ token: CachedToken) -> Bool { self.machine.tokenObtained(token) }
+        mutating func tokenRejected(accessToken: String, now: ContinuousClock.Instant) -> Bool {
+            self.machine.tokenRejected(accessToken: accessToken, now: now)
+        }
+        mutating func invalidated() -> [Int] { self.machine.invalidated() }
+    }
+
     static let t0 = ContinuousClock.now
     static let policy = RefreshPolicy()
 

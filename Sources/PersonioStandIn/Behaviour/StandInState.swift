@@ -118,7 +118,12 @@ struct StandInState {
         case .v2Revoke:
             response = request.method == "POST" ? self.v2Revoke(request) : Self.methodNotAllowed("POST")
         case .resource:
-            response = request.method == "GET" ? self.resource(request, now: now) : Self.methodNotAllowed("GET")
+            // The v2 resources take writes too (each needs its write scope); the v1 ones are read-only here.
+            let scoped = Self.scopedResource(request.path) != nil
+            response =
+                request.method == "GET" || (scoped && Self.writeMethods.contains(request.method))
+                ? self.resource(request, now: now)
+                : Self.methodNotAllowed(scoped ? "GET, POST, PUT, PATCH, DELETE" : "GET")
         case .unknown:
             response = Self.resourceError(status: 404, title: "Not Found", detail: "No such endpoint", v1: false)
         }
@@ -130,9 +135,26 @@ struct StandInState {
         case "/v2/auth/token": .v2Token
         case "/v1/auth": .v1Auth
         case "/v2/auth/revoke": .v2Revoke
-        case "/v2/persons", "/v1/company/employees", "/v1/recruiting/applications": .resource
-        default: .unknown
+        case "/v1/company/employees", "/v1/recruiting/applications": .resource
+        default: Self.scopedResource(path) != nil ? .resource : .unknown
         }
+    }
+
+    /// The v2 resources served, each with the family of scopes it needs (``requiredScope(path:method:)``).
+    static let scopedResources: [(path: String, family: String)] = [
+        ("/v2/persons", "persons"), ("/v2/webhooks", "webhooks"),
+    ]
+    static let writeMethods: Set<String> = ["POST", "PUT", "PATCH", "DELETE"]
+
+    /// The scope family of the v2 resource at `path` (the collection or anything below it), or nil.
+    static func scopedResource(_ path: String) -> String? {
+        Self.scopedResources.first { path == $0.path || path.hasPrefix($0.path + "/") }?.family
+    }
+
+    /// The scope a token needs for `method` on `path`, as Personio names them: `personio:<family>:read` to read,
+    /// `personio:<family>:write` to write (write does not include read). nil for the v1 resources.
+    static func requiredScope(path: String, method: String) -> String? {
+        Self.scopedResource(path).map { "personio:\($0):\(method == "GET" ? "read" : "write")" }
     }
 
     private mutating func record(_ request: StandInRequest, _ endpoint: Endpoint) {
@@ -196,7 +218,11 @@ struct StandInState {
         guard let client = self.clients[clientID], client.api.allows(.v2Token), client.secret == secret else {
             return Self.oauthError(400, self.rejectionCode.rawValue, "Client authentication failed")
         }
-        let requested = fields["scope"].map { $0.split(separator: " ").map(String.init) } ?? []
+        // A token carries exactly the scopes asked for (each once), or every scope of the client when none is asked.
+        var requested: [String] = []
+        for word in (fields["scope"] ?? "").split(separator: " ") where !requested.contains(String(word)) {
+            requested.append(String(word))
+        }
         if let unknown = requested.first(where: { !client.scopes.contains($0) }) {
             return Self.oauthError(400, "invalid_scope", "The scope '\(unknown)' is not granted to this client")
         }
@@ -345,11 +371,13 @@ struct StandInState {
                     v1: v1
                 )
             }
-            if !v1, !token.scopes.contains("personio:persons:read") {
+            if !v1, let required = Self.requiredScope(path: request.path, method: request.method),
+                !token.scopes.contains(required)
+            {
                 return Self.resourceError(
                     status: 403,
                     title: "Insufficient access scope",
-                    detail: "personio:persons:read is required",
+                    detail: "\(required) is required",
                     v1: false
                 )
             }
@@ -365,10 +393,11 @@ struct StandInState {
         let person = JSONText.object([
             ("id", .int(1)), ("first_name", .string("Fake")), ("last_name", .string("Person")),
         ])
+        let data: JSONText = Self.scopedResource(request.path) == "webhooks" ? .array([]) : .array([person])
         let body: JSONText =
             v1
-            ? .object([("success", .bool(true)), ("data", .array([person])), ("auth", .object(auth))])
-            : .object([("_data", .array([person])), ("auth", .object(auth))])
+            ? .object([("success", .bool(true)), ("data", data), ("auth", .object(auth))])
+            : .object([("_data", data), ("auth", .object(auth))])
         return StandInResponse(status: 200, contentType: "application/json", json: body)
     }
 
