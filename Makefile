@@ -6,6 +6,8 @@
 #   make fuzz   long randomized bad-input run against a live daemon (make test runs a short fixed-seed profile)
 #   make soak   long kill -9 / restart durability run, then the whole suite under AddressSanitizer and
 #               ThreadSanitizer (Tests/Scripts/sanitize.sh)
+#   make scale  release build, 100,000 connections and a million audit rows: start-up, memory, list, show, edit,
+#               rotate-key, audit --verify, a million cached token requests (SCALE_ARGS, e.g. --seed-cache DIR)
 #   make install / make uninstall   binaries, units, sysusers, tmpfiles, man pages, completions (PREFIX, DESTDIR)
 #   make deb    connvault_<version>_<arch>.deb: release binaries with the Swift runtime linked in statically
 
@@ -18,7 +20,7 @@ BENCH_PACKAGES := nginx-light
 FUZZ_PACKAGES := python3-venv socat
 BIN := $(CURDIR)/.build/debug
 
-.PHONY: deps bench-deps build run test bench fuzz soak lint clean man completions install uninstall release deb \
+.PHONY: deps bench-deps build run test bench scale fuzz soak lint clean man completions install uninstall release deb \
 	test-systemd
 
 deps:
@@ -69,6 +71,12 @@ bench: bench-deps
 	$(SWIFT) build -c release --product bench-nio-server
 	$(SWIFT) build -c release --product connvault-bench
 	$(CURDIR)/.build/release/connvault-bench --bin-dir $(CURDIR)/.build/release $(BENCH_ARGS)
+
+scale: deps
+	$(SWIFT) build -c release --product connvaultd
+	$(SWIFT) build -c release --product connvaultctl
+	$(SWIFT) build -c release --product connvault-scale
+	$(CURDIR)/.build/release/connvault-scale --bin-dir $(CURDIR)/.build/release $(SCALE_ARGS)
 
 fuzz: deps
 	$(SWIFT) build --build-tests

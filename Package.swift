@@ -22,6 +22,7 @@ let package = Package(
         .executable(name: "connvaultctl", targets: ["connvaultctl"]),
         .executable(name: "connvault-bench", targets: ["connvault-bench"]),
         .executable(name: "bench-nio-server", targets: ["bench-nio-server"]),
+        .executable(name: "connvault-scale", targets: ["connvault-scale"]),
         .library(name: "VaultClient", targets: ["VaultClient"]),
         .library(name: "VaultAPI", targets: ["VaultAPI"]),
     ],
@@ -138,6 +139,14 @@ let package = Package(
             name: "bench-nio-server",
             dependencies: [nioCore, nioPosix, nioHTTP1, argumentParser],
             path: "Benchmarks/bench-nio-server",
+            swiftSettings: swiftSettings
+        ),
+        /// `make scale`: a vault of 100,000 connections and a million audit rows (seeded through VaultCore), measured
+        /// through the release daemon and CLI.
+        .executableTarget(
+            name: "connvault-scale",
+            dependencies: ["TestSupport", "PersonioStandIn", "VaultCore", "VaultAPI", logging, argumentParser],
+            path: "Benchmarks/connvault-scale",
             swiftSettings: swiftSettings
         ),
 

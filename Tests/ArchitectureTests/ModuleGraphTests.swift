@@ -43,6 +43,7 @@ struct ModuleGraphTests {
         "connvaultctl": ["VaultAPI", "CVaultShims", "ArgumentParser"],
         "connvault-bench": ["TestSupport", "PersonioStandIn", "CVaultShims", "ArgumentParser"],
         "bench-nio-server": ["NIOCore", "NIOPosix", "NIOHTTP1", "ArgumentParser"],
+        "connvault-scale": ["TestSupport", "PersonioStandIn", "VaultCore", "VaultAPI", "Logging", "ArgumentParser"],
         "metrics-bench": ["VaultMetrics", "VaultAPI", "CoreMetrics", "Prometheus"],
     ]
 
