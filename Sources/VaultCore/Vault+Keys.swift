@@ -31,7 +31,13 @@ extension Vault {
                 let old = self.masterKey.withLock { $0 }
                 let newID = (try tx.masterKeys().map(\.id).max() ?? old.id) + 1
                 let new = MasterKey.generate(id: newID)
-                try Self.mapKeyFileError { try KeyFile.stage(path: path, key: new) }
+                do {
+                    try KeyFile.stage(path: path, key: new)
+                } catch let error as VaultCryptoError {
+                    // The disk under the key file failed (full, I/O error, read-only): a storage fault like the
+                    // database's, and nothing has changed.
+                    throw VaultError(.storageFailed, "cannot rotate: \(error.message)")
+                }
                 // The new key's row comes first: every re-wrapped data key references it (foreign key).
                 let newRecord = MasterKeyRecord(
                     id: new.id,
@@ -61,9 +67,8 @@ extension Vault {
         } catch {
             // The closure may have installed the new key before its COMMIT failed. The key file still holds the
             // key the database kept (the new one is only staged), so take that one back.
-            if let active = try? await self.database.read({ try $0.activeMasterKey() }),
-                active.id != self.masterKey.withLock({ $0.id })
-            {
+            let active = try? await self.database.read({ try $0.activeMasterKey() })
+            if let active, active.id != self.masterKey.withLock({ $0.id }) {
                 if let bytes = try? KeyFile.load(path: path),
                     MasterKey(id: active.id, key: bytes).checkValue == active.checkValue
                 {
@@ -73,7 +78,19 @@ extension Vault {
                     self.logger.critical("master key in memory does not match the database after a failed rotation")
                 }
             }
-            KeyFile.discardStaged(path: path)
+            // A commit that failed below SQLite (its WAL write or fsync) leaves its frames in the WAL until the
+            // store recovers, and a crash before that would bring the rotation back: the database would then use
+            // the new key, which only the staged file holds. So the staged key is discarded only once the store
+            // has recovered and kept the old key; otherwise it stays, and `Vault.open` settles it at the next start
+            // (it discards the staged key when the database kept the key file's key, else installs it).
+            if !self.database.isRecovering, let active, active.id == self.masterKey.withLock({ $0.id }) {
+                KeyFile.discardStaged(path: path)
+            } else {
+                self.logger.warning(
+                    "kept the staged master key file until the database has recovered from a failed write",
+                    metadata: ["key.file": "\(KeyFile.stagedPath(for: path))"]
+                )
+            }
             throw error
         }
         do {

@@ -187,6 +187,10 @@ public final class Vault: Sendable {
             throw error
         } catch let error as VaultCryptoError {
             throw VaultError(.decryptionFailed, error.message)
+        } catch let error as StoreError where error.code == .io {
+            // A fault below SQLite (disk full, I/O error, failed fsync, read-only): say which; nothing is acknowledged.
+            self.logger.error("store write failed", metadata: ["error": "\(error)"])
+            throw VaultError(.storageFailed, "the vault could not write its database: \(error.message)", cause: error)
         } catch {
             self.logger.error("store write failed", metadata: ["error": "\(error)"])
             throw VaultError(.storageFailed, "the vault could not write its database", cause: error)

@@ -16,6 +16,9 @@ public final class VaultDatabase: Sendable {
     /// Set by `close()`. GRDB treats any use of a closed queue as a programming error (it crashes in SQLite), so
     /// every entry point checks this first and throws instead.
     private let closed = Atomic<Bool>(false)
+    /// Set when a write failed below SQLite; cleared by `recover()`.
+    private let needsRecovery = Atomic<Bool>(false)
+    private let logger: Logger
     public let path: String
     let chainHash: @Sendable ([UInt8]) -> [UInt8]
 
@@ -45,6 +48,7 @@ public final class VaultDatabase: Sendable {
         self.queue = queue
         self.path = path
         self.chainHash = chainHash
+        self.logger = logger
         try Self.migrator.migrate(self.queue)
         logger.debug("database ready", metadata: ["store.path": "\(path)"])
     }
@@ -62,9 +66,112 @@ public final class VaultDatabase: Sendable {
     }
 
     /// Runs `body` in one write transaction: everything it does commits together, or nothing does.
+    ///
+    /// A write that fails below SQLite (an I/O error, a failed fsync, a full disk, a read-only file system) throws a
+    /// `StoreError` `.io` that names the fault, and leaves the database to be recovered: every later write first
+    /// runs `recover()`, and is refused with the same kind of error, without running `body`, until recovery succeeds.
+    /// Nothing of a failed write is acknowledged.
     public func write<T: Sendable>(_ body: @escaping @Sendable (StoreTransaction) throws -> T) async throws -> T {
         try self.ensureOpen()
-        return try await self.queue.write { db in try body(StoreTransaction(db: db, chainHash: self.chainHash)) }
+        try await self.recover()
+        do {
+            return try await self.queue.write { db in try body(StoreTransaction(db: db, chainHash: self.chainHash)) }
+        } catch let error as DatabaseError where Self.isStorageFault(error) {
+            self.needsRecovery.store(true, ordering: .sequentiallyConsistent)
+            let systemErrno = try? await self.queue.writeWithoutTransaction { db in Self.systemErrno(db) }
+            let reason = Self.reason(error, systemErrno: systemErrno ?? 0, directoryWritable: self.isDirectoryWritable)
+            // A passing fault (one failed fsync) is over at once: recover now rather than at the next write, which
+            // shortens the time in which a crash could bring the failed commit back (see `recover()`).
+            try? await self.recover()
+            throw StoreError(.io, reason)
+        }
+    }
+
+    /// Whether a write failed below SQLite and the database has not been recovered since.
+    public var isRecovering: Bool { self.needsRecovery.load(ordering: .sequentiallyConsistent) }
+
+    /// Recovers after a write that failed below SQLite; does nothing when none did. Returns when the database holds
+    /// exactly what was acknowledged, durably, and nothing of the failed write can come back; throws `StoreError`
+    /// `.io` while the fault lasts.
+    ///
+    /// A commit whose WAL write or fsync failed leaves its frames in the WAL file, past the last frame SQLite counts
+    /// as committed. This connection ignores them, but a crash (or closing and reopening the file) would run SQLite's
+    /// WAL recovery, which scans the file and would bring a complete failed commit back: a change the client was told
+    /// had failed. A `wal_checkpoint(TRUNCATE)` on this same connection copies the committed frames into the
+    /// database file, syncs it, and truncates the WAL to nothing, failed frames included. (Reopening the connection
+    /// instead, as one might after a failed fsync, would run exactly that WAL recovery; the checkpoint also rewrites,
+    /// and syncs, every page whose earlier write-back may have been lost with the failed fsync.)
+    public func recover() async throws {
+        guard self.needsRecovery.load(ordering: .sequentiallyConsistent) else { return }
+        try self.ensureOpen()
+        do {
+            let (walFrames, checkpointed) = try await self.queue.writeWithoutTransaction { db in
+                try db.checkpoint(.truncate)
+            }
+            guard walFrames == checkpointed else {
+                throw StoreError(
+                    .io,
+                    "the WAL checkpoint is incomplete; not recovered yet from an earlier failed write"
+                )
+            }
+        } catch let error as DatabaseError {
+            let systemErrno = try? await self.queue.writeWithoutTransaction { db in Self.systemErrno(db) }
+            let reason = Self.reason(error, systemErrno: systemErrno ?? 0, directoryWritable: self.isDirectoryWritable)
+            throw StoreError(.io, "\(reason); not recovered yet from an earlier failed write")
+        }
+        if self.needsRecovery.exchange(false, ordering: .sequentiallyConsistent) {
+            self.logger.notice("database recovered from a failed write", metadata: ["store.path": "\(self.path)"])
+        }
+    }
+
+    /// Faults below SQLite (the disk, the file system), as opposed to a refused statement (a constraint) or a bug.
+    static func isStorageFault(_ error: DatabaseError) -> Bool {
+        switch error.resultCode {
+        case .SQLITE_IOERR, .SQLITE_FULL, .SQLITE_READONLY, .SQLITE_CANTOPEN, .SQLITE_NOLFS, .SQLITE_PROTOCOL:
+            true
+        default: false
+        }
+    }
+
+    /// Whether the database's directory takes writes (false on a read-only file system).
+    var isDirectoryWritable: Bool {
+        let directory = self.path.lastIndex(of: "/").map { String(self.path[..<$0]) } ?? "."
+        return access(directory.isEmpty ? "/" : directory, W_OK) == 0
+    }
+
+    /// The `errno` of the system call behind SQLite's last failure on this connection (`sqlite3_system_errno`,
+    /// looked up at run time: the store's modules do not import SQLite's C module), or 0.
+    static func systemErrno(_ db: Database) -> Int32 {
+        typealias Function = @convention(c) (OpaquePointer?) -> Int32
+        guard let connection = db.sqliteConnection, let symbol = dlsym(nil, "sqlite3_system_errno") else { return 0 }
+        return unsafeBitCast(symbol, to: Function.self)(connection)
+    }
+
+    /// The fault in words an operator acts on, with SQLite's code and the system's (bound values never appear:
+    /// GRDB keeps them out).
+    static func reason(_ error: DatabaseError, systemErrno: Int32 = 0, directoryWritable: Bool = true) -> String {
+        var code = "SQLite error \(error.extendedResultCode.rawValue)"
+        if systemErrno != 0 { code += ", \(String(cString: strerror(systemErrno)))" }
+        // SQLite reports a write refused by a read-only file system as an I/O error, and its errno is not always
+        // kept by then: the directory's access(W_OK) tells.
+        if systemErrno == EROFS || (error.resultCode == .SQLITE_IOERR && !directoryWritable) {
+            return "the file system is read-only (\(code))"
+        }
+        switch systemErrno {
+        case ENOSPC, EDQUOT: return "the disk is full (\(code))"
+        default: break
+        }
+        switch error.resultCode {
+        case .SQLITE_FULL: return "the disk is full (\(code))"
+        case .SQLITE_READONLY: return "the file system is read-only (\(code))"
+        case .SQLITE_IOERR:
+            if error.extendedResultCode == .SQLITE_IOERR_FSYNC || error.extendedResultCode == .SQLITE_IOERR_DIR_FSYNC {
+                return "the disk did not confirm a write (fsync failed; \(code))"
+            }
+            return "an I/O error on the disk (\(code))"
+        case .SQLITE_CANTOPEN: return "a database file cannot be opened (\(code))"
+        default: return code
+        }
     }
 
     /// Runs `body` with a consistent read-only view.
