@@ -3,7 +3,8 @@
 #   make test   install, build, run every test (what CI runs)
 #   make bench  release build, token-path benchmark beside nginx and a bare SwiftNIO server, and the proxy route beside
 #               nginx proxy_pass (BENCH_ARGS="--proxy-only" for that alone)
-#   make fuzz   long randomized bad-input run against a live daemon (make test runs a short fixed-seed profile)
+#   make fuzz   long randomized bad-input run against a live daemon, then every libFuzzer target for FUZZ_SECONDS
+#               (make test runs a short fixed-seed profile of both)
 #   make soak   long kill -9 / restart durability run, then the whole suite under AddressSanitizer and
 #               ThreadSanitizer (Tests/Scripts/sanitize.sh)
 #   make scale  release build, 100,000 connections and a million audit rows: start-up, memory, list, show, edit,
@@ -57,6 +58,8 @@ TEST_WIDTH ?= 6
 test: deps
 	$(SWIFT) build --build-tests
 	$(MAKE) deb
+	$(MAKE) fuzz-build
+	Fuzz/run.sh --short
 	$(TEST_ENV) CONNVAULT_DEB=$(CURDIR)/$(DEB) $(SWIFT) test --skip-build \
 		--experimental-maximum-parallelization-width $(TEST_WIDTH)
 
@@ -83,6 +86,16 @@ fuzz: deps
 	CONNVAULT_BIN_DIR=$(BIN) CONNVAULT_FUZZ_ITERATIONS=20000 $(SWIFT) test --skip-build --filter Fuzz
 	$(MAKE) --no-print-directory deps APT_PACKAGES="$(FUZZ_PACKAGES)"
 	CONNVAULT_BIN_DIR=$(BIN) SWIFT=$(SWIFT) Tests/Scripts/schemathesis.sh
+	$(MAKE) fuzz-build
+	Fuzz/run.sh $(FUZZ_SECONDS)
+
+# The libFuzzer targets (Fuzz/, docs/SECURITY.md "Fuzzing"): one executable holding all of them, instrumented for
+# coverage and AddressSanitizer, in a scratch path of its own so that the debug build stays untouched. make fuzz runs
+# each for FUZZ_SECONDS; make test runs each briefly with a fixed seed.
+FUZZ_SECONDS ?= 120
+FUZZ_FLAGS := --scratch-path .build-fuzz -c debug -Xswiftc -sanitize=fuzzer,address -Xswiftc -DCONNVAULT_LIBFUZZER
+fuzz-build: deps
+	$(SWIFT) build $(FUZZ_FLAGS) --product connvault-fuzz
 
 soak: deps
 	$(SWIFT) build --build-tests

@@ -104,6 +104,9 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        /// connvaultctl's argument preprocessing (secret flags refused, global options hoisted): pure, so that the fuzz
+        /// harness can drive it too.
+        .target(name: "ConnVaultCtlSupport", swiftSettings: swiftSettings),
         /// A faithful stand-in for Personio's auth API, for tests and benchmarks (loopback only).
         .target(name: "PersonioStandIn", dependencies: [nioCore, nioPosix, nioHTTP1], swiftSettings: swiftSettings),
 
@@ -115,7 +118,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "connvaultctl",
-            dependencies: ["VaultAPI", "CVaultShims", argumentParser],
+            dependencies: ["VaultAPI", "CVaultShims", "ConnVaultCtlSupport", argumentParser],
             swiftSettings: swiftSettings
         ),
 
@@ -149,6 +152,22 @@ let package = Package(
             path: "Benchmarks/connvault-scale",
             swiftSettings: swiftSettings
         ),
+
+        // MARK: - Fuzzing
+        /// `make fuzz`: every libFuzzer target in one executable, built with `-sanitize=fuzzer,address` into
+        /// .build-fuzz (see Fuzz/README.md); in a plain build it replays inputs through the same targets.
+        .executableTarget(
+            name: "connvault-fuzz",
+            dependencies: [
+                "VaultServer", "VaultCore", "VaultStore", "VaultAPI", "VaultCrypto", "PersonioClient",
+                "ConnVaultCtlSupport", "CLibFuzzer", logging, nioCore,
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Fuzz/Sources",
+            swiftSettings: swiftSettings
+        ),
+        /// The declaration of libFuzzer's driver, which connvault-fuzz calls in the instrumented build only.
+        .target(name: "CLibFuzzer", path: "Fuzz/CLibFuzzer"),
 
         // MARK: - Tests
         /// posix_spawn's glibc extensions (working directory, closefrom) for TestSupport's child processes.
@@ -221,7 +240,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConnVaultCtlTests",
-            dependencies: ["connvaultctl", "VaultAPI", "TestSupport"],
+            dependencies: ["connvaultctl", "ConnVaultCtlSupport", "VaultAPI", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -136,8 +136,15 @@ public struct StoreTransaction {
     // MARK: - Audit
 
     /// Appends an audit row chained to the last one: `hash = H(prev_hash ‖ canonical row)`.
+    /// - Throws: `StoreError` `.constraint` when a text field holds a NUL character: SQLite stores it, but the text
+    ///   read back ends at the first NUL, so the row would never verify again (found by the store-records fuzz
+    ///   target); the change it belongs to fails instead.
     @discardableResult
     public func appendAudit(_ entry: NewAuditEntry) throws -> AuditRecord {
+        let texts = [entry.time, entry.actorComm, entry.actorUnit, entry.action, entry.connectionID, entry.outcome]
+        guard !(texts + [entry.detail]).contains(where: { $0?.utf8.contains(0) ?? false }) else {
+            throw StoreError(.constraint, "an audit entry must not contain a NUL character")
+        }
         let last = try Row.fetchOne(self.db, sql: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         let seq: Int64 = (last?["seq"] ?? 0) + 1
         let prevHash = last.map { Self.bytes($0["hash"]) } ?? [UInt8](repeating: 0, count: 32)
@@ -209,7 +216,7 @@ public struct StoreTransaction {
     static func bytes(_ data: Data?) -> [UInt8] { data.map { [UInt8]($0) } ?? [] }
 
     /// Length-prefixed fields, so no two different rows encode alike.
-    static func canonical(_ record: AuditRecord) -> [UInt8] {
+    package static func canonical(_ record: AuditRecord) -> [UInt8] {
         var out: [UInt8] = []
         func put(_ string: String?) {
             guard let string else {

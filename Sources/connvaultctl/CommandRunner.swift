@@ -1,4 +1,5 @@
 import ArgumentParser
+import ConnVaultCtlSupport
 
 /// Runs one invocation: refuses secrets on the command line, parses, runs, and turns every error into a message and
 /// one of the fixed exit codes.

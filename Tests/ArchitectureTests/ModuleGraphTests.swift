@@ -40,11 +40,17 @@ struct ModuleGraphTests {
         ],
         "PersonioStandIn": ["NIOCore", "NIOPosix", "NIOHTTP1"],
         "connvaultd": ["VaultServer", "VaultCore", "ArgumentParser", "Logging"],
-        "connvaultctl": ["VaultAPI", "CVaultShims", "ArgumentParser"],
+        "ConnVaultCtlSupport": [],
+        "connvaultctl": ["VaultAPI", "CVaultShims", "ConnVaultCtlSupport", "ArgumentParser"],
         "connvault-bench": ["TestSupport", "PersonioStandIn", "CVaultShims", "ArgumentParser"],
         "bench-nio-server": ["NIOCore", "NIOPosix", "NIOHTTP1", "ArgumentParser"],
         "connvault-scale": ["TestSupport", "PersonioStandIn", "VaultCore", "VaultAPI", "Logging", "ArgumentParser"],
         "metrics-bench": ["VaultMetrics", "VaultAPI", "CoreMetrics", "Prometheus"],
+        "connvault-fuzz": [
+            "VaultServer", "VaultCore", "VaultStore", "VaultAPI", "VaultCrypto", "PersonioClient",
+            "ConnVaultCtlSupport", "CLibFuzzer", "Logging", "NIOCore", "NIOEmbedded",
+        ],
+        "CLibFuzzer": [],
     ]
 
     /// Modules no library below the server may import, whatever the table above says (a second line of defence

@@ -1,3 +1,4 @@
+import ConnVaultCtlSupport
 import Testing
 
 @testable import connvaultctl

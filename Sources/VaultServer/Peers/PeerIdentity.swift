@@ -21,7 +21,7 @@ import Glibc
 /// once, or on a thread pool before the connection's first request is read (``Reading/complete(on:hashes:limit:)``).
 /// Identity is read once per connection: a process that connects and then executes another program keeps the
 /// identity it had at accept.
-enum PeerIdentity {
+package enum PeerIdentity {
     /// What was read at accept: the caller, and the hash still to be made when its executable was not in the cache.
     struct Reading: Sendable {
         /// The caller; `exeSHA256` is set when the hash was cached.
@@ -122,7 +122,7 @@ enum PeerIdentity {
 
     /// `comm` is chosen by the process itself (`prctl(PR_SET_NAME)`): keep it to printable ASCII so that it cannot
     /// forge log lines or audit text, at most the kernel's 15 bytes.
-    static func sanitisedComm(_ raw: String) -> String {
+    package static func sanitisedComm(_ raw: String) -> String {
         let trimmed = raw.hasSuffix("\n") ? String(raw.dropLast()) : raw
         let scalars = trimmed.unicodeScalars.prefix(15).map { $0.value >= 0x20 && $0.value < 0x7F ? $0 : "?" }
         let comm = String(String.UnicodeScalarView(scalars))

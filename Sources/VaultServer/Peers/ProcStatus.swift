@@ -1,7 +1,7 @@
 /// Parses `/proc/PID/status`: `Name:\tvalue` lines. (Never for a caller's groups: those come from `SO_PEERGROUPS`.)
-enum ProcStatus {
+package enum ProcStatus {
     /// The value of field `name` with surrounding white space removed, or nil when there is no such field.
-    static func field(_ name: String, in status: String) -> String? {
+    package static func field(_ name: String, in status: String) -> String? {
         for line in status.split(separator: "\n", omittingEmptySubsequences: true) {
             guard let colon = line.firstIndex(of: ":"), line[..<colon] == name else { continue }
             return String(line[line.index(after: colon)...].trimmingWhitespace())

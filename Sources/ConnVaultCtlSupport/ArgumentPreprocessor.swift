@@ -1,18 +1,19 @@
-/// Checks and adjusts the raw arguments before argument-parser sees them.
-enum ArgumentPreprocessor {
+/// Checks and adjusts the raw arguments before argument-parser sees them. A library of its own (pure, no I/O), so that
+/// the fuzz harness can feed it arguments as well as connvaultctl.
+package enum ArgumentPreprocessor {
     /// Flags that would put a secret on the command line, where any user can read it in `ps` or `/proc/PID/cmdline`.
-    static let secretFlags = [
+    package static let secretFlags = [
         "--client-secret", "--secret", "--recruiting-key", "--recruiting-token", "--webhook-token", "--token",
         "--password",
     ]
 
-    static let secretRefusal =
+    package static let secretRefusal =
         "secrets are never taken on the command line (visible in ps); "
         + "use the no-echo prompt, --secret-stdin or --secret-file"
 
     /// The first secret-carrying flag in `arguments` (`--flag` or `--flag=value`), by name only: the value is never
     /// returned, so it cannot be echoed.
-    static func secretFlag(in arguments: [String]) -> String? {
+    package static func secretFlag(in arguments: [String]) -> String? {
         for argument in arguments {
             for flag in Self.secretFlags where argument == flag || argument.hasPrefix(flag + "=") {
                 return flag
@@ -22,12 +23,12 @@ enum ArgumentPreprocessor {
     }
 
     /// Options every subcommand takes (see ``GlobalOptions``); the value-taking ones.
-    static let globalOptionsWithValue: Set<String> = ["--admin-socket", "--app-socket"]
-    static let globalFlags: Set<String> = ["--json"]
+    package static let globalOptionsWithValue: Set<String> = ["--admin-socket", "--app-socket"]
+    package static let globalFlags: Set<String> = ["--json"]
 
     /// Moves global options written before the subcommand (`connvaultctl --json list`) after it, where
     /// argument-parser looks for them. Anything else is returned unchanged.
-    static func hoistingGlobalOptions(_ arguments: [String], subcommands: Set<String>) -> [String] {
+    package static func hoistingGlobalOptions(_ arguments: [String], subcommands: Set<String>) -> [String] {
         var leading: [String] = []
         var index = 0
         while index < arguments.count {
