@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,4 +259,8 @@ int cv_group_gid(const char *name, gid_t *gid) {
         cv_group_entry_free(&entry);
     }
     return result;
+}
+
+int cv_release_free_memory(void) {
+    return malloc_trim(0);
 }

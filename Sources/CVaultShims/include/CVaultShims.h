@@ -107,4 +107,9 @@ void cv_group_entry_free(cv_group_entry *entry);
 /// no such group, -1 with errno set on failure.
 int cv_group_gid(const char *name, gid_t *gid);
 
+/// malloc_trim(0): gives the free pages of every malloc arena back to the kernel (glibc keeps them otherwise, so one
+/// large answer, a `list` of 100,000 connections, would leave the daemon's resident set at its peak for good).
+/// Returns 1 when memory was released, 0 when there was none to release.
+int cv_release_free_memory(void);
+
 #endif
