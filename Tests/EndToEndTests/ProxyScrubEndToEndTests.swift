@@ -57,13 +57,16 @@ struct ProxyScrubEndToEndTests {
             fixture.standIn.setFailure(.oversizedBody(bytes: size), on: [.resource])
             let response = try await fixture.app(
                 "/v1/connections/jobs/proxy/v1/recruiting/applications",
-                timeout: .seconds(60)
+                timeout: TimeScale.scaled(.seconds(60))
             )
             #expect(response.status == 200)
             #expect(response.content.utf8.count >= size - 1000, "got \(response.content.utf8.count) bytes")
             let peak = try Self.residentKiB(pid, field: "VmHWM:")
-            // Streaming holds a chunk or two; buffering the answer would add its 50 MB.
-            #expect(peak - before < 25_000, "peak resident set grew by \(peak - before) KiB")
+            // Streaming holds a chunk or two; buffering the answer would add its 50 MB. (Under AddressSanitizer the
+            // resident set also holds its quarantine of freed memory: the bound is for the plain build.)
+            if TimeScale.sanitizer == nil {
+                #expect(peak - before < 25_000, "peak resident set grew by \(peak - before) KiB")
+            }
         }
     }
 

@@ -319,7 +319,8 @@ struct TokenEndToEndTests {
                 if response.status == 503 { #expect(response.header("Retry-After") != nil) }
                 try await Task.sleep(for: .milliseconds(15))
             }
-            #expect(statuses.values.reduce(0, +) >= 50, "\(statuses)")
+            // Under a sanitizer (TimeScale) each request costs several times as much.
+            #expect(statuses.values.reduce(0, +) >= 50 / TimeScale.factor, "\(statuses)")
             #expect(statuses.keys.allSatisfy { $0 == 503 }, "\(statuses)")
             #expect(fixture.standIn.calls(.v2Token) <= 2, "\(fixture.standIn.calls(.v2Token)) upstream calls")
             let cli = try await fixture.ctl(["token", "acme"])

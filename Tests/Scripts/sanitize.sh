@@ -38,6 +38,7 @@ TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$logs/tsan"
 export ASAN_OPTIONS TSAN_OPTIONS
 export CONNVAULT_BIN_DIR="$root/$scratch/debug"
 export CONNVAULT_TIME_SCALE="${CONNVAULT_TIME_SCALE:-4}"
+export CONNVAULT_SANITIZER="$kind"
 
 start=$(date +%s)
 "$swift" test --skip-build --sanitize="$kind" --scratch-path "$scratch" --skip SystemdTests \

@@ -180,9 +180,13 @@ struct SystemIntegrationTests {
         let appSocket = directory.file("passed-app.sock")
         let adminSocket = directory.file("passed-admin.sock")
         let log = directory.file("daemon.log")
+        // systemd-socket-activate gives the daemon an empty environment: a sanitizer's options (Tests/Scripts/
+        // sanitize.sh) are passed on by name.
+        let passed = ["ASAN_OPTIONS", "TSAN_OPTIONS"].filter { ProcessInfo.processInfo.environment[$0] != nil }
+            .flatMap { ["-E", $0] }
         let process = try ChildProcess(
             "/usr/bin/systemd-socket-activate",
-            [
+            passed + [
                 "-l", appSocket, "-l", adminSocket, "--fdname=app:admin", Binaries.daemon, "--dev", "--log-level",
                 "debug", "--app-socket", directory.file("unused-app.sock"), "--admin-socket",
                 directory.file("unused-admin.sock"),
