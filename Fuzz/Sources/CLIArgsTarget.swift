@@ -3,11 +3,7 @@ import ConnVaultCtlSupport
 /// connvaultctl's argument preprocessing: the refusal of secret-carrying flags and the hoisting of global options
 /// before the subcommand. Input: the arguments, separated by NUL bytes.
 final class CLIArgsTarget: FuzzTarget {
-    /// connvaultctl's subcommands (ConnVaultCtl.subcommandNames; the harness cannot link the executable).
-    static let subcommands: Set<String> = [
-        "add", "list", "show", "edit", "disable", "enable", "reset", "disconnect", "verify", "grant", "rotate-key",
-        "audit", "status", "token",
-    ]
+    static let subcommands = ArgumentPreprocessor.subcommandNames
 
     func run(_ input: [UInt8]) {
         let arguments = input.split(separator: 0, omittingEmptySubsequences: false).map {

@@ -113,6 +113,8 @@ final class HTTPSocketTarget: FuzzTarget, Sendable {
             while let part = try await channel.readOutbound(as: IOData.self) {
                 if case .byteBuffer(let buffer) = part { output += buffer.readableBytesView }
             }
+            // Timers still scheduled on the in-memory loop would keep the channel alive (a real loop fires them).
+            await channel.testingEventLoop.shutdownGracefully()
             return output
         }
     }

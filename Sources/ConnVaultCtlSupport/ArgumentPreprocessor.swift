@@ -22,6 +22,13 @@ package enum ArgumentPreprocessor {
         return nil
     }
 
+    /// connvaultctl's subcommands, for callers that cannot read them from its command configuration (the fuzz
+    /// harness); a test keeps this list equal to `ConnVaultCtl.subcommandNames`.
+    package static let subcommandNames: Set<String> = [
+        "add", "list", "show", "edit", "disable", "enable", "reset", "disconnect", "verify", "grant", "rotate-key",
+        "audit", "status", "token",
+    ]
+
     /// Options every subcommand takes (see ``GlobalOptions``); the value-taking ones.
     package static let globalOptionsWithValue: Set<String> = ["--admin-socket", "--app-socket"]
     package static let globalFlags: Set<String> = ["--json"]
