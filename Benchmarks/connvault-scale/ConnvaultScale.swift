@@ -129,7 +129,7 @@ struct ConnvaultScale: AsyncParsableCommand {
             )
             let path = "/v1/connections/scale-token/token"
             let warmUp = try await Self.requests(socket: daemon.appSocket, path: path, count: 20_000, width: 4)
-            figures.check("warm-up token requests answered 200", warmUp.failures == 0)
+            figures.check("warm-up token requests answered 200", warmUp == 0)
             let before = daemon.memory()
             let started = ContinuousClock.now
             let loop = try await Self.requests(
@@ -142,7 +142,7 @@ struct ConnvaultScale: AsyncParsableCommand {
             let after = daemon.memory()
             figures.check(
                 "\(self.tokenRequests) cached token requests answered 200",
-                loop.failures == 0,
+                loop == 0,
                 detail: String(
                     format: "%.0f requests/s over %d connections",
                     Double(self.tokenRequests) / elapsed,
@@ -157,7 +157,7 @@ struct ConnvaultScale: AsyncParsableCommand {
                     Double(after.rssKiB - before.rssKiB) / 1024
                 )
             )
-            figures.check("token calls to the stand-in: \(standIn.calls(.v2Token))", true)
+            figures.note("token exchanges with the stand-in: \(standIn.calls(.v2Token))")
         } catch {
             try? await standIn.shutdown()
             throw error
@@ -166,7 +166,7 @@ struct ConnvaultScale: AsyncParsableCommand {
     }
 
     /// `count` GET requests spread over `width` kept-alive connections, each on a thread of its own.
-    static func requests(socket: String, path: String, count: Int, width: Int) async throws -> (failures: Int, Void) {
+    static func requests(socket: String, path: String, count: Int, width: Int) async throws -> Int {
         let request = BlockingHTTPConnection.request(path: path)
         let failures = try await withThrowingTaskGroup(of: Int.self) { group in
             for worker in 0..<width {
@@ -186,7 +186,7 @@ struct ConnvaultScale: AsyncParsableCommand {
             }
             return try await group.reduce(0, +)
         }
-        return (failures, ())
+        return failures
     }
 
     /// Seeds `state`, or copies it from the seed cache when that holds the same figures.

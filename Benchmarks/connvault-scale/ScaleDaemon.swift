@@ -119,7 +119,8 @@ final class Figures {
         let rss = Double(memory.rssKiB) / 1024
         let peak = Double(memory.peakKiB) / 1024
         var line = Self.pad(what) + String(format: " %8.1f MiB (VmHWM %.1f MiB)", rss, peak)
-        line += self.verdict(rss < target, "target < \(Self.number(target)) MB")
+        // The target is in MB (10^6 bytes); the figures in MiB, as /proc counts.
+        line += self.verdict(Double(memory.rssKiB) * 1024 < target * 1e6, "target < \(Self.number(target)) MB")
         self.lines.append(line)
     }
 
