@@ -9,14 +9,18 @@ import Glibc
 #endif
 
 /// Crash loops: mixed operations chosen by a seeded generator (add, edit with a new secret, reset, grant with a
-/// rule, rotate-key, disconnect, disable, enable), each round ending in a `kill -9` at a random moment of one of
-/// them, or, for rotate-key, inside one of its two phases (paused by the fault shim: phase 1 while the staged key file
-/// is being synced, before the database commit; phase 2 at the rename of the staged file, after the commit).
+/// rule, rotate-key, disconnect, disable, enable), each round ending in a `kill -9` of the daemon during one of them:
+/// after a random delay, or paused by the fault shim (`Tests/FaultShim`) in the first WAL write or fsync of a commit,
+/// or, for rotate-key, inside one of its two phases (phase 1 while the staged key file is synced, before the database
+/// commit; phase 2 at the rename of the staged file, after the commit). No hook in the daemon: the shim pauses the
+/// system call, the test waits for its marker file and kills.
 ///
 /// After each crash, on the files: `PRAGMA integrity_check` is ok. After each restart: every acknowledged change is
-/// there (the interrupted one either wholly or not at all), every connection decrypts (a token from the stand-in for
-/// the active ones, and a key rotation, which unwraps every data key and opens every secret), the audit chain
-/// verifies and no staged key file is left. `make test` runs 3 rounds; `make soak` sets `CONNVAULT_SOAK_ROUNDS`.
+/// there, the interrupted one either wholly with its audit row or not at all and without (never applied when killed
+/// inside its WAL write or in phase 1; always applied in phase 2), every connection decrypts (a token from the
+/// stand-in for the active ones, and a key rotation, which unwraps every data key and opens every secret), the audit
+/// chain verifies and no staged key file is left. `make test` runs 3 rounds; `make soak` sets
+/// `CONNVAULT_SOAK_ROUNDS`. The figures (kill points per operation) are printed at the end.
 extension SoakEndToEndTests {
     /// What the test holds the vault to, per connection.
     struct Expected: Equatable, CustomStringConvertible {
@@ -52,10 +56,23 @@ extension SoakEndToEndTests {
 
     /// Where a round's kill landed.
     enum KillPoint: String, CaseIterable {
-        case beforeOrDuring = "interrupted (not acknowledged)"
-        case afterAcknowledgement = "after the acknowledgement"
+        case beforeOrDuring = "at a random moment, before the acknowledgement"
+        case afterAcknowledgement = "at a random moment, after the acknowledgement"
+        case walWrite = "inside a commit (its first WAL write paused)"
+        case walSync = "inside a commit (its first WAL fsync paused)"
         case rotationPhase1 = "rotate-key phase 1 (staged key written, database not committed)"
         case rotationPhase2 = "rotate-key phase 2 (database committed, staged key not renamed)"
+
+        var short: String {
+            switch self {
+            case .beforeOrDuring: "random-unacknowledged"
+            case .afterAcknowledgement: "random-acknowledged"
+            case .walWrite: "wal-write"
+            case .walSync: "wal-fsync"
+            case .rotationPhase1: "phase-1"
+            case .rotationPhase2: "phase-2"
+            }
+        }
     }
 
     static var crashRounds: Int { Int(ProcessInfo.processInfo.environment["CONNVAULT_SOAK_ROUNDS"] ?? "") ?? 3 }
@@ -107,11 +124,15 @@ final class CrashLoop {
         }
         self.daemon.stop()
         let figures = KillPoint.allCases.map { "\($0.rawValue): \(self.kills[$0.rawValue, default: 0])" }
-        let byOperation = Operation.allCases.map { "\($0.rawValue) \(self.kills["op " + $0.rawValue, default: 0])" }
+        let byOperation = Operation.allCases.flatMap { operation in
+            KillPoint.allCases.compactMap { point in
+                self.kills["\(operation.rawValue) \(point.short)"].map { "\(operation.rawValue) \(point.short) \($0)" }
+            }
+        }
         let appliedFigures = Operation.allCases.map { "\($0.rawValue) \(self.applied[$0.rawValue, default: 0])" }
         print(
             "crash loop: \(self.rounds) rounds, \(self.acknowledgedOperations) acknowledged operations; kills: "
-                + figures.joined(separator: ", ") + "; killed operation: " + byOperation.joined(separator: ", ")
+                + figures.joined(separator: ", ") + "; per operation: " + byOperation.joined(separator: ", ")
                 + "; interrupted and found applied after the restart: " + appliedFigures.joined(separator: ", ")
         )
     }
@@ -203,15 +224,39 @@ final class CrashLoop {
 
     // MARK: - The crash
 
+    /// How a round's kill is timed.
+    enum Mode: String {
+        /// A random delay after the client starts.
+        case random
+        /// The shim pauses the daemon in the first WAL write after the client starts: inside a commit.
+        case walWrite
+        /// The shim pauses the daemon in the first WAL fsync after the client starts (of the WAL's header, or of the
+        /// commit's frames, or before a checkpoint).
+        case walSync
+        /// rotate-key stopped while its staged key file is synced, before the database commit.
+        case phase1
+        /// rotate-key stopped at the rename of its staged key file, after the database commit.
+        case phase2
+    }
+
     func crash(round: Int) throws {
-        // Every fifth round, and the first two, stop rotate-key inside one of its phases; the others kill at a
-        // random moment of a random operation.
-        let phase: Int? = round % 5 == 0 ? 1 : round % 5 == 1 ? 2 : nil
-        let operation = phase != nil ? Operation.rotateKey : self.pick()
+        // Every fifth round, and the first two, stop rotate-key inside one of its phases; the others kill a random
+        // operation at a random moment or paused inside its commit.
+        let mode: Mode =
+            round % 5 == 0
+            ? .phase1
+            : round % 5 == 1 ? .phase2 : [.random, .random, .walWrite, .walSync].randomElement(using: &self.random)!
+        let operation = mode == .phase1 || mode == .phase2 ? Operation.rotateKey : self.pick()
         let (arguments, stdin, target, after) = self.command(operation)
-        if let phase {
-            let keyName = (self.daemon.keyFile as NSString).lastPathComponent + ".new"
-            try self.daemon.control.set([phase == 1 ? "pause fsync \(keyName)" : "pause rename \(keyName)"])
+        let mark = try self.auditRows(after: 0).map(\.seq).max() ?? 0
+        let keyName = (self.daemon.keyFile as NSString).lastPathComponent + ".new"
+        let walName = (self.daemon.databasePath as NSString).lastPathComponent + "-wal"
+        switch mode {
+        case .random: break
+        case .walWrite: try self.daemon.control.set(["pause write \(walName)"])
+        case .walSync: try self.daemon.control.set(["pause fsync \(walName)"])
+        case .phase1: try self.daemon.control.set(["pause fsync \(keyName)"])
+        case .phase2: try self.daemon.control.set(["pause rename \(keyName)"])
         }
         let client = try ChildProcess(
             Binaries.control,
@@ -224,43 +269,67 @@ final class CrashLoop {
             standardOutput: .capture,
             standardError: .capture
         )
-        if phase != nil {
+        var paused = false
+        if mode == .random {
+            usleep(UInt32.random(in: 0...40_000, using: &self.random))
+        } else {
+            // Until the daemon is paused, or the client is done without a write (an operation already in effect).
             let deadline = ContinuousClock.now + .seconds(20)
             while self.daemon.control.paused == nil && ContinuousClock.now < deadline && client.isRunning {
                 usleep(2_000)
             }
-            guard self.daemon.control.paused != nil else {
+            paused = self.daemon.control.paused != nil
+            if (mode == .phase1 || mode == .phase2) && !paused {
                 throw TestSupportError(
-                    "round \(round): rotate-key never reached phase \(phase!):\n\(client.standardError())\n\(self.daemon.log().suffix(2000))"
+                    "round \(round): rotate-key never reached \(mode):\n\(client.standardError())\n\(self.daemon.log().suffix(2000))"
                 )
             }
-        } else {
-            usleep(UInt32.random(in: 0...40_000, using: &self.random))
         }
         self.daemon.stop(signal: SIGKILL)
         try self.daemon.control.clear()
         let termination = client.waitForExit(timeout: .seconds(20))
         let output = client.standardOutput()
+        let acknowledged = termination.status == 0 && !termination.signaled
         let point: KillPoint =
-            phase == 1
-            ? .rotationPhase1
-            : phase == 2
-                ? .rotationPhase2
-                : termination.status == 0 && !termination.signaled ? .afterAcknowledgement : .beforeOrDuring
+            switch mode {
+            case .phase1: .rotationPhase1
+            case .phase2: .rotationPhase2
+            case .walWrite where paused: .walWrite
+            case .walSync where paused: .walSync
+            default: acknowledged ? .afterAcknowledgement : .beforeOrDuring
+            }
+        #expect(!(paused && acknowledged), "round \(round): \(operation.rawValue) acknowledged while paused in \(mode)")
+        self.kills["\(operation.rawValue) \(point.short)", default: 0] += 1
         self.kills[point.rawValue, default: 0] += 1
-        self.kills["op " + operation.rawValue, default: 0] += 1
         // The files as the crash left them.
         let integrity = try FaultInjectionEndToEndTests.runAsync { [path = self.daemon.databasePath] in
             try await StoreCheck.integrity(of: path)
         }
         #expect(integrity == "ok", "round \(round): integrity_check after the crash")
         try self.daemon.start()
-        // Settle the interrupted operation: acknowledged, it must be there; otherwise wholly there or wholly not.
+        // Settle the interrupted operation: acknowledged, it must be there; otherwise wholly there or wholly not,
+        // with its audit row or without.
         let observed = try self.observed()
+        let rows = try self.auditRows(after: mark).map { "\($0.action) \($0.connection ?? "-")" }
+        let row = "\(Self.action(operation)) \(target ?? "-")"
         if point == .afterAcknowledgement {
             self.acknowledgedOperations += 1
+            let changed = target.map { self.model[$0] != after } ?? true
+            #expect(rows == (changed ? [row] : []), "round \(round): audit rows of the acknowledged \(row)")
             self.take(operation, target: target, after: after, output: output)
+        } else if operation == .rotateKey {
+            let expected: [[String]] =
+                mode == .phase1 || point == .walWrite ? [[]] : mode == .phase2 ? [[row]] : [[], [row]]
+            #expect(expected.contains(rows), "round \(round): rotate-key killed at \(point.short): rows \(rows)")
+            if rows == [row] { self.applied[operation.rawValue, default: 0] += 1 }
         } else if let target {
+            let applied = observed[target] != self.model[target]
+            // Paused inside its commit's WAL write (or behind another commit paused there), it cannot be applied.
+            #expect(!(point == .walWrite && applied), "round \(round): \(row) applied though killed inside its commit")
+            #expect(
+                rows == (applied ? [row] : []),
+                "round \(round): \(row) \(applied ? "applied" : "not applied") but audit rows \(rows)"
+            )
             let before = self.model[target]
             let now = observed[target]
             #expect(
@@ -271,6 +340,23 @@ final class CrashLoop {
                 self.applied[operation.rawValue, default: 0] += 1
                 self.model[target] = now
             }
+        }
+    }
+
+    /// The audit action of `operation`.
+    static func action(_ operation: Operation) -> String {
+        switch operation {
+        case .add: "connection.create"
+        case .grant: "connection.grants"
+        case .rotateKey: "key.rotate"
+        default: "connection.\(operation.rawValue)"
+        }
+    }
+
+    /// Audit rows after `seq`, without the broker's token rows (issued, revoked), which it writes on its own.
+    func auditRows(after seq: Int64) throws -> [AuditEntry] {
+        try self.daemon.ctlJSON(AuditList.self, ["audit"]).entries.filter {
+            $0.seq > seq && !$0.action.hasPrefix("token.") && !$0.action.hasPrefix("proxy.")
         }
     }
 

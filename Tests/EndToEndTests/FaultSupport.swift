@@ -41,6 +41,7 @@ enum FaultShim {
             guard result.status == 0 else {
                 return .failure(TestSupportError("cannot compile \(source):\n\(result)"))
             }
+            atexit { unlink("/tmp/connvault-faultshim-\(getpid()).so") }
             return .success(output)
         } catch {
             return .failure(TestSupportError("cannot run \(compiler): \(error)"))
@@ -69,7 +70,11 @@ struct FaultControl: Sendable {
         }
     }
 
-    func clear() throws { try self.set([]) }
+    /// No rules; and no pause marker (a daemon killed while paused leaves its marker behind).
+    func clear() throws {
+        try self.set([])
+        unlink(self.hitsPath + ".paused")
+    }
 
     /// Calls the shim failed or paused so far.
     var hits: Int {
