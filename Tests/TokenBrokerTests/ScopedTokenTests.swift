@@ -242,6 +242,38 @@ struct ScopedTokenTests {
         }
     }
 
+    @Test("a grant change rebuilds the slots: a removed scope's token is no longer served, the others still are")
+    func grantChangeRebuildsTheSlots() async throws {
+        try await Setup.with { setup in
+            let reader = try await setup.token(Self.reader).accessToken
+            _ = try await setup.token(Self.hooks)
+            // An exchange for the hooks caller is under way (Personio is slow) when its rule goes away.
+            setup.standIn.setLatency(.milliseconds(300))
+            _ = try await setup.vault.setGrants("acme", Grants(uids: [3000]), by: admin)
+            let inFlight = Task { try await setup.token(Self.wide) }
+            try await Task.sleep(for: .milliseconds(50))
+            _ = try await setup.vault.setGrants(
+                "acme",
+                Grants(uids: [3000], rules: [GrantRule(uid: 1000, scope: Self.persons)]),
+                by: admin
+            )
+            // It ends in an entry that is gone: served, or told to retry (as any call a change overtakes).
+            do {
+                _ = try await inFlight.value
+            } catch let error as VaultError {
+                #expect(error.code == .upstreamUnavailable && error.retryAfter == 1, "\(error)")
+            }
+            setup.standIn.setLatency(.zero)
+            let code = await GrantEnforcementTests.code { _ = try await setup.token(Self.hooks) }
+            #expect(code == .forbidden)
+            // The persons rule is served from a fresh slot: Personio hands back the same token.
+            #expect(try await setup.token(Self.reader).accessToken == reader)
+            #expect(try await setup.token(Self.reader).scope == Self.persons)
+            #expect(try await setup.proxied("/v2/persons", as: Self.reader) == 200)
+            #expect(try await setup.proxied("/v2/persons", as: Self.wide) == 200)
+        }
+    }
+
     // MARK: - Personio refuses a scope
 
     @Test("an unknown scope at Personio (400 invalid_scope) is upstream_rejected for that rule only, no needs_reset")
