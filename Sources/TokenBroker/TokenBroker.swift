@@ -6,10 +6,11 @@ import VaultCore
 import VaultCrypto
 import VaultMetrics
 
-/// Hands out short-lived Personio access tokens for connections, caching them in memory per connection revision.
+/// Hands out short-lived Personio access tokens for connections, caching them in memory per connection revision and
+/// scope (a rule with `scope` gets a token of its own scope, DESIGN §10; ``TokenSlot``).
 ///
 /// - Cached tokens are served synchronously (`cachedResponse`), without touching the database or the network.
-/// - A cold connection makes exactly one upstream call however many callers ask at once (single flight).
+/// - A cold connection makes exactly one upstream call per scope however many callers ask at once (single flight).
 /// - Tokens are refreshed ahead of expiry by `run()` (about two thirds of their lifetime, with jitter).
 /// - After a failure: a cool-down, then capped exponential back-off, while a still-valid token keeps being served;
 ///   never more upstream calls per connection than Personio's limit.
