@@ -18,6 +18,8 @@ public final class VaultDatabase: Sendable {
     private let closed = Atomic<Bool>(false)
     /// Set when a write failed below SQLite; cleared by `recover()`.
     private let needsRecovery = Atomic<Bool>(false)
+    /// Whether a task retries `recover()` (see `scheduleRecovery()`).
+    private let recoveryScheduled = Atomic<Bool>(false)
     private let logger: Logger
     public let path: String
     let chainHash: @Sendable ([UInt8]) -> [UInt8]
@@ -69,7 +71,8 @@ public final class VaultDatabase: Sendable {
     ///
     /// A write that fails below SQLite (an I/O error, a failed fsync, a full disk, a read-only file system) throws a
     /// `StoreError` `.io` that names the fault, and leaves the database to be recovered: every later write first
-    /// runs `recover()`, and is refused with the same kind of error, without running `body`, until recovery succeeds.
+    /// runs `recover()`, and is refused with the same kind of error, without running `body`, until recovery succeeds;
+    /// a task also retries it every second meanwhile.
     /// Nothing of a failed write is acknowledged.
     public func write<T: Sendable>(_ body: @escaping @Sendable (StoreTransaction) throws -> T) async throws -> T {
         try self.ensureOpen()
@@ -83,6 +86,7 @@ public final class VaultDatabase: Sendable {
             // A passing fault (one failed fsync) is over at once: recover now rather than at the next write, which
             // shortens the time in which a crash could bring the failed commit back (see `recover()`).
             try? await self.recover()
+            self.scheduleRecovery()
             throw StoreError(.io, reason)
         }
     }
@@ -121,6 +125,23 @@ public final class VaultDatabase: Sendable {
         }
         if self.needsRecovery.exchange(false, ordering: .sequentiallyConsistent) {
             self.logger.notice("database recovered from a failed write", metadata: ["store.path": "\(self.path)"])
+        }
+    }
+
+    /// While the store is recovering, retries `recover()` every second, so that it recovers by itself soon after the
+    /// fault is gone, without waiting for the next write (until then a crash could bring a failed commit back).
+    private func scheduleRecovery() {
+        guard self.isRecovering,
+            self.recoveryScheduled.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent)
+                .exchanged
+        else { return }
+        Task {
+            while self.isRecovering && !self.closed.load(ordering: .sequentiallyConsistent) {
+                try? await Task.sleep(for: .seconds(1))
+                guard !self.closed.load(ordering: .sequentiallyConsistent) else { break }
+                try? await self.recover()
+            }
+            self.recoveryScheduled.store(false, ordering: .sequentiallyConsistent)
         }
     }
 
