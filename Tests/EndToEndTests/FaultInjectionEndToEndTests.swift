@@ -166,6 +166,15 @@ struct FaultInjectionEndToEndTests {
             let cached = try daemon.ctl(["token", "held"])
             #expect(cached.status == 0 && cached.stdout == token + "\n", "\(fault.name), \(operation.name): \(cached)")
         }
+        // A token not cached yet fails closed: it is recorded, sealed, before it is served, and that write fails (the
+        // broker answers 503 upstream_unavailable with Retry-After: "the vault could not record the token").
+        try filler?.fill()
+        let uncached = try daemon.ctl(["token", "other"])
+        #expect(
+            uncached.status != 0 && uncached.stdout.isEmpty && uncached.stderr.contains("could not record the token"),
+            "\(fault.name): an uncached token during the fault: \(uncached)"
+        )
+        #expect(daemon.isRunning, "\(fault.name): the daemon ended:\n\(daemon.log())")
         if !fault.rules.isEmpty {
             #expect(daemon.control.hits > 0, "\(fault.name): the shim never fired")
         }
