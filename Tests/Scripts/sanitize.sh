@@ -34,7 +34,8 @@ mkdir -p "$logs"
 # secrets is tested directly). halt_on_error: the first report ends the process, so nothing runs on from a corrupted
 # heap. log_path: a report goes to a file per process, which the end of this script looks for.
 ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:detect_stack_use_after_return=0:log_path=$logs/asan"
-TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$logs/tsan"
+# suppressions: each with its reason in the file.
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/Tests/Scripts/tsan-suppressions.txt:log_path=$logs/tsan"
 export ASAN_OPTIONS TSAN_OPTIONS
 export CONNVAULT_BIN_DIR="$root/$scratch/debug"
 export CONNVAULT_TIME_SCALE="${CONNVAULT_TIME_SCALE:-4}"
