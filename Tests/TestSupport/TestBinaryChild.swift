@@ -48,10 +48,11 @@ public enum TestBinaryChild {
     /// Ends the child at once with `status`, without running the rest of the test run.
     public static func end(_ status: Int32) -> Never { _exit(status) }
 
-    /// From now on every `munmap` of this process fails (seccomp), so freed memory stays mapped and readable: what a
-    /// child uses to read a buffer after its owner freed it. Only in a child that ends soon after.
-    public static func keepFreedMemoryMapped() throws {
-        guard cts_deny_munmap() == 0 else {
+    /// From now on a `munmap` of an address in `range` fails (seccomp) and every other works, so memory freed there
+    /// stays mapped and readable: what a child uses to read a buffer after its owner freed it. Only in a child that
+    /// ends soon after.
+    public static func keepMapped(_ range: Range<UInt>) throws {
+        guard cts_deny_munmap(UInt(range.lowerBound), UInt(range.upperBound)) == 0 else {
             throw TestSupportError("cannot install the munmap filter: \(String(cString: strerror(errno)))")
         }
     }

@@ -2,6 +2,7 @@
 #define CTESTSUPPORT_H
 
 #include <spawn.h>
+#include <stdint.h>
 
 /// posix_spawn_file_actions_addchdir_np: the child's working directory (glibc declares it only with _GNU_SOURCE).
 int cts_spawn_file_actions_addchdir(posix_spawn_file_actions_t *actions, const char *path);
@@ -18,9 +19,10 @@ int cts_pipe_cloexec(int fds[2]);
 /// accept4 only with _GNU_SOURCE).
 int cts_accept_cloexec(int fd);
 
-/// Installs a seccomp filter under which every later munmap(2) of this process fails with EPERM (after
-/// PR_SET_NO_NEW_PRIVS), so that memory the process frees stays mapped and can be read back after the free. For a
-/// child process that ends right after (what it frees is never given back); 0 on success, -1 with errno otherwise.
-int cts_deny_munmap(void);
+/// Installs a seccomp filter under which every later munmap(2) of an address in [start, end) fails with EPERM (after
+/// PR_SET_NO_NEW_PRIVS), so that memory freed there stays mapped and can be read back after the free; every other
+/// munmap works (an allocator that checks munmap's result, as the sanitizers' do, is not disturbed). For a child
+/// process that ends soon after; 0 on success, -1 with errno otherwise (EINVAL: the range crosses a 4 GiB boundary).
+int cts_deny_munmap(uintptr_t start, uintptr_t end);
 
 #endif
