@@ -6,15 +6,12 @@ final class ProcParsersTarget: FuzzTarget {
     func run(_ input: [UInt8]) {
         let text = String(decoding: input, as: UTF8.self)
 
-        if let unit = CgroupUnit.unit(fromCgroupFile: text) {
-            // A unit name is one path component of the unified-hierarchy line, never a slice or a path.
-            FuzzTargets.check(unit.hasSuffix(".service") || unit.hasSuffix(".scope"), "cgroup unit without a suffix")
-            FuzzTargets.check(!unit.contains("/") && !unit.contains("\n"), "cgroup unit spans components")
-            FuzzTargets.check(text.contains(unit), "cgroup unit not in the file")
-            FuzzTargets.check(
-                text.split(separator: "\n").contains { $0.hasPrefix("0::") },
-                "cgroup unit without a unified-hierarchy line"
-            )
+        // The unit, checked on bytes (a cgroup name is any bytes but '/'): the first component of the first
+        // unified-hierarchy line that is not a slice, when it is a .service or .scope.
+        let unit = CgroupUnit.unit(fromCgroupFile: text)
+        FuzzTargets.check(unit == Self.expectedUnit(text), "cgroup unit is not the outermost unit below slices")
+        if let unit {
+            FuzzTargets.check(!unit.utf8.contains(UInt8(ascii: "/")), "cgroup unit spans components")
         }
 
         for name in ["CapEff", "Umask", "Name", "Uid", ""] {
@@ -31,5 +28,24 @@ final class ProcParsersTarget: FuzzTarget {
             comm.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7F },
             "comm not printable ASCII"
         )
+    }
+
+    /// The unit `CgroupUnit` must name, worked out on bytes.
+    static func expectedUnit(_ text: String) -> String? {
+        let lines = text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true)
+        guard let line = lines.first(where: { $0.starts(with: Array("0::".utf8)) }) else { return nil }
+        for component in line.dropFirst(3).split(separator: UInt8(ascii: "/")) {
+            let name = String(decoding: component, as: UTF8.self)
+            if Array(component).ends(with: ".service") || Array(component).ends(with: ".scope") { return name }
+            guard Array(component).ends(with: ".slice") else { return nil }
+        }
+        return nil
+    }
+}
+
+extension Array where Element == UInt8 {
+    func ends(with suffix: String) -> Bool {
+        let suffix = Array(suffix.utf8)
+        return self.count >= suffix.count && self.suffix(suffix.count).elementsEqual(suffix)
     }
 }
