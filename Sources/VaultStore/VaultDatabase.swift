@@ -82,7 +82,7 @@ public final class VaultDatabase: Sendable {
         } catch let error as DatabaseError where Self.isStorageFault(error) {
             self.needsRecovery.store(true, ordering: .sequentiallyConsistent)
             let systemErrno = try? await self.queue.writeWithoutTransaction { db in Self.systemErrno(db) }
-            let reason = Self.reason(error, systemErrno: systemErrno ?? 0, directoryWritable: self.isDirectoryWritable)
+            let reason = Self.reason(error, systemErrno: systemErrno ?? 0, readOnly: self.isFileSystemReadOnly)
             // A passing fault (one failed fsync) is over at once: recover now rather than at the next write, which
             // shortens the time in which a crash could bring the failed commit back (see `recover()`).
             try? await self.recover()
@@ -120,7 +120,7 @@ public final class VaultDatabase: Sendable {
             }
         } catch let error as DatabaseError {
             let systemErrno = try? await self.queue.writeWithoutTransaction { db in Self.systemErrno(db) }
-            let reason = Self.reason(error, systemErrno: systemErrno ?? 0, directoryWritable: self.isDirectoryWritable)
+            let reason = Self.reason(error, systemErrno: systemErrno ?? 0, readOnly: self.isFileSystemReadOnly)
             throw StoreError(.io, "\(reason); not recovered yet from an earlier failed write")
         }
         if self.needsRecovery.exchange(false, ordering: .sequentiallyConsistent) {
@@ -154,10 +154,19 @@ public final class VaultDatabase: Sendable {
         }
     }
 
-    /// Whether the database's directory takes writes (false on a read-only file system).
-    var isDirectoryWritable: Bool {
-        let directory = self.path.lastIndex(of: "/").map { String(self.path[..<$0]) } ?? "."
-        return access(directory.isEmpty ? "/" : directory, W_OK) == 0
+    /// Whether the database's file system refuses writes as read-only: `access(W_OK)` says so after an ordinary
+    /// remount; after the kernel's own (ext4 `errors=remount-ro`) only a write does, so an empty probe file is
+    /// created and removed. Called on failure paths only.
+    var isFileSystemReadOnly: Bool {
+        let slash = self.path.lastIndex(of: "/")
+        let directory = slash.map { String(self.path[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? "."
+        if access(directory, W_OK) != 0 { return errno == EROFS }
+        let probe = "\(directory)/.write-probe-\(getpid())"
+        let fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return errno == EROFS }
+        Glibc.close(fd)
+        unlink(probe)
+        return false
     }
 
     /// The `errno` of the system call behind SQLite's last failure on this connection (`sqlite3_system_errno`,
@@ -170,12 +179,12 @@ public final class VaultDatabase: Sendable {
 
     /// The fault in words an operator acts on, with SQLite's code and the system's (bound values never appear:
     /// GRDB keeps them out).
-    static func reason(_ error: DatabaseError, systemErrno: Int32 = 0, directoryWritable: Bool = true) -> String {
+    static func reason(_ error: DatabaseError, systemErrno: Int32 = 0, readOnly: Bool = false) -> String {
         var code = "SQLite error \(error.extendedResultCode.rawValue)"
         if systemErrno != 0 { code += ", \(String(cString: strerror(systemErrno)))" }
         // SQLite reports a write refused by a read-only file system as an I/O error, and its errno is not always
-        // kept by then: the directory's access(W_OK) tells.
-        if systemErrno == EROFS || (error.resultCode == .SQLITE_IOERR && !directoryWritable) {
+        // kept by then: the file system tells.
+        if systemErrno == EROFS || (error.resultCode == .SQLITE_IOERR && readOnly) {
             return "the file system is read-only (\(code))"
         }
         switch systemErrno {

@@ -229,6 +229,108 @@ struct FaultInjectionEndToEndTests {
         #expect(integrity == "ok", "\(fault.name)")
     }
 
+    // MARK: - A real read-only remount
+
+    static var canRemountExt4: Bool {
+        Self.isRoot && access("/dev/loop-control", F_OK) == 0 && access("/usr/sbin/mkfs.ext4", X_OK) == 0
+    }
+
+    /// The kernel's own read-only remount: an ext4 file system (on a loop device) mounted `errors=remount-ro` as the
+    /// state directory, and an error raised through its `trigger_fs_error`. Such a remount cannot be undone without
+    /// unmounting, so the daemon cannot recover in place; it must fail closed, keep serving, and lose nothing
+    /// acknowledged across a restart on the remounted file system.
+    @Test(
+        "the kernel remounts the state directory read-only: every write fails closed, nothing acknowledged is lost",
+        .enabled(if: Self.canRemountExt4, "needs root, loop devices and mkfs.ext4 (CI runs as root)")
+    )
+    func kernelReadOnlyRemount() async throws {
+        try await Blocking.run {
+            let directory = try TemporaryDirectory()
+            defer { directory.remove() }
+            let image = directory.file("state.img")
+            let state = "\(directory.path)/.connvault"
+            mkdir(state, 0o700)
+            for (tool, arguments) in [
+                ("/usr/bin/truncate", ["-s", "16M", image]), ("/usr/sbin/mkfs.ext4", ["-q", image]),
+                ("/usr/bin/mount", ["-o", "loop,errors=remount-ro", image, state]), ("/usr/bin/chmod", ["700", state]),
+            ] {
+                let result = try Command.run(tool, arguments)
+                guard result.status == 0 else { throw TestSupportError("\(tool) \(arguments): \(result)") }
+            }
+            var mounted = true
+            defer { if mounted { _ = try? Command.run("/usr/bin/umount", ["-l", state]) } }
+            let device = try Command.run("/usr/bin/findmnt", ["-no", "SOURCE", state]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let trigger = "/sys/fs/ext4/\((device as NSString).lastPathComponent)/trigger_fs_error"
+            guard access(trigger, W_OK) == 0 else {
+                // An older kernel without the trigger: nothing to test here.
+                print("skipped: \(trigger) is missing")
+                return
+            }
+            let standIn = try Self.startStandIn()
+            defer { Self.shutDown(standIn) }
+            let daemon = FaultyDaemon(directory: directory)
+            defer { daemon.stop(signal: SIGKILL) }
+            try daemon.start(preload: false)
+            standIn.register(clientID: "ro-cid-held", clientSecret: "fake-ro-secret-held", api: .v2)
+            _ = try daemon.ctlJSON(
+                ConnectionView.self,
+                [
+                    "add", "held", "--provider", "personio-v2", "--client-id", "ro-cid-held", "--api-base-url",
+                    standIn.baseURL, "--allow-uid", "0", "--secret-stdin",
+                ],
+                stdin: "fake-ro-secret-held\n"
+            )
+            let token = try daemon.ctlJSON(TokenResponse.self, ["token", "held"]).accessToken
+            try Self.waitFor("the token.issued row of held") {
+                try Self.audit(daemon).contains { $0.action == "token.issued" && $0.connection == "held" }
+            }
+            let entries = try Self.audit(daemon).count
+
+            try Data("connvault fault test\n".utf8).write(to: URL(fileURLWithPath: trigger))
+            try Self.waitFor("the read-only remount") {
+                // findmnt still says rw (with emergency_ro), and access(W_OK) passes; a write is refused.
+                let fd = open("\(state)/probe", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+                if fd >= 0 { close(fd) }
+                return fd < 0 && errno == EROFS
+            }
+            for (name, arguments, stdin) in [
+                ("edit", ["edit", "held", "--new-secret", "--client-id", "ro-cid-x", "--secret-stdin"], "fake-ro-x\n"),
+                ("disable", ["disable", "held"], nil),
+                ("rotate-key", ["rotate-key"], nil),
+            ] {
+                let result = try daemon.ctl(arguments, stdin: stdin)
+                let message = result.stderr.lowercased()
+                #expect(result.status == 1, "\(name): \(result)")
+                #expect(
+                    message.contains("storage_failed") || message.contains("key_file_read_only"),
+                    "\(name): \(result)"
+                )
+                #expect(message.contains("read-only") || message.contains("not writable"), "\(name): \(result)")
+                #expect(daemon.isRunning, "\(name): the daemon ended:\n\(daemon.log())")
+                let cached = try daemon.ctl(["token", "held"])
+                #expect(cached.status == 0 && cached.stdout == token + "\n", "\(name): \(cached)")
+            }
+
+            // Only a new mount undoes the kernel's remount: stop, remount, start.
+            daemon.stop(signal: SIGKILL)
+            _ = try Command.run("/usr/bin/umount", [state])
+            mounted = false
+            let remount = try Command.run("/usr/bin/mount", ["-o", "loop,errors=remount-ro", image, state])
+            #expect(remount.status == 0, "\(remount)")
+            mounted = remount.status == 0
+            try daemon.start(preload: false)
+            let list = try daemon.ctlJSON(ConnectionList.self, ["list"])
+            #expect(list.connections.map { "\($0.id) \($0.revision) \($0.state)" } == ["held 1 active"])
+            #expect(try Self.audit(daemon).count == entries, "a failed write left an audit row")
+            #expect(try daemon.ctl(["token", "held"]).status == 0)
+            #expect(try daemon.ctlJSON(AuditVerification.self, ["audit", "--verify"]).intact)
+            daemon.stop()
+            #expect(!FileManager.default.fileExists(atPath: daemon.keyFile + ".new"), "staged key left")
+            #expect(try Self.runAsync { try await StoreCheck.integrity(of: daemon.databasePath) } == "ok")
+        }
+    }
+
     // MARK: - A failed rotation followed by a crash
 
     /// A rotation whose commit fsync fails leaves its frames in the WAL; a crash before the store recovers brings

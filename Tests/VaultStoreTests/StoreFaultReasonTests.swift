@@ -16,31 +16,31 @@ struct StoreFaultReasonTests {
     @Test(
         "each fault below SQLite is named in words an operator acts on",
         arguments: [
-            (ResultCode.SQLITE_FULL, Int32(0), true, "the disk is full (SQLite error 13)"),
+            (ResultCode.SQLITE_FULL, Int32(0), false, "the disk is full (SQLite error 13)"),
             (
-                ResultCode.SQLITE_IOERR_WRITE, ENOSPC, true,
+                ResultCode.SQLITE_IOERR_WRITE, ENOSPC, false,
                 "the disk is full (SQLite error 778, No space left on device)"
             ),
             (
-                ResultCode.SQLITE_IOERR_WRITE, EROFS, true,
+                ResultCode.SQLITE_IOERR_WRITE, EROFS, false,
                 "the file system is read-only (SQLite error 778, Read-only file system)"
             ),
-            (ResultCode.SQLITE_IOERR_WRITE, Int32(0), false, "the file system is read-only (SQLite error 778)"),
+            (ResultCode.SQLITE_IOERR_WRITE, Int32(0), true, "the file system is read-only (SQLite error 778)"),
             (
-                ResultCode.SQLITE_IOERR_WRITE, EIO, true,
+                ResultCode.SQLITE_IOERR_WRITE, EIO, false,
                 "an I/O error on the disk (SQLite error 778, Input/output error)"
             ),
             (
-                ResultCode.SQLITE_IOERR_FSYNC, EIO, true,
+                ResultCode.SQLITE_IOERR_FSYNC, EIO, false,
                 "the disk did not confirm a write (fsync failed; SQLite error 1034, Input/output error)"
             ),
-            (ResultCode.SQLITE_READONLY, Int32(0), true, "the file system is read-only (SQLite error 8)"),
-            (ResultCode.SQLITE_CANTOPEN, Int32(0), true, "a database file cannot be opened (SQLite error 14)"),
+            (ResultCode.SQLITE_READONLY, Int32(0), false, "the file system is read-only (SQLite error 8)"),
+            (ResultCode.SQLITE_CANTOPEN, Int32(0), false, "a database file cannot be opened (SQLite error 14)"),
         ]
     )
-    func reason(code: ResultCode, systemErrno: Int32, writable: Bool, expected: String) {
+    func reason(code: ResultCode, systemErrno: Int32, readOnly: Bool, expected: String) {
         let error = DatabaseError(resultCode: code, message: "ignored")
-        #expect(VaultDatabase.reason(error, systemErrno: systemErrno, directoryWritable: writable) == expected)
+        #expect(VaultDatabase.reason(error, systemErrno: systemErrno, readOnly: readOnly) == expected)
     }
 
     @Test("disk and file-system failures leave the store recovering; refused statements do not")
@@ -72,6 +72,6 @@ struct StoreFaultReasonTests {
         #expect(!database.isRecovering)
         try await database.recover()
         #expect(!database.isRecovering)
-        #expect(database.isDirectoryWritable)
+        #expect(!database.isFileSystemReadOnly)
     }
 }
