@@ -21,6 +21,27 @@ public struct AdminRoutes: Sendable {
         self.metrics = metrics
     }
 
+    /// `GET /v1/connections`: the bytes `Response.json(ConnectionList(connections:))` would send, written by
+    /// ``JSONWriter`` without `JSONEncoder`'s document of the whole list, a few hundred views at a time into the
+    /// body (docs/decisions.md, "The connection list without JSONEncoder").
+    static func listResponse(_ connections: [ConnectionView]) -> Response {
+        let chunk = 256
+        var writer = JSONWriter(reservingCapacity: 64 * 1024)
+        var body = ByteBufferAllocator().buffer(capacity: max(64, connections.count * 560))
+        writer.raw(#"{"connections":["#)
+        for (index, view) in connections.enumerated() {
+            if index > 0 { writer.raw(",") }
+            view.writeJSON(to: &writer)
+            if index % chunk == chunk - 1 {
+                body.writeBytes(writer.bytes)
+                writer.bytes.removeAll(keepingCapacity: true)
+            }
+        }
+        writer.raw("]}")
+        body.writeBytes(writer.bytes)
+        return Response(status: .ok, headers: ["Content-Type": "application/json"], body: body)
+    }
+
     /// What each admin endpoint of the shared table (`Endpoint.admin`) does, but `verify`, which the token broker
     /// answers (``BrokerRoutes/adminHandlers``). The router is built from the table, in its order, in one place:
     /// ``Router/init(_:handlers:)``.
@@ -39,10 +60,9 @@ public struct AdminRoutes: Sendable {
                 },
             .listConnections:
                 .async { _ in
-                    let response = try Response.json(ConnectionList(connections: try await vault.list()))
-                    // The views and the encoder's document of a large list (some 600 MiB at 100,000 connections)
-                    // are freed by now; without this glibc keeps their pages, and the daemon its peak (BENCHMARKS.md,
-                    // "Scale").
+                    let response = Self.listResponse(try await vault.list())
+                    // The views of a large list are freed by now; without this glibc keeps their pages, and the
+                    // daemon its peak (BENCHMARKS.md, "Scale").
                     if (response.body?.readableBytes ?? 0) > 1 << 20 { _ = cv_release_free_memory() }
                     return response
                 },
