@@ -40,7 +40,8 @@ for target in $TARGETS; do
 	[ -f "$ROOT/Fuzz/Dictionaries/$target.dict" ] && dict="-dict=$ROOT/Fuzz/Dictionaries/$target.dict"
 	log="$SCRATCH/logs/$target.log"
 	# shellcheck disable=SC2086
-	LSAN_OPTIONS="suppressions=$ROOT/Fuzz/lsan.supp:print_suppressions=0" CONNVAULT_FUZZ_TARGET=$target "$BIN" $limits $dict -timeout=30 -rss_limit_mb=4096 -max_len=8192 \
+	SWIFT_BACKTRACE=enable=no LSAN_OPTIONS="suppressions=$ROOT/Fuzz/lsan.supp:print_suppressions=0" \
+		CONNVAULT_FUZZ_TARGET=$target "$BIN" $limits $dict -timeout=30 -rss_limit_mb=4096 -max_len=8192 \
 		-print_final_stats=1 -artifact_prefix="$SCRATCH/artifacts/$target-" \
 		"$corpus" "$ROOT/Fuzz/Corpus/$target" >"$log" 2>&1
 	status=$?
