@@ -200,7 +200,7 @@ deb: release
 	packaging/build-deb.sh --version $(VERSION) --arch $(ARCH) --bin-dir $(RELEASE_BIN) --output $(CURDIR)/$(DEB)
 
 lint:
-	$(SWIFT) format lint --strict --recursive Sources Tests Benchmarks Package.swift
+	$(SWIFT) format lint --strict --recursive Sources Tests Benchmarks Fuzz Package.swift
 
 clean:
 	rm -rf .build .build-release .connvault connvault_*.deb

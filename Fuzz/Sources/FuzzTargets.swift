@@ -1,3 +1,4 @@
+import Foundation
 import VaultAPI
 
 #if canImport(Glibc)
@@ -38,6 +39,28 @@ enum FuzzTargets {
     /// Fails unless `condition` holds; `message` must never quote a secret.
     static func check(_ condition: Bool, _ message: @autoclosure () -> String) {
         if !condition { Self.fail("invariant broken: " + message()) }
+    }
+}
+
+/// Temporary state directories of the targets, removed when the process exits normally (libFuzzer exits through
+/// `exit`; after a crash they are left for inspection).
+enum ScratchDirectories {
+    nonisolated(unsafe) private static var made: [String] = []
+
+    /// A new directory `/tmp/connvault-fuzz-PURPOSE-XXXXXX`, mode 0700.
+    static func make(_ purpose: String) -> String {
+        var template = Array("/tmp/connvault-fuzz-\(purpose)-XXXXXX".utf8CString)
+        guard let directory = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            FuzzTargets.fail("cannot make a temporary directory")
+        }
+        let path = String(cString: directory)
+        if Self.made.isEmpty { atexit { ScratchDirectories.removeAll() } }
+        Self.made.append(path)
+        return path
+    }
+
+    private static func removeAll() {
+        for path in Self.made { try? FileManager.default.removeItem(atPath: path) }
     }
 }
 

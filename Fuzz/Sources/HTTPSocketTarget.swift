@@ -37,11 +37,7 @@ final class HTTPSocketTarget: FuzzTarget, Sendable {
             socket == .admin
             ? Caller(uid: 0, gid: 0, pid: getpid(), comm: "connvaultctl")
             : Caller(uid: 1000, gid: 1000, pid: 4242, comm: "payroll", unit: "payroll.service", exe: "/usr/bin/true")
-        var template = Array("/tmp/connvault-fuzz-http-XXXXXX".utf8CString)
-        guard let directory = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            FuzzTargets.fail("cannot make a temporary directory")
-        }
-        let state = String(cString: directory)
+        let state = ScratchDirectories.make("http")
         let logger = Logger(label: "fuzz") { _ in SwiftLogNoOpLogHandler() }
         self.server = blocking {
             let vault = try await Vault.open(

@@ -21,11 +21,7 @@ final class StoreRecordsTarget: FuzzTarget {
     private var appended = 0
 
     init() {
-        var template = Array("/tmp/connvault-fuzz-store-XXXXXX".utf8CString)
-        guard let directory = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            FuzzTargets.fail("cannot make a temporary directory")
-        }
-        let path = String(cString: directory) + "/audit.sqlite3"
+        let path = ScratchDirectories.make("store") + "/audit.sqlite3"
         do {
             self.database = try VaultDatabase(
                 path: path,
