@@ -2,8 +2,9 @@
 # Runs the libFuzzer targets of connvault-fuzz (built by `make fuzz-build` into .build-fuzz).
 #   Fuzz/run.sh SECONDS [TARGET...]   each target for SECONDS (make fuzz: FUZZ_SECONDS, 120)
 #   Fuzz/run.sh --short [TARGET...]   each target briefly with a fixed seed (make test)
-# New inputs go to .build-fuzz/corpus/TARGET (the committed seeds in Fuzz/Corpus/TARGET are only read), crash inputs
-# to .build-fuzz/artifacts/, each run's log to .build-fuzz/logs/TARGET.log. A crash, a leak or a hang fails the run.
+# New inputs go to .build-fuzz/corpus/TARGET (--short: a fresh .build-fuzz/short-corpus/TARGET; the committed seeds in
+# Fuzz/Corpus/TARGET are only read), crash inputs to .build-fuzz/artifacts/, each run's log to
+# .build-fuzz/logs/TARGET.log. A crash, a leak or a hang fails the run.
 # The last lines print per target: executions, exec/s, coverage (cov: edges, ft: features) and corpus size.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,14 +29,17 @@ failed=""
 summary=""
 for target in $TARGETS; do
 	corpus="$SCRATCH/corpus/$target"
-	mkdir -p "$corpus"
 	case "$MODE" in
 	short)
+		# From the committed seeds alone, so that every make test fuzzes the same inputs first.
+		corpus="$SCRATCH/short-corpus/$target"
+		rm -rf "$corpus"
 		case "$target" in http-*) runs=300 ;; store-records) runs=2000 ;; *) runs=20000 ;; esac
 		limits="-seed=1 -runs=$runs -max_total_time=20"
 		;;
 	timed) limits="-max_total_time=$SECONDS_EACH" ;;
 	esac
+	mkdir -p "$corpus"
 	dict=""
 	[ -f "$ROOT/Fuzz/Dictionaries/$target.dict" ] && dict="-dict=$ROOT/Fuzz/Dictionaries/$target.dict"
 	log="$SCRATCH/logs/$target.log"
