@@ -29,19 +29,28 @@ enum Console {
         Self.write(text, to: STDERR_FILENO)
     }
 
+    /// Writes `bytes` (UTF-8) and a newline to standard output, without making a `String` of them first.
+    static func output(bytes: [UInt8]) {
+        var bytes = bytes
+        if bytes.last != UInt8(ascii: "\n") { bytes.append(UInt8(ascii: "\n")) }
+        bytes.withUnsafeBufferPointer { Self.write($0, to: STDOUT_FILENO) }
+    }
+
     private static func write(_ text: String, to descriptor: Int32) {
         var text = text
-        text.withUTF8 { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let written = Glibc.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
-                if written > 0 {
-                    offset += written
-                } else if written < 0 && errno == EINTR {
-                    continue
-                } else {
-                    return
-                }
+        text.withUTF8 { Self.write($0, to: descriptor) }
+    }
+
+    private static func write(_ buffer: UnsafeBufferPointer<UInt8>, to descriptor: Int32) {
+        var offset = 0
+        while offset < buffer.count {
+            let written = Glibc.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+            if written > 0 {
+                offset += written
+            } else if written < 0 && errno == EINTR {
+                continue
+            } else {
+                return
             }
         }
     }
@@ -55,5 +64,35 @@ enum Console {
     static func json(_ value: some Encodable) throws {
         let data = try VaultJSON.encoder(pretty: true).encode(value)
         Self.output(String(decoding: data, as: UTF8.self))
+    }
+
+    /// Prints the daemon's own compact JSON answer as ``json(_:)`` prints the value it holds, re-indented instead of
+    /// decoded and encoded again (``JSONReindenter``: the same bytes for a document the daemon wrote).
+    ///
+    /// - Parameter rootMember: The one member the answer's root object must have, holding an array
+    ///   (`connections`).
+    /// - Throws: `DaemonError.invalidResponse` when the body is not JSON, or not an object of that one array.
+    static func json(
+        reindenting body: [UInt8],
+        rootMember: String,
+        of type: String,
+        response: ClientResponse,
+        socketPath: String
+    ) throws {
+        let invalid = DaemonError(
+            .invalidResponse,
+            "\(socketPath) answered HTTP \(response.status) with a body that is not the expected \(type) JSON",
+            socketPath: socketPath
+        )
+        let result: (bytes: [UInt8], rootMembers: [(name: String, valueStart: UInt8)])
+        do {
+            result = try JSONReindenter.reindent(body)
+        } catch {
+            throw invalid
+        }
+        guard result.rootMembers.count == 1, result.rootMembers[0].name == rootMember,
+            result.rootMembers[0].valueStart == UInt8(ascii: "[")
+        else { throw invalid }
+        Self.output(bytes: result.bytes)
     }
 }
