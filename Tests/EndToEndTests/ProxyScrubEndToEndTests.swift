@@ -7,7 +7,11 @@ import VaultAPI
 /// A recruiting connection whose upstream echoes every request (a debug endpoint, a misconfigured gateway): the
 /// caller of the proxy route never gets the recruiting key back, in any status, body or header, even split across
 /// the upstream's chunks; each such answer is audited once, without the key.
-@Suite("Proxy scrubs echoed credentials, end to end", .offCooperativePool, .timeLimit(.minutes(3)))
+@Suite(
+    "Proxy scrubs echoed credentials, end to end",
+    .offCooperativePool,
+    .timeLimit(.minutes(3 * TimeScale.factor))
+)
 struct ProxyScrubEndToEndTests {
     static let key = "CANARY-proxy-echo-key-7c41e9"
 
