@@ -142,7 +142,9 @@ public struct GrantPolicy: Sendable {
         if !self.gids.isEmpty, self.gids.contains(caller.gid) || caller.groups.contains(where: self.gids.contains) {
             return self.legacy.groups
         }
-        if let unit = caller.unit, self.units.contains(unit) { return self.legacy.units }
+        if let unit = caller.unit, self.units.contains(where: { $0.utf8.elementsEqual(unit.utf8) }) {
+            return self.legacy.units
+        }
         for rule in self.rules where rule.holds(for: caller) { return rule.matched }
         return nil
     }
@@ -154,12 +156,19 @@ extension GrantPolicy.CompiledRule {
         if self.namesGroup {
             guard let gid = self.gid, caller.gid == gid || caller.groups.contains(gid) else { return false }
         }
-        if let unit = self.unit, caller.unit != unit { return false }
-        if let exe = self.exe, caller.exe != exe { return false }
-        if let exeSHA256 = self.exeSHA256, caller.exeSHA256 != exeSHA256 { return false }
+        // Byte for byte: `String`'s `==` is Unicode canonical equivalence, under which another file's name (`\u{212A}`,
+        // KELVIN SIGN, for `K`; a decomposed `é` for a precomposed one) would match a path or unit it is not.
+        if let unit = self.unit, !Self.sameBytes(caller.unit, unit) { return false }
+        if let exe = self.exe, !Self.sameBytes(caller.exe, exe) { return false }
+        if let exeSHA256 = self.exeSHA256, !Self.sameBytes(caller.exeSHA256, exeSHA256) { return false }
         // A rule without any selector would match everyone; grants refuse one when written, and it matches no one
         // here in case one was stored anyway.
         return self.uid != nil || self.namesGroup || self.unit != nil || self.exe != nil || self.exeSHA256 != nil
+    }
+
+    static func sameBytes(_ observed: String?, _ expected: String) -> Bool {
+        guard let observed else { return false }
+        return observed.utf8.elementsEqual(expected.utf8)
     }
 }
 

@@ -48,6 +48,29 @@ struct GrantMatchingTests {
         #expect(policy.firstMatch(unitOnly) == nil)
     }
 
+    @Test("unit and exe match byte for byte: a name only canonically equivalent to the granted one is another file")
+    func selectorsCompareBytes() throws {
+        // Swift's String == treats these as equal (KELVIN SIGN decomposes to K; é precomposed and decomposed).
+        let kelvin = "/opt/hr/\u{212A}export"
+        let decomposed = "/opt/hr/cafe\u{301}"
+        #expect(kelvin == "/opt/hr/Kexport" && decomposed == "/opt/hr/caf\u{E9}")
+        let byExe = Self.policy(rules: [GrantRule(exe: "/opt/hr/Kexport"), GrantRule(exe: "/opt/hr/caf\u{E9}")])
+        let byUnit = Self.policy(Grants(units: ["Kafka.service"]), rules: [])
+        var caller = Self.python
+        caller.uid = 1001
+        caller.groups = []
+        caller.exe = kelvin
+        #expect(byExe.firstMatch(caller) == nil)
+        caller.exe = decomposed
+        #expect(byExe.firstMatch(caller) == nil)
+        caller.exe = "/opt/hr/Kexport"
+        #expect(byExe.firstMatch(caller)?.origin == .rule(0))
+        caller.unit = "\u{212A}afka.service"
+        #expect(byUnit.firstMatch(caller) == nil)
+        caller.unit = "Kafka.service"
+        #expect(byUnit.firstMatch(caller)?.origin == .units)
+    }
+
     @Test("a rule matches only when every selector it sets holds; the first such rule wins")
     func allOfSelectors() throws {
         let hash = String(repeating: "ab", count: 32)
