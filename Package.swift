@@ -47,6 +47,8 @@ let package = Package(
         .target(name: "CVaultShims"),
 
         // MARK: - Libraries
+        /// The project's one lock (`Locked`, a pthread mutex), which ThreadSanitizer sees, unlike Synchronization's `Mutex`.
+        .target(name: "VaultLocks", swiftSettings: swiftSettings),
         .target(name: "VaultCrypto", dependencies: ["CSodium"], swiftSettings: swiftSettings),
         .target(
             name: "VaultStore",
@@ -56,29 +58,33 @@ let package = Package(
         .target(name: "VaultAPI", swiftSettings: swiftSettings),
         .target(
             name: "VaultCore",
-            dependencies: ["VaultCrypto", "VaultStore", "VaultAPI", logging],
+            dependencies: ["VaultCrypto", "VaultStore", "VaultAPI", "VaultLocks", logging],
             swiftSettings: swiftSettings
         ),
         /// The broker's counters as swift-metrics series, created from a factory the daemon hands in.
         .target(
             name: "VaultMetrics",
-            dependencies: [.product(name: "CoreMetrics", package: "swift-metrics")],
+            dependencies: ["VaultLocks", .product(name: "CoreMetrics", package: "swift-metrics")],
             swiftSettings: swiftSettings
         ),
         /// The zeroing ByteBuffer allocator for buffers that hold a secret, written once for every module that sends one.
-        .target(name: "ZeroedBuffers", dependencies: ["CVaultShims", nioCore], swiftSettings: swiftSettings),
+        .target(
+            name: "ZeroedBuffers",
+            dependencies: ["CVaultShims", "VaultLocks", nioCore],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "TokenBroker",
             dependencies: [
-                "VaultCore", "VaultAPI", "VaultCrypto", "PersonioClient", "VaultMetrics", "CVaultShims", logging,
-                nioCore,
+                "VaultCore", "VaultAPI", "VaultCrypto", "PersonioClient", "VaultMetrics", "CVaultShims", "VaultLocks",
+                logging, nioCore,
             ],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "PersonioClient",
             dependencies: [
-                "VaultCrypto", "ZeroedBuffers", nioCore, nioHTTP1, logging,
+                "VaultCrypto", "ZeroedBuffers", "VaultLocks", nioCore, nioHTTP1, logging,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
@@ -87,7 +93,7 @@ let package = Package(
             name: "VaultServer",
             dependencies: [
                 "VaultCore", "TokenBroker", "VaultAPI", "PersonioClient", "CVaultShims", "ZeroedBuffers",
-                "VaultCrypto", nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
+                "VaultCrypto", "VaultLocks", nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 "VaultMetrics", .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -99,7 +105,7 @@ let package = Package(
         .target(
             name: "VaultClient",
             dependencies: [
-                "VaultAPI", "CVaultShims", "ZeroedBuffers", nioCore, nioHTTP1,
+                "VaultAPI", "CVaultShims", "ZeroedBuffers", "VaultLocks", nioCore, nioHTTP1,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
@@ -108,7 +114,11 @@ let package = Package(
         /// harness can drive it too.
         .target(name: "ConnVaultCtlSupport", swiftSettings: swiftSettings),
         /// A faithful stand-in for Personio's auth API, for tests and benchmarks (loopback only).
-        .target(name: "PersonioStandIn", dependencies: [nioCore, nioPosix, nioHTTP1], swiftSettings: swiftSettings),
+        .target(
+            name: "PersonioStandIn",
+            dependencies: ["VaultLocks", nioCore, nioPosix, nioHTTP1],
+            swiftSettings: swiftSettings
+        ),
 
         // MARK: - Executables
         .executableTarget(
@@ -174,7 +184,9 @@ let package = Package(
         .target(name: "CTestSupport", path: "Tests/CTestSupport"),
         .target(
             name: "TestSupport",
-            dependencies: ["VaultAPI", "PersonioStandIn", "CTestSupport", "CVaultShims", "CSodium", logging],
+            dependencies: [
+                "VaultAPI", "PersonioStandIn", "CTestSupport", "CVaultShims", "CSodium", "VaultLocks", logging,
+            ],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
@@ -219,7 +231,8 @@ let package = Package(
         .testTarget(
             name: "PersonioClientTests",
             dependencies: [
-                "PersonioClient", "PersonioStandIn", "VaultCrypto", "TestSupport", logging, nioCore, nioHTTP1,
+                "PersonioClient", "PersonioStandIn", "VaultCrypto", "TestSupport", "VaultLocks", logging, nioCore,
+                nioHTTP1,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
@@ -250,6 +263,7 @@ let package = Package(
         ),
         /// The module graph of docs/architecture.md against the sources' imports and Package.swift.
         .testTarget(name: "ArchitectureTests", swiftSettings: swiftSettings),
+        .testTarget(name: "VaultLocksTests", dependencies: ["VaultLocks"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["VaultClient", "VaultAPI", "VaultStore", "TestSupport", "PersonioStandIn", logging],

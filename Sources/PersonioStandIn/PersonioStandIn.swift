@@ -1,7 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import Synchronization
+import VaultLocks
 
 /// A stand-in for Personio's authentication API (and a few protected resources), served over real HTTP/1.1 on
 /// 127.0.0.1 and a free port, for tests and benchmarks. It never listens on another address.
@@ -34,7 +34,7 @@ public final class PersonioStandIn: Sendable {
     private let core: StandInCore
     private let channel: any Channel
     private let connections: StandInConnections
-    private let isShutDown = Mutex(false)
+    private let isShutDown = Locked(false)
 
     private init(core: StandInCore, channel: any Channel, connections: StandInConnections, port: Int) {
         self.core = core

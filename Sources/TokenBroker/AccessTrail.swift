@@ -2,6 +2,7 @@ import Logging
 import Synchronization
 import VaultAPI
 import VaultCore
+import VaultLocks
 
 /// The broker's part of the access trail (DESIGN §10): which caller identities received a connection's tokens
 /// (`token.issued`) and which requests policy refused (`proxy.refused`), written to the hash-chained audit trail
@@ -48,7 +49,7 @@ final class AccessTrail: Sendable {
 
     private let records: AsyncStream<Record>
     private let continuation: AsyncStream<Record>.Continuation
-    private let windows = Mutex<[RefusalKey: RefusalWindow]>([:])
+    private let windows = Locked<[RefusalKey: RefusalWindow]>([:])
 
     init() {
         (self.records, self.continuation) = AsyncStream.makeStream(

@@ -1,5 +1,5 @@
-import Synchronization
 import VaultCore
+import VaultLocks
 
 /// Request budgets checked before anything is sent to Personio (DESIGN §10, issue 12 item 4):
 ///
@@ -44,8 +44,8 @@ final class Budgets: Sendable {
         }
     }
 
-    private let buckets = Mutex<[Key: Bucket]>([:])
-    private let windows = Mutex<[String: [ContinuousClock.Instant]]>([:])
+    private let buckets = Locked<[Key: Bucket]>([:])
+    private let windows = Locked<[String: [ContinuousClock.Instant]]>([:])
 
     init() {}
 

@@ -1,6 +1,6 @@
-import Synchronization
 import VaultAPI
 import VaultCore
+import VaultLocks
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -21,7 +21,7 @@ public final class PreparedTokenResponse: Sendable {
     public let suffix: [UInt8]
     public let expiresAt: ContinuousClock.Instant
     /// The last answer rendered from this response, with the `expires_in` it was rendered for.
-    private let lastRendering = Mutex<(expiresIn: Int, rendering: any AnyObject & Sendable)?>(nil)
+    private let lastRendering = Locked<(expiresIn: Int, rendering: any AnyObject & Sendable)?>(nil)
 
     package init(connection: String, token: CachedToken, settings: ConnectionSettings) {
         var headers = ["Authorization": "Bearer \(token.accessToken)"]

@@ -1,5 +1,5 @@
-import Synchronization
 import VaultCore
+import VaultLocks
 
 /// Caps how many proxied requests each caller, by uid, may have in flight at once.
 ///
@@ -21,13 +21,13 @@ public final class ProxyAdmission: Sendable {
 
     /// Proxied requests one uid may have in flight at once.
     public let limitPerUID: Int
-    private let inFlight: Mutex<[UInt32: Int]>
+    private let inFlight: Locked<[UInt32: Int]>
 
     /// - Parameter limitPerUID: Proxied requests one uid may have in flight at once; at least 1.
     public init(limitPerUID: Int) {
         precondition(limitPerUID >= 1, "a proxy admission limit must admit at least one request")
         self.limitPerUID = limitPerUID
-        self.inFlight = Mutex([:])
+        self.inFlight = Locked([:])
     }
 
     /// Takes one of `uid`'s slots, or returns nil when all of them are taken.

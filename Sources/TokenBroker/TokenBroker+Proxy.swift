@@ -1,9 +1,9 @@
 import Logging
 import NIOCore
 import PersonioClient
-import Synchronization
 import VaultAPI
 import VaultCore
+import VaultLocks
 import VaultMetrics
 
 /// Where and with which credential the proxy route sends a connection's requests. Holds a live credential (an

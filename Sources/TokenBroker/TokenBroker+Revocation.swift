@@ -3,6 +3,7 @@ import PersonioClient
 import Synchronization
 import VaultAPI
 import VaultCore
+import VaultLocks
 import VaultMetrics
 
 #if canImport(FoundationEssentials)

@@ -4,6 +4,7 @@ import Synchronization
 import VaultAPI
 import VaultCore
 import VaultCrypto
+import VaultLocks
 import VaultMetrics
 
 /// Hands out short-lived Personio access tokens for connections, caching them in memory per connection revision and
@@ -30,7 +31,7 @@ public final class TokenBroker: Sendable {
     public let proxyAdmission: ProxyAdmission
     let logger: Logger
     let policy: @Sendable (Provider) -> RefreshPolicy
-    let entries: Mutex<[String: Entry]>
+    let entries: Locked<[String: Entry]>
     /// Retry rules of the revoker.
     let revocationPolicy: RevocationPolicy
     /// Counters for `/metrics` (see ``BrokerMetrics`` for where each is counted).
@@ -41,13 +42,13 @@ public final class TokenBroker: Sendable {
     /// The call limiters of connections the broker holds no entry for (revocations and verifies still count). A
     /// limiter moves into an entry when it is loaded and back here when a change drops it, so a connection's window
     /// is never restarted by a change. Taken only inside the `entries` lock when both are needed (that order).
-    let idleLimiters: Mutex<[String: CallLimiter]>
+    let idleLimiters: Locked<[String: CallLimiter]>
     /// Where the broker's time comes from: `run()`'s refresh loop and revoker, back-off, limits and the cached path.
     let clock: any BrokerClock
     /// Numbers entries, so that a call ends only in the entry that started it.
     let generations = Atomic<UInt64>(0)
     /// Rows whose revocation is under way.
-    let revoking: Mutex<Set<Int64>>
+    let revoking: Locked<Set<Int64>>
     /// The sequence number of the last change of `vault.changes` folded into `entries` (changed only under the
     /// `entries` lock).
     let appliedChanges: Atomic<UInt64>
@@ -211,12 +212,12 @@ public final class TokenBroker: Sendable {
         self.proxyAdmission = ProxyAdmission(limitPerUID: proxyLimitPerUID)
         self.logger = logger
         self.policy = policy
-        self.entries = Mutex([:])
+        self.entries = Locked([:])
         self.revocationPolicy = revocationPolicy
         self.metrics = metrics
-        self.idleLimiters = Mutex([:])
+        self.idleLimiters = Locked([:])
         self.clock = clock
-        self.revoking = Mutex([])
+        self.revoking = Locked([])
         self.appliedChanges = Atomic(vault.changes.latest)
     }
 

@@ -1,4 +1,5 @@
 import Synchronization
+import VaultLocks
 
 /// A committed change of one connection, as the vault publishes it.
 public struct ConnectionChange: Sendable, Equatable {
@@ -63,7 +64,7 @@ public final class ChangeFeed: Sendable {
     /// Changes kept for readers that are behind.
     public let capacity: Int
     private let sequence = Atomic<UInt64>(0)
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init(capacity: Int = 4096) {
         precondition(capacity > 0)

@@ -1,7 +1,7 @@
 import Logging
-import Synchronization
 import VaultAPI
 import VaultCrypto
+import VaultLocks
 import VaultStore
 
 #if canImport(FoundationEssentials)

@@ -1,6 +1,6 @@
-import Synchronization
 import VaultAPI
 import VaultCrypto
+import VaultLocks
 import VaultStore
 
 /// Validated secret values, in locked memory, by field.

@@ -1,7 +1,7 @@
 import Logging
-import Synchronization
 import VaultAPI
 import VaultCrypto
+import VaultLocks
 import VaultStore
 
 #if canImport(Glibc)
@@ -45,7 +45,7 @@ public final class Vault: Sendable {
     let database: VaultDatabase
     let logger: Logger
     /// The active master key. Read and replaced only inside store transactions (see the type's comment).
-    let masterKey: Mutex<MasterKey>
+    let masterKey: Locked<MasterKey>
     let startedAt: ContinuousClock.Instant
     /// Committed changes, for the token broker to read (nothing here calls up into it).
     public let changes: ChangeFeed
@@ -53,7 +53,7 @@ public final class Vault: Sendable {
     init(configuration: VaultConfiguration, database: VaultDatabase, masterKey: MasterKey, logger: Logger) {
         self.configuration = configuration
         self.database = database
-        self.masterKey = Mutex(masterKey)
+        self.masterKey = Locked(masterKey)
         self.logger = logger
         self.startedAt = .now
         self.changes = ChangeFeed()

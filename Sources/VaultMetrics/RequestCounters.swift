@@ -1,5 +1,5 @@
 import CoreMetrics
-import Synchronization
+import VaultLocks
 
 #if canImport(Glibc)
 import Glibc
@@ -19,7 +19,7 @@ public final class RequestCounters: Sendable {
     }
 
     private final class Shard: Sendable {
-        let counters = Mutex<[Key: Counter]>([:])
+        let counters = Locked<[Key: Counter]>([:])
     }
 
     private let shards: [Shard] = (0..<RequestCounters.shardCount).map { _ in Shard() }

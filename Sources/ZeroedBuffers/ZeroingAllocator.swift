@@ -1,6 +1,6 @@
 import CVaultShims
 @_spi(CustomByteBufferAllocator) import NIOCore
-import Synchronization
+import VaultLocks
 
 #if canImport(Glibc)
 import Glibc
@@ -29,7 +29,7 @@ package enum ZeroingAllocator {
 
     /// Addresses of the blocks handed out and not yet freed, for tests to see that a secret-bearing buffer went
     /// through `deallocate`. Only request bodies and admin connections use it, so the bookkeeping is cheap.
-    package static let liveBlocks = Mutex<Set<UInt>>([])
+    package static let liveBlocks = Locked<Set<UInt>>([])
 
     private static let headerSize = 16
 

@@ -1,6 +1,6 @@
 import NIOCore
-import Synchronization
 import Testing
+import VaultLocks
 import ZeroedBuffers
 
 @testable import PersonioClient

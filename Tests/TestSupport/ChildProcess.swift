@@ -2,6 +2,7 @@ import CTestSupport
 import Dispatch
 import Foundation
 import Synchronization
+import VaultLocks
 
 #if canImport(Glibc)
 import Glibc
@@ -77,7 +78,7 @@ public final class ChildProcess: Sendable {
             var termination: Termination?
             var killedAtDeadline = false
         }
-        let state = Mutex(State())
+        let state = Locked(State())
         let exited = DispatchGroup()
     }
 
@@ -354,7 +355,7 @@ final class Once: Sendable {
 final class OutputReader: Sendable {
     let name: String
     private let done = DispatchGroup()
-    private let data = Mutex<[UInt8]>([])
+    private let data = Locked<[UInt8]>([])
     private let stopped = Atomic<Bool>(false)
 
     init(fd: Int32, name: String) {

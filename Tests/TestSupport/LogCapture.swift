@@ -1,5 +1,5 @@
 import Logging
-import Synchronization
+import VaultLocks
 
 /// Collects every log line of the loggers it makes, in memory, so that tests can assert what was logged and,
 /// above all, what never was (a secret).
@@ -23,7 +23,7 @@ public final class LogCapture: Sendable {
         }
     }
 
-    private let storage = Mutex<[Entry]>([])
+    private let storage = Locked<[Entry]>([])
 
     public init() {}
 

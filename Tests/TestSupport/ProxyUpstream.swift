@@ -2,6 +2,7 @@ import CSodium
 import CTestSupport
 import Foundation
 import Synchronization
+import VaultLocks
 
 #if canImport(Glibc)
 import Glibc
@@ -168,7 +169,7 @@ public final class ProxyUpstream: Sendable {
 
     private let listener: Int32
     private let stopping = Atomic<Bool>(false)
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// Starts listening on an ephemeral port of 127.0.0.1.
     public init() throws {

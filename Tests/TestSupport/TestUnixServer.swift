@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import VaultLocks
 
 #if canImport(Glibc)
 import Glibc
@@ -65,7 +65,7 @@ public final class TestUnixServer: Sendable {
     public let path: String
     private let listener: Int32
     private let handler: @Sendable (ReceivedRequest) -> TestReply
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let finished = DispatchSemaphore(value: 0)
 
     private struct State {

@@ -1,7 +1,7 @@
 import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
-import Synchronization
+import VaultLocks
 
 /// Reads one answer of a token call whole, on the HTTP client's event loop: status, headers and at most `limit` bytes
 /// of body. It keeps no reference to the request (whose body carries the credentials), and it holds the call to its
@@ -25,7 +25,7 @@ final class AnswerCollector: HTTPClientResponseDelegate {
 
     private let limit: Int
     private let deadline: NIODeadline
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init(limit: Int, deadline: NIODeadline) {
         self.limit = limit

@@ -1,6 +1,6 @@
 import NIOCore
-import Synchronization
 import VaultCrypto
+import VaultLocks
 
 #if canImport(Glibc)
 import Glibc
@@ -105,7 +105,7 @@ struct CredentialScrubber: Sendable {
 
 /// Reports, at most once per response, that the credential was found in it and overwritten.
 final class CredentialEchoReport: Sendable {
-    private let reported = Mutex(false)
+    private let reported = Locked(false)
     private let onEcho: (@Sendable () async -> Void)?
 
     init(_ onEcho: (@Sendable () async -> Void)?) {

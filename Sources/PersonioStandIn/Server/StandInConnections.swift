@@ -1,5 +1,5 @@
 import NIOCore
-import Synchronization
+import VaultLocks
 
 /// The stand-in's open connections, so that ``PersonioStandIn/shutdown()`` can close them itself: the event loops
 /// are shared and stay up, so their shutdown no longer closes what is left.
@@ -9,7 +9,7 @@ final class StandInConnections: Sendable {
         var isClosed = false
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// Tracks `channel` until it closes; closes it at once when the stand-in is shut down already.
     func add(_ channel: any Channel) {

@@ -1,9 +1,9 @@
-import Synchronization
+import VaultLocks
 
 /// The state shared by every connection and the public API, behind one lock. Each call holds the lock for a
 /// short, non-blocking section; latency is waited out on the event loop, never under the lock.
 final class StandInCore: Sendable {
-    private let state = Mutex(StandInState())
+    private let state = Locked(StandInState())
 
     func handle(_ request: StandInRequest) -> (StandInReply, Duration) {
         self.state.withLock { $0.handle(request, now: $0.now) }

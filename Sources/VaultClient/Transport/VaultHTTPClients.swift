@@ -1,8 +1,8 @@
 import AsyncHTTPClient
 import CVaultShims
 import NIOCore
-import Synchronization
 import VaultAPI
+import VaultLocks
 
 #if canImport(Glibc)
 import Glibc
@@ -27,7 +27,7 @@ enum VaultHTTPClients {
         configuration: Self.configuration(kind: .app, socketPath: "")
     )
 
-    private static let admin = Mutex<[String: HTTPClient]>([:])
+    private static let admin = Locked<[String: HTTPClient]>([:])
 
     /// The shared client for `socketPath` of `kind`.
     static func shared(kind: SocketKind, socketPath: String) -> HTTPClient {

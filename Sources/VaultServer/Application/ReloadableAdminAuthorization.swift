@@ -1,13 +1,13 @@
-import Synchronization
 import VaultCore
+import VaultLocks
 
 /// The admin socket's ``AdminAuthorization``, whose admin group's gid a reload (SIGHUP) may replace: `--admin-group`
 /// names a group, and the group can be recreated with another gid while the daemon runs.
 final class ReloadableAdminAuthorization: Sendable {
-    private let current: Mutex<AdminAuthorization>
+    private let current: Locked<AdminAuthorization>
 
     init(_ authorization: AdminAuthorization) {
-        self.current = Mutex(authorization)
+        self.current = Locked(authorization)
     }
 
     /// Whether `caller` may use the admin socket, by the authorization in force now.

@@ -1,4 +1,4 @@
-import Synchronization
+import VaultLocks
 
 /// How many connections the daemon keeps open, and for whom (DESIGN §10, docs/decisions.md "Caller identity and
 /// connection limits").
@@ -70,7 +70,7 @@ final class ConnectionLimiter: Sendable {
 
     let perUID: Int
     let total: Int
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// - Parameters:
     ///   - perUID: Connections per uid and socket.

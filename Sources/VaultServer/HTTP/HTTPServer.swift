@@ -4,8 +4,8 @@ import NIOExtras
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
-import Synchronization
 import VaultCore
+import VaultLocks
 import ZeroedBuffers
 
 #if canImport(Glibc)
@@ -218,7 +218,7 @@ final class HTTPServer: Service, Sendable {
 
 /// When the connections still open at shutdown are closed, whatever they are doing: unset until shutdown begins.
 final class DrainDeadline: Sendable {
-    private let value = Mutex<NIODeadline?>(nil)
+    private let value = Locked<NIODeadline?>(nil)
 
     /// The moment connections close anyway; nil while the server is not shutting down.
     var deadline: NIODeadline? { self.value.withLock { $0 } }

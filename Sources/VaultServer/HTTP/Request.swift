@@ -1,9 +1,9 @@
 import Logging
 import NIOCore
 import NIOHTTP1
-import Synchronization
 import VaultAPI
 import VaultCore
+import VaultLocks
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -63,7 +63,7 @@ public struct Request: Sendable {
 /// A request body, owned by one request. Its bytes are zeroed on ``zero()`` and when the last reference goes: bodies
 /// may carry secrets (create, edit, reset), and the buffer is the first place they land in the daemon.
 public final class RequestBody: Sendable {
-    private let buffer: Mutex<ByteBuffer>
+    private let buffer: Locked<ByteBuffer>
     /// The number of bytes, fixed when the body is complete.
     public let count: Int
 
@@ -71,7 +71,7 @@ public final class RequestBody: Sendable {
     ///   would zero a copy.
     init(_ buffer: ByteBuffer) {
         self.count = buffer.readableBytes
-        self.buffer = Mutex(buffer)
+        self.buffer = Locked(buffer)
     }
 
     /// No body.

@@ -1,7 +1,7 @@
 import NIOCore
 import NIOPosix
-import Synchronization
 import VaultCrypto
+import VaultLocks
 
 #if canImport(Glibc)
 import Glibc
@@ -173,7 +173,7 @@ final class ExecutableHashes: Sendable {
         var hashed = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     let capacity: Int
     private let concurrency: Int
     private let execute: @Sendable (@escaping @Sendable () -> Void) -> Void
