@@ -96,87 +96,45 @@ struct FaultControl: Sendable {
 
 /// `connvaultd --dev` in a temporary directory, like `DaemonProcess`, with the fault shim preloaded and an
 /// environment of its own.
-final class FaultyDaemon: @unchecked Sendable {
-    // @unchecked Sendable: `process` is only touched from the test that owns this instance.
-    let directory: TemporaryDirectory
+final class FaultyDaemon: Sendable {
+    let daemon: DaemonProcess
     let control: FaultControl
-    let logPath: String
-    private let arguments: [String]
-    private var process: ChildProcess?
 
-    var stateDirectory: String { "\(self.directory.path)/.connvault" }
-    var adminSocket: String { "\(self.stateDirectory)/admin.sock" }
-    var appSocket: String { "\(self.stateDirectory)/app.sock" }
-    var databasePath: String { "\(self.stateDirectory)/vault.sqlite3" }
-    var keyFile: String { "\(self.stateDirectory)/master.key" }
-    var isRunning: Bool { self.process?.isRunning ?? false }
-    var pid: Int32? { self.process?.pid }
+    var directory: TemporaryDirectory { self.daemon.directory }
+    var logPath: String { self.daemon.logPath }
+    var stateDirectory: String { self.daemon.stateDirectory }
+    var adminSocket: String { self.daemon.adminSocket }
+    var appSocket: String { self.daemon.appSocket }
+    var databasePath: String { self.daemon.databasePath }
+    var keyFile: String { self.daemon.keyFile }
+    var isRunning: Bool { self.daemon.isRunning }
+    var pid: Int32? { self.daemon.pid }
 
     init(directory: TemporaryDirectory, arguments: [String] = ["--dev", "--log-level", "info"]) {
-        self.directory = directory
+        self.daemon = DaemonProcess(directory: directory, arguments: arguments)
         self.control = FaultControl(directory: directory)
-        self.logPath = directory.file("connvaultd.log")
-        self.arguments = arguments
     }
 
     /// Starts the daemon with the shim and waits until its admin socket answers `GET /v1/health`.
     func start(preload: Bool = true, timeout: Duration = .seconds(30)) throws {
-        var environment = ProcessInfo.processInfo.environment
+        var environment: [String: String] = [:]
         if preload {
             environment["LD_PRELOAD"] = try FaultShim.library()
             environment.merge(self.control.environment) { _, new in new }
         }
-        let log = open(self.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        if log >= 0 { close(log) }
-        let process = try ChildProcess(
-            Binaries.daemon,
-            self.arguments,
-            environment: environment,
-            directory: self.directory.path,
-            standardOutput: .file(self.logPath),
-            standardError: .standardOutput
-        )
-        self.process = process
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            guard process.isRunning else {
-                throw TestSupportError(
-                    "connvaultd ended (\(process.termination.map { "\($0)" } ?? "?")) during start-up:\n\(self.log())"
-                )
-            }
-            if let response = try? RawHTTP.request(
-                socket: self.adminSocket,
-                "GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n"
-            ),
-                response.status == 200
-            {
-                return
-            }
-            usleep(20_000)
-        }
-        throw TestSupportError("connvaultd did not answer on \(self.adminSocket) within \(timeout):\n\(self.log())")
+        try self.daemon.start(environment: environment, timeout: timeout)
     }
 
     /// Sends `signal` and waits for the process to end.
     @discardableResult
-    func stop(signal: Int32 = SIGTERM, timeout: Duration = .seconds(20)) -> ChildProcess.Termination? {
-        guard let process = self.process else { return nil }
-        process.signal(signal)
-        let termination = process.waitForExit(timeout: timeout)
-        self.process = nil
-        return termination
+    func stop(signal: Int32 = SIGTERM, timeout: Duration = .seconds(20)) -> Int32 {
+        self.daemon.stop(signal: signal, timeout: timeout)
     }
 
-    func log() -> String { (try? String(contentsOfFile: self.logPath, encoding: .utf8)) ?? "" }
+    func log() -> String { self.daemon.log() }
 
     func ctl(_ arguments: [String], stdin: String? = nil) throws -> CommandResult {
-        try Command.run(
-            Binaries.control,
-            arguments,
-            stdin: stdin,
-            environment: ["CONNVAULT_ADMIN_SOCKET": self.adminSocket, "CONNVAULT_APP_SOCKET": self.appSocket],
-            directory: self.directory.path
-        )
+        try self.daemon.ctl(arguments, stdin: stdin)
     }
 
     /// `connvaultctl ARGS --json`, decoded; throws unless it exits 0.
@@ -188,11 +146,6 @@ final class FaultyDaemon: @unchecked Sendable {
         } catch {
             throw TestSupportError("connvaultctl \(arguments): cannot decode \(T.self) (\(error)) from:\n\(result)")
         }
-    }
-
-    deinit {
-        self.process?.killGroup()
-        _ = self.process?.waitForExit(timeout: .seconds(10))
     }
 }
 

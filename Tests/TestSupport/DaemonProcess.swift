@@ -32,10 +32,12 @@ public final class DaemonProcess: @unchecked Sendable {
     }
 
     /// Starts the daemon and waits until its admin socket answers `GET /v1/health`.
-    public func start(timeout: Duration = .seconds(30)) throws {
+    /// - Parameter environment: added to (and overriding) this process's environment for the daemon.
+    public func start(environment: [String: String] = [:], timeout: Duration = .seconds(30)) throws {
         let process = try ChildProcess(
             Binaries.daemon,
             self.arguments,
+            environment: ProcessInfo.processInfo.environment.merging(environment) { _, new in new },
             directory: self.directory.path,
             standardOutput: .file(self.logPath),
             standardError: .standardOutput
