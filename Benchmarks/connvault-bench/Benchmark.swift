@@ -212,6 +212,16 @@ final class Benchmark {
             )
         }
         if let nginxProbe { probes.append(("nginx proxy", nginxProbe)) }
+        let nioProbe = self.start(&servers) {
+            try NIOBenchProxy(
+                binDirectory: self.configuration.binDirectory,
+                directory: directory,
+                upstream: upstream,
+                prefix: VaultBench.proxyPrefix,
+                requestPath: requestPath
+            )
+        }
+        if let nioProbe { probes.append(("bare NIO proxy", nioProbe)) }
         if let vault {
             let vaultProbe = self.start(&servers) { try vault.proxyRoute(upstream: upstream) }
             if let vaultProbe { probes.append(("vault proxy", vaultProbe)) }
@@ -267,7 +277,7 @@ final class Benchmark {
     /// The servers of the token path, in the order of the summary table.
     private static let tokenPathServers = ["nginx", "bare NIO", "vault"]
     /// The servers of the proxy case.
-    private static let proxyServers = ["nginx proxy", "vault proxy"]
+    private static let proxyServers = ["nginx proxy", "bare NIO proxy", "vault proxy"]
 
     /// The median of each figure over the rounds, per server and connection count, then the ratios against the
     /// targets: each ratio is taken within a round (the servers measured minutes apart at most) and the median of
@@ -364,7 +374,9 @@ final class Benchmark {
         } else {
             self.report.say("ratios: no vault proxy figures at \(most) connections, so no ratios against the targets")
         }
-        for proxy in [nginx, vault] {
+        self.proxyRatios("bare NIO proxy", against: nginx, most: most, least: least, targets: true)
+        self.proxyRatios(vault, against: "bare NIO proxy", most: most, least: least, targets: false)
+        for proxy in [nginx, "bare NIO proxy", vault] {
             let upstream = self.figures(proxy, most, \.upstreamCPUPerRequest)
             guard !upstream.isEmpty else { continue }
             self.ratio(
@@ -380,6 +392,39 @@ final class Benchmark {
                 "upstream busy during \(proxy), \(most) connections: \(TextTable.fixed(Self.median(rounds) * 100, 0)) % "
                     + "of one CPU (rounds: \(rounds.map { TextTable.fixed($0 * 100, 0) }.joined(separator: ", ")) %; "
                     + "one nginx process saturates at 100 %)"
+            )
+        }
+    }
+
+    /// Throughput at `most` connections, p50 at `least`, CPU per request (proxy alone) at both, of `proxy` against
+    /// `reference`; judged against issue 11's targets when `targets` (the bare NIO proxy against nginx: could a
+    /// Swift+NIO proxy meet them at all), printed as plain ratios otherwise (the vault against the bare NIO proxy:
+    /// what the vault and its HTTP client add to NIO's own cost).
+    private func proxyRatios(_ proxy: String, against reference: String, most: Int, least: Int, targets: Bool) {
+        guard !self.figures(proxy, most, \.requestsPerSecond).isEmpty,
+            !self.figures(reference, most, \.requestsPerSecond).isEmpty
+        else { return }
+        self.ratio(
+            "\(proxy) / \(reference) throughput, \(most) connections",
+            self.figures(proxy, most, \.requestsPerSecond),
+            self.figures(reference, most, \.requestsPerSecond),
+            target: targets ? "≥ 0.70" : nil,
+            met: { $0 >= 0.7 }
+        )
+        self.ratio(
+            "\(proxy) / \(reference) p50 latency, \(least) connection(s)",
+            self.figures(proxy, least, \.latency.p50Microseconds),
+            self.figures(reference, least, \.latency.p50Microseconds),
+            target: targets ? "≤ 1.50" : nil,
+            met: { $0 <= 1.5 }
+        )
+        for connections in Set([most, least]).sorted(by: >) {
+            self.ratio(
+                "\(proxy) / \(reference) CPU per request, proxy alone, \(connections) connection(s)",
+                self.figures(proxy, connections, \.serverCPUPerRequest),
+                self.figures(reference, connections, \.serverCPUPerRequest),
+                target: targets ? "≤ 2.00" : nil,
+                met: { $0 <= 2 }
             )
         }
     }
@@ -438,7 +483,7 @@ final class Benchmark {
         _ label: String,
         _ value: [Int: Double],
         _ reference: [Int: Double],
-        target: String,
+        target: String?,
         met: (Double) -> Bool
     ) {
         let ratios = value.keys.sorted().compactMap { round -> Double? in
@@ -454,7 +499,9 @@ final class Benchmark {
         if ratios.count > 1 {
             line += " (rounds: \(ratios.map { TextTable.fixed($0, 2) }.joined(separator: ", ")))"
         }
-        line += "  (target \(target): \(met(median) ? "met" : "NOT met"))"
+        if let target {
+            line += "  (target \(target): \(met(median) ? "met" : "NOT met"))"
+        }
         self.report.say(line)
     }
 
