@@ -224,7 +224,7 @@ let package = Package(
             name: "TokenBrokerTests",
             dependencies: [
                 "TokenBroker", "VaultCore", "VaultStore", "VaultAPI", "PersonioClient", "PersonioStandIn",
-                "VaultTestSupport", "TestSupport", logging, nioCore,
+                "VaultTestSupport", "TestSupport", "VaultLocks", logging, nioCore,
             ],
             swiftSettings: swiftSettings
         ),
@@ -241,7 +241,7 @@ let package = Package(
             name: "VaultServerTests",
             dependencies: [
                 "VaultServer", "VaultCore", "TokenBroker", "VaultClient", "VaultAPI", "TestSupport", "PersonioStandIn",
-                logging, nioCore, nioHTTP1,
+                "VaultLocks", logging, nioCore, nioHTTP1,
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
@@ -266,7 +266,9 @@ let package = Package(
         .testTarget(name: "VaultLocksTests", dependencies: ["VaultLocks"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["VaultClient", "VaultAPI", "VaultStore", "TestSupport", "PersonioStandIn", logging],
+            dependencies: [
+                "VaultClient", "VaultAPI", "VaultStore", "TestSupport", "PersonioStandIn", "VaultLocks", logging,
+            ],
             swiftSettings: swiftSettings
         ),
     ]

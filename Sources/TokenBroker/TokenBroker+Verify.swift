@@ -1,5 +1,4 @@
 import PersonioClient
-import Synchronization
 import VaultAPI
 import VaultCore
 import VaultMetrics

@@ -1,4 +1,3 @@
-import Synchronization
 import VaultAPI
 import VaultCrypto
 import VaultStore

@@ -1,9 +1,9 @@
 import Foundation
 import PersonioStandIn
-import Synchronization
 import TestSupport
 import Testing
 import VaultAPI
+import VaultLocks
 
 #if canImport(Glibc)
 import Glibc
@@ -403,7 +403,7 @@ struct FaultInjectionEndToEndTests {
 
     /// Runs async work from the blocking thread these scenarios run on.
     static func runAsync<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-        let result = Mutex<Result<T, any Error>?>(nil)
+        let result = Locked<Result<T, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task {
             let outcome: Result<T, any Error>

@@ -1,8 +1,8 @@
 import Foundation
 import Logging
-import Synchronization
 import TestSupport
 import VaultAPI
+import VaultLocks
 import VaultStore
 
 #if canImport(Glibc)
@@ -12,7 +12,7 @@ import Glibc
 /// The fault injector of `Tests/FaultShim/faultshim.c`, compiled once per test run with the system C compiler into
 /// a shared object that `connvaultd` loads with `LD_PRELOAD`.
 enum FaultShim {
-    private static let built = Mutex<Result<String, TestSupportError>?>(nil)
+    private static let built = Locked<Result<String, TestSupportError>?>(nil)
 
     /// The shared object's path; compiled on first use.
     static func library() throws -> String {

@@ -4,10 +4,10 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import PersonioStandIn
-import Synchronization
 import TestSupport
 import Testing
 import VaultCrypto
+import VaultLocks
 
 @testable import PersonioClient
 
@@ -656,7 +656,7 @@ import VaultCrypto
 
     /// Counts reports.
     final class Reports: Sendable {
-        let count = Mutex(0)
+        let count = Locked(0)
         var handler: @Sendable () async -> Void { { self.count.withLock { $0 += 1 } } }
     }
 

@@ -1,7 +1,7 @@
 import Foundation
-import Synchronization
 import Testing
 import TokenBroker
+import VaultLocks
 
 /// A clock that moves only when a test says so: `advance(by:)` moves it and wakes every sleeper whose deadline has
 /// come. Instants are `ContinuousClock` instants starting at the real reading when the clock was made, so tokens and
@@ -20,7 +20,7 @@ final class ManualClock: BrokerClock {
         var nextID: UInt64 = 0
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
     /// Wall-clock seconds at the start (for `RevocationPolicy.now`).
     private let wallStart: Double
     private let start: ContinuousClock.Instant
@@ -31,7 +31,7 @@ final class ManualClock: BrokerClock {
         let start = ContinuousClock.now
         self.start = start
         self.wallStart = wallStart
-        self.state = Mutex(State(now: start))
+        self.state = Locked(State(now: start))
     }
 
     var now: ContinuousClock.Instant { self.state.withLock { $0.now } }

@@ -1,10 +1,10 @@
 import Foundation
 import NIOCore
 import NIOEmbedded
-import Synchronization
 import TestSupport
 import Testing
 import VaultCore
+import VaultLocks
 
 @testable import VaultServer
 
@@ -95,7 +95,7 @@ struct ExecutableIdentityTests {
         #expect(jobs.pending == 1)
         // Nothing is hashed on the calling thread (the event loop): the answers wait for the pool's job.
         loop.run()
-        let early = Mutex(0)
+        let early = Locked(0)
         for future in futures { future.whenComplete { _ in early.withLock { $0 += 1 } } }
         loop.run()
         #expect(early.withLock { $0 } == 0)
@@ -162,7 +162,7 @@ struct ExecutableIdentityTests {
 
     @Test("uids take turns: one producing many new executables delays another's by one job, not by all of its own")
     func roundRobin() throws {
-        let order = Mutex<[UInt64]>([])
+        let order = Locked<[UInt64]>([])
         let jobs = ManualExecutor()
         let hashes = ExecutableHashes(
             execute: jobs.execute,
@@ -398,7 +398,7 @@ struct ExecutableIdentityTests {
 
 /// Runs hashing jobs when the test says so.
 final class ManualExecutor: Sendable {
-    private let jobs = Mutex<[@Sendable () -> Void]>([])
+    private let jobs = Locked<[@Sendable () -> Void]>([])
 
     var execute: @Sendable (@escaping @Sendable () -> Void) -> Void {
         { job in self.jobs.withLock { $0.append(job) } }

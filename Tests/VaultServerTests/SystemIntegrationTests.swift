@@ -3,6 +3,7 @@ import Synchronization
 import TestSupport
 import Testing
 import VaultAPI
+import VaultLocks
 
 @testable import VaultServer
 
@@ -16,7 +17,7 @@ struct SystemIntegrationTests {
     final class NotifySocket: Sendable {
         let descriptor: Int32
         let path: String
-        private let state = Mutex<(messages: [String], next: Int)>(([], 0))
+        private let state = Locked<(messages: [String], next: Int)>(([], 0))
         private let stopped = Atomic<Bool>(false)
         private let finished = DispatchSemaphore(value: 0)
 
