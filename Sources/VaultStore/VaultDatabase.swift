@@ -30,6 +30,7 @@ public final class VaultDatabase: Sendable {
     ///   - chainHash: the hash of the audit chain (BLAKE2b-256 from the crypto module).
     public init(path: String, chainHash: @escaping @Sendable ([UInt8]) -> [UInt8], logger: Logger) throws {
         try Self.createPrivately(path)
+        Self.removeStaleWriteProbes(in: Self.directory(of: path), logger: logger)
         var configuration = Configuration()
         configuration.journalMode = .wal
         configuration.foreignKeysEnabled = true
@@ -158,15 +159,49 @@ public final class VaultDatabase: Sendable {
     /// remount; after the kernel's own (ext4 `errors=remount-ro`) only a write does, so an empty probe file is
     /// created and removed. Called on failure paths only.
     var isFileSystemReadOnly: Bool {
-        let slash = self.path.lastIndex(of: "/")
-        let directory = slash.map { String(self.path[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? "."
+        let directory = Self.directory(of: self.path)
         if access(directory, W_OK) != 0 { return errno == EROFS }
-        let probe = "\(directory)/.write-probe-\(getpid())"
+        let probe = "\(directory)/\(Self.writeProbePrefix)\(getpid())"
         let fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return errno == EROFS }
         Glibc.close(fd)
         unlink(probe)
         return false
+    }
+
+    static let writeProbePrefix = ".write-probe-"
+
+    /// The directory `path` is in.
+    static func directory(of path: String) -> String {
+        let slash = path.lastIndex(of: "/")
+        return slash.map { String(path[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? "."
+    }
+
+    /// Removes the probe files of `isFileSystemReadOnly` that a process killed between creating and removing one left
+    /// behind: empty regular files named `.write-probe-` and digits, nothing else. A stale one named with a pid this
+    /// process has again would make the probe's exclusive create fail with EEXIST and miss a read-only file system.
+    /// Best effort: on a read-only file system they stay.
+    static func removeStaleWriteProbes(in directory: String, logger: Logger) {
+        guard let stream = opendir(directory) else { return }
+        defer { closedir(stream) }
+        let descriptor = dirfd(stream)
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name.hasPrefix(Self.writeProbePrefix) else { continue }
+            let suffix = name.utf8.dropFirst(Self.writeProbePrefix.utf8.count)
+            guard !suffix.isEmpty, suffix.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
+                continue
+            }
+            var information = stat()
+            guard fstatat(descriptor, name, &information, AT_SYMLINK_NOFOLLOW) == 0,
+                information.st_mode & S_IFMT == S_IFREG, information.st_size == 0
+            else { continue }
+            if unlinkat(descriptor, name, 0) == 0 {
+                logger.notice("removed a stale write probe", metadata: ["store.file": "\(directory)/\(name)"])
+            }
+        }
     }
 
     /// The `errno` of the system call behind SQLite's last failure on this connection (`sqlite3_system_errno`,
