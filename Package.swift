@@ -209,7 +209,10 @@ let package = Package(
         /// A vault on a real SQLite file and key file, shared by the domain and broker tests.
         .target(
             name: "VaultTestSupport",
-            dependencies: ["VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "TestSupport", logging],
+            dependencies: [
+                "VaultCore", "VaultCrypto", "VaultStore", "VaultAPI", "TestSupport", "TokenBroker", "PersonioClient",
+                "PersonioStandIn", logging,
+            ],
             path: "Tests/VaultTestSupport",
             swiftSettings: swiftSettings
         ),

@@ -28,49 +28,41 @@ struct GrantEnforcementTests {
     static let stranger = Caller(uid: 3000, gid: 3000, pid: 72, comm: "stranger")
     static let recruitingKey = "fake-recruiting-key-rules-0123456789"
 
+    @dynamicMemberLookup
     struct Setup {
-        let fixture: VaultFixture
-        let vault: Vault
-        let standIn: PersonioStandIn
-        let broker: TokenBroker
+        let harness: BrokerHarness
+
+        subscript<Value>(dynamicMember member: KeyPath<BrokerHarness, Value>) -> Value { self.harness[keyPath: member] }
 
         /// `acme` (v2) and `hiring` (recruiting), both granted by `grants`; the broker's `run()` going.
         static func with(_ grants: Grants, _ body: (Setup) async throws -> Void) async throws {
-            let standIn = try await PersonioStandIn.start(threads: 2)
-            standIn.register(clientID: "fake-client-rules", clientSecret: "fake-secret-rules")
-            standIn.registerRecruitingKey(GrantEnforcementTests.recruitingKey, companyID: "777")
-            try await VaultFixture.with { fixture, vault in
-                let auth = PersonioAuthClient(logger: fixture.logs.logger(), timeout: .seconds(2))
-                let broker = TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger())
-                try await shuttingDown(auth, standIn) {
-                    _ = try await vault.create(
-                        CreateConnectionRequest(
-                            id: "acme",
-                            provider: .personioV2,
-                            settings: ConnectionSettings(apiBaseURL: standIn.baseURL),
-                            secrets: secrets([.clientID: "fake-client-rules", .clientSecret: "fake-secret-rules"]),
-                            grants: grants
-                        ),
-                        by: admin
-                    )
-                    _ = try await vault.create(
-                        CreateConnectionRequest(
-                            id: "hiring",
-                            provider: .personioRecruiting,
-                            settings: ConnectionSettings(apiBaseURL: standIn.baseURL, companyID: "777"),
-                            secrets: secrets([.recruitingToken: GrantEnforcementTests.recruitingKey]),
-                            grants: grants
-                        ),
-                        by: admin
-                    )
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask { await broker.run() }
-                        defer { group.cancelAll() }
-                        try await body(Setup(fixture: fixture, vault: vault, standIn: standIn, broker: broker))
-                    }
-                }
+            try await BrokerHarness.with(running: true) { harness in
+                let standIn = harness.standIn
+                standIn.register(clientID: "fake-client-rules", clientSecret: "fake-secret-rules")
+                standIn.registerRecruitingKey(GrantEnforcementTests.recruitingKey, companyID: "777")
+                _ = try await harness.vault.create(
+                    CreateConnectionRequest(
+                        id: "acme",
+                        provider: .personioV2,
+                        settings: ConnectionSettings(apiBaseURL: standIn.baseURL),
+                        secrets: secrets([.clientID: "fake-client-rules", .clientSecret: "fake-secret-rules"]),
+                        grants: grants
+                    ),
+                    by: admin
+                )
+                _ = try await harness.vault.create(
+                    CreateConnectionRequest(
+                        id: "hiring",
+                        provider: .personioRecruiting,
+                        settings: ConnectionSettings(apiBaseURL: standIn.baseURL, companyID: "777"),
+                        secrets: secrets([.recruitingToken: GrantEnforcementTests.recruitingKey]),
+                        grants: grants
+                    ),
+                    by: admin
+                )
+            } _: { harness in
+                try await body(Setup(harness: harness))
             }
-            try await standIn.shutdown()
         }
 
         func get(_ id: String, _ path: String, as caller: Caller, method: String = "GET") async throws -> Int {

@@ -35,12 +35,11 @@ struct ScopedTokenTests {
         ]
     )
 
+    @dynamicMemberLookup
     struct Setup {
-        let fixture: VaultFixture
-        let vault: Vault
-        let standIn: PersonioStandIn
-        let auth: PersonioAuthClient
-        let broker: TokenBroker
+        let harness: BrokerHarness
+
+        subscript<Value>(dynamicMember member: KeyPath<BrokerHarness, Value>) -> Value { self.harness[keyPath: member] }
 
         /// Connection `acme` (v2, scope setting persons and webhooks read) granted by ``ScopedTokenTests/grants``;
         /// the stand-in's client has `clientScopes`.
@@ -50,41 +49,31 @@ struct ScopedTokenTests {
             running: Bool = true,
             _ body: (Setup) async throws -> Void
         ) async throws {
-            let standIn = try await PersonioStandIn.start()
-            standIn.register(
-                clientID: ScopedTokenTests.clientID,
-                clientSecret: ScopedTokenTests.secret,
-                scopes: clientScopes
-            )
-            try await VaultFixture.with { fixture, vault in
-                let auth = PersonioAuthClient(logger: fixture.logs.logger(), timeout: .seconds(2))
-                let broker = TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger()) { _ in policy }
-                try await shuttingDown(auth, standIn) {
-                    _ = try await vault.create(
-                        CreateConnectionRequest(
-                            id: "acme",
-                            provider: .personioV2,
-                            settings: ConnectionSettings(
-                                apiBaseURL: standIn.baseURL,
-                                scope: "\(ScopedTokenTests.persons) \(ScopedTokenTests.webhooks)"
-                            ),
-                            secrets: secrets([
-                                .clientID: ScopedTokenTests.clientID, .clientSecret: ScopedTokenTests.secret,
-                            ]),
-                            grants: ScopedTokenTests.grants
+            let everyProvider: @Sendable (Provider) -> RefreshPolicy = { _ in policy }
+            try await BrokerHarness.with(policy: everyProvider, running: running) { harness in
+                harness.standIn.register(
+                    clientID: ScopedTokenTests.clientID,
+                    clientSecret: ScopedTokenTests.secret,
+                    scopes: clientScopes
+                )
+                _ = try await harness.vault.create(
+                    CreateConnectionRequest(
+                        id: "acme",
+                        provider: .personioV2,
+                        settings: ConnectionSettings(
+                            apiBaseURL: harness.standIn.baseURL,
+                            scope: "\(ScopedTokenTests.persons) \(ScopedTokenTests.webhooks)"
                         ),
-                        by: admin
-                    )
-                    let setup = Setup(fixture: fixture, vault: vault, standIn: standIn, auth: auth, broker: broker)
-                    guard running else { return try await body(setup) }
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask { await broker.run() }
-                        defer { group.cancelAll() }
-                        try await body(setup)
-                    }
-                }
+                        secrets: secrets([
+                            .clientID: ScopedTokenTests.clientID, .clientSecret: ScopedTokenTests.secret,
+                        ]),
+                        grants: ScopedTokenTests.grants
+                    ),
+                    by: admin
+                )
+            } _: { harness in
+                try await body(Setup(harness: harness))
             }
-            try await standIn.shutdown()
         }
 
         func token(_ caller: Caller) async throws -> TokenResponse {

@@ -22,33 +22,26 @@ struct TokenBrokerProxyTests {
     /// A vault pointing at a fresh stand-in with these connections, all granted to uid 1000:
     /// `acme` (v2), `legacy` (v1), `hiring` (recruiting), `paused` (v2, disabled), `paused-hiring` (recruiting,
     /// disabled), `broken` (v2, needs_reset), `reports` (v2, granted to the unit `reports.service` only).
+    @dynamicMemberLookup
     struct Setup {
-        let fixture: VaultFixture
-        let vault: Vault
-        let standIn: PersonioStandIn
-        let auth: PersonioAuthClient
-        let broker: TokenBroker
+        let harness: BrokerHarness
+
+        subscript<Value>(dynamicMember member: KeyPath<BrokerHarness, Value>) -> Value { self.harness[keyPath: member] }
 
         static func with(
             policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider,
             _ body: (Setup) async throws -> Void
         ) async throws {
-            let standIn = try await PersonioStandIn.start(threads: 2)
-            standIn.register(clientID: "fake-client-acme", clientSecret: "fake-secret-acme")
-            standIn.registerRecruitingKey(
-                TokenBrokerProxyTests.recruitingKey,
-                companyID: TokenBrokerProxyTests.companyID
-            )
-            try await VaultFixture.with { fixture, vault in
-                let auth = PersonioAuthClient(logger: fixture.logs.logger(), timeout: .seconds(2))
-                let broker = TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger(), policy: policy)
-                let setup = Setup(fixture: fixture, vault: vault, standIn: standIn, auth: auth, broker: broker)
-                try await shuttingDown(auth, standIn) {
-                    try await setup.createConnections()
-                    try await body(setup)
-                }
+            try await BrokerHarness.with(policy: policy) { harness in
+                harness.standIn.register(clientID: "fake-client-acme", clientSecret: "fake-secret-acme")
+                harness.standIn.registerRecruitingKey(
+                    TokenBrokerProxyTests.recruitingKey,
+                    companyID: TokenBrokerProxyTests.companyID
+                )
+                try await Setup(harness: harness).createConnections()
+            } _: { harness in
+                try await body(Setup(harness: harness))
             }
-            try await standIn.shutdown()
         }
 
         private func createConnections() async throws {

@@ -16,19 +16,13 @@ struct TokenBrokerTests {
     static let stranger = Caller(uid: 2000, gid: 2000, pid: 78, comm: "other")
 
     /// A vault with one granted v2 connection `acme` pointing at a fresh stand-in, and a broker over both.
-    struct Setup {
-        let fixture: VaultFixture
-        let vault: Vault
-        let standIn: PersonioStandIn
-        let auth: PersonioAuthClient
-        let broker: TokenBroker
-
+    enum Setup {
         /// `with` for one policy for every provider.
         static func with(
             provider: Provider = .personioV2,
             policy: RefreshPolicy,
             clock: any BrokerClock = SystemBrokerClock(),
-            _ body: (Setup) async throws -> Void
+            _ body: (BrokerHarness) async throws -> Void
         ) async throws {
             try await Self.with(provider: provider, policy: { _ in policy }, clock: clock, body)
         }
@@ -39,33 +33,23 @@ struct TokenBrokerTests {
             provider: Provider = .personioV2,
             policy: @escaping @Sendable (Provider) -> RefreshPolicy = RefreshPolicy.forProvider,
             clock: any BrokerClock = SystemBrokerClock(),
-            _ body: (Setup) async throws -> Void
+            _ body: (BrokerHarness) async throws -> Void
         ) async throws {
-            let standIn = try await PersonioStandIn.start(threads: 2)
-            standIn.register(clientID: "fake-client-acme", clientSecret: "fake-secret-acme")
-            try await VaultFixture.with { fixture, vault in
-                let auth = PersonioAuthClient(logger: fixture.logs.logger(), timeout: .seconds(2))
-                let broker = TokenBroker(
-                    vault: vault,
-                    auth: auth,
-                    logger: fixture.logs.logger(),
-                    policy: policy,
-                    clock: clock
-                )
-                _ = try await vault.create(
+            try await BrokerHarness.with(policy: policy, clock: clock) { harness in
+                harness.standIn.register(clientID: "fake-client-acme", clientSecret: "fake-secret-acme")
+                _ = try await harness.vault.create(
                     CreateConnectionRequest(
                         id: "acme",
                         provider: provider,
-                        settings: ConnectionSettings(apiBaseURL: standIn.baseURL, appID: "ACME_APP"),
+                        settings: ConnectionSettings(apiBaseURL: harness.standIn.baseURL, appID: "ACME_APP"),
                         secrets: secrets([.clientID: "fake-client-acme", .clientSecret: "fake-secret-acme"]),
                         grants: Grants(uids: [1000])
                     ),
                     by: admin
                 )
-                let setup = Setup(fixture: fixture, vault: vault, standIn: standIn, auth: auth, broker: broker)
-                try await shuttingDown(auth, standIn) { try await body(setup) }
+            } _: { harness in
+                try await body(harness)
             }
-            try await standIn.shutdown()
         }
     }
 
