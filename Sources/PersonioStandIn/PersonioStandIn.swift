@@ -121,6 +121,8 @@ public final class PersonioStandIn: Sendable {
         }
         guard !alreadyDown else { return }
         try? await self.channel.close()
+        // Their connections are closed next: nothing would read the answers.
+        self.core.dropHeld()
         await self.connections.closeAll()
     }
 
@@ -175,6 +177,23 @@ public final class PersonioStandIn: Sendable {
     public func setLatency(_ latency: Duration) {
         self.core.withState { $0.latency = latency }
     }
+
+    /// Holds the answers to `endpoints` from now on until ``releaseHeldAnswers()``: each request takes effect as it
+    /// arrives (counted, recorded, a token issued), and its answer waits. Lets a test change something while a call
+    /// is known to be under way, instead of racing a latency.
+    ///
+    /// - Parameter endpoints: Whose answers to hold; empty to hold none (the answers held so far still wait).
+    public func holdAnswers(on endpoints: Set<Endpoint>) {
+        self.core.hold(endpoints)
+    }
+
+    /// Stops holding answers and sends every answer held (each after the latency, as usual).
+    public func releaseHeldAnswers() {
+        self.core.release()
+    }
+
+    /// How many answers are held now (``holdAnswers(on:)``).
+    public var heldAnswers: Int { self.core.heldCount }
 
     /// Makes calls to `endpoints` fail as `failure`, for the next `times` calls or until changed.
     ///

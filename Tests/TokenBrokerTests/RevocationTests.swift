@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PersonioClient
 import PersonioStandIn
+import Synchronization
 import TestSupport
 import Testing
 import TokenBroker
@@ -31,14 +32,19 @@ struct RevocationTests {
     /// A stand-in with one registered client, and a vault with connection `acme` pointing at it.
     static func with(
         provider: Provider = .personioV2,
+        grants: Grants = Grants(uids: [1000]),
+        scope: String? = nil,
+        timeout: Duration = .seconds(30),
         _ body: (PersonioStandIn, VaultFixture, Vault, PersonioAuthClient) async throws -> Void
     ) async throws {
         let standIn = try await PersonioStandIn.start(threads: 2)
         standIn.register(clientID: Self.clientID, clientSecret: Self.secret)
         let auth = PersonioAuthClient(
             logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() },
-            // Longer under a sanitizer (TimeScale), where the stand-in in this process answers several times slower.
-            timeout: TimeScale.scaled(.seconds(2))
+            // Far above a plain answer's milliseconds: in a whole test run the stand-in shares this process's event
+            // loops with hundreds of tests and missed a 2 s time-out, so an exchange (or a revocation) failed that
+            // the test needed to succeed. Longer still under a sanitizer (TimeScale).
+            timeout: TimeScale.scaled(timeout)
         )
         try await shuttingDown(auth, standIn) {
             try await VaultFixture.with { fixture, vault in
@@ -46,9 +52,9 @@ struct RevocationTests {
                     CreateConnectionRequest(
                         id: "acme",
                         provider: provider,
-                        settings: ConnectionSettings(apiBaseURL: standIn.baseURL),
+                        settings: ConnectionSettings(apiBaseURL: standIn.baseURL, scope: scope),
                         secrets: secrets([.clientID: Self.clientID, .clientSecret: Self.secret]),
-                        grants: Grants(uids: [1000])
+                        grants: grants
                     ),
                     by: admin
                 )
@@ -58,8 +64,33 @@ struct RevocationTests {
         try await standIn.shutdown()
     }
 
-    static func broker(_ vault: Vault, _ auth: PersonioAuthClient, _ fixture: VaultFixture) -> TokenBroker {
-        TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger(), revocationPolicy: Self.quickRetries)
+    /// A broker with ``quickRetries``; its revoker reads the wall clock from `wallClock` when given.
+    static func broker(
+        _ vault: Vault,
+        _ auth: PersonioAuthClient,
+        _ fixture: VaultFixture,
+        wallClock: MovableWallClock? = nil
+    ) -> TokenBroker {
+        var policy = Self.quickRetries
+        if let wallClock { policy.now = { wallClock.now } }
+        return TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger(), revocationPolicy: policy)
+    }
+
+    /// The wall clock a revoker judges expiry by, moved forward by a test: a token's record expires without the
+    /// test waiting out the token's lifetime, so no bound depends on how fast the machine is.
+    final class MovableWallClock: Sendable {
+        private let offsetMilliseconds = Atomic<Int64>(0)
+
+        /// Seconds since 1970, the real reading plus every ``advance(by:)``.
+        var now: Double {
+            Date().timeIntervalSince1970 + Double(self.offsetMilliseconds.load(ordering: .relaxed)) / 1000
+        }
+
+        func advance(by duration: Duration) {
+            let components = duration.components
+            let milliseconds = components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+            self.offsetMilliseconds.add(milliseconds, ordering: .relaxed)
+        }
     }
 
     /// Runs `body` while `broker.run()` does its background work; stops it afterwards.
@@ -71,14 +102,14 @@ struct RevocationTests {
         }
     }
 
-    static func token(_ broker: TokenBroker) async throws -> String {
-        let prepared = try await broker.token("acme", for: Self.caller, minTTL: 0)
+    static func token(_ broker: TokenBroker, for caller: Caller = Self.caller) async throws -> String {
+        let prepared = try await broker.token("acme", for: caller, minTTL: 0)
         return try VaultJSON.decoder().decode(TokenResponse.self, from: Data(prepared.body(at: .now))).accessToken
     }
 
     /// Whether `condition` holds within `timeout` (an error counts as "not yet").
-    static func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async -> Bool {
-        let deadline = ContinuousClock.now + timeout
+    static func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + TimeScale.scaled(timeout)
         while ContinuousClock.now < deadline {
             if (try? await condition()) == true { return true }
             try? await Task.sleep(for: .milliseconds(20))
@@ -258,13 +289,20 @@ struct RevocationTests {
     @Test("a token that expires before Personio accepts its revocation is dropped, audited as given up")
     func expiryDropsTheRow() async throws {
         try await Self.with { standIn, fixture, vault, auth in
-            standIn.setTokenLifetime(seconds: 2)
-            let broker = Self.broker(vault, auth, fixture)
+            // The token's expiry comes from moving the revoker's wall clock past it, not from waiting a short
+            // lifetime out: under load a 2 s token could expire before the test had seen its row pending.
+            standIn.setTokenLifetime(seconds: 600)
+            let wallClock = MovableWallClock()
+            let broker = Self.broker(vault, auth, fixture, wallClock: wallClock)
             _ = try await Self.token(broker)
             standIn.setFailure(.status(503), on: [.v2Revoke])
             try await Self.running(broker) {
                 _ = try await vault.disable("acme", reason: nil, by: admin)
-                #expect(await Self.eventually { try await vault.status().pendingRevocations.count == 1 })
+                #expect(
+                    await Self.eventually { (try await vault.status().pendingRevocations.first?.attempts ?? 0) >= 1 }
+                )
+                #expect(try await vault.status().pendingRevocations.count == 1)
+                wallClock.advance(by: .seconds(601))
                 #expect(await Self.eventually { try await vault.status().pendingRevocations.isEmpty })
             }
             #expect(try await fixture.store { try $0.issuedTokens() }.isEmpty)
@@ -277,12 +315,16 @@ struct RevocationTests {
     @Test("the record of a token that expired while its connection stayed active is dropped, without an audit row")
     func expiredIssuedRowsGo() async throws {
         try await Self.with { standIn, fixture, vault, auth in
-            standIn.setTokenLifetime(seconds: 1)
+            // Not a 1 s token waited out: under load the exchange took longer than the token lived, the broker
+            // (rightly) asked again and the second token left a second row. The revoker's clock moves instead.
+            standIn.setTokenLifetime(seconds: 600)
             let audited = try await vault.audit(connection: "acme", since: nil, limit: 100).count
             _ = try await Self.token(Self.broker(vault, auth, fixture))
             #expect(try await fixture.store { try $0.issuedTokens(of: "acme") }.count == 1)
+            let wallClock = MovableWallClock()
+            wallClock.advance(by: .seconds(601))
             // A broker that holds no token (so refreshes nothing) and only does the revoker's housekeeping.
-            try await Self.running(Self.broker(vault, auth, fixture)) {
+            try await Self.running(Self.broker(vault, auth, fixture, wallClock: wallClock)) {
                 #expect(await Self.eventually { try await fixture.store { try $0.issuedTokens() }.isEmpty })
             }
             #expect(try await vault.audit(connection: "acme", since: nil, limit: 100).count == audited)
@@ -307,21 +349,59 @@ struct RevocationTests {
         }
     }
 
-    @Test("a disable that commits while the token exchange is under way: the token obtained is revoked")
-    func lifecycleChangeDuringExchange() async throws {
-        try await Self.with { standIn, fixture, vault, auth in
+    /// Who asks in ``lifecycleChangeDuringExchange(_:)``: a caller of the connection's own scope (slot 0), or of a
+    /// rule with a scope of its own (a slot of its own).
+    enum Asker: String, CaseIterable, Sendable {
+        case connectionScope = "the connection's own scope"
+        case ruleScope = "a rule's scope"
+
+        var caller: Caller {
+            switch self {
+            case .connectionScope: RevocationTests.caller
+            case .ruleScope: Caller(uid: 2000, gid: 2000, pid: 78, comm: "scoped", groups: [2000])
+            }
+        }
+    }
+
+    static let connectionScope = "personio:persons:read personio:webhooks:read"
+    static let scopedGrants = Grants(uids: [1000], rules: [GrantRule(uid: 2000, scope: "personio:persons:read")])
+
+    @Test(
+        "a disable that commits while the token exchange is under way: the token obtained is revoked",
+        arguments: Asker.allCases
+    )
+    func lifecycleChangeDuringExchange(_ asker: Asker) async throws {
+        // The Personio client's time-out is far above anything this test waits for: a client that gave up on the
+        // answer (in a whole test run, with a 2 s time-out) never learned the token the stand-in had issued, and a
+        // token the broker never saw is one it cannot revoke: "the obtained token still works", while nothing
+        // had obtained it. The test then proved nothing about the window it attacks.
+        try await Self.with(grants: Self.scopedGrants, scope: Self.connectionScope, timeout: .seconds(60)) {
+            standIn,
+            fixture,
+            vault,
+            auth in
             let broker = Self.broker(vault, auth, fixture)
-            standIn.setLatency(.milliseconds(500))
             try await Self.running(broker) {
-                async let answer: String? = try? await Self.token(broker)
-                // The exchange has reached Personio; disable before its answer arrives.
-                #expect(await Self.eventually { standIn.calls(.v2Token) == 1 })
+                // The exchange reaches Personio, which issues the token; its answer waits until the disable has
+                // committed, so the answer lands after the withdrawal, every time.
+                standIn.holdAnswers(on: [.v2Token])
+                defer { standIn.releaseHeldAnswers() }
+                async let answer: String? = try? await Self.token(broker, for: asker.caller)
+                #expect(await Self.eventually { standIn.heldAnswers == 1 })
                 _ = try await vault.disable("acme", reason: nil, by: admin)
+                standIn.releaseHeldAnswers()
                 let served = await answer
                 #expect(served == nil, "a token was served for a connection disabled meanwhile")
+                #expect(standIn.issuedTokens.count == 1)
                 let issued = try #require(standIn.issuedTokens.first)
-                standIn.setLatency(.zero)
-                #expect(await Self.eventually { !standIn.isValid(token: issued) }, "the obtained token still works")
+                let scope = asker == .ruleScope ? "personio:persons:read" : Self.connectionScope
+                #expect(standIn.lastRequest(.v2Token)?.bodyFields["scope"] == scope)
+                #expect(
+                    await Self.eventually { try await Self.actions(vault).contains("token.revoked") },
+                    "the broker did not revoke the token it obtained"
+                )
+                #expect(!standIn.isValid(token: issued), "the obtained token still works")
+                #expect(try await vault.status().pendingRevocations.isEmpty)
             }
         }
     }

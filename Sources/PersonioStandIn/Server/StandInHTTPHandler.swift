@@ -64,6 +64,29 @@ final class StandInHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         )
         self.body = []
         let (reply, delay) = self.core.handle(request)
+        // Held (``PersonioStandIn/holdAnswers(on:)``): the request took effect (a token was issued), the answer waits
+        // for the release, then is sent on this connection's event loop as usual.
+        if self.core.mayHold {
+            let loop = context.eventLoop
+            let bound = NIOLoopBound((handler: self, context: context), eventLoop: loop)
+            let parked = self.core.park(StandInState.endpoint(for: request.path)) {
+                loop.execute {
+                    let (handler, context) = bound.value
+                    handler.answer(reply, after: delay, head: head, keepAlive: keepAlive, context: context)
+                }
+            }
+            if parked { return }
+        }
+        self.answer(reply, after: delay, head: head, keepAlive: keepAlive, context: context)
+    }
+
+    private func answer(
+        _ reply: StandInReply,
+        after delay: Duration,
+        head: HTTPRequestHead,
+        keepAlive: Bool,
+        context: ChannelHandlerContext
+    ) {
         if delay > .zero {
             context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay)) {
                 self.perform(reply, version: head.version, keepAlive: keepAlive, context: context)
