@@ -92,24 +92,45 @@ struct RawResponse: Sendable {
     }
 }
 
-/// Sends one request to the stand-in with the shared HTTP client.
+/// Sends one request to the stand-in, on an HTTP client of its own that is shut down afterwards.
+///
+/// Not `HTTPClient.shared` and its `async` `execute(_:timeout:)`: that client's pool is shared with every test of
+/// the process (idle connections kept 10 minutes, connections retried for 90 s), and that deadline takes effect
+/// only once a `Task` gets a thread of the cooperative pool, so in a whole test run a request without an answer
+/// after its 2 s failed 50 s later (`deadlineExceeded`). Here the deadline is decided on the event loop, like the
+/// vault's own client, and is far above an answer's milliseconds on a loaded machine; a request that truly hangs
+/// still ends.
 func send(
     _ method: HTTPMethod,
     _ url: String,
     headers: [(String, String)] = [],
     body: String? = nil
 ) async throws -> RawResponse {
-    var request = HTTPClientRequest(url: url)
-    request.method = method
-    request.headers.add(contentsOf: headers)
-    if let body { request.body = .bytes(ByteBuffer(string: body)) }
-    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(2))
-    let collected = try await response.body.collect(upTo: 1 << 20)
-    return RawResponse(
-        status: Int(response.status.code),
-        headers: response.headers,
-        body: String(buffer: collected)
+    let timeout = TimeScale.scaled(.seconds(30))
+    let client = HTTPClient(
+        eventLoopGroupProvider: .singleton,
+        configuration: PersonioAuthClient.httpClientConfiguration(connectTimeout: timeout, readTimeout: timeout)
     )
+    do {
+        var requestHeaders = HTTPHeaders()
+        requestHeaders.add(contentsOf: headers)
+        let request = try HTTPClient.Request(
+            url: url,
+            method: method,
+            headers: requestHeaders,
+            body: body.map { .string($0) }
+        )
+        let response = try await client.execute(request: request, deadline: .now() + TimeAmount(timeout)).get()
+        try await client.shutdown()
+        return RawResponse(
+            status: Int(response.status.code),
+            headers: response.headers,
+            body: response.body.map { String(buffer: $0) } ?? ""
+        )
+    } catch {
+        try? await client.shutdown()
+        throw error
+    }
 }
 
 /// A form-encoded v2 token request body for `clientID` and `clientSecret` (values must not need escaping).
