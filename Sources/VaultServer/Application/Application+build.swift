@@ -7,7 +7,6 @@ import TokenBroker
 import UnixSignals
 import VaultAPI
 import VaultCore
-import VaultMetrics
 
 #if canImport(Glibc)
 import Glibc
@@ -79,41 +78,27 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
         // leave a cold token request waiting for a connection.
         let personio = PersonioAuthClient(logger: logger, timeout: configuration.tokenTimeout)
         let proxy = makeProxy(on: configuration.eventLoopGroup, logger: logger)
-        let broker = TokenBroker(
+        let handling = RequestHandling(
             vault: vault,
-            auth: personio,
+            personio: personio,
             proxy: proxy,
             proxyTimeout: configuration.proxyTimeout,
             proxyLimitPerUID: configuration.proxyMaxPerUID,
-            logger: logger,
-            metrics: BrokerMetrics(factory: metrics.factory)
-        )
-        let brokerRoutes = BrokerRoutes(broker: broker)
-        let adminRouter = Router(
-            .admin,
-            handlers: Router.merged(AdminRoutes(vault: vault, metrics: metrics).handlers, brokerRoutes.adminHandlers)
-        )
-        let adminDispatcher = RequestDispatcher(
-            socket: "admin",
-            router: adminRouter,
-            authorize: { authorization.allows($0) },
             metrics: metrics,
-            logger: adminLogger
+            authorizeAdmin: { authorization.allows($0) },
+            adminLogger: adminLogger,
+            appLogger: appLogger,
+            logger: logger
         )
-        let appDispatcher = RequestDispatcher(
-            socket: "app",
-            router: Router(.app, handlers: Router.merged([.appHealth: HealthRoute.action], brokerRoutes.appHandlers)),
-            metrics: metrics,
-            logger: appLogger
-        )
+        let broker = handling.broker
 
         let policy = connectionPolicy(configuration, logger: logger)
         let daemonUID = geteuid()
         let isPrivileged: @Sendable (Caller) -> Bool = { $0.uid == 0 || $0.uid == daemonUID }
-        let adminListener = HTTPServer.Listener(socket: admin, dispatcher: adminDispatcher) { caller in
+        let adminListener = HTTPServer.Listener(socket: admin, dispatcher: handling.admin) { caller in
             isPrivileged(caller) ? .privileged : authorization.allows(caller) ? .admin : .unprivileged
         }
-        let appListener = HTTPServer.Listener(socket: app, dispatcher: appDispatcher) { caller in
+        let appListener = HTTPServer.Listener(socket: app, dispatcher: handling.app) { caller in
             isPrivileged(caller) ? .privileged : .unprivileged
         }
         let server: HTTPServer

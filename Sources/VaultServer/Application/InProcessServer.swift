@@ -7,7 +7,6 @@ import PersonioClient
 import TokenBroker
 import VaultAPI
 import VaultCore
-import VaultMetrics
 
 #if canImport(Glibc)
 import Glibc
@@ -53,38 +52,22 @@ package final class InProcessServer: Sendable {
         let httpClient = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
         let personio = PersonioAuthClient(httpClient: httpClient, logger: logger, timeout: upstreamTimeout)
         let proxy = PersonioProxy(eventLoopsOf: group, configuration: configuration, logger: logger)
-        let metrics = ServerMetrics()
-        let broker = TokenBroker(
+        let authorization = AdminAuthorization(daemonUID: geteuid(), adminGID: nil)
+        let handling = RequestHandling(
             vault: vault,
-            auth: personio,
+            personio: personio,
             proxy: proxy,
             proxyTimeout: upstreamTimeout,
-            logger: logger,
-            metrics: BrokerMetrics(factory: metrics.factory)
-        )
-        let brokerRoutes = BrokerRoutes(broker: broker)
-        let authorization = AdminAuthorization(daemonUID: geteuid(), adminGID: nil)
-        self.admin = RequestDispatcher(
-            socket: "admin",
-            router: Router(
-                .admin,
-                handlers: Router.merged(
-                    AdminRoutes(vault: vault, metrics: metrics).handlers,
-                    brokerRoutes.adminHandlers
-                )
-            ),
-            authorize: { authorization.allows($0) },
-            metrics: metrics,
+            metrics: ServerMetrics(),
+            authorizeAdmin: { authorization.allows($0) },
+            adminLogger: logger,
+            appLogger: logger,
             logger: logger
         )
-        self.app = RequestDispatcher(
-            socket: "app",
-            router: Router(.app, handlers: Router.merged([.appHealth: HealthRoute.action], brokerRoutes.appHandlers)),
-            metrics: metrics,
-            logger: logger
-        )
+        self.admin = handling.admin
+        self.app = handling.app
         self.vault = vault
-        self.broker = broker
+        self.broker = handling.broker
         self.group = group
         self.personio = personio
         self.proxy = proxy
