@@ -63,6 +63,19 @@ extension Vault {
         try await self.read { tx in try self.views(tx) }
     }
 
+    /// A page of the list: the masked views of up to `limit` connections with ids after `after` (nil: from the
+    /// first), in id order; fewer than `limit` (or none) when the list ends there.
+    ///
+    /// Each page is one read of its own, so that a streamed list of 100,000 connections never holds the database's
+    /// one queue for longer than a page (a token miss waits for one page, not the whole list). A view is what its
+    /// connection was at its page's read; the pages together list every connection that existed throughout, each
+    /// once, in id order, and a connection added or disconnected meanwhile is listed or not by where its id falls
+    /// (docs/decisions.md, "The streamed connection list").
+    public func listPage(after: String?, limit: Int) async throws -> [ConnectionView] {
+        precondition(limit > 0, "a page holds at least one connection")
+        return try await self.read { tx in try self.views(tx, after: after, limit: limit) }
+    }
+
     /// One connection, masked. - Throws: `not_found`.
     public func view(_ id: String) async throws -> ConnectionView {
         guard ConnectionID.isValid(id) else { throw Self.invalidID }

@@ -94,6 +94,93 @@ extension StoreTransaction {
     }
 }
 
+// Page reads for a streamed `list`: the connections after an id, and what their views need from the other tables
+// for the id range of that page, each as the whole-table read of the same name returns it for those connections.
+// Each statement is prepared once per database connection (`cachedStatement`): a list of 100,000 reads 100 pages.
+extension StoreTransaction {
+    /// Up to `limit` connections with ids after `after` (nil: from the first), in id order.
+    public func connections(after: String?, limit: Int) throws -> [ConnectionRecord] {
+        typealias Columns = ConnectionRecord.CodingKeys
+        return try ConnectionRecord.filter(Columns.id > (after ?? "")).order(Columns.id).limit(limit).fetchAll(self.db)
+    }
+
+    /// ``secretSummaries()`` of the connections with ids in `from...through`.
+    public func secretSummaries(from: String, through: String) throws -> [String: [SecretSummary]] {
+        var secrets: [String: [SecretSummary]] = [:]
+        let rows = try Row.fetchCursor(
+            self.db.cachedStatement(
+                sql: """
+                    SELECT connection_id, field, fingerprint, updated_at FROM secrets
+                    WHERE connection_id >= ? AND connection_id <= ? ORDER BY connection_id, field
+                    """
+            ),
+            arguments: [from, through]
+        )
+        while let row = try rows.next() {
+            let summary = SecretSummary(connectionID: row[0], field: row[1], fingerprint: row[2], updatedAt: row[3])
+            secrets[summary.connectionID, default: []].append(summary)
+        }
+        return secrets
+    }
+
+    /// ``allGrants()`` of the connections with ids in `from...through`.
+    public func grants(from: String, through: String) throws -> [String: [GrantRecord]] {
+        var grants: [String: [GrantRecord]] = [:]
+        let rows = try Row.fetchCursor(
+            self.db.cachedStatement(
+                sql: """
+                    SELECT connection_id, kind, value FROM grants
+                    WHERE connection_id >= ? AND connection_id <= ? ORDER BY connection_id, kind, value
+                    """
+            ),
+            arguments: [from, through]
+        )
+        while let row = try rows.next() {
+            guard let kind = GrantRecord.Kind(rawValue: row[1]) else { continue }
+            grants[row[0], default: []].append(GrantRecord(kind: kind, value: row[2]))
+        }
+        return grants
+    }
+
+    /// ``allGrantRules()`` of the connections with ids in `from...through`.
+    public func grantRules(from: String, through: String) throws -> [String: [GrantRuleRecord]] {
+        var rules: [String: [GrantRuleRecord]] = [:]
+        let rows = try Row.fetchCursor(
+            self.db.cachedStatement(
+                sql: """
+                    SELECT connection_id, position, rule FROM grant_rules
+                    WHERE connection_id >= ? AND connection_id <= ? ORDER BY connection_id, position
+                    """
+            ),
+            arguments: [from, through]
+        )
+        while let row = try rows.next() {
+            rules[row[0], default: []].append(GrantRuleRecord(position: row[1], rule: row[2]))
+        }
+        return rules
+    }
+
+    /// ``issuedTokenSummaries(now:)`` of the connections with ids in `from...through`.
+    public func issuedTokenSummaries(from: String, through: String, now: Int64) throws -> [String: IssuedTokenSummary] {
+        var summaries: [String: IssuedTokenSummary] = [:]
+        let rows = try Row.fetchCursor(
+            self.db.cachedStatement(
+                sql: """
+                    SELECT connection_id,
+                        SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END),
+                        MAX(CASE WHEN state = 'unrevocable' AND expires_at > ? THEN expires_at END)
+                    FROM issued_tokens WHERE connection_id >= ? AND connection_id <= ? GROUP BY connection_id
+                    """
+            ),
+            arguments: [now, from, through]
+        )
+        while let row = try rows.next() {
+            summaries[row[0]] = IssuedTokenSummary(pending: row[1], unrevocableUntil: row[2])
+        }
+        return summaries
+    }
+}
+
 // Chunked whole-table reads and cached-statement writes for a master key rotation, which touches every data key and
 // every secret in one transaction: one statement per chunk of rows to read, and prepared statements reused for the
 // two updates per connection, instead of three GRDB requests built afresh per connection.

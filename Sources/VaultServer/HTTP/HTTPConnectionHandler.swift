@@ -264,7 +264,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         forceClose: Bool = false,
         context: ChannelHandlerContext
     ) {
-        let keepAlive = request.isKeepAlive && !self.inputClosed && !forceClose
+        // A streamed body is chunked, which HTTP/1.0 does not have: there the end of the connection ends the body.
+        let streamable = response.bodyStream == nil || request.version == .http1_1
+        let keepAlive = request.isKeepAlive && !self.inputClosed && !forceClose && streamable
         let head: HTTPResponseHead
         if let prepared = response.preparedHead, keepAlive, request.version == .http1_1 {
             head = prepared
@@ -275,6 +277,12 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 for: request,
                 keepAlive: keepAlive
             )
+        }
+        if let stream = response.bodyStream {
+            context.writeAndFlush(self.wrapOutboundOut(.head(head)), promise: nil)
+            self.answered(response.status, route: dispatch.route, logger: dispatch.logger, start: start)
+            self.streamBody(stream, keepAlive: keepAlive, context: context)
+            return
         }
         // Set before writing: writing `.end` lets the pipeline handler deliver a pipelined request re-entrantly.
         if !keepAlive {
@@ -298,6 +306,40 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
         }
         self.answered(response.status, route: dispatch.route, logger: dispatch.logger, start: start)
+    }
+
+    /// Runs a streamed body's writer after its head went out: each piece is written and flushed, and the writer
+    /// waits until the socket took it (the back-pressure of a client that reads slowly). The state stays
+    /// `.responding` until the end is written, so a pipelined request waits; a writer that fails (the client gone, a
+    /// read that failed halfway) closes the connection, the only way left to say the body is cut.
+    private func streamBody(_ stream: @escaping ResponseBodyStream, keepAlive: Bool, context: ChannelHandlerContext) {
+        let eventLoop = context.eventLoop
+        let bound = NIOLoopBound(context, eventLoop: eventLoop)
+        let writer = ResponseBodyWriter { buffer in
+            try await eventLoop.flatSubmit {
+                bound.value.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))))
+            }.get()
+        }
+        eventLoop.makeFutureWithTask { try await stream(writer) }.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success where keepAlive && !self.inputClosed:
+                if case .responding = self.state { self.state = .idle }
+                self.deadlines?.responseFinished()
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            case .success:
+                self.state = .closing
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                    context.close(promise: nil)
+                }
+            case .failure(let error):
+                self.logger.debug(
+                    "streamed response failed halfway; closing the connection",
+                    metadata: ["error": "\(error)"]
+                )
+                self.state = .closing
+                context.close(promise: nil)
+            }
+        }
     }
 
     /// Counts an answer and logs it at debug level.

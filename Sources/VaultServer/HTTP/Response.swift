@@ -15,6 +15,9 @@ public struct Response: Sendable {
     public var status: HTTPResponseStatus { didSet { self.preparedHead = nil } }
     public var headers: HTTPHeaders { didSet { self.preparedHead = nil } }
     public var body: ByteBuffer? { didSet { self.preparedHead = nil } }
+    /// A body written piece by piece after the head, instead of `body` (which must then be nil): sent chunked, with
+    /// back-pressure (``ResponseBodyWriter``). For answers too large to hold at once: the connection list.
+    public var bodyStream: ResponseBodyStream? { didSet { self.preparedHead = nil } }
     /// The complete head of a keep-alive HTTP/1.1 answer, for a response built once and sent many times (a cached
     /// token's): the connection handler writes it as it is, instead of adding its own headers to a copy of `headers`.
     /// Set by ``prepared()``; dropped when any part of the response changes afterwards.
@@ -26,12 +29,20 @@ public struct Response: Sendable {
         self.body = body
     }
 
-    /// `headers` with the ones the connection handler owns: `Content-Length` (but on 204) and
-    /// `Cache-Control: no-store`.
+    /// A response whose body `stream` writes after the head is sent.
+    public init(status: HTTPResponseStatus, headers: HTTPHeaders = [:], bodyStream stream: @escaping ResponseBodyStream)
+    {
+        self.status = status
+        self.headers = headers
+        self.bodyStream = stream
+    }
+
+    /// `headers` with the ones the connection handler owns: `Content-Length` (but on 204 and a streamed body, which
+    /// NIO's encoder frames as chunked) and `Cache-Control: no-store`.
     var framedHeaders: HTTPHeaders {
         // The vault's own responses never carry these two, so they are appended without a search.
         var headers = self.headers
-        if self.status != .noContent {
+        if self.status != .noContent && self.bodyStream == nil {
             headers.add(name: "Content-Length", value: String(self.body?.readableBytes ?? 0))
         }
         headers.add(name: "Cache-Control", value: "no-store")
