@@ -68,14 +68,19 @@ struct ConnvaultScale: AsyncParsableCommand {
         figures.memory("resident set after start-up", daemon.memory(), target: 100)
 
         let showID = ScaleSeed.id(self.connections / 2)
-        let list = try self.repeated { try daemon.ctl(["list"], measured: true) }
+        let list = try self.repeated { try daemon.ctl(["list"], measured: true, peakMemory: true) }
         figures.timing("connvaultctl list", list.times, target: nil)
+        // VmHWM is the daemon's peak since it started (36 MiB after start-up): here, the peak during the lists.
+        figures.peak("daemon peak resident set (VmHWM) after list", kiB: [daemon.memory().peakKiB], target: 100)
+        figures.peak("connvaultctl list's own peak resident set", kiB: list.peaks, target: nil)
         figures.check(
             "list prints every connection",
             list.last.stdout.split(separator: "\n").count == self.connections + 1
         )
-        let listJSON = try self.repeated { try daemon.ctl(["list", "--json"], measured: true) }
+        let listJSON = try self.repeated { try daemon.ctl(["list", "--json"], measured: true, peakMemory: true) }
         figures.timing("connvaultctl list --json", listJSON.times, target: 2)
+        figures.peak("daemon peak resident set (VmHWM) after list --json", kiB: [daemon.memory().peakKiB], target: 100)
+        figures.peak("connvaultctl list --json's own peak resident set", kiB: listJSON.peaks, target: nil)
         figures.exited("connvaultctl list --json", listJSON.last)
         figures.check(
             "list --json holds every connection",
@@ -239,14 +244,16 @@ struct ConnvaultScale: AsyncParsableCommand {
     }
 
     /// Runs `body` `repeats` times: the times, and the last result.
-    func repeated(_ body: () throws -> Timed) throws -> (times: [Double], last: Timed) {
+    func repeated(_ body: () throws -> Timed) throws -> (times: [Double], last: Timed, peaks: [Int]) {
         var times: [Double] = []
+        var peaks: [Int] = []
         var last: Timed?
         for _ in 0..<max(1, self.repeats) {
             let timed = try body()
             times.append(timed.seconds)
+            if let peak = timed.peakKiB { peaks.append(peak) }
             last = timed
         }
-        return (times, last!)
+        return (times, last!, peaks)
     }
 }

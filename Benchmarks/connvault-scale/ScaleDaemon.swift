@@ -66,23 +66,41 @@ final class ScaleDaemon {
     }
 
     /// Runs `connvaultctl`, timed from exec to exit; a failure throws unless `measured` (the figures then say it).
-    func ctl(_ arguments: [String], stdin: String? = nil, measured: Bool = false) throws -> Timed {
+    /// With `peakMemory`, under `/usr/bin/time` (when there is one), which reports the CLI's own peak resident set.
+    func ctl(
+        _ arguments: [String],
+        stdin: String? = nil,
+        measured: Bool = false,
+        peakMemory: Bool = false
+    ) throws
+        -> Timed
+    {
+        let ctl = "\(self.binDirectory)/connvaultctl"
+        let timed = peakMemory && FileManager.default.isExecutableFile(atPath: "/usr/bin/time")
         let started = ContinuousClock.now
-        let result = try Command.run(
-            "\(self.binDirectory)/connvaultctl",
-            arguments,
+        var result = try Command.run(
+            timed ? "/usr/bin/time" : ctl,
+            timed ? ["-f", "\(Self.peakMarker)%M", ctl] + arguments : arguments,
             stdin: stdin,
             environment: ["CONNVAULT_ADMIN_SOCKET": self.adminSocket, "CONNVAULT_APP_SOCKET": self.appSocket],
             timeout: .seconds(600)
         )
         let seconds = Seconds(ContinuousClock.now - started).value
+        var peakKiB: Int?
+        if timed, let line = result.stderr.split(separator: "\n").last(where: { $0.hasPrefix(Self.peakMarker) }) {
+            peakKiB = Int(line.dropFirst(Self.peakMarker.count))
+            result.stderr = result.stderr.split(separator: "\n", omittingEmptySubsequences: false)
+                .filter { !$0.hasPrefix(Self.peakMarker) }.joined(separator: "\n")
+        }
         guard result.status == 0 || measured else {
             throw TestSupportError(
                 "connvaultctl \(arguments.joined(separator: " ")) failed: \(result.status) \(result.stderr)"
             )
         }
-        return Timed(seconds: seconds, result: result)
+        return Timed(seconds: seconds, result: result, peakKiB: peakKiB)
     }
+
+    static let peakMarker = "connvault-scale peak KiB: "
 }
 
 struct Memory {
@@ -93,6 +111,8 @@ struct Memory {
 struct Timed {
     var seconds: Double
     var result: CommandResult
+    /// The command's peak resident set, when measured (`ctl(_:peakMemory:)`).
+    var peakKiB: Int?
     var stdout: String { self.result.stdout }
 }
 
@@ -121,6 +141,22 @@ final class Figures {
         var line = Self.pad(what) + String(format: " %8.1f MiB (VmHWM %.1f MiB)", rss, peak)
         // The target is in MB (10^6 bytes); the figures in MiB, as /proc counts.
         line += self.verdict(Double(memory.rssKiB) * 1024 < target * 1e6, "target < \(Self.number(target)) MB")
+        self.lines.append(line)
+    }
+
+    /// A peak resident set (VmHWM, or a command's maximum) against a target in MB; without one, just the figure.
+    func peak(_ what: String, kiB: [Int], target: Double?) {
+        let sorted = kiB.sorted()
+        let highest = sorted.last ?? 0
+        var line = Self.pad(what) + String(format: " %8.1f MiB", Double(highest) / 1024)
+        if kiB.count > 1 {
+            line +=
+                " (highest of \(kiB.count): "
+                + kiB.map { String(format: "%.1f", Double($0) / 1024) }.joined(separator: ", ") + ")"
+        }
+        if let target {
+            line += self.verdict(Double(highest) * 1024 < target * 1e6, "target < \(Self.number(target)) MB")
+        }
         self.lines.append(line)
     }
 
