@@ -185,6 +185,22 @@ enum Scripts {
             print("%s %d" % (status, int((time.monotonic() - start) * 1000)), flush=True)
         """
 
+    /// The statuses of one `GET` per target on `socket`, each on a connection of its own, asked by `uid` (its gid the
+    /// same) through `timedRequests` (0: no answer within 20 s).
+    static func statuses(socket: String, uid: UInt32, _ targets: [String]) async throws -> [Int] {
+        let script = try await Blocking.run {
+            try ScriptProcess(script: Scripts.timedRequests, arguments: [socket], uid: uid, gid: uid)
+        }
+        defer { script.kill() }
+        var statuses: [Int] = []
+        for target in targets {
+            script.send(target)
+            let answer = try await Blocking.run { Scripts.timedAnswer(script.readLine(timeout: .seconds(20))) }
+            statuses.append(answer?.status ?? 0)
+        }
+        return statuses
+    }
+
     /// A line of `timedRequests`.
     static func timedAnswer(_ line: String?) -> (status: Int, elapsed: Duration)? {
         guard let fields = line?.split(separator: " "), fields.count == 2, let status = Int(fields[0]),

@@ -160,20 +160,12 @@ struct GrantEnforcementEndToEndTests {
             )
             #expect(limited.allSatisfy { Int($0.header("Retry-After") ?? "") ?? 0 >= 1 }, "\(limited.first?.raw ?? "")")
 
-            let other = try await Blocking.run {
-                try ScriptProcess(
-                    script: Scripts.timedRequests,
-                    arguments: [fixture.daemon.appSocket],
-                    uid: Self.otherUID,
-                    gid: Self.otherUID
-                )
-            }
-            defer { other.kill() }
-            for _ in 0..<10 {
-                other.send(Self.proxy("hiring", "/v1/recruiting/applications"))
-                let answer = try await Blocking.run { Scripts.timedAnswer(other.readLine(timeout: .seconds(20))) }
-                #expect(answer?.status == 200, "the other caller got \(answer.map { "\($0.status)" } ?? "nothing")")
-            }
+            let other = try await Scripts.statuses(
+                socket: fixture.daemon.appSocket,
+                uid: Self.otherUID,
+                Array(repeating: Self.proxy("hiring", "/v1/recruiting/applications"), count: 10)
+            )
+            #expect(other == Array(repeating: 200, count: 10), "the other caller got \(other) (0: no answer)")
             #expect(fixture.standIn.calls(.resource) == served + 10)
             let refused = try await Self.rows(fixture, "hiring", "proxy.refused", count: 1)
             // 14 or 15 refusals: one row, and one with the count once 10 s have passed.
@@ -201,20 +193,12 @@ struct GrantEnforcementEndToEndTests {
                 #expect(response.status == 200, "\(response.raw)")
             }
             #expect(try await Self.rows(fixture, "acme", "token.issued", count: 1).count == 1)
-            let other = try await Blocking.run {
-                try ScriptProcess(
-                    script: Scripts.timedRequests,
-                    arguments: [fixture.daemon.appSocket],
-                    uid: Self.otherUID,
-                    gid: Self.otherUID
-                )
-            }
-            defer { other.kill() }
-            for _ in 0..<3 {
-                other.send(Routes.token("acme"))
-                let answer = try await Blocking.run { Scripts.timedAnswer(other.readLine(timeout: .seconds(20))) }
-                #expect(answer?.status == 200)
-            }
+            let other = try await Scripts.statuses(
+                socket: fixture.daemon.appSocket,
+                uid: Self.otherUID,
+                Array(repeating: Routes.token("acme"), count: 3)
+            )
+            #expect(other == [200, 200, 200])
             let issued = try await Self.rows(fixture, "acme", "token.issued", count: 2)
             #expect(issued.count == 2, "\(issued)")
             #expect(issued.map(\.actor.uid).sorted() == [0, Self.otherUID])

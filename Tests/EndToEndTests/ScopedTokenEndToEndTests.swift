@@ -60,22 +60,7 @@ struct ScopedTokenEndToEndTests {
 
     /// The other uid's caller: one `GET` per target on the app socket, answering the statuses.
     static func other(_ fixture: BrokerFixture, _ targets: [String]) async throws -> [Int] {
-        let script = try await Blocking.run {
-            try ScriptProcess(
-                script: Scripts.timedRequests,
-                arguments: [fixture.daemon.appSocket],
-                uid: Self.otherUID,
-                gid: Self.otherUID
-            )
-        }
-        defer { script.kill() }
-        var statuses: [Int] = []
-        for target in targets {
-            script.send(target)
-            let answer = try await Blocking.run { Scripts.timedAnswer(script.readLine(timeout: .seconds(20))) }
-            statuses.append(answer?.status ?? 0)
-        }
-        return statuses
+        try await Scripts.statuses(socket: fixture.daemon.appSocket, uid: Self.otherUID, targets)
     }
 
     @Test(

@@ -89,18 +89,6 @@ struct GrantEnforcementTests {
         }
     }
 
-    static func code(_ body: () async throws -> Void) async -> VaultError.Code? {
-        do {
-            try await body()
-            return nil
-        } catch let error as VaultError {
-            return error.code
-        } catch {
-            Issue.record("unexpected error \(error)")
-            return nil
-        }
-    }
-
     // MARK: - token: false
 
     @Test("a proxy-only rule never gets the token (409 token_not_exportable, cached path too) but may proxy")
@@ -114,7 +102,7 @@ struct GrantEnforcementTests {
             }
             #expect(error.code == .tokenNotExportable)
             #expect(
-                await Self.code { _ = try await setup.broker.token("acme", for: Self.python, minTTL: 0) }
+                await BrokerHarness.code { _ = try await setup.broker.token("acme", for: Self.python, minTTL: 0) }
                     == .tokenNotExportable
             )
             let views = try await setup.broker.connections(for: Self.python)
@@ -135,7 +123,8 @@ struct GrantEnforcementTests {
         try await Setup.with(Grants(uids: [2000], rules: [rule])) { setup in
             // Cold: refused before a token is even fetched.
             #expect(
-                await Self.code { _ = try await setup.get("acme", "/v2/compensations", as: Self.python) } == .notAllowed
+                await BrokerHarness.code { _ = try await setup.get("acme", "/v2/compensations", as: Self.python) }
+                    == .notAllowed
             )
             #expect(setup.standIn.calls(.v2Token) == 0)
             #expect(setup.upstream == 0)
@@ -150,7 +139,7 @@ struct GrantEnforcementTests {
                 ("POST", "/v2/persons"), ("GET", "/v2/persons%3Bx"),
             ] {
                 #expect(
-                    await Self.code { _ = try await setup.get("acme", path, as: Self.python, method: method) }
+                    await BrokerHarness.code { _ = try await setup.get("acme", path, as: Self.python, method: method) }
                         == .notAllowed,
                     "\(method) \(path)"
                 )
@@ -203,7 +192,7 @@ struct GrantEnforcementTests {
             var served = 0
             var limited = 0
             for _ in 0..<30 {
-                let outcome = await Self.code {
+                let outcome = await BrokerHarness.code {
                     _ = try await setup.get("hiring", "/v1/recruiting/applications", as: Self.python)
                 }
                 if outcome == nil { served += 1 } else if outcome == .rateLimited { limited += 1 }
@@ -214,7 +203,9 @@ struct GrantEnforcementTests {
                 #expect(status == 200)
             }
             #expect(
-                await Self.code { _ = try await setup.get("hiring", "/v1/recruiting/applications", as: Self.other) }
+                await BrokerHarness.code {
+                    _ = try await setup.get("hiring", "/v1/recruiting/applications", as: Self.other)
+                }
                     == .rateLimited
             )
             #expect(setup.standIn.calls(.resource) == 20, "Personio saw exactly its limit")
@@ -241,7 +232,7 @@ struct GrantEnforcementTests {
 
             for _ in 0..<50 {
                 #expect(
-                    await Self.code { _ = try await setup.get("acme", "/v2/secret-stuff", as: Self.python) }
+                    await BrokerHarness.code { _ = try await setup.get("acme", "/v2/secret-stuff", as: Self.python) }
                         == .notAllowed
                 )
             }

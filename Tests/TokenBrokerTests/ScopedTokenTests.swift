@@ -253,7 +253,7 @@ struct ScopedTokenTests {
                 #expect(error.code == .upstreamUnavailable && error.retryAfter == 1, "\(error)")
             }
             setup.standIn.setLatency(.zero)
-            let code = await GrantEnforcementTests.code { _ = try await setup.token(Self.hooks) }
+            let code = await BrokerHarness.code { _ = try await setup.token(Self.hooks) }
             #expect(code == .forbidden)
             // The persons rule is served from a fresh slot: Personio hands back the same token.
             #expect(try await setup.token(Self.reader).accessToken == reader)

@@ -109,18 +109,6 @@ struct TokenBrokerProxyTests {
         }
     }
 
-    static func code(_ body: () async throws -> Void) async -> VaultError.Code? {
-        do {
-            try await body()
-            return nil
-        } catch let error as VaultError {
-            return error.code
-        } catch {
-            Issue.record("unexpected error \(error)")
-            return nil
-        }
-    }
-
     // MARK: - Authorization
 
     struct AuthorizationCase: Sendable, CustomTestStringConvertible {
@@ -152,13 +140,13 @@ struct TokenBrokerProxyTests {
     @Test("proxy authorization is the token route's, recruiting included", arguments: Self.authorizationCases)
     func authorization(_ test: AuthorizationCase) async throws {
         try await Setup.with { setup in
-            let refusal = await Self.code {
+            let refusal = await BrokerHarness.code {
                 let target = try await setup.broker.proxyTarget(test.connection, for: test.caller)
                 #expect(target.connection == test.connection)
                 #expect(target.baseURL == setup.standIn.baseURL)
             }
             #expect(refusal == test.refusal)
-            let proxied = await Self.code {
+            let proxied = await BrokerHarness.code {
                 _ = try await setup.get(test.connection, "/v2/persons", as: test.caller)
             }
             #expect(proxied == test.refusal)
@@ -173,7 +161,7 @@ struct TokenBrokerProxyTests {
     func recruitingProxyNotToken() async throws {
         try await Setup.with { setup in
             #expect(
-                await Self.code { _ = try await setup.broker.token("hiring", for: Self.caller, minTTL: 0) }
+                await BrokerHarness.code { _ = try await setup.broker.token("hiring", for: Self.caller, minTTL: 0) }
                     == .tokenNotExportable
             )
             guard case .refused(let error) = setup.broker.cachedResponse("hiring", for: Self.caller, minTTL: 0) else {
@@ -209,7 +197,7 @@ struct TokenBrokerProxyTests {
             #expect(try await setup.get("hiring", "/v1/recruiting/applications").status == 200)
             _ = try await setup.vault.disable("hiring", reason: "test", by: admin)
             #expect(
-                await Self.code { _ = try await setup.get("hiring", "/v1/recruiting/applications") }
+                await BrokerHarness.code { _ = try await setup.get("hiring", "/v1/recruiting/applications") }
                     == .connectionDisabled
             )
             _ = try await setup.vault.enable("hiring", by: admin)
@@ -318,7 +306,7 @@ struct TokenBrokerProxyTests {
             let key = secrets([.recruitingToken: Self.recruitingKey])
             _ = try await setup.vault.edit("hiring", EditConnectionRequest(settings: patch, secrets: key), by: admin)
             #expect(
-                await Self.code { _ = try await setup.get("hiring", "/v1/recruiting/applications") }
+                await BrokerHarness.code { _ = try await setup.get("hiring", "/v1/recruiting/applications") }
                     == .upstreamUnavailable
             )
         }
@@ -336,7 +324,9 @@ struct TokenBrokerProxyTests {
     func badRequestsRefused(request: ProxyRequest, expected: VaultError.Code) async throws {
         try await Setup.with { setup in
             for (id, caller) in [("acme", Self.caller), ("hiring", Self.caller), ("nosuch", Self.stranger)] {
-                let code = await Self.code { _ = try await setup.broker.proxy(id, request: request, for: caller) }
+                let code = await BrokerHarness.code {
+                    _ = try await setup.broker.proxy(id, request: request, for: caller)
+                }
                 #expect(code == expected)
             }
             #expect(setup.standIn.totalCalls == 0)

@@ -1,6 +1,7 @@
 import PersonioClient
 import PersonioStandIn
 import TestSupport
+import Testing
 import TokenBroker
 import VaultAPI
 import VaultCore
@@ -72,5 +73,19 @@ public struct BrokerHarness: Sendable {
             throw error
         }
         try await standIn.shutdown()
+    }
+
+    /// The code of the ``VaultError`` that `body` throws, or nil when it throws none (another error is recorded as an
+    /// issue).
+    public static func code(_ body: () async throws -> Void) async -> VaultError.Code? {
+        do {
+            try await body()
+            return nil
+        } catch let error as VaultError {
+            return error.code
+        } catch {
+            Issue.record("unexpected error \(error)")
+            return nil
+        }
     }
 }
