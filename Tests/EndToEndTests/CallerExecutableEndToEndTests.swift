@@ -57,6 +57,17 @@ struct CallerExecutableEndToEndTests {
         chmod(daemon.stateDirectory, 0o755)
     }
 
+    /// Runs `body` with a fresh copy of the interpreter and a daemon whose sockets nobody can reach; removes the copy
+    /// afterwards.
+    static func withCopy(_ body: (Copy, BrokerFixture) async throws -> Void) async throws {
+        let copy = try Self.makeCopy()
+        defer { copy.directory.remove() }
+        try await BrokerFixture.run { fixture in
+            Self.openUp(fixture.daemon)
+            try await body(copy, fixture)
+        }
+    }
+
     /// The debug log's request lines for connections of `pid`, in order.
     static func requestLines(_ daemon: DaemonProcess, pid: Int32) -> [String] {
         daemon.log().split(separator: "\n").map(String.init).filter {
@@ -77,11 +88,8 @@ struct CallerExecutableEndToEndTests {
 
     @Test("a caller's executable is its path and the SHA-256 of its contents, for every connection of it")
     func readAtAccept() async throws {
-        let copy = try Self.makeCopy()
-        defer { copy.directory.remove() }
-        try await BrokerFixture.run { fixture in
+        try await Self.withCopy { copy, fixture in
             let daemon = fixture.daemon
-            Self.openUp(daemon)
             let (pid, lines) = try await Blocking.run {
                 let process = try ScriptProcess(
                     script: Scripts.requester,
@@ -110,11 +118,8 @@ struct CallerExecutableEndToEndTests {
 
     @Test("a pid reused by a process running the granted executable lends it to nobody's connection")
     func pidReuse() async throws {
-        let copy = try Self.makeCopy()
-        defer { copy.directory.remove() }
-        try await BrokerFixture.run { fixture in
+        try await Self.withCopy { copy, fixture in
             let daemon = fixture.daemon
-            Self.openUp(daemon)
             let result = try await Blocking.run { () -> (pid: Int32, borrowed: String?, own: String?) in
                 for _ in 0..<4 {
                     if let result = try Self.borrowPID(daemon: daemon, copy: copy) { return result }
@@ -135,14 +140,11 @@ struct CallerExecutableEndToEndTests {
 
     @Test("a caller that executes the granted executable after it was accepted keeps its first identity")
     func execAfterAccept() async throws {
-        let copy = try Self.makeCopy()
-        defer { copy.directory.remove() }
         let python = try #require(realpath(ScriptProcess.python, nil))
         let original = String(cString: python)
         free(python)
-        try await BrokerFixture.run { fixture in
+        try await Self.withCopy { copy, fixture in
             let daemon = fixture.daemon
-            Self.openUp(daemon)
             let (pid, statuses) = try await Blocking.run { () -> (Int32, [String?]) in
                 let process = try ScriptProcess(
                     script: Self.connectThenExec,
@@ -195,11 +197,8 @@ struct CallerExecutableEndToEndTests {
 
     @Test("an exe rule and an exe_sha256 rule hand the token to the program they name, not to another of the same uid")
     func rulesMatchTheProgram() async throws {
-        let copy = try Self.makeCopy()
-        defer { copy.directory.remove() }
-        try await BrokerFixture.run { fixture in
+        try await Self.withCopy { copy, fixture in
             let daemon = fixture.daemon
-            Self.openUp(daemon)
             try await Self.addGranted(fixture, "bypath", rule: "uid=65534,exe=\(copy.path)")
             try await Self.addGranted(fixture, "byhash", rule: "exe_sha256=\(copy.sha256)")
             let statuses = try await Blocking.run {
@@ -216,11 +215,8 @@ struct CallerExecutableEndToEndTests {
 
     @Test("a pid reused by the granted program lends nobody's connection no token under an exe rule")
     func pidReuseAgainstRule() async throws {
-        let copy = try Self.makeCopy()
-        defer { copy.directory.remove() }
-        try await BrokerFixture.run { fixture in
+        try await Self.withCopy { copy, fixture in
             let daemon = fixture.daemon
-            Self.openUp(daemon)
             try await Self.addGranted(fixture, "payroll", rule: "exe=\(copy.path)")
             let result = try await Blocking.run { () -> (pid: Int32, borrowed: String?, own: String?) in
                 for _ in 0..<4 {
@@ -237,11 +233,8 @@ struct CallerExecutableEndToEndTests {
 
     @Test("a caller that executes the granted program after it was accepted still gets no token under an exe rule")
     func execAfterAcceptAgainstRule() async throws {
-        let copy = try Self.makeCopy()
-        defer { copy.directory.remove() }
-        try await BrokerFixture.run { fixture in
+        try await Self.withCopy { copy, fixture in
             let daemon = fixture.daemon
-            Self.openUp(daemon)
             try await Self.addGranted(fixture, "payroll", rule: "exe=\(copy.path)")
             let (statuses, own) = try await Blocking.run { () -> ([String?], String?) in
                 let process = try ScriptProcess(
