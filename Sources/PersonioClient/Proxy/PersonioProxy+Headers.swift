@@ -75,11 +75,12 @@ extension PersonioProxy {
         var echoed = false
         let hopByHop = Self.connectionOptions(headers[canonicalForm: "Connection"].lazy.map(String.init))
         for (name, original) in headers {
+            let lowercased = name.lowercased()
             // A header Personio's `Connection` names is for that hop only (RFC 9110 §7.6.1).
-            guard hopByHop.isEmpty || !hopByHop.contains(name.lowercased()) else { continue }
+            guard hopByHop.isEmpty || !hopByHop.contains(lowercased) else { continue }
+            // Every header is scrubbed, the dropped ones too: an echo anywhere in the answer is reported.
             let (value, found) = scrubber.scrub(original)
             echoed = echoed || found
-            let lowercased = name.lowercased()
             let allowed =
                 Self.returnedResponseHeaderNames.contains(lowercased) || lowercased.hasPrefix("x-ratelimit-")
                 || (lowercased == "content-length" && !isChunked)
@@ -89,16 +90,36 @@ extension PersonioProxy {
         return (returned, echoed)
     }
 
-    /// The header names listed in `Connection` values, lower-cased.
+    /// The header names listed in `Connection` values, lower-cased. `close` and `keep-alive` (what nearly every
+    /// answer carries) are left out without building a string: neither names a header either allow-list passes.
     private static func connectionOptions(_ values: some Sequence<String>) -> Set<String> {
         var names: Set<String> = []
         for value in values {
-            for option in value.split(separator: ",") {
-                let name = String(option.filter { $0 != " " && $0 != "\t" }).lowercased()
-                if !name.isEmpty { names.insert(name) }
+            for option in value.utf8.split(separator: UInt8(ascii: ",")) {
+                var name = option.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }[...]
+                while let last = name.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") {
+                    name = name.dropLast()
+                }
+                guard !name.isEmpty, !Self.isASCIICaseInsensitive(name, "close"),
+                    !Self.isASCIICaseInsensitive(name, "keep-alive")
+                else { continue }
+                names.insert(
+                    String(decoding: name.filter { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") }, as: UTF8.self)
+                        .lowercased()
+                )
             }
         }
         return names
+    }
+
+    /// Whether `bytes` spell `word` (lower-case ASCII) in any letter case.
+    private static func isASCIICaseInsensitive(_ bytes: Substring.UTF8View.SubSequence, _ word: StaticString) -> Bool {
+        guard bytes.count == word.utf8CodeUnitCount else { return false }
+        return word.withUTF8Buffer { expected in
+            zip(bytes, expected).allSatisfy { byte, letter in
+                byte == letter || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && byte | 0x20 == letter)
+            }
+        }
     }
 
     /// RFC 9110 `tchar`.

@@ -62,6 +62,10 @@ public final class PersonioProxy: Sendable {
     ///     ``PersonioAuthClient/httpClientConfiguration(connectTimeout:readTimeout:)``).
     ///   - logger: Where the proxy logs.
     public init(eventLoopsOf group: any EventLoopGroup, configuration: HTTPClient.Configuration, logger: Logger) {
+        // No tracing span per request: the daemon bootstraps no tracer, and AsyncHTTPClient's span (a no-op one)
+        // still cost ~6 % of a proxied request's instructions (its name, its attributes, a dynamic cast).
+        var configuration = configuration
+        configuration.tracing.tracer = nil
         self.clients = group.makeIterator().map { eventLoop in
             (eventLoop, HTTPClient(eventLoopGroupProvider: .shared(eventLoop), configuration: configuration))
         }
