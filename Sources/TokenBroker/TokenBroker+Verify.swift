@@ -60,6 +60,9 @@ extension TokenBroker {
             // The same stable token apps get: recorded before it may be cached, and revoked at once when the
             // connection is not active (a verify of a disabled connection leaves no valid token behind).
             let policy = self.policy(snapshot.provider)
+            // Read before the token is recorded: a withdrawal published after it may have made the token's row
+            // pending after the record, and the token must then not be cached.
+            let changesBefore = self.vault.changes.latest
             // The token of the connection's own scope (the slot of rules without one of their own).
             let obtained = try await self.obtain(
                 credentials,
@@ -79,6 +82,7 @@ extension TokenBroker {
                 let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
                 self.withEntries { entries, _ in
                     guard let entry = entries[id], entry.snapshot.revision == snapshot.revision,
+                        !self.withdrew(id, after: changesBefore),
                         entry.slots[0].scope == snapshot.settings.scope, entry.slots[0].state.tokenObtained(token)
                     else { return }
                     entry.slots[0].prepared = prepared

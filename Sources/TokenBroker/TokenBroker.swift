@@ -56,6 +56,9 @@ public final class TokenBroker: Sendable {
     let budgets = Budgets()
     /// `token.issued` and `proxy.refused`, written by `run()` (``AccessTrail``).
     let trail = AccessTrail()
+    /// Awaited by a token call between its exchange (the token recorded) and its end in the entry: nil except in
+    /// tests, which stop a call there to commit a change in that window (``setCallEndingHook(_:)``).
+    let callEnding = Locked<(@Sendable () async -> Void)?>(nil)
 
     /// What the broker knows of one connection. Lives in `entries` and is read and changed only under its lock.
     ///
@@ -550,6 +553,9 @@ public final class TokenBroker: Sendable {
     func fetch(_ id: String, _ call: SlotCall) async throws {
         let outcome: CallOutcome
         var snapshot: ConnectionSnapshot?
+        // Read before the token is recorded: a withdrawal published after it may have moved the token's row to
+        // pending after the record (see the dropped entry below).
+        let changesBefore = self.vault.changes.latest
         do {
             let credentials = try await self.vault.credentials(id)
             snapshot = credentials.snapshot
@@ -559,13 +565,17 @@ public final class TokenBroker: Sendable {
         } catch {
             outcome = .refused(VaultError(.internalError, "token request failed", cause: error), backOff: false)
         }
+        if let hook = self.callEnding.withLock({ $0 }) { await hook() }
         let now = self.clock.now
         let (stored, retryAfter) = self.withEntries { entries, released -> (Bool, Duration) in
             guard let entry = entries[id], entry.generation == call.generation else {
                 // The entry that made the call was dropped by a change: a token of the same revision may still be
-                // kept by its successor's slot of the same scope (unless that one has a call of its own under way).
+                // kept by its successor's slot of the same scope (unless that one has a call of its own under way),
+                // but not after a withdrawal: one that committed after the token was recorded moved its row to
+                // pending (a disable and an enable since, and the successor would hand out a token about to be
+                // revoked, from its cache, until the token's refresh point hours later).
                 if case .token(let token, let prepared) = outcome, let entry = entries[id],
-                    entry.snapshot.revision == token.revision,
+                    entry.snapshot.revision == token.revision, !self.withdrew(id, after: changesBefore),
                     let slot = entry.slots.first(where: { $0.scope == call.scope }), slot.state.tokenObtained(token)
                 {
                     slot.prepared = prepared
@@ -782,6 +792,20 @@ public final class TokenBroker: Sendable {
             self.appliedChanges.store(latest, ordering: .relaxed)
         }
         return released
+    }
+
+    /// Whether a change that withdrew `id`'s tokens was published after sequence number `sequence` (or the feed no
+    /// longer knows).
+    func withdrew(_ id: String, after sequence: UInt64) -> Bool {
+        switch self.vault.changes.changes(after: sequence) {
+        case .changes(let published): published.contains { $0.change.id == id && $0.change.kind.withdrawsTokens }
+        case .gap: true
+        }
+    }
+
+    /// Sets the hook a token call awaits between its exchange and its end in the entry (``callEnding``); for tests.
+    func setCallEndingHook(_ hook: (@Sendable () async -> Void)?) {
+        self.callEnding.withLock { $0 = hook }
     }
 
     /// Whether a change of `id` was published after sequence number `sequence` (or the feed no longer knows).
