@@ -128,12 +128,20 @@ extension TokenBroker {
                 "could not record an issued token; not serving it",
                 metadata: ["connection.id": "\(id)", "error": "\(error)"]
             )
-            let failure = VaultError(
-                .upstreamUnavailable,
-                "the vault could not record the token for '\(id)'; retry",
-                cause: error,
-                retryAfter: 1
-            )
+            // The real cause, not Personio's: a fault below the store is 500 storage_failed naming the fault
+            // (docs/http-api.md), anything else the vault's own error.
+            let failure: VaultError
+            if let error = error as? VaultError, error.code == .storageFailed {
+                failure = VaultError(
+                    .storageFailed,
+                    "the vault could not record the token for '\(id)': \(error.message)",
+                    cause: error
+                )
+            } else {
+                failure =
+                    error as? VaultError
+                    ?? VaultError(.internalError, "the vault could not record the token for '\(id)'", cause: error)
+            }
             return .refuse(failure)
         }
         switch recording {

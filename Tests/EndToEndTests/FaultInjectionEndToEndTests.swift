@@ -166,12 +166,14 @@ struct FaultInjectionEndToEndTests {
             let cached = try daemon.ctl(["token", "held"])
             #expect(cached.status == 0 && cached.stdout == token + "\n", "\(fault.name), \(operation.name): \(cached)")
         }
-        // A token not cached yet fails closed: it is recorded, sealed, before it is served, and that write fails (the
-        // broker answers 503 upstream_unavailable with Retry-After: "the vault could not record the token").
+        // A token not cached yet fails closed: it is recorded, sealed, before it is served, and that write fails. The
+        // broker names the real cause, as every write does: 500 storage_failed naming the fault (not Personio's 503).
         try filler?.fill()
         let uncached = try daemon.ctl(["token", "other"])
         #expect(
-            uncached.status != 0 && uncached.stdout.isEmpty && uncached.stderr.contains("could not record the token"),
+            uncached.status != 0 && uncached.stdout.isEmpty && uncached.stderr.contains("could not record the token")
+                && uncached.stderr.contains("storage_failed") && !uncached.stderr.contains("upstream_unavailable")
+                && fault.phrases.contains { uncached.stderr.lowercased().contains($0) },
             "\(fault.name): an uncached token during the fault: \(uncached)"
         )
         #expect(daemon.isRunning, "\(fault.name): the daemon ended:\n\(daemon.log())")
