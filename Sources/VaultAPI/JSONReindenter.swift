@@ -55,7 +55,10 @@ public enum JSONReindenter {
 
         init(input: UnsafeBufferPointer<UInt8>) {
             self.input = input
-            self.output.reserveCapacity(input.count + input.count / 2)
+            // The pretty form of a list is some 1.7 times the compact one: reserved once, so that the output never
+            // grows by copying (a copy of 90 MB at 100,000 connections, both halves resident meanwhile). Pages not
+            // written are never touched, so an over-estimate costs address space only.
+            self.output.reserveCapacity(input.count + input.count / 4 * 3 + 64)
         }
 
         func fail(_ reason: String) -> Malformed { Malformed(offset: self.index, reason: reason) }

@@ -309,15 +309,19 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// Runs a streamed body's writer after its head went out: each piece is written and flushed, and the writer
-    /// waits until the socket took it (the back-pressure of a client that reads slowly). The state stays
+    /// then waits until the socket took the piece before it (the back-pressure of a client that reads slowly: at
+    /// most two pieces wait in the daemon, and the next is made while the last drains). The state stays
     /// `.responding` until the end is written, so a pipelined request waits; a writer that fails (the client gone, a
     /// read that failed halfway) closes the connection, the only way left to say the body is cut.
     private func streamBody(_ stream: @escaping ResponseBodyStream, keepAlive: Bool, context: ChannelHandlerContext) {
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound(context, eventLoop: eventLoop)
+        let previous = NIOLoopBoundBox<EventLoopFuture<Void>?>(nil, eventLoop: eventLoop)
         let writer = ResponseBodyWriter { buffer in
             try await eventLoop.flatSubmit {
-                bound.value.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))))
+                let before = previous.value ?? eventLoop.makeSucceededVoidFuture()
+                previous.value = bound.value.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))))
+                return before
             }.get()
         }
         eventLoop.makeFutureWithTask { try await stream(writer) }.assumeIsolated().whenComplete { result in

@@ -31,9 +31,9 @@ enum Console {
 
     /// Writes `bytes` (UTF-8) and a newline to standard output, without making a `String` of them first.
     static func output(bytes: [UInt8]) {
-        var bytes = bytes
-        if bytes.last != UInt8(ascii: "\n") { bytes.append(UInt8(ascii: "\n")) }
+        // The newline is written apart: appending it to a shared array would copy the whole document first.
         bytes.withUnsafeBufferPointer { Self.write($0, to: STDOUT_FILENO) }
+        if bytes.last != UInt8(ascii: "\n") { Self.write("\n", to: STDOUT_FILENO) }
     }
 
     private static func write(_ text: String, to descriptor: Int32) {
