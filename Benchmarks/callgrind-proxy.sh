@@ -3,7 +3,7 @@
 # is not. Starts an nginx upstream like connvault-bench's (a fixed 2,048-byte JSON body for GET /v2/persons, a
 # fixed v2 token for POST /v2/auth/token), then each proxy under `valgrind --tool=callgrind --instr-atstart=no`:
 # the vault (`connvaultd --dev` with a connection `bench-proxy` to the upstream) and the bare NIO proxy
-# (`bench-nio-server --proxy-upstream`). One keep-alive client connection sends WARMUP requests uninstrumented
+# (`bench-nio-server --proxy-upstream`), and nginx's `proxy_pass` configured as connvault-bench does. One keep-alive client connection sends WARMUP requests uninstrumented
 # (the first makes the vault's one token exchange), then instrumentation goes on, REQUESTS more are sent, the
 # counts are dumped, and Benchmarks/callgrind-modules.py divides them by REQUESTS and groups them by module. The
 # kernel is not counted (callgrind sees user space only): these are the proxy's own instructions per request.
@@ -11,14 +11,14 @@
 #   Benchmarks/callgrind-proxy.sh [BIN_DIR] [OUT_DIR]
 #     BIN_DIR   release build: connvaultd, connvaultctl, bench-nio-server (default .build/release)
 #     OUT_DIR   callgrind files and reports (default bench-results/callgrind-proxy)
-#   REQUESTS (default 2000), WARMUP (default 500), PROXIES (default "vault nio"), TAG (file name suffix)
+#   REQUESTS (default 2000), WARMUP (default 500), PROXIES (default "vault nio nginx"), TAG (file name suffix)
 # Needs valgrind (callgrind_control), nginx and python3.
 set -euo pipefail
 bin_dir=$(realpath "${1:-.build/release}")
 out=${2:-bench-results/callgrind-proxy}
 requests=${REQUESTS:-2000}
 warmup=${WARMUP:-500}
-proxies=${PROXIES:-vault nio}
+proxies=${PROXIES:-vault nio nginx}
 tag=${TAG:-}
 here=$(dirname "$(realpath "$0")")
 mkdir -p "$out"
@@ -151,6 +151,46 @@ for proxy in $proxies; do
         mkdir -p "$work/vault"
         echo "== vault proxy (connvaultd --dev), $requests requests after $warmup"
         measure vault "$work/vault/.connvault/app.sock" "$work/vault" "$work/bin/connvaultd" --dev --log-level warning
+        ;;
+    nginx)
+        # nginx's proxy_pass as connvault-bench configures it (upstream keep-alive, Authorization injected).
+        mkdir -p "$work/nginx-proxy"
+        cat >"$work/nginx-proxy/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $work/nginx-proxy/nginx.pid;
+error_log $work/nginx-proxy/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server_tokens off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $work/nginx-proxy/body;
+    proxy_temp_path $work/nginx-proxy/proxy;
+    upstream personio {
+        server 127.0.0.1:$port;
+        keepalive 32;
+        keepalive_requests 1000000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen unix:$work/nginx-proxy/proxy.sock;
+        location $prefix {
+            proxy_pass http://personio/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host 127.0.0.1:$port;
+            proxy_set_header Authorization "Bearer $token";
+        }
+        location / { return 404; }
+    }
+}
+EOF
+        echo "== nginx proxy_pass, $requests requests after $warmup"
+        measure nginx "$work/nginx-proxy/proxy.sock" "$work/nginx-proxy" /usr/sbin/nginx -p "$work/nginx-proxy" \
+            -c "$work/nginx-proxy/nginx.conf" -e "$work/nginx-proxy/error.log"
         ;;
     nio)
         echo "== bare NIO proxy (bench-nio-server --proxy-upstream), $requests requests after $warmup"
