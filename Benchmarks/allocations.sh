@@ -18,7 +18,8 @@ perf probe -l 2>/dev/null | grep -q 'probe_libc:malloc' || perf probe -q -x "$li
 work=$(mktemp -d /tmp/cv-alloc-XXXXXX)
 trap 'kill "$harness_pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
-"$harness" --bin-dir "$bin_dir" --connections 16 --rounds 1 --duration $((window + 4)) --cold-samples 1 --herd 10 \
+"$harness" --bin-dir "$bin_dir" --skip-proxy --connections 16 --rounds 1 --duration $((window + 4)) \
+    --cold-samples 1 --herd 10 \
     --results-file "$work/results.txt" >"$work/out.txt" 2>&1 &
 harness_pid=$!
 

@@ -2,8 +2,8 @@
 # Where the vault's proxy route spends its CPU time: runs connvault-bench's proxy case (`--proxy-only`, two rounds,
 # CONNECTIONS connections) and attaches perf to the harness's own connvaultd while the load generator measures it:
 # `perf record -g` in round 1, `perf stat` (system calls, memory-mapping calls, context switches) in round 2. The
-# rounds' order is nginx proxy, vault proxy, then vault proxy, nginx proxy; each case is 1 s of warm-up, then the
-# window.
+# rounds' order is nginx proxy, bare NIO proxy, vault proxy, then bare NIO proxy, vault proxy, nginx proxy; each case
+# is 1 s of warm-up, then the window.
 #
 #   Benchmarks/profile-proxy.sh [BIN_DIR] [HARNESS] [OUT_DIR]
 #     BIN_DIR   release build to measure (default .build/release): connvaultd, connvaultctl, bench-nio-server
@@ -41,11 +41,11 @@ wait_for 'vault proxy: status'
 # The harness's own child: other daemons may run on the machine.
 vault_pid=$(pgrep -P "$harness_pid" -x connvaultd)
 
-wait_for "round 1: nginx proxy, $connections"
+wait_for "round 1: bare NIO proxy, $connections"
 sleep 2
 perf record -F 999 -g -p "$vault_pid" -o "$out/perf.data" -- sleep "$window" 2>"$work/record.txt"
 
-wait_for "round 1: vault proxy, $connections"
+wait_for "round 2: bare NIO proxy, $connections"
 sleep 2
 perf stat -x, -o "$out/stat.csv" -p "$vault_pid" \
     -e raw_syscalls:sys_enter,syscalls:sys_enter_mprotect,syscalls:sys_enter_munmap,syscalls:sys_enter_mmap \
