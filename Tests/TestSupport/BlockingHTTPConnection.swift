@@ -91,15 +91,7 @@ public final class BlockingHTTPConnection: @unchecked Sendable {
     /// Writes all of `request`.
     /// - Throws: `TestSupportError` when the server has closed the connection.
     public func send(_ request: [UInt8]) throws {
-        try request.withUnsafeBytes { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let sent = Glibc.send(self.fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-                if sent < 0 && errno == EINTR { continue }
-                guard sent > 0 else { throw TestSupportError("send: \(String(cString: strerror(errno)))") }
-                offset += sent
-            }
-        }
+        try SocketWrites.sendAll(self.fd, request)
     }
 
     /// Reads one response framed by `Content-Length`.

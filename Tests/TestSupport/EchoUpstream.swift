@@ -93,12 +93,7 @@ public final class EchoUpstream: Sendable {
             offset += piece.count
         }
         bytes += Array("0\r\n\r\n".utf8)
-        var sent = 0
-        while sent < bytes.count {
-            let count = bytes[sent...].withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard count > 0 else { break }
-            sent += count
-        }
+        try? SocketWrites.sendAll(client, bytes)
         self.served.add(1, ordering: .releasing)
     }
 

@@ -46,12 +46,8 @@ public enum RawHTTP {
             usleep(10_000)
         }
         _ = fcntl(fd, F_SETFL, flags)
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { break }
-            sent += n
-        }
+        // A server that closes early still gets its answer read.
+        try? SocketWrites.sendAll(fd, bytes)
         if closeWrite { shutdown(fd, Int32(SHUT_WR)) }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)

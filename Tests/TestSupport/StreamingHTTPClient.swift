@@ -84,13 +84,7 @@ public final class StreamingHTTPClient: @unchecked Sendable {
     /// Writes all of `bytes`.
     /// - Throws: `TestSupportError` when the peer closed the connection or the time-out passed.
     public func send(_ bytes: UnsafeRawBufferPointer) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let sent = Glibc.send(self.fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-            if sent < 0 && errno == EINTR { continue }
-            guard sent > 0 else { throw TestSupportError("send: \(String(cString: strerror(errno)))") }
-            offset += sent
-        }
+        try SocketWrites.sendAll(self.fd, bytes)
     }
 
     /// Writes all of `bytes`.
