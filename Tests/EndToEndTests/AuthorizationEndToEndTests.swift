@@ -14,8 +14,7 @@ import VaultAPI
 struct AuthorizationEndToEndTests {
     /// Lets another uid reach the socket through the file system, so only peer credentials can refuse it.
     func openUp(_ daemon: DaemonProcess) {
-        chmod(daemon.directory.path, 0o755)
-        chmod(daemon.stateDirectory, 0o755)
+        daemon.openToOtherUIDs()
         chmod(daemon.adminSocket, 0o666)
     }
 

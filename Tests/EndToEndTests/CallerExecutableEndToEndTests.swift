@@ -51,19 +51,13 @@ struct CallerExecutableEndToEndTests {
         return Copy(directory: directory, path: String(cString: resolved), sha256: try Self.sha256sum(path))
     }
 
-    /// Lets nobody reach the app socket through the file system.
-    static func openUp(_ daemon: DaemonProcess) {
-        chmod(daemon.directory.path, 0o755)
-        chmod(daemon.stateDirectory, 0o755)
-    }
-
     /// Runs `body` with a fresh copy of the interpreter and a daemon whose sockets nobody can reach; removes the copy
     /// afterwards.
     static func withCopy(_ body: (Copy, BrokerFixture) async throws -> Void) async throws {
         let copy = try Self.makeCopy()
         defer { copy.directory.remove() }
         try await BrokerFixture.run { fixture in
-            Self.openUp(fixture.daemon)
+            fixture.daemon.openToOtherUIDs()
             try await body(copy, fixture)
         }
     }

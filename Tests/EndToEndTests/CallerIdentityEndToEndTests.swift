@@ -32,8 +32,7 @@ struct CallerIdentityEndToEndTests {
 
     /// Lets nobody reach both sockets through the file system, so that only the daemon's own checks can refuse it.
     func openUp(_ daemon: DaemonProcess) {
-        chmod(daemon.directory.path, 0o755)
-        chmod(daemon.stateDirectory, 0o755)
+        daemon.openToOtherUIDs()
         chmod(daemon.adminSocket, 0o666)
     }
 

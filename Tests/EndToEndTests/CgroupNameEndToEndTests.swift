@@ -42,8 +42,7 @@ struct CgroupNameEndToEndTests {
                 options: ["--allow-unit", "payroll-cm.service"]
             )
             let daemon = fixture.daemon
-            chmod(daemon.directory.path, 0o755)
-            chmod(daemon.stateDirectory, 0o755)
+            daemon.openToOtherUIDs()
             let made = Self.make(Self.userChain) + Self.make(Self.unitChain)
             defer { Self.remove(made) }
             let statuses = try await Blocking.run {

@@ -17,12 +17,6 @@ import Glibc
     .enabled(if: ScriptProcess.isAvailable, "needs /usr/bin/python3 for the helper that holds connections")
 )
 struct ConnectionLimitsEndToEndTests {
-    /// Lets other uids reach both sockets through the file system.
-    func openUp(_ daemon: DaemonProcess) {
-        chmod(daemon.directory.path, 0o755)
-        chmod(daemon.stateDirectory, 0o755)
-    }
-
     /// Runs `body` with `connvaultd` started with `arguments` in a directory of its own; stops it afterwards.
     func withDaemon(_ arguments: [String], _ body: (DaemonProcess) async throws -> Void) async throws {
         let directory = try TemporaryDirectory()
@@ -119,7 +113,7 @@ struct ConnectionLimitsEndToEndTests {
     @Test("one uid at its cap: another uid and the admin are still served within a second")
     func perUIDCap() async throws {
         try await self.withDaemon(["--dev", "--max-connections-per-uid", "8"]) { daemon in
-            self.openUp(daemon)
+            daemon.openToOtherUIDs()
             let result = try await Blocking.run {
                 let hog = try ScriptProcess(script: Scripts.holdConnections, arguments: [daemon.appSocket, "40"])
                 defer { hog.kill() }

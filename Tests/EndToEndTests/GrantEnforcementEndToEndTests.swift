@@ -133,8 +133,7 @@ struct GrantEnforcementEndToEndTests {
     @Test("a looping caller spends its own budget, not the recruiting connection's Personio limit: the other is served")
     func loopingCaller() async throws {
         try await BrokerFixture.run { fixture in
-            chmod(fixture.daemon.directory.path, 0o755)
-            chmod(fixture.daemon.stateDirectory, 0o755)
+            fixture.daemon.openToOtherUIDs()
             try await fixture.addRecruiting(
                 "hiring",
                 key: "fake-recruiting-key-rules-0001",
@@ -179,8 +178,7 @@ struct GrantEnforcementEndToEndTests {
     @Test("token.issued once per caller identity and token, cached answers not written")
     func tokenIssued() async throws {
         try await BrokerFixture.run { fixture in
-            chmod(fixture.daemon.directory.path, 0o755)
-            chmod(fixture.daemon.stateDirectory, 0o755)
+            fixture.daemon.openToOtherUIDs()
             try await fixture.addV2(
                 "acme",
                 clientID: "fake-client-issued",

@@ -55,7 +55,7 @@ struct LookalikeExecutableEndToEndTests {
 
         try await BrokerFixture.run { fixture in
             let daemon = fixture.daemon
-            CallerExecutableEndToEndTests.openUp(daemon)
+            daemon.openToOtherUIDs()
             try await CallerExecutableEndToEndTests.addGranted(fixture, "payroll", rule: "exe=\(granted)")
             let (attacker, owner) = try await Blocking.run {
                 (

@@ -58,8 +58,7 @@ struct SchemathesisEndToEndTests {
             // The admin description's example id for DELETE, so that one case reaches a real disconnect.
             try await fixture.addV2("gone", clientID: "fake-client-id-gone", secret: "fake-secret-gone")
             // uid 65534 reaches the app socket (mode 0666) through the daemon's directories.
-            chmod(fixture.daemon.directory.path, 0o755)
-            chmod(fixture.daemon.stateDirectory, 0o755)
+            fixture.daemon.openToOtherUIDs()
             let reports =
                 ProcessInfo.processInfo.environment["CONNVAULT_SCHEMATHESIS_REPORT"].flatMap { $0.isEmpty ? nil : $0 }
                 ?? fixture.daemon.directory.path

@@ -35,8 +35,7 @@ struct ScopedTokenEndToEndTests {
     /// the other uid on the connection's own scope.
     static func setUp(_ fixture: BrokerFixture) async throws {
         // The other uid must reach the app socket.
-        chmod(fixture.daemon.directory.path, 0o755)
-        chmod(fixture.daemon.stateDirectory, 0o755)
+        fixture.daemon.openToOtherUIDs()
         try await fixture.addV2(
             "acme",
             clientID: Self.clientID,

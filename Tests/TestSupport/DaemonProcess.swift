@@ -100,3 +100,12 @@ public final class DaemonProcess: @unchecked Sendable {
         _ = self.process?.waitForExit(timeout: .seconds(10))
     }
 }
+
+extension DaemonProcess {
+    /// Opens the temporary directory and the state directory to other uids (mode 0755), so that a caller of another
+    /// uid reaches the sockets through the file system; each socket's own mode still decides who may connect.
+    public func openToOtherUIDs() {
+        chmod(self.directory.path, 0o755)
+        chmod(self.stateDirectory, 0o755)
+    }
+}
