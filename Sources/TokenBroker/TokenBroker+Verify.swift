@@ -80,6 +80,7 @@ extension TokenBroker {
                     requestedScope: snapshot.settings.scope
                 )
                 let prepared = PreparedTokenResponse(connection: id, token: token, settings: snapshot.settings)
+                await self.awaitCallEndingHook()
                 self.withEntries { entries, _ in
                     guard let entry = entries[id], entry.snapshot.revision == snapshot.revision,
                         !self.withdrew(id, after: changesBefore),

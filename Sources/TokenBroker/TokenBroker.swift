@@ -56,8 +56,8 @@ public final class TokenBroker: Sendable {
     let budgets = Budgets()
     /// `token.issued` and `proxy.refused`, written by `run()` (``AccessTrail``).
     let trail = AccessTrail()
-    /// Awaited by a token call between its exchange (the token recorded) and its end in the entry: nil except in
-    /// tests, which stop a call there to commit a change in that window (``setCallEndingHook(_:)``).
+    /// Awaited by a token call (or a verify) between its exchange (the token recorded) and its end in the entry: nil
+    /// except in tests, which stop a call there to commit a change in that window (``setCallEndingHook(_:)``).
     let callEnding = Locked<(@Sendable () async -> Void)?>(nil)
 
     /// What the broker knows of one connection. Lives in `entries` and is read and changed only under its lock.
@@ -565,7 +565,7 @@ public final class TokenBroker: Sendable {
         } catch {
             outcome = .refused(VaultError(.internalError, "token request failed", cause: error), backOff: false)
         }
-        if let hook = self.callEnding.withLock({ $0 }) { await hook() }
+        await self.awaitCallEndingHook()
         let now = self.clock.now
         let (stored, retryAfter) = self.withEntries { entries, released -> (Bool, Duration) in
             guard let entry = entries[id], entry.generation == call.generation else {
@@ -806,6 +806,11 @@ public final class TokenBroker: Sendable {
     /// Sets the hook a token call awaits between its exchange and its end in the entry (``callEnding``); for tests.
     func setCallEndingHook(_ hook: (@Sendable () async -> Void)?) {
         self.callEnding.withLock { $0 = hook }
+    }
+
+    /// Awaits the hook set by ``setCallEndingHook(_:)``, if any.
+    func awaitCallEndingHook() async {
+        if let hook = self.callEnding.withLock({ $0 }) { await hook() }
     }
 
     /// Whether a change of `id` was published after sequence number `sequence` (or the feed no longer knows).

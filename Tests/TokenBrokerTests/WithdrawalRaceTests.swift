@@ -67,11 +67,9 @@ struct WithdrawalRaceTests {
         return try VaultJSON.decoder().decode(TokenResponse.self, from: Data(prepared.body(at: .now))).accessToken
     }
 
-    @Test(
-        "a disable and an enable after the token was recorded: the entry loaded since does not keep it",
-        arguments: [WithdrawalRaceTests.own, WithdrawalRaceTests.scoped]
-    )
-    func withdrawnAfterTheRecord(_ caller: Caller) async throws {
+    /// Connection `acme` (v2, scope setting ``connectionScope``, ``grants``) on a fresh stand-in, and a broker without
+    /// background work (a withdrawn token's revocation waits, so a token handed out again is seen).
+    static func with(_ body: (PersonioStandIn, Vault, TokenBroker) async throws -> Void) async throws {
         let standIn = try await PersonioStandIn.start()
         standIn.register(clientID: Self.clientID, clientSecret: Self.secret)
         let auth = PersonioAuthClient(
@@ -90,29 +88,64 @@ struct WithdrawalRaceTests {
                     ),
                     by: admin
                 )
-                // No background work: the withdrawn token's revocation waits, so a token handed out again is seen.
-                let broker = TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger())
-                let stop = Stop()
-                broker.setCallEndingHook { await stop.pass() }
-                defer { stop.open() }
-
-                async let first: String? = try? await Self.token(broker, for: caller)
-                // The call has its token, recorded as issued; it has not ended in its entry yet.
-                try #require(await stop.waitReached(timeout: TimeScale.scaled(.seconds(30))))
-                let obtained = try #require(standIn.issuedTokens.first)
-                _ = try await vault.disable("acme", reason: nil, by: admin)
-                _ = try await vault.enable("acme", by: admin)
-                // An entry loaded after the enable, with no call of its own under way.
-                await #expect(throws: VaultError.self) { _ = try await Self.token(broker, for: Self.stranger) }
-                stop.open()
-
-                #expect(await first != obtained, "the token of the disabled state was handed out")
-                let next = try await Self.token(broker, for: caller)
-                #expect(next != obtained, "the token of the disabled state was cached and handed out again")
-                #expect(standIn.isValid(token: next))
-                #expect(!standIn.isValid(token: obtained), "the withdrawn token was not revoked first")
+                try await body(standIn, vault, TokenBroker(vault: vault, auth: auth, logger: fixture.logs.logger()))
             }
         }
         try await standIn.shutdown()
+    }
+
+    /// Disables and enables `acme`, then loads its entry again without a call of its own (a refused caller).
+    static func withdrawAndReload(_ vault: Vault, _ broker: TokenBroker) async throws {
+        _ = try await vault.disable("acme", reason: nil, by: admin)
+        _ = try await vault.enable("acme", by: admin)
+        await #expect(throws: VaultError.self) { _ = try await Self.token(broker, for: Self.stranger) }
+    }
+
+    @Test(
+        "a disable and an enable after the token was recorded: the entry loaded since does not keep it",
+        arguments: [WithdrawalRaceTests.own, WithdrawalRaceTests.scoped]
+    )
+    func withdrawnAfterTheRecord(_ caller: Caller) async throws {
+        try await Self.with { standIn, vault, broker in
+            let stop = Stop()
+            broker.setCallEndingHook { await stop.pass() }
+            defer { stop.open() }
+
+            async let first: String? = try? await Self.token(broker, for: caller)
+            // The call has its token, recorded as issued; it has not ended in its entry yet.
+            try #require(await stop.waitReached(timeout: TimeScale.scaled(.seconds(30))))
+            let obtained = try #require(standIn.issuedTokens.first)
+            try await Self.withdrawAndReload(vault, broker)
+            stop.open()
+
+            #expect(await first != obtained, "the token of the disabled state was handed out")
+            let next = try await Self.token(broker, for: caller)
+            #expect(next != obtained, "the token of the disabled state was cached and handed out again")
+            #expect(standIn.isValid(token: next))
+            #expect(!standIn.isValid(token: obtained), "the withdrawn token was not revoked first")
+        }
+    }
+
+    @Test("a verify whose token a disable and an enable withdrew meanwhile does not leave it cached")
+    func verifyWithdrawnAfterTheRecord() async throws {
+        try await Self.with { standIn, vault, broker in
+            // The entry a token request would be served from exists before the verify.
+            await #expect(throws: VaultError.self) { _ = try await Self.token(broker, for: Self.stranger) }
+            let stop = Stop()
+            broker.setCallEndingHook { await stop.pass() }
+            defer { stop.open() }
+
+            async let verified = try await broker.verify("acme", by: admin)
+            try #require(await stop.waitReached(timeout: TimeScale.scaled(.seconds(30))))
+            let obtained = try #require(standIn.issuedTokens.first)
+            try await Self.withdrawAndReload(vault, broker)
+            stop.open()
+
+            #expect(try await verified.ok)
+            let next = try await Self.token(broker, for: Self.own)
+            #expect(next != obtained, "the verify's token, withdrawn meanwhile, was cached and handed out")
+            #expect(standIn.isValid(token: next))
+            #expect(!standIn.isValid(token: obtained), "the withdrawn token was not revoked first")
+        }
     }
 }
