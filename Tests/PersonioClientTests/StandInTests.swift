@@ -360,7 +360,9 @@ import Testing
         standIn.register(clientID: Fake.clientID, clientSecret: Fake.clientSecret)
         standIn.setFailure(.hang)
         let logs = LogCapture()
-        let client = PersonioAuthClient(logger: logs.logger(), timeout: .seconds(60))
+        // The client would give up after 120 s (scaled); the shutdown must release the request long before.
+        let clientTimeout = TimeScale.scaled(.seconds(120))
+        let client = PersonioAuthClient(logger: logs.logger(), timeout: clientTimeout)
         let credentials = PersonioCredentials(
             api: .v2,
             clientID: secret(Fake.clientID),
@@ -378,11 +380,18 @@ import Testing
                 try await Task.sleep(for: .milliseconds(10))
             }
             try #require(standIn.calls(.v2Token) == 1, "the hung request never reached the stand-in")
+            let shutdownAt = ContinuousClock.now
             try await standIn.shutdown()
             try await group.waitForAll()
+            // Released by the shutdown: the client's time-out could not have fired before `started` + 120 s, and
+            // `started` is at most 20 s before the shutdown (a loaded run took 21-27 s from `started`, so a bound
+            // from there was a race with the machine's speed).
+            #expect(
+                ContinuousClock.now - shutdownAt < clientTimeout / 2,
+                "released by the client's time-out, not the shutdown"
+            )
         }
-        // Released by the shutdown, long before the client's 60 s time-out.
-        #expect(ContinuousClock.now - started < .seconds(20))
+        #expect(ContinuousClock.now - started < clientTimeout)
         try await standIn.shutdown()
         try await client.shutdown()
     }

@@ -262,7 +262,14 @@ struct RevocationTests {
             try await Self.running(broker) {
                 // The refresh loop and the revoker asleep on the clock: everything due so far is done.
                 func settled() async throws {
-                    try await waitUntil("the broker's loops asleep on the clock") { clock.sleepers == 2 }
+                    // Bounded far above an idle machine's milliseconds: in a loaded run the loops took over 5 s to
+                    // get there, the step went on unsettled and an attempt was counted a tick early.
+                    try await waitUntil(
+                        timeout: TimeScale.scaled(.seconds(60)),
+                        "the broker's loops asleep on the clock"
+                    ) {
+                        clock.sleepers == 2
+                    }
                 }
                 try await settled()
                 _ = try await vault.disable("acme", reason: nil, by: admin)
