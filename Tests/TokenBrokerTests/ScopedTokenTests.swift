@@ -89,7 +89,7 @@ struct ScopedTokenTests {
                 authorization: .bearer(token),
                 appID: nil,
                 partnerID: nil,
-                timeout: .seconds(2)
+                timeout: TimeScale.scaled(.seconds(30))
             )
             _ = try await response.body.collect(upTo: 1 << 20)
             return response.status

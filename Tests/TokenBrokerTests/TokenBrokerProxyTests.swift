@@ -90,7 +90,7 @@ struct TokenBrokerProxyTests {
             _ id: String,
             _ path: String,
             as caller: Caller = TokenBrokerProxyTests.caller,
-            timeout: Duration = .seconds(2)
+            timeout: Duration = TimeScale.scaled(.seconds(30))
         ) async throws -> (status: Int, body: [String: Any]) {
             let response = try await self.broker.proxy(
                 id,

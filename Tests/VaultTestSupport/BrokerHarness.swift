@@ -36,7 +36,7 @@ public struct BrokerHarness: Sendable {
         let standIn = try await PersonioStandIn.start()
         do {
             try await VaultFixture.with { fixture, vault in
-                let auth = PersonioAuthClient(logger: fixture.logs.logger(), timeout: .seconds(2))
+                let auth = PersonioAuthClient(logger: fixture.logs.logger(), timeout: TimeScale.scaled(.seconds(30)))
                 let broker = TokenBroker(
                     vault: vault,
                     auth: auth,
