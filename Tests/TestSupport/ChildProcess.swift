@@ -181,18 +181,27 @@ public final class ChildProcess: Sendable {
             for pointer in argv + envp { free(pointer) }
         }
         var pid: pid_t = 0
-        let result = (argv + [nil]).withUnsafeBufferPointer { argvBuffer in
-            (envp + [nil]).withUnsafeBufferPointer { envpBuffer in
-                posix_spawn(
-                    &pid,
-                    executable,
-                    &actions,
-                    &attributes,
-                    UnsafeMutablePointer(mutating: argvBuffer.baseAddress!),
-                    UnsafeMutablePointer(mutating: envpBuffer.baseAddress!)
-                )
+        // ETXTBSY: a test that has just written the executable (a copy of a program) shares the process with tests
+        // that spawn children; a child forked while the copy's descriptor was open holds it until its exec closes it
+        // (or, for a descriptor without close-on-exec, until the child exits). The kernel refuses to run a file open
+        // for writing, so the spawn is tried again for a bounded time, as Go's os/exec does.
+        let busyDeadline = ContinuousClock.now + .seconds(10)
+        var result: Int32
+        repeat {
+            result = (argv + [nil]).withUnsafeBufferPointer { argvBuffer in
+                (envp + [nil]).withUnsafeBufferPointer { envpBuffer in
+                    posix_spawn(
+                        &pid,
+                        executable,
+                        &actions,
+                        &attributes,
+                        UnsafeMutablePointer(mutating: argvBuffer.baseAddress!),
+                        UnsafeMutablePointer(mutating: envpBuffer.baseAddress!)
+                    )
+                }
             }
-        }
+            if result == ETXTBSY { usleep(10_000) }
+        } while result == ETXTBSY && ContinuousClock.now < busyDeadline
         guard result == 0 else {
             for reader in readers { close(reader.fd) }
             if let inputWriter { close(inputWriter.fd) }

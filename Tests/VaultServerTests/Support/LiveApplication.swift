@@ -97,6 +97,48 @@ enum RawSocket {
         return String(decoding: received, as: UTF8.self)
     }
 
+    /// Sends `request` on the connected `fd` and reads one whole answer (its head, then `Content-Length` bytes),
+    /// leaving the connection open.
+    static func answer(_ fd: Int32, _ request: String, timeout: Duration = .seconds(10)) throws -> String {
+        let bytes = Array(request.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard count > 0 else { throw TestSupportError("send: \(String(cString: strerror(errno)))") }
+            sent += count
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let headEnd = Self.headEnd(received) {
+                let head = String(decoding: received[..<headEnd], as: UTF8.self).lowercased()
+                let length =
+                    head.split(separator: "\r\n")
+                    .first { $0.hasPrefix("content-length:") }
+                    .flatMap { Int($0.dropFirst("content-length:".count).filter { $0 != " " }) } ?? 0
+                if received.count - headEnd >= length { return String(decoding: received, as: UTF8.self) }
+            }
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, 100) >= 0 else { break }
+            guard poller.revents != 0 else { continue }
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { break }
+            received.append(contentsOf: buffer[0..<count])
+        }
+        throw TestSupportError("no whole answer: \(String(decoding: received, as: UTF8.self))")
+    }
+
+    /// The index just past the first CRLF CRLF of `bytes`.
+    private static func headEnd(_ bytes: [UInt8]) -> Int? {
+        guard bytes.count >= 4 else { return nil }
+        for index in 0...(bytes.count - 4)
+        where bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10 {
+            return index + 4
+        }
+        return nil
+    }
+
     static func connect(_ path: String) throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestSupportError("socket failed") }
