@@ -96,7 +96,7 @@ extension Vault {
     /// Records that Personio's answer to a proxied request carried the credential the proxy injected, and that the
     /// caller got it overwritten (`proxy.credential_echo`). The detail names the kind of credential, never its value.
     package func recordCredentialEcho(_ id: String, by actor: AuditActor, kind: String) async throws {
-        try await self.write { tx in
+        _ = try await self.write { tx in
             try tx.appendAudit(
                 Self.auditEntry(
                     actor,
