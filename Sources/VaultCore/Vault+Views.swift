@@ -38,14 +38,7 @@ extension Vault {
         let grants = try tx.allGrants()
         let rules = try tx.allGrantRules()
         let tokens = try tx.issuedTokenSummaries(now: Self.unixNow())
-        return try records.map { record in
-            try Self.view(
-                record,
-                secrets: secrets[record.id] ?? [],
-                grants: try Self.grants(of: record.id, records: grants[record.id] ?? [], rules: rules[record.id] ?? []),
-                tokens: tokens[record.id] ?? IssuedTokenSummary(pending: 0, unrevocableUntil: nil)
-            )
-        }
+        return try Self.views(records, secrets: secrets, grants: grants, rules: rules, tokens: tokens)
     }
 
     /// The masked views of up to `limit` connections after id `after` (nil: from the first), in id order: the views
@@ -57,7 +50,18 @@ extension Vault {
         let grants = try tx.grants(from: first, through: last)
         let rules = try tx.grantRules(from: first, through: last)
         let tokens = try tx.issuedTokenSummaries(from: first, through: last, now: Self.unixNow())
-        return try records.map { record in
+        return try Self.views(records, secrets: secrets, grants: grants, rules: rules, tokens: tokens)
+    }
+
+    /// The views of `records`, from what one read of each table gave, keyed by connection id.
+    private static func views(
+        _ records: [ConnectionRecord],
+        secrets: [String: [SecretSummary]],
+        grants: [String: [GrantRecord]],
+        rules: [String: [GrantRuleRecord]],
+        tokens: [String: IssuedTokenSummary]
+    ) throws -> [ConnectionView] {
+        try records.map { record in
             try Self.view(
                 record,
                 secrets: secrets[record.id] ?? [],

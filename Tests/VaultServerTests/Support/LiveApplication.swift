@@ -77,48 +77,36 @@ enum RawSocket {
     static func exchange(_ path: String, _ bytes: [UInt8], timeout: Duration = .seconds(10)) throws -> String {
         let fd = try Self.connect(path)
         defer { close(fd) }
-        var sent = 0
-        while sent < bytes.count {
-            let count = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard count > 0 else { break }
-            sent += count
-        }
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&poller, 1, 100) >= 0 else { break }
-            guard poller.revents != 0 else { continue }
-            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            guard count > 0 else { break }
-            received.append(contentsOf: buffer[0..<count])
-        }
-        return String(decoding: received, as: UTF8.self)
+        // Some requests are meant to be refused part way: a send the server cut short is not an error here.
+        try? SocketWrites.sendAll(fd, bytes)
+        return String(decoding: Self.read(fd, timeout: timeout, until: { _ in false }), as: UTF8.self)
     }
 
     /// Sends `request` on the connected `fd` and reads one whole answer (its head, then `Content-Length` bytes),
     /// leaving the connection open.
     static func answer(_ fd: Int32, _ request: String, timeout: Duration = .seconds(10)) throws -> String {
-        let bytes = Array(request.utf8)
-        var sent = 0
-        while sent < bytes.count {
-            let count = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard count > 0 else { throw TestSupportError("send: \(String(cString: strerror(errno)))") }
-            sent += count
+        try SocketWrites.sendAll(fd, Array(request.utf8))
+        var complete = false
+        let received = Self.read(fd, timeout: timeout) { received in
+            guard let headEnd = Self.headEnd(received) else { return false }
+            let head = String(decoding: received[..<headEnd], as: UTF8.self).lowercased()
+            let length =
+                head.split(separator: "\r\n")
+                .first { $0.hasPrefix("content-length:") }
+                .flatMap { Int($0.dropFirst("content-length:".count).filter { $0 != " " }) } ?? 0
+            complete = received.count - headEnd >= length
+            return complete
         }
+        guard complete else { throw TestSupportError("no whole answer: \(String(decoding: received, as: UTF8.self))") }
+        return String(decoding: received, as: UTF8.self)
+    }
+
+    /// What `fd` gives until `done` says the bytes so far are enough, the peer closes, or `timeout` passes.
+    private static func read(_ fd: Int32, timeout: Duration, until done: ([UInt8]) -> Bool) -> [UInt8] {
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let headEnd = Self.headEnd(received) {
-                let head = String(decoding: received[..<headEnd], as: UTF8.self).lowercased()
-                let length =
-                    head.split(separator: "\r\n")
-                    .first { $0.hasPrefix("content-length:") }
-                    .flatMap { Int($0.dropFirst("content-length:".count).filter { $0 != " " }) } ?? 0
-                if received.count - headEnd >= length { return String(decoding: received, as: UTF8.self) }
-            }
+        while ContinuousClock.now < deadline, !done(received) {
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             guard poll(&poller, 1, 100) >= 0 else { break }
             guard poller.revents != 0 else { continue }
@@ -126,7 +114,7 @@ enum RawSocket {
             guard count > 0 else { break }
             received.append(contentsOf: buffer[0..<count])
         }
-        throw TestSupportError("no whole answer: \(String(decoding: received, as: UTF8.self))")
+        return received
     }
 
     /// The index just past the first CRLF CRLF of `bytes`.
