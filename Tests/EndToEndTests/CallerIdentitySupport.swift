@@ -279,15 +279,24 @@ enum Scripts {
                 held.append(s)
             except OSError:
                 break
-        time.sleep(0.5)
-        # Connections the daemon refused are closed by it at once: they read as end of file.
-        open_ = []
-        for s in held:
-            r, _, _ = select.select([s], [], [], 0)
-            if r and s.recv(1) == b"":
-                s.close()
-            else:
-                open_.append(s)
+        # Connections the daemon refused are closed by it as it accepts them: they read as end of file. A connect
+        # succeeds once the connection is in the listen backlog, so a slow daemon (a loaded machine, a sanitizer)
+        # may still be accepting: count until nothing has changed for 2 s (60 s at most), not after a fixed sleep.
+        open_ = held
+        settled = time.monotonic()
+        deadline = settled + 60
+        while time.monotonic() - settled < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            still = []
+            for s in open_:
+                r, _, _ = select.select([s], [], [], 0)
+                if r and s.recv(1) == b"":
+                    s.close()
+                else:
+                    still.append(s)
+            if len(still) != len(open_):
+                settled = time.monotonic()
+            open_ = still
         print(len(open_), flush=True)
         sys.stdin.read()
         """
