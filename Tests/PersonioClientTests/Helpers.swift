@@ -60,7 +60,7 @@ struct AuthFixture {
 
 /// Runs `body` with a fresh stand-in and client (per-call time-out `timeout`), and shuts both down afterwards.
 func withFixture<Result>(
-    timeout: Duration = .seconds(10),
+    timeout: Duration = TimeScale.scaled(.seconds(30)),
     _ body: (AuthFixture) async throws -> Result
 ) async throws -> Result {
     try await PersonioStandIn.withStandIn { standIn in

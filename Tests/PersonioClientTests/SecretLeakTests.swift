@@ -52,7 +52,7 @@ import Testing
     func theSecretAppearsInNoErrorAndNoLogLine(scenario: Scenario, canary: String) async throws {
         // Only the hang waits out its time-out; the others get time for a loaded machine (the time-out is kept to
         // the letter, also while the cooperative pool is busy).
-        let timeout: Duration = scenario.failure == .hang ? .milliseconds(400) : .seconds(10)
+        let timeout: Duration = scenario.failure == .hang ? .milliseconds(400) : TimeScale.scaled(.seconds(30))
         try await withFixture(timeout: timeout) { fixture in
             fixture.standIn.register(clientID: Self.canaryID, clientSecret: canary)
             fixture.standIn.setFailure(scenario.failure)
