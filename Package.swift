@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // MARK: - C libraries
@@ -84,7 +85,8 @@ let package = Package(
         .target(
             name: "PersonioClient",
             dependencies: [
-                "VaultCrypto", "ZeroedBuffers", "VaultLocks", nioCore, nioHTTP1, logging,
+                "VaultCrypto", "ZeroedBuffers", "VaultLocks", nioCore, nioPosix, nioHTTP1, logging,
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings

@@ -25,8 +25,8 @@ struct ModuleGraphTests {
         "VaultMetrics": ["CoreMetrics", "VaultLocks"],
         "ZeroedBuffers": ["CVaultShims", "VaultLocks", "NIOCore"],
         "PersonioClient": [
-            "VaultCrypto", "CVaultShims", "ZeroedBuffers", "VaultLocks", "NIOCore", "NIOHTTP1", "AsyncHTTPClient",
-            "Logging",
+            "VaultCrypto", "CVaultShims", "ZeroedBuffers", "VaultLocks", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOSSL",
+            "AsyncHTTPClient", "Logging",
         ],
         "TokenBroker": [
             "VaultCore", "VaultAPI", "VaultCrypto", "PersonioClient", "VaultMetrics", "CVaultShims", "VaultLocks",

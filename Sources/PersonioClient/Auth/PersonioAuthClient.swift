@@ -99,6 +99,9 @@ public final class PersonioAuthClient: Sendable {
         return configuration
     }
 
+    /// The event loops the HTTP client runs on.
+    public var eventLoopGroup: any EventLoopGroup { self.httpClient.eventLoopGroup }
+
     /// Shuts down the HTTP client if this instance created it; does nothing for a caller-owned one.
     ///
     /// - Throws: What `HTTPClient.shutdown()` throws.

@@ -1,7 +1,7 @@
-import AsyncHTTPClient
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import VaultCrypto
 
 /// Forwards a local caller's request to Personio with the connection's credential injected, and hands back the
@@ -24,82 +24,68 @@ public final class PersonioProxy: Sendable {
     /// The longest company id accepted.
     static let maximumCompanyIDBytes = 64
 
-    /// The HTTP clients, each with the event loop its connections live on (nil: a client on a group of loops).
-    private let clients: [(eventLoop: (any EventLoop)?, client: HTTPClient)]
-    /// Whether ``shutdown()`` closes the clients (the proxy made them).
-    private let ownsClients: Bool
+    /// The upstream clients, one per event loop of ``eventLoopGroup``, each touched only on its loop.
+    private let clients: [UpstreamClient]
     private let logger: Logger
 
     /// The event loops ``start(_:body:to:on:timeout:sink:onCredentialEcho:)`` may be called on.
     public let eventLoopGroup: any EventLoopGroup
 
-    /// A proxy that sends its requests through `httpClient`, which the caller owns and shuts down.
+    /// A proxy with connections of its own on each event loop of `group`, so that a request started on a loop runs
+    /// on it from the caller's socket to Personio's and back, over connections kept alive on that loop. Close them
+    /// with ``shutdown()``.
     ///
-    /// `httpClient` must verify TLS certificates and must not follow redirects (a redirect would replay the
-    /// credential to wherever it points): create it with
-    /// ``PersonioAuthClient/httpClientConfiguration(connectTimeout:readTimeout:)``. A redirect that was followed all
-    /// the same is reported as `.invalidResponse`. Its connections may live on any loop of its group, so an answer
-    /// may cross between loops on its way to the caller: the daemon uses ``init(eventLoopsOf:configuration:logger:)``.
-    ///
-    /// - Parameters:
-    ///   - httpClient: The HTTP client to use.
-    ///   - logger: Where the proxy logs (method, status, error code; never a path, a header value or a credential).
-    public init(httpClient: HTTPClient, logger: Logger) {
-        self.clients = [(nil, httpClient)]
-        self.ownsClients = false
-        self.eventLoopGroup = httpClient.eventLoopGroup
-        self.logger = logger
-    }
-
-    /// A proxy with an HTTP client of its own on each event loop of `group`, so that a request started on a loop
-    /// runs on it from the caller's socket to Personio's and back, over connections kept alive on that loop. (One
-    /// client for all loops cannot do both: asked to stay on the caller's loop, AsyncHTTPClient opens a connection
-    /// for that one request and closes it afterwards.) Close them with ``shutdown()``.
+    /// The client is HTTP/1.1 on SwiftNIO, made for this one job: it never follows a redirect (the credential would
+    /// go wherever it points), verifies certificates as `configuration.tls` says (by default the system's roots,
+    /// chain and host name), and streams both ways with back-pressure.
     ///
     /// - Parameters:
     ///   - group: The loops the callers' connections run on (the server's).
-    ///   - configuration: The clients' configuration: certificates verified, no redirects (see
-    ///     ``PersonioAuthClient/httpClientConfiguration(connectTimeout:readTimeout:)``).
-    ///   - logger: Where the proxy logs.
-    public init(eventLoopsOf group: any EventLoopGroup, configuration: HTTPClient.Configuration, logger: Logger) {
-        // No tracing span per request: the daemon bootstraps no tracer, and AsyncHTTPClient's span (a no-op one)
-        // still cost ~6 % of a proxied request's instructions (its name, its attributes, a dynamic cast).
-        var configuration = configuration
-        configuration.tracing.tracer = nil
-        self.clients = group.makeIterator().map { eventLoop in
-            (eventLoop, HTTPClient(eventLoopGroupProvider: .shared(eventLoop), configuration: configuration))
+    ///   - configuration: Time-outs, connection limits and TLS.
+    ///   - logger: Where the proxy logs (method, status, error code; never a path, a header value or a credential).
+    public init(
+        eventLoopsOf group: any EventLoopGroup,
+        configuration: UpstreamConfiguration = UpstreamConfiguration(),
+        logger: Logger
+    ) {
+        // One TLS context for every loop, and for every proxy of the process with the same configuration: it holds
+        // the trust roots, loaded once. If it cannot be made, `https` requests fail with that error and plain
+        // `http` ones (the tests' stand-ins) still work.
+        let sslContext: NIOSSLContext?
+        switch TLSContexts.shared.context(for: configuration.tls) {
+        case .success(let context):
+            sslContext = context
+        case .failure(let error):
+            sslContext = nil
+            logger.error("cannot set up TLS for the proxy", metadata: ["error": "\(error)"])
         }
-        self.ownsClients = true
+        self.clients = group.makeIterator().map { eventLoop in
+            UpstreamClient(eventLoop: eventLoop, configuration: configuration, sslContext: sslContext)
+        }
         self.eventLoopGroup = group
         self.logger = logger
     }
 
-    /// A proxy that shares `auth`'s HTTP client (and so its connection pool and configuration). `auth` must stay
-    /// alive, not shut down, while the proxy is in use.
+    /// A proxy on the event loops of `auth`'s HTTP client, with the default ``UpstreamConfiguration``.
     ///
     /// - Parameters:
-    ///   - auth: The token client whose HTTP client to use.
+    ///   - auth: The token client whose event loops to use.
     ///   - logger: Where the proxy logs.
     public convenience init(sharing auth: PersonioAuthClient, logger: Logger) {
-        self.init(httpClient: auth.httpClient, logger: logger)
+        self.init(eventLoopsOf: auth.eventLoopGroup, logger: logger)
     }
 
-    /// Closes the HTTP clients the proxy made (none when it was given one).
+    /// Closes every upstream connection; requests still waiting or in flight fail.
     public func shutdown() async throws {
-        guard self.ownsClients else { return }
-        for (_, client) in self.clients { try await client.shutdown() }
+        for client in self.clients {
+            try await client.eventLoop.submit { client.shutdown() }.get()
+        }
     }
 
-    /// The client for a request started on `eventLoop`, and how to ask it to stay there.
-    func client(for eventLoop: any EventLoop) -> (HTTPClient, HTTPClient.EventLoopPreference)? {
-        for (loop, client) in self.clients {
-            if let loop {
-                // A client whose only loop is this one: its connections are already here.
-                if loop === eventLoop { return (client, .delegate(on: eventLoop)) }
-            } else if client.eventLoopGroup.makeIterator().contains(where: { $0 === eventLoop }) {
-                // The connection may be on another loop; the callbacks come here.
-                return (client, .delegate(on: eventLoop))
-            }
+    /// The client of `eventLoop`, if it is one of the proxy's.
+    func client(for eventLoop: any EventLoop) -> UpstreamClient? {
+        for client in self.clients where client.eventLoop === eventLoop {
+            return client
         }
         return nil
     }

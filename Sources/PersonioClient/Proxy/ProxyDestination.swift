@@ -11,6 +11,10 @@ import NIOHTTP1
 public final class ProxyDestination: Sendable, CustomStringConvertible, CustomReflectable {
     /// The API base without a trailing `/`.
     let base: String
+    /// Where the connections go: scheme, host, port.
+    let origin: UpstreamOrigin
+    /// The base URL's path, sent before every proxied path (empty, or starting with `/`).
+    let pathPrefix: String
     /// The identification headers and the credential's headers, in that order.
     let headers: HTTPHeaders
     let scrubber: CredentialScrubber
@@ -32,6 +36,7 @@ public final class ProxyDestination: Sendable, CustomStringConvertible, CustomRe
         partnerID: String?
     ) throws(PersonioAuthError) {
         self.base = try PersonioAuthClient.validatedBaseURL(baseURL)
+        (self.origin, self.pathPrefix) = try UpstreamOrigin.parse(self.base)
         var headers = HTTPHeaders(try PersonioAuthClient.identificationHeaders(appID: appID, partnerID: partnerID))
         try PersonioProxy.addAuthorization(authorization, to: &headers)
         self.headers = headers

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -19,29 +18,193 @@ public protocol ProxyResponseSink: AnyObject {
     func proxyFailed(_ error: PersonioAuthError)
 }
 
-/// One proxied request in flight: cancel it when the caller goes away.
+/// One proxied request in flight, from the moment it waits for a connection to Personio to the end (or failure) of
+/// the answer: it sends the request head and streams the body on the connection it gets, scrubs the injected
+/// credential out of the answer and passes it to the sink. Cancel it when the caller goes away.
 ///
 /// Bound to the event loop it was started on.
 public final class ProxyExchange: @unchecked Sendable {
-    private let eventLoop: any EventLoop
-    private var task: HTTPClient.Task<Void>?
-    private var cancelled = false
+    private enum State {
+        /// Waiting for a connection (being made, or the next to be free).
+        case waiting
+        case active(UpstreamConnection)
+        /// The answer ended, failed, or the exchange was cancelled.
+        case done
+    }
 
-    init(eventLoop: any EventLoop) {
+    let eventLoop: any EventLoop
+    /// When the answer's head must have arrived.
+    let headDeadline: NIODeadline
+    private let head: HTTPRequestHead
+    private let body: ProxyRequestBody?
+    private let sink: any ProxyResponseSink
+    private let scrubber: CredentialScrubber
+    private let redactor: Redactor
+    private let timeout: Duration
+    private let report: CredentialEchoReport
+    /// The body's scrubbing, across pieces.
+    private var stream: ScrubbingStream
+    private var state = State.waiting
+    private var retried = false
+
+    init(
+        eventLoop: any EventLoop,
+        head: HTTPRequestHead,
+        body: ProxyRequestBody?,
+        destination: ProxyDestination,
+        timeout: Duration,
+        sink: any ProxyResponseSink,
+        report: CredentialEchoReport
+    ) {
         self.eventLoop = eventLoop
+        self.headDeadline = .now() + TimeAmount(timeout)
+        self.head = head
+        self.body = body
+        self.sink = sink
+        self.scrubber = destination.scrubber
+        self.stream = ScrubbingStream(destination.scrubber)
+        self.redactor = destination.redactor
+        self.timeout = timeout
+        self.report = report
     }
 
-    fileprivate func started(_ task: HTTPClient.Task<Void>) {
-        self.task = task
-        if self.cancelled { task.cancel() }
-    }
-
-    /// Cancels the upstream request: its connection to Personio is closed, and the sink gets ``ProxyResponseSink/proxyFailed(_:)``
-    /// unless the answer was already complete.
+    /// Cancels the upstream request: its connection to Personio is closed, and the sink gets
+    /// ``ProxyResponseSink/proxyFailed(_:)`` unless the answer was already complete.
     public func cancel() {
         self.eventLoop.assertInEventLoop()
-        self.cancelled = true
-        self.task?.cancel()
+        if case .active(let connection) = self.state { connection.abandon(self) }
+        self.upstreamFailed(.cancelled)
+    }
+
+    // MARK: - The connection's side
+
+    var isWaitingForConnection: Bool {
+        if case .waiting = self.state { return true }
+        return false
+    }
+
+    /// The exchange got `connection`: the head goes out, then the body as it arrives.
+    func started(on connection: UpstreamConnection) {
+        self.state = .active(connection)
+        connection.sendHead(self.head, hasBody: self.body != nil)
+        guard let body = self.body else { return }
+        body.start(connection).assumeIsolated().whenComplete { result in
+            guard case .active(let current) = self.state, current === connection else { return }
+            switch result {
+            case .success:
+                connection.endRequest()
+            case .failure(let error):
+                // The caller's body will not be complete (over its limit, the caller gone) or could not be sent: the
+                // connection is mid-request and cannot be reused.
+                connection.abandon(self)
+                self.fail(
+                    PersonioAuthError(
+                        .unavailable,
+                        error is ProxyRequestBody.Abandoned
+                            ? "the request to Personio was cancelled"
+                            : "Personio closed the connection while the request was sent"
+                    )
+                )
+            }
+        }
+    }
+
+    /// Whether the exchange may be sent again on another connection, after a kept-alive one closed before any
+    /// answer: once, and only for a request without a body whose method is idempotent (RFC 9110 §9.2.2).
+    func retryOnFreshConnection() -> Bool {
+        guard !self.retried, self.body == nil, case .active = self.state else { return false }
+        switch self.head.method {
+        case .GET, .PUT, .DELETE: break
+        default: return false
+        }
+        self.retried = true
+        self.state = .waiting
+        return true
+    }
+
+    func upstreamHead(_ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        guard case .active = self.state else { return self.eventLoop.makeSucceededVoidFuture() }
+        let (headers, echoed) = PersonioProxy.returnedResponseHeaders(
+            head.headers,
+            redactor: self.redactor,
+            scrubber: self.scrubber
+        )
+        if echoed { self.reportEcho() }
+        return self.sink.proxyHead(status: Int(head.status.code), headers: headers)
+    }
+
+    func upstreamBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        guard case .active = self.state else { return self.eventLoop.makeSucceededVoidFuture() }
+        let (piece, echoed) = self.stream.pass(buffer)
+        if echoed { self.reportEcho() }
+        guard let piece else { return self.eventLoop.makeSucceededVoidFuture() }
+        return self.sink.proxyBody(piece)
+    }
+
+    func upstreamEnd() {
+        guard case .active = self.state else { return }
+        self.state = .done
+        // Personio may answer before the whole body was sent (a 413, a 401): the rest is not sent.
+        self.body?.abandon(ProxyRequestBody.Abandoned("Personio answered before the end of the request"))
+        if let rest = self.stream.finish() {
+            _ = self.sink.proxyBody(rest)
+        }
+        self.sink.proxyEnd()
+    }
+
+    func upstreamFailed(_ error: UpstreamError) {
+        guard !self.isDone else { return }
+        self.fail(self.sanitized(error))
+    }
+
+    private var isDone: Bool {
+        if case .done = self.state { return true }
+        return false
+    }
+
+    private func fail(_ error: PersonioAuthError) {
+        guard !self.isDone else { return }
+        self.state = .done
+        self.body?.abandon(ProxyRequestBody.Abandoned("the request to Personio failed"))
+        _ = self.stream.finish()
+        self.sink.proxyFailed(error)
+    }
+
+    /// The failure as the caller may read it: no message contains the credential.
+    private func sanitized(_ error: UpstreamError) -> PersonioAuthError {
+        switch error {
+        case .headTimeout:
+            return PersonioAuthError(.unavailable, "Personio did not answer within \(self.timeout)")
+        case .readTimeout:
+            return PersonioAuthError(.unavailable, "Personio stopped sending its answer halfway")
+        case .closedMidAnswer:
+            return PersonioAuthError(.unavailable, "Personio closed the connection before the end of its answer")
+        case .closedBeforeHead(let cause):
+            guard let cause, !(cause is IOError) else {
+                return PersonioAuthError(.unavailable, "Personio closed the connection without an answer")
+            }
+            // A TLS failure (certificate, handshake) or an answer that is not HTTP.
+            return Self.unreachable(cause, redactor: self.redactor)
+        case .connectFailed(let cause):
+            if let cause = cause as? ChannelError, case .connectTimeout = cause {
+                return PersonioAuthError(.unavailable, "connecting to Personio timed out")
+            }
+            return Self.unreachable(cause, redactor: self.redactor)
+        case .cancelled:
+            return PersonioAuthError(.unavailable, "the request to Personio was cancelled")
+        case .shutDown:
+            return PersonioAuthError(.unavailable, "the proxy is shutting down")
+        }
+    }
+
+    private static func unreachable(_ cause: any Error, redactor: Redactor) -> PersonioAuthError {
+        let detail = redactor.sanitize("\(type(of: cause)): \(cause)", limit: 150)
+        return PersonioAuthError(.unavailable, "could not reach Personio: \(detail)")
+    }
+
+    private func reportEcho() {
+        let report = self.report
+        Task { await report.report() }
     }
 }
 
@@ -88,8 +251,10 @@ extension PersonioProxy {
     ///
     /// The upstream request carries the re-encoded path and the caller's query under the destination's base, the
     /// caller headers ``forwardedRequestHeaders(_:)`` lets through, then the destination's identification and
-    /// credential headers. `timeout` bounds everything up to Personio's response head; the HTTP client's read
-    /// time-out bounds each silence after it. Redirects are never followed: a 3xx is an answer like any other.
+    /// credential headers, framed by the vault (`Content-Length` when the caller declared one, else chunked).
+    /// `timeout` bounds everything up to Personio's response head (waiting for a connection, connecting, sending);
+    /// the read time-out of ``UpstreamConfiguration`` bounds each silence after it. Redirects are never followed: a
+    /// 3xx is an answer like any other.
     ///
     /// - Parameters:
     ///   - head: The caller's request line and headers.
@@ -118,172 +283,40 @@ extension PersonioProxy {
         } catch {
             throw PersonioAuthError(.invalidRequest, error.message)
         }
-        guard let (client, preference) = self.client(for: eventLoop) else {
-            throw PersonioAuthError(.invalidRequest, "the proxy has no HTTP client on this event loop")
+        guard let client = self.client(for: eventLoop) else {
+            throw PersonioAuthError(.invalidRequest, "the proxy has no upstream client on this event loop")
         }
         let query = head.query.flatMap { $0.isEmpty ? nil : "?" + Self.forwardedQuery($0) } ?? ""
-        var headers = HTTPHeaders(callerHeaders)
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(callerHeaders.count + destination.headers.count + 2)
+        headers.add(name: "Host", value: destination.origin.hostHeader)
+        headers.add(contentsOf: callerHeaders)
         headers.add(contentsOf: destination.headers)
-        let request: HTTPClient.Request
-        do {
-            request = try HTTPClient.Request(
-                url: destination.base + path + query,
-                method: method,
-                headers: headers,
-                body: body?.httpClientBody
-            )
-        } catch {
-            throw PersonioAuthClient.transportFailure(error, timeout: timeout, redactor: destination.redactor)
+        // The framing is the vault's: the caller's own Content-Length and Transfer-Encoding never pass.
+        if let body {
+            if let length = body.declaredLength {
+                headers.add(name: "Content-Length", value: String(length))
+            } else {
+                headers.add(name: "Transfer-Encoding", value: "chunked")
+            }
+        } else if method == .POST || method == .PUT || method == .PATCH {
+            headers.add(name: "Content-Length", value: "0")
         }
-        let exchange = ProxyExchange(eventLoop: eventLoop)
-        let delegate = ProxyResponseDelegate(
+        let exchange = ProxyExchange(
             eventLoop: eventLoop,
-            sink: sink,
+            head: HTTPRequestHead(
+                version: .http1_1,
+                method: method,
+                uri: destination.pathPrefix + path + query,
+                headers: headers
+            ),
+            body: body,
             destination: destination,
             timeout: timeout,
+            sink: sink,
             report: CredentialEchoReport(onCredentialEcho)
         )
-        // AsyncHTTPClient gets no logger: what it logs is not ours to vouch for.
-        let task = client.execute(request: request, delegate: delegate, eventLoop: preference)
-        exchange.started(task)
-        delegate.armTimeout(task)
+        client.execute(exchange, to: destination.origin)
         return exchange
-    }
-
-    /// A failure while the body streams (Personio fell silent for the read time-out, closed the connection, the
-    /// request was cancelled), sanitized like every other.
-    static func streamFailure(_ error: any Error, redactor: Redactor) -> PersonioAuthError {
-        if let error = error as? HTTPClientError, error == .readTimeout {
-            return PersonioAuthError(.unavailable, "Personio stopped sending its answer halfway")
-        }
-        if let error = error as? HTTPClientError, error == .remoteConnectionClosed {
-            return PersonioAuthError(.unavailable, "Personio closed the connection before the end of its answer")
-        }
-        return PersonioAuthClient.transportFailure(
-            error,
-            timeout: PersonioAuthClient.defaultReadTimeout,
-            redactor: redactor
-        )
-    }
-}
-
-/// Turns AsyncHTTPClient's callbacks into the sink's, scrubbing the injected credential out of headers and body.
-///
-/// Every callback runs on the exchange's event loop (the delegate's event loop preference); the state is touched
-/// nowhere else.
-final class ProxyResponseDelegate: HTTPClientResponseDelegate, @unchecked Sendable {
-    typealias Response = Void
-
-    private let eventLoop: any EventLoop
-    private let sink: any ProxyResponseSink
-    private let scrubber: CredentialScrubber
-    private let redactor: Redactor
-    private let timeout: Duration
-    private let report: CredentialEchoReport
-    private var headTimer: Scheduled<Void>?
-    private var timedOut = false
-    private var headReceived = false
-    private var visited = 0
-    private var ended = false
-    /// The body's scrubbing, across pieces.
-    private var stream: ScrubbingStream
-
-    init(
-        eventLoop: any EventLoop,
-        sink: any ProxyResponseSink,
-        destination: ProxyDestination,
-        timeout: Duration,
-        report: CredentialEchoReport
-    ) {
-        self.eventLoop = eventLoop
-        self.sink = sink
-        self.scrubber = destination.scrubber
-        self.stream = ScrubbingStream(destination.scrubber)
-        self.redactor = destination.redactor
-        self.timeout = timeout
-        self.report = report
-    }
-
-    /// Bounds the wait for the response head (AsyncHTTPClient's own deadline would also cut a long body).
-    func armTimeout(_ task: HTTPClient.Task<Void>) {
-        guard !self.headReceived, !self.ended else { return }
-        self.headTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeout)) {
-            self.headTimer = nil
-            guard !self.headReceived, !self.ended else { return }
-            self.timedOut = true
-            task.cancel()
-        }
-    }
-
-    func didVisitURL(task: HTTPClient.Task<Void>, _ request: HTTPClient.Request, _ head: HTTPResponseHead) {
-        self.visited += 1
-    }
-
-    func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
-        self.headReceived = true
-        self.headTimer?.cancel()
-        self.headTimer = nil
-        guard self.visited <= 1 else {
-            // A redirect that the HTTP client followed all the same: the credential went to wherever it pointed.
-            task.cancel()
-            self.fail(
-                PersonioAuthError(
-                    .invalidResponse,
-                    "Personio's answer was a redirect that the HTTP client followed; configure it not to",
-                    httpStatus: Int(head.status.code)
-                )
-            )
-            return self.eventLoop.makeSucceededVoidFuture()
-        }
-        let (headers, echoed) = PersonioProxy.returnedResponseHeaders(
-            head.headers,
-            redactor: self.redactor,
-            scrubber: self.scrubber
-        )
-        if echoed { self.reportEcho() }
-        return self.sink.proxyHead(status: Int(head.status.code), headers: headers)
-    }
-
-    func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
-        guard !self.ended else { return self.eventLoop.makeSucceededVoidFuture() }
-        let (piece, echoed) = self.stream.pass(buffer)
-        if echoed { self.reportEcho() }
-        guard let piece else { return self.eventLoop.makeSucceededVoidFuture() }
-        return self.sink.proxyBody(piece)
-    }
-
-    func didFinishRequest(task: HTTPClient.Task<Void>) throws {
-        guard !self.ended else { return }
-        self.ended = true
-        if let rest = self.stream.finish() {
-            _ = self.sink.proxyBody(rest)
-        }
-        self.sink.proxyEnd()
-    }
-
-    func didReceiveError(task: HTTPClient.Task<Void>, _ error: any Error) {
-        self.headTimer?.cancel()
-        self.headTimer = nil
-        let failure: PersonioAuthError
-        if self.timedOut {
-            failure = PersonioAuthError(.unavailable, "Personio did not answer within \(self.timeout)")
-        } else if self.headReceived {
-            failure = PersonioProxy.streamFailure(error, redactor: self.redactor)
-        } else {
-            failure = PersonioAuthClient.transportFailure(error, timeout: self.timeout, redactor: self.redactor)
-        }
-        self.fail(failure)
-    }
-
-    private func fail(_ error: PersonioAuthError) {
-        guard !self.ended else { return }
-        self.ended = true
-        _ = self.stream.finish()
-        self.sink.proxyFailed(error)
-    }
-
-    private func reportEcho() {
-        let report = self.report
-        Task { await report.report() }
     }
 }

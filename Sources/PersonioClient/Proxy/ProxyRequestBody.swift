@@ -1,5 +1,10 @@
-import AsyncHTTPClient
 import NIOCore
+
+/// Where a proxied request's body goes: the upstream connection carrying it.
+protocol UpstreamBodyWriter: AnyObject {
+    /// Writes and flushes a piece; the future completes once the socket took it.
+    func writeBodyPart(_ buffer: ByteBuffer) -> EventLoopFuture<Void>
+}
 
 /// A proxied request's body while it arrives: the server appends what it reads from the caller, the exchange writes
 /// it to Personio as fast as Personio takes it, and ``demand`` tells the server when to stop reading the caller's
@@ -30,7 +35,7 @@ public final class ProxyRequestBody: @unchecked Sendable {
     private var paused = false
     private var finished = false
     private var failure: (any Error)?
-    private var writer: HTTPClient.Body.StreamWriter?
+    private var writer: (any UpstreamBodyWriter)?
     private var completion: EventLoopPromise<Void>?
     private var writesInFlight = 0
 
@@ -73,22 +78,19 @@ public final class ProxyRequestBody: @unchecked Sendable {
         self.failure = error
         self.pending.removeAll()
         self.demand = nil
+        self.writer = nil
         if let completion = self.completion {
             self.completion = nil
             completion.fail(error)
         }
     }
 
-    // MARK: - Consumer (the HTTP client)
+    // MARK: - Consumer (the upstream connection)
 
-    /// The body as the HTTP client takes it: every piece is written as soon as it is there.
-    var httpClientBody: HTTPClient.Body {
-        HTTPClient.Body.stream(contentLength: self.declaredLength.map { Int64($0) }) { writer in
-            self.eventLoop.flatSubmit { self.start(writer) }
-        }
-    }
-
-    private func start(_ writer: HTTPClient.Body.StreamWriter) -> EventLoopFuture<Void> {
+    /// Starts sending the body to `writer`: every piece is written as soon as it is there. The future completes
+    /// once the last piece was written after ``finish()``, and fails when the body is abandoned or a write fails.
+    func start(_ writer: any UpstreamBodyWriter) -> EventLoopFuture<Void> {
+        self.eventLoop.assertInEventLoop()
         if let failure = self.failure { return self.eventLoop.makeFailedFuture(failure) }
         let promise = self.eventLoop.makePromise(of: Void.self)
         self.writer = writer
@@ -102,8 +104,7 @@ public final class ProxyRequestBody: @unchecked Sendable {
         while let buffer = self.pending.popFirst() {
             let bytes = buffer.readableBytes
             self.writesInFlight += 1
-            writer.write(.byteBuffer(buffer)).hop(to: self.eventLoop).assumeIsolated().whenComplete {
-                result in
+            writer.writeBodyPart(buffer).assumeIsolated().whenComplete { result in
                 self.writesInFlight -= 1
                 self.written(bytes, result)
             }
@@ -130,6 +131,7 @@ public final class ProxyRequestBody: @unchecked Sendable {
         }
         self.completion = nil
         self.demand = nil
+        self.writer = nil
         completion.succeed(())
     }
 }

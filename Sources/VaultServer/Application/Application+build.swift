@@ -172,14 +172,13 @@ public func buildApplication(configuration: ServerConfiguration, logger: Logger)
     }
 }
 
-/// The proxy route's HTTP clients, one per event loop of the server (see
-/// ``PersonioProxy/init(eventLoopsOf:configuration:logger:)``): configured like the token client's
-/// (``PersonioAuthClient/httpClientConfiguration(connectTimeout:readTimeout:)``: certificates verified, no redirects,
-/// no decompression), with room for ``ServerConfiguration/proxyConnectionsPerHost`` connections to each host each.
+/// The proxy route's upstream connections, on every event loop of the server (see
+/// ``PersonioProxy/init(eventLoopsOf:configuration:logger:)``): certificates verified against the system's roots, no
+/// redirects, the token client's connect and read time-outs, and room for
+/// ``ServerConfiguration/proxyConnectionsPerHost`` connections to each host on each loop.
 func makeProxy(on group: any EventLoopGroup, logger: Logger) -> PersonioProxy {
-    var configuration = PersonioAuthClient.httpClientConfiguration()
-    configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit =
-        ServerConfiguration.proxyConnectionsPerHost
+    var configuration = PersonioProxy.UpstreamConfiguration()
+    configuration.maximumConnectionsPerHost = ServerConfiguration.proxyConnectionsPerHost
     return PersonioProxy(eventLoopsOf: group, configuration: configuration, logger: logger)
 }
 

@@ -51,7 +51,11 @@ package final class InProcessServer: Sendable {
         configuration.proxy = .server(host: "127.0.0.1", port: 9)
         let httpClient = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
         let personio = PersonioAuthClient(httpClient: httpClient, logger: logger, timeout: upstreamTimeout)
-        let proxy = PersonioProxy(eventLoopsOf: group, configuration: configuration, logger: logger)
+        var proxyConfiguration = PersonioProxy.UpstreamConfiguration()
+        proxyConfiguration.connectTimeout = upstreamTimeout
+        proxyConfiguration.readTimeout = upstreamTimeout
+        proxyConfiguration.connectOverride = (host: "127.0.0.1", port: 9)
+        let proxy = PersonioProxy(eventLoopsOf: group, configuration: proxyConfiguration, logger: logger)
         let authorization = AdminAuthorization(daemonUID: geteuid(), adminGID: nil)
         let handling = RequestHandling(
             vault: vault,

@@ -36,7 +36,7 @@ public struct ServerConfiguration: Sendable {
     /// The event loops serving the sockets.
     public var eventLoopGroup: any EventLoopGroup
 
-    /// Connections the proxy's HTTP client keeps to each upstream host (AsyncHTTPClient's default is 8). Room for
+    /// Connections the proxy keeps to each upstream host on each event loop, busy or idle. Room for
     /// eight callers at the default ``proxyMaxPerUID`` at once; token exchanges have a pool of their own.
     public static let proxyConnectionsPerHost = 64
 
