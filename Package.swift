@@ -237,8 +237,9 @@ let package = Package(
             name: "PersonioClientTests",
             dependencies: [
                 "PersonioClient", "PersonioStandIn", "VaultCrypto", "TestSupport", "VaultLocks", logging, nioCore,
-                nioHTTP1,
+                nioHTTP1, nioPosix,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings
         ),

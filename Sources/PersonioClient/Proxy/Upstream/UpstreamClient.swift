@@ -184,6 +184,11 @@ final class UpstreamPool {
 
     var eventLoop: any EventLoop { self.client.eventLoop }
 
+    /// Makes sure the client's timer fires no later than `deadline`.
+    func watch(_ deadline: NIODeadline) {
+        self.client.watch(deadline)
+    }
+
     func lease(for exchange: ProxyExchange) {
         while let connection = self.idle.popLast() {
             if connection.isUsable {

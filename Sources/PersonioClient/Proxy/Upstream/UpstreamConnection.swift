@@ -42,6 +42,8 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // Shut down while its address was being resolved, before there was a channel to close.
+        if self.closed { context.close(promise: nil) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -76,8 +78,10 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
     }
 
     func shutdown() {
-        let exchange = self.exchange
+        // Still being made, the connection carries its exchange as `pending`: it must not be sent once connected.
+        let exchange = self.exchange ?? self.pending
         self.exchange = nil
+        self.pending = nil
         self.close()
         exchange?.upstreamFailed(.shutDown)
     }
@@ -172,6 +176,8 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
             self.headReceived = true
             self.responseKeepAlive = head.isKeepAlive
             self.lastActivity = .now()
+            // The timer may be armed for the later head deadline: each silence from here on ends at the read time-out.
+            self.pool.watch(self.lastActivity + self.readTimeout)
             self.pause(for: exchange.upstreamHead(head), of: exchange)
         case .body(let buffer):
             self.lastActivity = .now()
@@ -195,6 +201,7 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
             guard self.exchange === exchange else { return }
             self.paused = false
             self.lastActivity = .now()
+            self.pool.watch(self.lastActivity + self.readTimeout)
             if !self.inRead { self.context?.read() }
         }
     }
