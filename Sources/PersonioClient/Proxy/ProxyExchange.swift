@@ -177,6 +177,8 @@ public final class ProxyExchange: @unchecked Sendable {
             return PersonioAuthError(.unavailable, "Personio did not answer within \(self.timeout)")
         case .readTimeout:
             return PersonioAuthError(.unavailable, "Personio stopped sending its answer halfway")
+        case .callerStalled:
+            return PersonioAuthError(.unavailable, "the caller stopped reading the answer")
         case .closedMidAnswer:
             return PersonioAuthError(.unavailable, "Personio closed the connection before the end of its answer")
         case .closedBeforeHead(let cause):

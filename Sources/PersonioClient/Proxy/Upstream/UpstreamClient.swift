@@ -20,8 +20,9 @@ extension PersonioProxy {
     public struct UpstreamConfiguration: Sendable {
         /// The limit for a TCP connection to be made.
         public var connectTimeout: Duration = PersonioAuthClient.defaultConnectTimeout
-        /// The longest silence of Personio while an answer's body streams, once its head has arrived (the limit up
-        /// to the head is each request's own time-out). Time spent waiting for a slow caller to read is not silence.
+        /// The longest time without progress once an answer's head has arrived (the limit up to the head is each
+        /// request's own time-out): Personio silent, or a caller that takes none of the answer. Each piece Personio
+        /// sends and each piece the caller's socket takes restarts it, so a slow download is bounded by its progress.
         public var readTimeout: Duration = PersonioAuthClient.defaultReadTimeout
         /// How long an idle kept-alive connection stays open.
         public var idleTimeout: Duration = .seconds(60)
@@ -45,6 +46,8 @@ enum UpstreamError: Error {
     case headTimeout
     /// Personio fell silent for the read time-out while the body streamed.
     case readTimeout
+    /// The caller took none of the answer for the read time-out.
+    case callerStalled
     /// The connection closed (or failed) before the answer's head.
     case closedBeforeHead((any Error)?)
     /// The connection closed (or failed) before the answer's end.

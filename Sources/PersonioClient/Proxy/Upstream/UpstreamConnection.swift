@@ -94,11 +94,11 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
                 self.abort(.headTimeout)
                 return nil
             }
-            // Waiting for the caller to read is not Personio's silence.
-            guard !self.paused else { return nil }
+            // No progress either way for the read time-out: Personio silent, or a caller that takes nothing (nginx's
+            // `send_timeout`), which would otherwise hold the connection and its share for as long as it likes.
             let deadline = self.lastActivity + self.readTimeout
             guard deadline <= now else { return deadline }
-            self.abort(.readTimeout)
+            self.abort(self.paused ? .callerStalled : .readTimeout)
             return nil
         }
         if let pending = self.pending, pending.isWaitingForConnection {
