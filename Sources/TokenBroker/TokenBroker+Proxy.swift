@@ -126,6 +126,8 @@ extension TokenBroker {
         public var destination: ProxyDestination
         /// The most body bytes the request may send.
         public var bodyLimit: Int
+        /// The request's head, checked once (``PersonioProxy/check(_:)``).
+        public var head: PersonioProxy.CheckedHead
         /// The access token injected, so that a 401 can drop it from the cache; nil for a recruiting key.
         var accessToken: String?
         var actor: AuditActor
@@ -150,8 +152,9 @@ extension TokenBroker {
         head: PersonioProxy.RequestHead,
         for caller: Caller
     ) throws(VaultError) -> ForwardGrant? {
+        let checked: PersonioProxy.CheckedHead
         do {
-            try PersonioProxy.validate(head)
+            checked = try PersonioProxy.check(head)
         } catch {
             throw Self.vaultError(error)
         }
@@ -159,7 +162,7 @@ extension TokenBroker {
         let (grant, rule) = try self.withEntries { entries, _ throws(VaultError) -> (ForwardGrant?, MatchedRule?) in
             guard let entry = entries[id] else { return (nil, nil) }
             let rule = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: .proxy).get()
-            return (try entry.cachedForwardGrant(caller: caller, rule: rule, now: now), rule)
+            return (try entry.cachedForwardGrant(caller: caller, rule: rule, head: checked, now: now), rule)
         }
         if let rule { try self.checkAllowList(id, rule: rule, head: head, caller: caller) }
         if grant != nil { self.metrics.cacheHit() }
@@ -202,8 +205,9 @@ extension TokenBroker {
     ) async throws
         -> ForwardGrant
     {
+        let checked: PersonioProxy.CheckedHead
         do {
-            try PersonioProxy.validate(head)
+            checked = try PersonioProxy.check(head)
         } catch {
             throw Self.vaultError(error)
         }
@@ -238,6 +242,7 @@ extension TokenBroker {
             connection: id,
             destination: destination,
             bodyLimit: limit ?? ConnectionSettings.defaultProxyMaxBody,
+            head: checked,
             accessToken: accessToken,
             actor: caller.auditActor,
             uid: caller.uid,
@@ -256,6 +261,8 @@ extension TokenBroker {
         func forwardedEnd()
         /// Before the head: the problem to answer with. After it: the body is cut.
         func forwardedFailed(_ error: VaultError)
+        /// The pieces written since the last flush are all of one read from Personio: write them out.
+        func forwardedFlush()
     }
 
     /// Forwards a request `grant` allows, on `eventLoop` (the caller's), streaming its body to Personio and the
@@ -269,7 +276,6 @@ extension TokenBroker {
     @discardableResult
     public func startForward(
         _ grant: ForwardGrant,
-        head: PersonioProxy.RequestHead,
         body: ProxyRequestBody?,
         on eventLoop: any EventLoop,
         writer: any ResponseWriter,
@@ -291,7 +297,8 @@ extension TokenBroker {
                 grant.connection,
                 caller: grant.caller,
                 error: refusal,
-                request: "\(head.method) " + ((try? PersonioProxy.normalizedPath(head.path).get()) ?? head.path),
+                request: "\(grant.head.callerMethod) "
+                    + ((try? PersonioProxy.normalizedPath(grant.head.callerPath).get()) ?? grant.head.callerPath),
                 rule: grant.rule
             )
             writer.forwardedFailed(refusal)
@@ -328,7 +335,7 @@ extension TokenBroker {
         }
         do {
             return try self.proxyClient.start(
-                head,
+                checked: grant.head,
                 body: body,
                 to: grant.destination,
                 on: eventLoop,
@@ -377,7 +384,6 @@ extension TokenBroker {
                 }
                 collector.exchange = self.startForward(
                     grant,
-                    head: head,
                     body: body,
                     on: eventLoop,
                     writer: collector,
@@ -445,6 +451,7 @@ extension TokenBroker.Entry {
     func cachedForwardGrant(
         caller: Caller,
         rule: MatchedRule,
+        head: PersonioProxy.CheckedHead,
         now: ContinuousClock.Instant
     ) throws(VaultError) -> TokenBroker.ForwardGrant? {
         let slot = self.slot(for: rule)
@@ -472,6 +479,7 @@ extension TokenBroker.Entry {
             connection: self.snapshot.id,
             destination: destination,
             bodyLimit: TokenBroker.proxyBodyLimit(self.snapshot.settings),
+            head: head,
             accessToken: token.accessToken,
             actor: caller.auditActor,
             uid: caller.uid,
@@ -547,6 +555,10 @@ final class ForwardSink: ProxyResponseSink {
         if !self.discarding { self.writer.forwardedEnd() }
     }
 
+    func proxyFlush() {
+        if !self.discarding { self.writer.forwardedFlush() }
+    }
+
     func proxyFailed(_ error: PersonioAuthError) {
         self.releaseTicket()
         guard !self.discarding else { return }
@@ -578,4 +590,6 @@ extension ProxyResponseCollector: TokenBroker.ResponseWriter {
     public func forwardedFailed(_ error: VaultError) {
         self.fail(error)
     }
+
+    public func forwardedFlush() {}
 }

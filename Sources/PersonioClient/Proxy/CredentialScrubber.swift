@@ -42,7 +42,11 @@ struct CredentialScrubber: Sendable {
         }
         self.patterns = patterns
         self.overlap = max(0, (patterns.map(\.count).max() ?? 0) - 1)
+        self.shortest = patterns.map(\.count).min() ?? Int.max
     }
+
+    /// The shortest pattern's length: anything shorter holds no occurrence.
+    private let shortest: Int
 
     var isEmpty: Bool { self.patterns.isEmpty }
 
@@ -64,10 +68,36 @@ struct CredentialScrubber: Sendable {
 
     /// `value` with every occurrence overwritten, and whether there was one.
     func scrub(_ value: String) -> (String, Bool) {
-        guard !self.isEmpty else { return (value, false) }
+        guard !self.isEmpty, value.utf8.count >= self.shortest else { return (value, false) }
+        // Nearly every value holds no occurrence: look first, and copy only to overwrite.
+        let present = value.utf8.withContiguousStorageIfAvailable { self.occurs(in: UnsafeRawBufferPointer($0)) }
+        guard present ?? true else { return (value, false) }
         var bytes = Array(value.utf8)
         let found = bytes.withUnsafeMutableBytes { self.scrub($0) }
         return found ? (String(decoding: bytes, as: UTF8.self), true) : (value, false)
+    }
+
+    /// Whether any pattern occurs in `bytes`.
+    private func occurs(in bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress else { return false }
+        for pattern in self.patterns {
+            let found = pattern.withUnsafeBytes { needle in
+                guard let needleBase = needle.baseAddress, needle.count > 0, bytes.count >= needle.count else {
+                    return false
+                }
+                let first = Int32(needle[0])
+                let last = bytes.count - needle.count
+                var position = 0
+                while position <= last {
+                    guard let hit = memchr(base + position, first, last - position + 1) else { return false }
+                    if memcmp(hit, needleBase, needle.count) == 0 { return true }
+                    position = base.distance(to: UnsafeRawPointer(hit)) + 1
+                }
+                return false
+            }
+            if found { return true }
+        }
+        return false
     }
 
     /// Overwrites `buffer`'s readable bytes in place (copy-on-write gives it storage of its own first if shared).

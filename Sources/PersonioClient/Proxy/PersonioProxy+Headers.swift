@@ -75,19 +75,52 @@ extension PersonioProxy {
         var echoed = false
         let hopByHop = Self.connectionOptions(headers[canonicalForm: "Connection"].lazy.map(String.init))
         for (name, original) in headers {
-            let lowercased = name.lowercased()
-            // A header Personio's `Connection` names is for that hop only (RFC 9110 §7.6.1).
-            guard hopByHop.isEmpty || !hopByHop.contains(lowercased) else { continue }
             // Every header is scrubbed, the dropped ones too: an echo anywhere in the answer is reported.
             let (value, found) = scrubber.scrub(original)
             echoed = echoed || found
-            let allowed =
-                Self.returnedResponseHeaderNames.contains(lowercased) || lowercased.hasPrefix("x-ratelimit-")
-                || (lowercased == "content-length" && !isChunked)
-            guard allowed, redactor.sanitize(value, limit: Redactor.inspectedLength) == value else { continue }
+            let allowed = Self.isReturned(name, chunked: isChunked)
+            guard allowed, redactor.isClean(value) else { continue }
+            // A header Personio's `Connection` names is for that hop only (RFC 9110 §7.6.1).
+            guard hopByHop.isEmpty || !hopByHop.contains(name.lowercased()) else { continue }
             returned.append((name, value))
         }
         return (returned, echoed)
+    }
+
+    /// Whether a response header named `name` goes back to the caller: one of ``returnedResponseHeaderNames``,
+    /// `X-RateLimit-*`, or `Content-Length` of a body that is not chunked. Compared in any letter case without
+    /// building a lower-cased copy (this runs for every header of every proxied answer).
+    static func isReturned(_ name: String, chunked: Bool) -> Bool {
+        var name = name
+        return name.withUTF8 { bytes in
+            func equals(_ word: StaticString) -> Bool {
+                bytes.count == word.utf8CodeUnitCount && Self.hasASCIIPrefix(bytes, word)
+            }
+            if bytes.count > 12, Self.hasASCIIPrefix(bytes, "x-ratelimit-") { return true }
+            switch bytes.count {
+            case 4: return equals("etag")
+            case 8: return equals("location")
+            case 11: return equals("retry-after")
+            case 12: return equals("content-type")
+            case 13: return equals("last-modified")
+            case 14: return !chunked && equals("content-length")
+            case 19: return equals("content-disposition")
+            default: return false
+            }
+        }
+    }
+
+    /// Whether `bytes` start with `prefix` (lower-case ASCII) in any letter case.
+    private static func hasASCIIPrefix(_ bytes: UnsafeBufferPointer<UInt8>, _ prefix: StaticString) -> Bool {
+        guard bytes.count >= prefix.utf8CodeUnitCount else { return false }
+        return prefix.withUTF8Buffer { expected in
+            for index in expected.indices {
+                let byte = bytes[index]
+                let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+                if folded != expected[index] { return false }
+            }
+            return true
+        }
     }
 
     /// The header names listed in `Connection` values, lower-cased. `close` and `keep-alive` (what nearly every

@@ -16,6 +16,14 @@ public protocol ProxyResponseSink: AnyObject {
     /// The exchange failed: Personio could not be reached, did not answer in time, stopped halfway, or the
     /// exchange was cancelled. Sanitized: no message contains the credential.
     func proxyFailed(_ error: PersonioAuthError)
+    /// What one read from Personio brought has been passed on: a writer flushes it now, in one write for the head
+    /// and body pieces of that read (an answer's end flushes by itself).
+    func proxyFlush()
+}
+
+extension ProxyResponseSink {
+    /// Nothing to flush: a sink that collects.
+    public func proxyFlush() {}
 }
 
 /// One proxied request in flight, from the moment it waits for a connection to Personio to the end (or failure) of
@@ -141,6 +149,12 @@ public final class ProxyExchange: @unchecked Sendable {
         return self.sink.proxyBody(piece)
     }
 
+    /// A read from Personio has been passed on.
+    func upstreamReadComplete() {
+        guard case .active = self.state else { return }
+        self.sink.proxyFlush()
+    }
+
     func upstreamEnd() {
         guard case .active = self.state else { return }
         self.state = .done
@@ -229,22 +243,53 @@ extension PersonioProxy {
         }
     }
 
+    /// A request head that passed the checks, as it goes upstream: made once per request by ``check(_:)`` and
+    /// handed to ``start(checked:body:to:on:timeout:sink:onCredentialEcho:)``, so that nothing is checked twice.
+    public struct CheckedHead: Sendable {
+        let method: HTTPMethod
+        /// The re-encoded path under the API base.
+        let path: String
+        /// `?` and the query as it goes upstream, or empty.
+        let query: String
+        /// The caller headers ``forwardedRequestHeaders(_:)`` passes on.
+        let headers: [(String, String)]
+        /// The caller's method, as sent.
+        public let callerMethod: String
+        /// The caller's path, as sent (the allow-lists match its normalized form).
+        public let callerPath: String
+    }
+
     /// Checks what the caller alone decides: method, path, query, headers. Calling this before the credential is
     /// looked up lets the server answer 405 or 400 without touching it.
     ///
     /// - Throws: ``ProxyRequestError``.
     public static func validate(_ head: RequestHead) throws(ProxyRequestError) {
-        _ = try Self.checked(head)
+        _ = try Self.check(head)
     }
 
-    static func checked(_ head: RequestHead) throws(ProxyRequestError) -> (HTTPMethod, String, [(String, String)]) {
+    /// ``validate(_:)``, keeping what it worked out.
+    ///
+    /// - Throws: ``ProxyRequestError``.
+    public static func check(_ head: RequestHead) throws(ProxyRequestError) -> CheckedHead {
         guard Self.allowedMethods.contains(head.method) else {
             throw ProxyRequestError(.methodNotAllowed, "the method must be one of GET, POST, PUT, PATCH or DELETE")
         }
         let query = head.query.flatMap { $0.isEmpty ? nil : $0 }
         let path = try Self.validatedPath(head.path, query: query).get()
         let headers = try Self.forwardedRequestHeaders(head.headers)
-        return (HTTPMethod(rawValue: head.method), path, headers)
+        return CheckedHead(
+            method: HTTPMethod(rawValue: head.method),
+            path: path,
+            query: query.map { "?" + Self.forwardedQuery($0) } ?? "",
+            headers: headers,
+            callerMethod: head.method,
+            callerPath: head.path
+        )
+    }
+
+    static func checked(_ head: RequestHead) throws(ProxyRequestError) -> (HTTPMethod, String, [(String, String)]) {
+        let checked = try Self.check(head)
+        return (checked.method, checked.path, checked.headers)
     }
 
     /// Starts forwarding a caller's request to `destination` on `eventLoop`, the caller's connection's loop, where
@@ -278,17 +323,41 @@ extension PersonioProxy {
         sink: any ProxyResponseSink,
         onCredentialEcho: (@Sendable () async -> Void)? = nil
     ) throws(PersonioAuthError) -> ProxyExchange {
-        eventLoop.assertInEventLoop()
-        let (method, path, callerHeaders): (HTTPMethod, String, [(String, String)])
+        let checked: CheckedHead
         do {
-            (method, path, callerHeaders) = try Self.checked(head)
+            checked = try Self.check(head)
         } catch {
             throw PersonioAuthError(.invalidRequest, error.message)
         }
+        return try self.start(
+            checked: checked,
+            body: body,
+            to: destination,
+            on: eventLoop,
+            timeout: timeout,
+            sink: sink,
+            onCredentialEcho: onCredentialEcho
+        )
+    }
+
+    /// ``start(_:body:to:on:timeout:sink:onCredentialEcho:)`` for a head ``check(_:)`` already checked.
+    ///
+    /// - Throws: ``PersonioAuthError`` `.invalidRequest` when `eventLoop` is not one of the proxy's: nothing was sent.
+    public func start(
+        checked head: CheckedHead,
+        body: ProxyRequestBody?,
+        to destination: ProxyDestination,
+        on eventLoop: any EventLoop,
+        timeout: Duration = PersonioProxy.defaultTimeout,
+        sink: any ProxyResponseSink,
+        onCredentialEcho: (@Sendable () async -> Void)? = nil
+    ) throws(PersonioAuthError) -> ProxyExchange {
+        eventLoop.assertInEventLoop()
+        let (method, path, callerHeaders) = (head.method, head.path, head.headers)
         guard let client = self.client(for: eventLoop) else {
             throw PersonioAuthError(.invalidRequest, "the proxy has no upstream client on this event loop")
         }
-        let query = head.query.flatMap { $0.isEmpty ? nil : "?" + Self.forwardedQuery($0) } ?? ""
+        let query = head.query
         var headers = HTTPHeaders()
         headers.reserveCapacity(callerHeaders.count + destination.headers.count + 2)
         headers.add(name: "Host", value: destination.origin.hostHeader)

@@ -1,5 +1,13 @@
 import VaultCrypto
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Turns text that may come from Personio into something safe to put in an error or a log line: every occurrence
 /// of a secret (raw, form-encoded or JSON-escaped, or a fragment of ``fragmentLength`` bytes or more of one) becomes
 /// `[redacted]`, then anything but printable ASCII becomes `?` and the result is cut to a bounded length.
@@ -37,7 +45,12 @@ struct Redactor {
         }
         self.patterns = patterns
         self.filteredPatterns = filteredPatterns
+        self.shortestFragment =
+            (patterns + filteredPatterns).map { min($0.count, Self.fragmentLength) }.min() ?? Int.max
     }
+
+    /// The fewest bytes a redacted fragment has.
+    private let shortestFragment: Int
 
     /// `text` redacted, reduced to printable ASCII and cut to `limit` characters (ending in `...` when cut).
     func sanitize(_ text: String, limit: Int = PersonioAuthError.maximumMessageLength) -> String {
@@ -49,6 +62,44 @@ struct Redactor {
             bytes = Array(bytes.prefix(max(0, limit - 3))) + Array("...".utf8)
         }
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Whether `text` would come out of ``sanitize(_:limit:)`` (with the limit ``inspectedLength``) unchanged:
+    /// printable ASCII, at most ``inspectedLength`` bytes, and no fragment of a secret. Allocates nothing.
+    func isClean(_ text: String) -> Bool {
+        guard text.utf8.count <= Self.inspectedLength, text.utf8.allSatisfy({ (0x20...0x7E).contains($0) }) else {
+            return false
+        }
+        // Shorter than every fragment: nothing to find.
+        guard text.utf8.count >= self.shortestFragment else { return true }
+        let clean = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            // Printable text is its own printable form: both pattern lists are matched against the same bytes.
+            for pattern in self.patterns where pattern.withUnsafeBytes({ Self.hasFragment(of: $0, in: bytes) }) {
+                return false
+            }
+            for pattern in self.filteredPatterns where pattern.withUnsafeBytes({ Self.hasFragment(of: $0, in: bytes) })
+            {
+                return false
+            }
+            return true
+        }
+        return clean ?? (self.sanitize(text, limit: Self.inspectedLength) == text)
+    }
+
+    /// Whether `text` contains a run of `min(pattern.count, fragmentLength)` bytes that also occurs in `pattern`:
+    /// exactly when ``redact(_:_:)`` would change it.
+    private static func hasFragment(of pattern: UnsafeRawBufferPointer, in text: UnsafeBufferPointer<UInt8>) -> Bool {
+        let threshold = min(pattern.count, Self.fragmentLength)
+        guard threshold > 0, text.count >= threshold, let textBase = text.baseAddress,
+            let patternBase = pattern.baseAddress
+        else { return false }
+        for position in 0...(text.count - threshold) {
+            let first = text[position]
+            for start in 0...(pattern.count - threshold) where pattern[start] == first {
+                if memcmp(textBase + position, patternBase + start, threshold) == 0 { return true }
+            }
+        }
+        return false
     }
 
     /// An error code such as `invalid_client`: sanitized, then only letters, digits, `_`, `-` and `.`, at most 64.

@@ -139,6 +139,11 @@ public final class ForwardingExchange: TokenBroker.ResponseWriter, @unchecked Se
         return self.handler.writeForwardedBody(buffer, context: self.context)
     }
 
+    public func forwardedFlush() {
+        guard case .streaming = self.phase else { return }
+        self.handler.flushForwarded(context: self.context)
+    }
+
     public func forwardedEnd() {
         guard case .streaming(let keepAlive) = self.phase else { return }
         self.phase = .done

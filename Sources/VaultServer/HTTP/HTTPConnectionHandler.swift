@@ -39,8 +39,6 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// The current request's route, resolved when its head arrived; kept apart from `state`, so that the state's
     /// payload stays small (it is copied on every body part and at the end of every request).
     private var resolution: RequestDispatcher.Resolution?
-    /// A flush of forwarded body pieces is scheduled for the end of this event-loop turn.
-    private var flushScheduled = false
 
     init(dispatcher: RequestDispatcher, caller: Caller, logger: Logger, deadlines: ConnectionDeadlines? = nil) {
         self.dispatcher = dispatcher
@@ -407,7 +405,6 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
         let head = Self.responseHead(status, headers: headers, for: request, keepAlive: keepAlive)
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        self.scheduleFlush(context: context)
         self.answered(
             status,
             route: resolution.routeName,
@@ -422,14 +419,19 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// Writes a piece of a forwarded body. The future completes at once while the socket takes more (the pieces of
-    /// one turn go out in one flush), and once the socket has drained otherwise: Personio is read no faster.
+    /// one read from Personio go out in one flush, ``flushForwarded(context:)``), and once the socket has drained
+    /// otherwise: Personio is read no faster.
     func writeForwardedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
         guard context.channel.isWritable else {
             return context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))))
         }
         context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        self.scheduleFlush(context: context)
         return context.eventLoop.makeSucceededVoidFuture()
+    }
+
+    /// Writes out the forwarded head and pieces written since the last flush.
+    func flushForwarded(context: ChannelHandlerContext) {
+        context.flush()
     }
 
     /// Ends a forwarded answer; the connection stays open for the next request when `keepAlive`.
@@ -484,15 +486,6 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             forceClose: !requestComplete,
             context: context
         )
-    }
-
-    private func scheduleFlush(context: ChannelHandlerContext) {
-        guard !self.flushScheduled else { return }
-        self.flushScheduled = true
-        context.eventLoop.assumeIsolated().execute {
-            self.flushScheduled = false
-            context.flush()
-        }
     }
 
     static func tooLarge(_ limit: Int) -> HTTPError {

@@ -132,7 +132,7 @@ public struct BrokerRoutes: Sendable {
         let caller = request.caller
         do {
             if let grant = try broker.cachedForwardGrant(id, head: head, for: caller) {
-                Self.start(broker, grant, head, exchange)
+                Self.start(broker, grant, exchange)
                 return
             }
         } catch {
@@ -142,7 +142,7 @@ public struct BrokerRoutes: Sendable {
         Task {
             do {
                 let grant = try await broker.forwardGrant(id, head: head, for: caller)
-                exchange.eventLoop.execute { Self.start(broker, grant, head, exchange) }
+                exchange.eventLoop.execute { Self.start(broker, grant, exchange) }
             } catch {
                 exchange.eventLoop.execute { exchange.fail(error) }
             }
@@ -152,13 +152,11 @@ public struct BrokerRoutes: Sendable {
     private static func start(
         _ broker: TokenBroker,
         _ grant: TokenBroker.ForwardGrant,
-        _ head: PersonioProxy.RequestHead,
         _ exchange: ForwardingExchange
     ) {
         guard exchange.allowBody(upTo: grant.bodyLimit) else { return }
         let upstream = broker.startForward(
             grant,
-            head: head,
             body: exchange.requestBody,
             on: exchange.eventLoop,
             writer: exchange

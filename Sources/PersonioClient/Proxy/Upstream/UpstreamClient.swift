@@ -126,14 +126,12 @@ final class UpstreamClient: @unchecked Sendable {
         if let next { self.watch(next) }
     }
 
-    /// Opens a connection to `origin`, with TLS for `https`.
-    func connect(_ connection: UpstreamConnection, to origin: UpstreamOrigin) -> EventLoopFuture<any Channel> {
+    /// Opens a channel to `origin`, with TLS for `https`; its last handler is an ``UpstreamChannelHandler``.
+    func connect(to origin: UpstreamOrigin) -> EventLoopFuture<any Channel> {
         let sslContext = self.sslContext
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(TimeAmount(self.configuration.connectTimeout))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            // Read only when the answer is wanted and the caller keeps up (see `UpstreamConnection`).
-            .channelOption(.autoRead, value: false)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
@@ -143,8 +141,16 @@ final class UpstreamClient: @unchecked Sendable {
                         let name = origin.host.isIPAddressLiteral ? nil : origin.host
                         try pipeline.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: name))
                     }
-                    try pipeline.addHTTPClientHandlers()
-                    try pipeline.addHandler(connection)
+                    // NIO's client codec without its outbound header validator: every byte of the request head is
+                    // checked before it gets here (the caller's headers by `forwardedRequestHeaders`, the path and
+                    // query by the path checks, the credential and identification headers and the host when the
+                    // destination is built), so the validator would only check each header a second time.
+                    try pipeline.addHandler(HTTPRequestEncoder())
+                    try pipeline.addHandler(
+                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes))
+                    )
+                    // A handler of its own for each of NIO's attempts: only the one that wins is attached.
+                    try pipeline.addHandler(UpstreamChannelHandler())
                 }
             }
         if let override = self.configuration.connectOverride {
@@ -211,11 +217,25 @@ final class UpstreamPool {
         let connection = UpstreamConnection(pool: self, readTimeout: self.client.configuration.readTimeout)
         connection.pending = exchange
         self.connections.append(connection)
-        self.client.connect(connection, to: self.origin).assumeIsolated().whenComplete { result in
+        self.client.connect(to: self.origin).assumeIsolated().whenComplete { result in
             let pending = connection.pending
             connection.pending = nil
             switch result {
-            case .success:
+            case .success(let channel):
+                guard let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamChannelHandler.self)
+                else {
+                    channel.close(promise: nil)
+                    self.remove(connection)
+                    pending?.upstreamFailed(.closedBeforeHead(nil))
+                    return
+                }
+                connection.attach(handler, channel: channel)
+                guard connection.isUsable else {
+                    // Shut down meanwhile (its pending exchange failed then), or closed at once by Personio.
+                    self.remove(connection)
+                    if let pending, pending.isWaitingForConnection { pending.upstreamFailed(.closedBeforeHead(nil)) }
+                    return
+                }
                 if let pending, pending.isWaitingForConnection {
                     connection.assign(pending, reused: false)
                 } else {

@@ -1,20 +1,20 @@
 import NIOCore
 import NIOHTTP1
 
-/// One keep-alive HTTP/1.1 connection to Personio, the last handler of its pipeline (after NIO's client codec and,
-/// for `https`, NIOSSL's handler): carries one ``ProxyExchange`` at a time and hands it the answer's parts.
+/// One keep-alive HTTP/1.1 connection to Personio, as its pool keeps it: carries one ``ProxyExchange`` at a time and
+/// hands it the answer's parts, which its channel's ``UpstreamChannelHandler`` passes on.
 ///
-/// Reads only on demand (`autoRead` is off): while an exchange waits for its answer, and again after each read
-/// unless the caller's socket is still taking the last piece (the back-pressure of a caller that reads slowly:
-/// Personio is read no faster). An idle connection keeps one read pending, so that Personio closing it is noticed
-/// at once, not by the next request. Bound to the pool's event loop.
-final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, UpstreamBodyWriter {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-
+/// Reads as NIO does by default, except while the caller's socket is still taking a piece: then `autoRead` is off
+/// until it has (the back-pressure of a caller that reads slowly: Personio is read no faster). Toggling it only
+/// then, not around every answer, saves two `epoll_ctl` calls per request. An idle connection is read too, so that
+/// Personio closing it (or sending something unasked) is noticed at once, not by the next request. Bound to the
+/// pool's event loop.
+final class UpstreamConnection: UpstreamBodyWriter {
     private let pool: UpstreamPool
     private let readTimeout: TimeAmount
-    private var context: ChannelHandlerContext?
+    /// The handler of the channel NIO connected (one of its attempts, for a host with several addresses); nil while
+    /// the connection is being made.
+    private var handler: UpstreamChannelHandler?
     /// The exchange this connection is being made for, until it is connected.
     var pending: ProxyExchange?
     /// The exchange in flight.
@@ -25,9 +25,12 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
     private var headReceived = false
     private var requestEnded = false
     private var responseKeepAlive = true
-    /// The caller's socket has not taken the last piece yet: no read until it has.
+    /// The caller's socket has not taken every piece yet: `autoRead` is off until it has.
     private var paused = false
-    private var inRead = false
+    /// Pieces of the current answer the caller's socket has not taken yet.
+    private var outstanding = 0
+    /// Counts answers, so that a piece of an earlier one, taken late, is not counted against the next.
+    private var generation = 0
     private var lastActivity = NIODeadline.distantPast
     private var idleSince: NIODeadline?
     private var failure: (any Error)?
@@ -38,16 +41,19 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
         self.readTimeout = TimeAmount(readTimeout)
     }
 
+    private var context: ChannelHandlerContext? { self.handler?.context }
+
     var isUsable: Bool { !self.closed && self.context?.channel.isActive == true }
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        // Shut down while its address was being resolved, before there was a channel to close.
-        if self.closed { context.close(promise: nil) }
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
+    /// The channel NIO connected carries this connection from now on.
+    func attach(_ handler: UpstreamChannelHandler, channel: any Channel) {
+        self.handler = handler
+        handler.connection = self
+        if self.closed || !channel.isActive {
+            // Shut down while it was being made, or closed before it got here.
+            self.closed = true
+            channel.close(promise: nil)
+        }
     }
 
     // MARK: - The pool's side
@@ -60,15 +66,13 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
         self.headReceived = false
         self.requestEnded = false
         self.responseKeepAlive = true
-        self.paused = false
         self.failure = nil
+        self.resetFlow()
         exchange.started(on: self)
     }
 
     func becameIdle(at now: NIODeadline) {
         self.idleSince = now
-        // Notices Personio closing the connection (or anything it sends unasked) while nothing is in flight.
-        self.context?.read()
     }
 
     func close() {
@@ -121,29 +125,28 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
     /// Sends the request head; the request ends with it unless a body follows.
     func sendHead(_ head: HTTPRequestHead, hasBody: Bool) {
         guard let context = self.context else { return }
-        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        context.write(NIOAny(HTTPClientRequestPart.head(head)), promise: nil)
         if hasBody {
             context.flush()
         } else {
             self.requestEnded = true
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
         }
         self.lastActivity = .now()
-        context.read()
     }
 
     func writeBodyPart(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         guard let context = self.context, !self.closed else {
             return self.pool.eventLoop.makeFailedFuture(UpstreamError.closedBeforeHead(nil))
         }
-        return context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))))
+        return context.writeAndFlush(NIOAny(HTTPClientRequestPart.body(.byteBuffer(buffer))))
     }
 
     /// The request's body is complete.
     func endRequest() {
         guard let context = self.context, !self.closed else { return }
         self.requestEnded = true
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        context.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
     }
 
     /// The exchange gives up (cancelled, its body abandoned): the connection cannot carry another request.
@@ -160,30 +163,30 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
         exchange?.upstreamFailed(error)
     }
 
-    // MARK: - ChannelInboundHandler
+    // MARK: - The channel's side (UpstreamChannelHandler)
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    func read(_ part: HTTPClientResponsePart) {
         guard let exchange = self.exchange else {
             // Bytes nobody asked for (an answer after the exchange gave up, or unasked while idle): the stream
             // cannot be trusted to frame another answer.
             self.close()
             return
         }
-        self.inRead = true
-        defer { self.inRead = false }
-        switch self.unwrapInboundIn(data) {
+        switch part {
         case .head(let head):
             self.headReceived = true
             self.responseKeepAlive = head.isKeepAlive
             self.lastActivity = .now()
             // The timer may be armed for the later head deadline: each silence from here on ends at the read time-out.
             self.pool.watch(self.lastActivity + self.readTimeout)
-            self.pause(for: exchange.upstreamHead(head), of: exchange)
+            self.pause(for: exchange.upstreamHead(head))
         case .body(let buffer):
             self.lastActivity = .now()
-            self.pause(for: exchange.upstreamBody(buffer), of: exchange)
+            self.pause(for: exchange.upstreamBody(buffer))
         case .end:
             self.exchange = nil
+            // Personio's answer is read whole: whatever the caller still takes, the connection reads again.
+            self.resetFlow()
             // Reusable only when both sides framed their message completely and Personio keeps the connection.
             if self.responseKeepAlive && self.requestEnded && !self.closed {
                 self.pool.release(self)
@@ -194,23 +197,12 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
         }
     }
 
-    /// Reads again once `future` (the caller's socket taking the last piece) completes.
-    private func pause(for future: EventLoopFuture<Void>, of exchange: ProxyExchange) {
-        self.paused = true
-        future.assumeIsolated().whenComplete { _ in
-            guard self.exchange === exchange else { return }
-            self.paused = false
-            self.lastActivity = .now()
-            self.pool.watch(self.lastActivity + self.readTimeout)
-            if !self.inRead { self.context?.read() }
-        }
+    func readComplete() {
+        // The pieces of this read go to the caller in one write (an answer that ended flushed itself).
+        self.exchange?.upstreamReadComplete()
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        if self.exchange != nil, !self.paused { context.read() }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
+    func inactive() {
         self.closed = true
         self.pool.remove(self)
         guard let exchange = self.exchange else { return }
@@ -225,8 +217,95 @@ final class UpstreamConnection: ChannelInboundHandler, RemovableChannelHandler, 
         )
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    func caught(_ error: any Error) {
         self.failure = self.failure ?? error
         self.close()
+    }
+
+    // MARK: - Back-pressure
+
+    /// Stops reading until `future` (the caller's socket taking a piece) completes, unless it already has (then
+    /// the callback below runs at once).
+    private func pause(for future: EventLoopFuture<Void>) {
+        let generation = self.generation
+        self.outstanding += 1
+        future.assumeIsolated().whenComplete { _ in
+            guard self.generation == generation else { return }
+            self.outstanding -= 1
+            guard self.outstanding == 0, self.paused else { return }
+            self.paused = false
+            self.lastActivity = .now()
+            self.pool.watch(self.lastActivity + self.readTimeout)
+            self.setAutoRead(true)
+        }
+        if self.outstanding > 0, !self.paused {
+            self.paused = true
+            self.setAutoRead(false)
+        }
+    }
+
+    /// Forgets the pieces in flight to the caller and reads again.
+    private func resetFlow() {
+        self.generation &+= 1
+        self.outstanding = 0
+        if self.paused {
+            self.paused = false
+            self.setAutoRead(true)
+        }
+    }
+
+    private func setAutoRead(_ on: Bool) {
+        guard !self.closed else { return }
+        try? self.context?.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: on)
+    }
+}
+
+/// The last handler of an upstream channel's pipeline (after NIO's client codec and, for `https`, NIOSSL's handler):
+/// passes what the channel reads to the ``UpstreamConnection`` it carries.
+///
+/// One per channel, not per connection: for a host with several addresses NIO tries more than one channel at once
+/// (happy eyeballs) and keeps the first that connects. Until that one is attached, the handler belongs to no
+/// connection, and a channel that loses closes without touching any.
+final class UpstreamChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private(set) var context: ChannelHandlerContext?
+    /// Set by ``UpstreamConnection/attach(_:channel:)``.
+    var connection: UpstreamConnection?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let connection = self.connection else {
+            context.close(promise: nil)
+            return
+        }
+        connection.read(self.unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.connection?.readComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let connection = self.connection
+        self.connection = nil
+        connection?.inactive()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let connection = self.connection else {
+            context.close(promise: nil)
+            return
+        }
+        connection.caught(error)
     }
 }
