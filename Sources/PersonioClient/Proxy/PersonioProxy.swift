@@ -214,18 +214,19 @@ public final class PersonioProxy: Sendable {
         }
     }
 
-    /// Adds the credential's headers, after checking that its bytes can go in a header at all (a control character
-    /// would be refused by the HTTP client with an error that quotes the value).
-    static func addAuthorization(
-        _ authorization: ProxyAuthorization,
-        to headers: inout HTTPHeaders
-    ) throws(PersonioAuthError) {
+    /// The credential's header lines (`Authorization`, and `X-Company-Id` for a recruiting key), as they go on the
+    /// wire, after checking that its bytes can go in a header at all: an access token's in ordinary memory (it is
+    /// handed to callers anyway), a recruiting key's in `sodium_malloc` memory, written there straight from the key's
+    /// own, so that the long-lived secret is never copied into a `String` or a buffer that is not zeroed when freed.
+    static func credentialLines(
+        _ authorization: ProxyAuthorization
+    ) throws(PersonioAuthError) -> (plain: String, secret: SecretBytes?) {
         switch authorization {
         case .bearer(let token):
             guard Self.isUsableCredential(token.utf8) else {
                 throw PersonioAuthError(.invalidRequest, "the access token is empty, too long or not visible ASCII")
             }
-            headers.add(name: "Authorization", value: "Bearer " + token)
+            return ("Authorization: Bearer " + token + "\r\n", nil)
         case .recruiting(let key, let companyID):
             guard key.withUnsafeBytes({ Self.isUsableCredential($0) }) else {
                 throw PersonioAuthError(.invalidRequest, "the recruiting key is empty, too long or not visible ASCII")
@@ -235,20 +236,18 @@ public final class PersonioProxy: Sendable {
             else {
                 throw PersonioAuthError(.invalidRequest, "the company id is empty, too long or not visible ASCII")
             }
-            // `HTTPHeaders` holds `String`s, so the key has to become one: it is written straight from the locked
-            // memory into the header value, the only copy this code makes. That string (and the HTTP client's
-            // encoding of the request head) is ordinary heap memory that is not zeroed when freed; it lives as long
-            // as this request and its response, and nowhere else.
-            let value = key.withUnsafeBytes { bytes in
-                String(unsafeUninitializedCapacity: 7 + bytes.count) { buffer in
-                    let prefix = "Bearer ".utf8
-                    let end = buffer.initialize(fromContentsOf: prefix)
-                    _ = buffer[end...].initialize(fromContentsOf: bytes)
-                    return prefix.count + bytes.count
+            let prefix = Array("Authorization: Bearer ".utf8)
+            let suffix = Array("\r\nX-Company-Id: \(companyID)\r\n".utf8)
+            let lines = SecretBytes(zeroedCount: prefix.count + key.count + suffix.count)
+            lines.withUnsafeMutableBytes { target in
+                key.withUnsafeBytes { source in
+                    target.copyBytes(from: prefix)
+                    UnsafeMutableRawBufferPointer(rebasing: target[prefix.count...]).copyMemory(from: source)
+                    UnsafeMutableRawBufferPointer(rebasing: target[(prefix.count + source.count)...])
+                        .copyBytes(from: suffix)
                 }
             }
-            headers.add(name: "Authorization", value: value)
-            headers.add(name: "X-Company-Id", value: companyID)
+            return ("", lines)
         }
     }
 

@@ -1,4 +1,5 @@
-import NIOHTTP1
+import NIOCore
+import VaultCrypto
 
 /// Where a proxied request goes and what it carries besides the caller's own parts: the checked API base, the
 /// identification headers and the credential, with the scrubber and redactor for that credential.
@@ -15,8 +16,11 @@ public final class ProxyDestination: Sendable, CustomStringConvertible, CustomRe
     let origin: UpstreamOrigin
     /// The base URL's path, sent before every proxied path (empty, or starting with `/`).
     let pathPrefix: String
-    /// The identification headers and the credential's headers, in that order.
-    let headers: HTTPHeaders
+    /// `Host`, the identification headers and an access token's `Authorization`, encoded as header lines once.
+    let headerLines: ByteBuffer
+    /// A recruiting key's header lines, in `sodium_malloc` memory: a request with them is encoded into a buffer
+    /// that is zeroed when freed.
+    let secretHeaderLines: SecretBytes?
     let scrubber: CredentialScrubber
     let redactor: Redactor
     /// What kind of credential it injects, for logs and the audit trail: never its value.
@@ -37,9 +41,13 @@ public final class ProxyDestination: Sendable, CustomStringConvertible, CustomRe
     ) throws(PersonioAuthError) {
         self.base = try PersonioAuthClient.validatedBaseURL(baseURL)
         (self.origin, self.pathPrefix) = try UpstreamOrigin.parse(self.base)
-        var headers = HTTPHeaders(try PersonioAuthClient.identificationHeaders(appID: appID, partnerID: partnerID))
-        try PersonioProxy.addAuthorization(authorization, to: &headers)
-        self.headers = headers
+        let identification = try PersonioAuthClient.identificationHeaders(appID: appID, partnerID: partnerID)
+        let (credential, secret) = try PersonioProxy.credentialLines(authorization)
+        var lines = "Host: \(self.origin.hostHeader)\r\n"
+        for (name, value) in identification { lines += "\(name): \(value)\r\n" }
+        lines += credential
+        self.headerLines = ByteBuffer(string: lines)
+        self.secretHeaderLines = secret
         self.scrubber = authorization.scrubber
         self.redactor = authorization.redactor
         self.credentialKind = authorization.kind

@@ -43,7 +43,7 @@ public final class ProxyExchange: @unchecked Sendable {
     let eventLoop: any EventLoop
     /// When the answer's head must have arrived.
     let headDeadline: NIODeadline
-    private let head: HTTPRequestHead
+    private let head: UpstreamRequestHead
     private let body: ProxyRequestBody?
     private let sink: any ProxyResponseSink
     private let scrubber: CredentialScrubber
@@ -57,7 +57,7 @@ public final class ProxyExchange: @unchecked Sendable {
 
     init(
         eventLoop: any EventLoop,
-        head: HTTPRequestHead,
+        head: UpstreamRequestHead,
         body: ProxyRequestBody?,
         destination: ProxyDestination,
         timeout: Duration,
@@ -94,7 +94,7 @@ public final class ProxyExchange: @unchecked Sendable {
     /// The exchange got `connection`: the head goes out, then the body as it arrives.
     func started(on connection: UpstreamConnection) {
         self.state = .active(connection)
-        connection.sendHead(self.head, hasBody: self.body != nil)
+        connection.sendHead(self.head)
         guard let body = self.body else { return }
         body.start(connection).assumeIsolated().whenComplete { result in
             guard case .active(let current) = self.state, current === connection else { return }
@@ -357,29 +357,15 @@ extension PersonioProxy {
         guard let client = self.client(for: eventLoop) else {
             throw PersonioAuthError(.invalidRequest, "the proxy has no upstream client on this event loop")
         }
-        let query = head.query
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(callerHeaders.count + destination.headers.count + 2)
-        headers.add(name: "Host", value: destination.origin.hostHeader)
-        headers.add(contentsOf: callerHeaders)
-        headers.add(contentsOf: destination.headers)
-        // The framing is the vault's: the caller's own Content-Length and Transfer-Encoding never pass.
-        if let body {
-            if let length = body.declaredLength {
-                headers.add(name: "Content-Length", value: String(length))
-            } else {
-                headers.add(name: "Transfer-Encoding", value: "chunked")
-            }
-        } else if method == .POST || method == .PUT || method == .PATCH {
-            headers.add(name: "Content-Length", value: "0")
-        }
         let exchange = ProxyExchange(
             eventLoop: eventLoop,
-            head: HTTPRequestHead(
-                version: .http1_1,
+            // The framing is the vault's: the caller's own Content-Length and Transfer-Encoding never pass.
+            head: UpstreamRequestHead(
                 method: method,
-                uri: destination.pathPrefix + path + query,
-                headers: headers
+                target: destination.pathPrefix + path + head.query,
+                callerHeaders: callerHeaders,
+                destination: destination,
+                body: body.map { $0.declaredLength }
             ),
             body: body,
             destination: destination,

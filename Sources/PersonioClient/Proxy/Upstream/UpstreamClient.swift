@@ -141,15 +141,13 @@ final class UpstreamClient: @unchecked Sendable {
                         let name = origin.host.isIPAddressLiteral ? nil : origin.host
                         try pipeline.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: name))
                     }
-                    // NIO's client codec without its outbound header validator: every byte of the request head is
-                    // checked before it gets here (the caller's headers by `forwardedRequestHeaders`, the path and
-                    // query by the path checks, the credential and identification headers and the host when the
-                    // destination is built), so the validator would only check each header a second time.
-                    try pipeline.addHandler(HTTPRequestEncoder())
+                    // The request is encoded by the vault (`UpstreamRequestHead`) and written in front of NIO's
+                    // response decoder; a handler of its own for each of NIO's attempts: only the winner's is
+                    // attached to the connection.
+                    try pipeline.addHandler(UpstreamRequestWriter())
                     try pipeline.addHandler(
                         ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes))
                     )
-                    // A handler of its own for each of NIO's attempts: only the one that wins is attached.
                     try pipeline.addHandler(UpstreamChannelHandler())
                 }
             }

@@ -42,6 +42,8 @@ final class UpstreamConnection: UpstreamBodyWriter {
     }
 
     private var context: ChannelHandlerContext? { self.handler?.context }
+    /// How the body of the exchange in flight is framed.
+    private var framing = UpstreamRequestHead.Framing.none
 
     var isUsable: Bool { !self.closed && self.context?.channel.isActive == true }
 
@@ -123,15 +125,14 @@ final class UpstreamConnection: UpstreamBodyWriter {
     // MARK: - The exchange's side
 
     /// Sends the request head; the request ends with it unless a body follows.
-    func sendHead(_ head: HTTPRequestHead, hasBody: Bool) {
+    func sendHead(_ head: UpstreamRequestHead) {
         guard let context = self.context else { return }
-        context.write(NIOAny(HTTPClientRequestPart.head(head)), promise: nil)
-        if hasBody {
-            context.flush()
-        } else {
-            self.requestEnded = true
-            context.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
-        }
+        self.framing = head.framing
+        self.requestEnded = head.framing == .none
+        // The marker tells NIO's response decoder, which watches the writes, that a request went out (and its
+        // method); the writer in front of it drops it and sends the encoded bytes.
+        context.write(NIOAny(HTTPClientRequestPart.head(UpstreamRequestWriter.marker(head.method))), promise: nil)
+        context.writeAndFlush(NIOAny(HTTPClientRequestPart.body(.byteBuffer(head.bytes))), promise: nil)
         self.lastActivity = .now()
     }
 
@@ -139,14 +140,24 @@ final class UpstreamConnection: UpstreamBodyWriter {
         guard let context = self.context, !self.closed else {
             return self.pool.eventLoop.makeFailedFuture(UpstreamError.closedBeforeHead(nil))
         }
-        return context.writeAndFlush(NIOAny(HTTPClientRequestPart.body(.byteBuffer(buffer))))
+        guard self.framing == .chunked else { return context.writeAndFlush(Self.bytes(buffer)) }
+        context.write(Self.bytes(UpstreamRequestHead.chunkHeader(buffer.readableBytes)), promise: nil)
+        context.write(Self.bytes(buffer), promise: nil)
+        return context.writeAndFlush(Self.bytes(UpstreamRequestHead.chunkEnd))
     }
 
     /// The request's body is complete.
     func endRequest() {
         guard let context = self.context, !self.closed else { return }
         self.requestEnded = true
-        context.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
+        if self.framing == .chunked {
+            context.writeAndFlush(Self.bytes(UpstreamRequestHead.lastChunk), promise: nil)
+        }
+    }
+
+    /// Encoded bytes, as the pipeline's request parts carry them to the writer.
+    private static func bytes(_ buffer: ByteBuffer) -> NIOAny {
+        NIOAny(HTTPClientRequestPart.body(.byteBuffer(buffer)))
     }
 
     /// The exchange gives up (cancelled, its body abandoned): the connection cannot carry another request.
@@ -260,8 +271,8 @@ final class UpstreamConnection: UpstreamBodyWriter {
     }
 }
 
-/// The last handler of an upstream channel's pipeline (after NIO's client codec and, for `https`, NIOSSL's handler):
-/// passes what the channel reads to the ``UpstreamConnection`` it carries.
+/// The last handler of an upstream channel's pipeline (after the ``UpstreamRequestWriter``, NIO's response decoder
+/// and, for `https`, NIOSSL's handler): passes what the channel reads to the ``UpstreamConnection`` it carries.
 ///
 /// One per channel, not per connection: for a host with several addresses NIO tries more than one channel at once
 /// (happy eyeballs) and keeps the first that connects. Until that one is attached, the handler belongs to no
@@ -308,4 +319,40 @@ final class UpstreamChannelHandler: ChannelInboundHandler, RemovableChannelHandl
         }
         connection.caught(error)
     }
+}
+
+/// The first handler of an upstream channel's pipeline after TLS: takes the request parts the connection writes, and
+/// sends only the bytes the vault encoded (``UpstreamRequestHead``), which travel as body parts. The head part before
+/// them is a marker for NIO's response decoder behind it, which watches writes to pair each answer with its request
+/// (and its method); it is dropped here. No part of NIO's request encoder is involved.
+final class UpstreamRequestWriter: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = IOData
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch self.unwrapOutboundIn(data) {
+        case .body(let bytes):
+            context.write(self.wrapOutboundOut(bytes), promise: promise)
+        case .head, .end:
+            promise?.succeed(())
+        }
+    }
+
+    /// A request head of `method` with nothing else, one per method, made once.
+    static func marker(_ method: HTTPMethod) -> HTTPRequestHead {
+        switch method {
+        case .GET: Self.get
+        case .POST: Self.post
+        case .PUT: Self.put
+        case .PATCH: Self.patch
+        case .DELETE: Self.delete
+        default: HTTPRequestHead(version: .http1_1, method: method, uri: "/")
+        }
+    }
+
+    private static let get = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
+    private static let post = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/")
+    private static let put = HTTPRequestHead(version: .http1_1, method: .PUT, uri: "/")
+    private static let patch = HTTPRequestHead(version: .http1_1, method: .PATCH, uri: "/")
+    private static let delete = HTTPRequestHead(version: .http1_1, method: .DELETE, uri: "/")
 }
