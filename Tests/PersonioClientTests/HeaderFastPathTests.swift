@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP1
 import Testing
 import VaultCrypto
@@ -51,5 +52,83 @@ import VaultCrypto
             #expect(reported == found, "\(text)")
             #expect(scrubbed == String(decoding: bytes, as: UTF8.self), "\(text)")
         }
+    }
+}
+
+/// The request head the proxy sends upstream, encoded by the vault: byte for byte what HTTP/1.1 wants, and for a
+/// recruiting key in memory that is zeroed when freed, never in the destination's plain header lines.
+@Suite struct UpstreamRequestHeadTests {
+    static let key = "test-recruiting-key-not-a-secret"
+
+    @Test func aBearerRequestIsEncodedAsHTTP11() throws {
+        let destination = try ProxyDestination(
+            baseURL: "https://api.example.test/gw",
+            authorization: .bearer("test-token-not-a-secret"),
+            appID: "app-1",
+            partnerID: nil
+        )
+        let head = UpstreamRequestHead(
+            method: .POST,
+            target: destination.pathPrefix + "/v2/persons?limit=1",
+            callerHeaders: [("Accept", "application/json")],
+            destination: destination,
+            body: .some(nil)
+        )
+        #expect(head.framing == .chunked)
+        #expect(
+            String(buffer: head.bytes)
+                == "POST /gw/v2/persons?limit=1 HTTP/1.1\r\nAccept: application/json\r\nHost: api.example.test\r\n"
+                + "X-Personio-App-ID: app-1\r\nAuthorization: Bearer test-token-not-a-secret\r\n"
+                + "Transfer-Encoding: chunked\r\n\r\n"
+        )
+        let empty = UpstreamRequestHead(
+            method: .PUT,
+            target: "/x",
+            callerHeaders: [],
+            destination: destination,
+            body: nil
+        )
+        #expect(String(buffer: empty.bytes).hasSuffix("Content-Length: 0\r\n\r\n") && empty.framing == .none)
+        let get = UpstreamRequestHead(
+            method: .GET,
+            target: "/x",
+            callerHeaders: [],
+            destination: destination,
+            body: nil
+        )
+        #expect(!String(buffer: get.bytes).contains("Content-Length") && get.framing == .none)
+        let sized = UpstreamRequestHead(
+            method: .PATCH,
+            target: "/x",
+            callerHeaders: [],
+            destination: destination,
+            body: .some(12)
+        )
+        #expect(String(buffer: sized.bytes).hasSuffix("Content-Length: 12\r\n\r\n") && sized.framing == .contentLength)
+    }
+
+    @Test func aRecruitingKeyGoesOnlyIntoZeroedMemory() throws {
+        let destination = try ProxyDestination(
+            baseURL: "https://api.example.test",
+            authorization: .recruiting(key: secret(Self.key), companyID: "123"),
+            appID: nil,
+            partnerID: nil
+        )
+        #expect(!String(buffer: destination.headerLines).contains(Self.key))
+        var address: UInt = 0
+        do {
+            let head = UpstreamRequestHead(
+                method: .GET,
+                target: "/v1/recruiting/positions",
+                callerHeaders: [],
+                destination: destination,
+                body: nil
+            )
+            let text = String(buffer: head.bytes)
+            #expect(text.contains("\r\nAuthorization: Bearer \(Self.key)\r\nX-Company-Id: 123\r\n"), "\(text.count)")
+            address = RequestBodyTests.address(head.bytes)
+            #expect(RequestBodyTests.isLive(address), "the head is not in the zeroing allocator's memory")
+        }
+        #expect(!RequestBodyTests.isLive(address))
     }
 }
