@@ -315,24 +315,6 @@ extension TokenBroker {
             relayServerErrors: relayServerErrors,
             ticket: ticket
         )
-        let (vault, logger, id, actor, kind) = (
-            self.vault, self.logger, grant.connection, grant.actor, grant.destination.credentialKind
-        )
-        // The proxy overwrites an echoed credential in the answer; this records once per answer that it had to.
-        let onEcho: @Sendable () async -> Void = {
-            logger.warning(
-                "Personio's answer to a proxied request echoed the injected credential; overwritten with '*'",
-                metadata: ["connection.id": "\(id)"]
-            )
-            do {
-                try await vault.recordCredentialEcho(id, by: actor, kind: kind)
-            } catch {
-                logger.error(
-                    "cannot audit a credential echo",
-                    metadata: ["connection.id": "\(id)", "error": "\(error)"]
-                )
-            }
-        }
         do {
             return try self.proxyClient.start(
                 checked: grant.head,
@@ -340,8 +322,7 @@ extension TokenBroker {
                 to: grant.destination,
                 on: eventLoop,
                 timeout: timeout ?? self.proxyTimeout,
-                sink: sink,
-                onCredentialEcho: onEcho
+                sink: sink
             )
         } catch {
             sink.proxyFailed(error)
@@ -557,6 +538,26 @@ final class ForwardSink: ProxyResponseSink {
 
     func proxyFlush() {
         if !self.discarding { self.writer.forwardedFlush() }
+    }
+
+    /// The proxy overwrote an echo of the injected credential in the answer: recorded once per answer.
+    func proxyCredentialEchoed() {
+        let (vault, logger, id) = (self.broker.vault, self.broker.logger, self.grant.connection)
+        let (actor, kind) = (self.grant.actor, self.grant.destination.credentialKind)
+        logger.warning(
+            "Personio's answer to a proxied request echoed the injected credential; overwritten with '*'",
+            metadata: ["connection.id": "\(id)"]
+        )
+        Task {
+            do {
+                try await vault.recordCredentialEcho(id, by: actor, kind: kind)
+            } catch {
+                logger.error(
+                    "cannot audit a credential echo",
+                    metadata: ["connection.id": "\(id)", "error": "\(error)"]
+                )
+            }
+        }
     }
 
     func proxyFailed(_ error: PersonioAuthError) {

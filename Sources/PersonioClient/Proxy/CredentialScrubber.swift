@@ -102,7 +102,10 @@ struct CredentialScrubber: Sendable {
 
     /// Overwrites `buffer`'s readable bytes in place (copy-on-write gives it storage of its own first if shared).
     func scrub(_ buffer: inout ByteBuffer) -> Bool {
-        guard !self.isEmpty, buffer.readableBytes > 0 else { return false }
+        guard !self.isEmpty, buffer.readableBytes >= self.shortest else { return false }
+        // Looked at first: a piece of Personio's answer shares its storage with the decoder's buffer, and asking
+        // for it mutable would copy it, for nothing in nearly every answer.
+        guard buffer.withUnsafeReadableBytes({ self.occurs(in: $0) }) else { return false }
         return buffer.withUnsafeMutableReadableBytes { self.scrub($0) }
     }
 

@@ -72,8 +72,11 @@ extension PersonioProxy {
     ) -> (headers: [(String, String)], echoed: Bool) {
         let isChunked = headers.contains(name: "Transfer-Encoding")
         var returned: [(String, String)] = []
+        returned.reserveCapacity(headers.count)
         var echoed = false
-        let hopByHop = Self.connectionOptions(headers[canonicalForm: "Connection"].lazy.map(String.init))
+        let hopByHop = Self.connectionOptions(
+            headers.lazy.filter { Self.isASCIICaseInsensitive($0.name.utf8[...], "connection") }.map(\.value)
+        )
         for (name, original) in headers {
             // Every header is scrubbed, the dropped ones too: an echo anywhere in the answer is reported.
             let (value, found) = scrubber.scrub(original)

@@ -19,11 +19,15 @@ public protocol ProxyResponseSink: AnyObject {
     /// What one read from Personio brought has been passed on: a writer flushes it now, in one write for the head
     /// and body pieces of that read (an answer's end flushes by itself).
     func proxyFlush()
+    /// The injected credential was found in the answer (and overwritten): called once per answer, at the first.
+    func proxyCredentialEchoed()
 }
 
 extension ProxyResponseSink {
     /// Nothing to flush: a sink that collects.
     public func proxyFlush() {}
+    /// Nothing to report: the exchange's own handler, if any, is told.
+    public func proxyCredentialEchoed() {}
 }
 
 /// One proxied request in flight, from the moment it waits for a connection to Personio to the end (or failure) of
@@ -49,7 +53,9 @@ public final class ProxyExchange: @unchecked Sendable {
     private let scrubber: CredentialScrubber
     private let redactor: Redactor
     private let timeout: Duration
-    private let report: CredentialEchoReport
+    /// Called at the first echo of the credential in the answer, if at all.
+    private let onCredentialEcho: (@Sendable () async -> Void)?
+    private var echoReported = false
     /// The body's scrubbing, across pieces.
     private var stream: ScrubbingStream
     private var state = State.waiting
@@ -62,7 +68,7 @@ public final class ProxyExchange: @unchecked Sendable {
         destination: ProxyDestination,
         timeout: Duration,
         sink: any ProxyResponseSink,
-        report: CredentialEchoReport
+        onCredentialEcho: (@Sendable () async -> Void)?
     ) {
         self.eventLoop = eventLoop
         self.headDeadline = .now() + TimeAmount(timeout)
@@ -73,7 +79,7 @@ public final class ProxyExchange: @unchecked Sendable {
         self.stream = ScrubbingStream(destination.scrubber)
         self.redactor = destination.redactor
         self.timeout = timeout
-        self.report = report
+        self.onCredentialEcho = onCredentialEcho
     }
 
     /// Cancels the upstream request: its connection to Personio is closed, and the sink gets
@@ -218,9 +224,12 @@ public final class ProxyExchange: @unchecked Sendable {
         return PersonioAuthError(.unavailable, "could not reach Personio: \(detail)")
     }
 
+    /// Reports the first echo of an answer, to the sink and to the caller's handler (on the event loop: no lock).
     private func reportEcho() {
-        let report = self.report
-        Task { await report.report() }
+        guard !self.echoReported else { return }
+        self.echoReported = true
+        self.sink.proxyCredentialEchoed()
+        if let onCredentialEcho = self.onCredentialEcho { Task { await onCredentialEcho() } }
     }
 }
 
@@ -371,7 +380,7 @@ extension PersonioProxy {
             destination: destination,
             timeout: timeout,
             sink: sink,
-            report: CredentialEchoReport(onCredentialEcho)
+            onCredentialEcho: onCredentialEcho
         )
         client.execute(exchange, to: destination.origin)
         return exchange

@@ -238,6 +238,9 @@ final class UpstreamConnection: UpstreamBodyWriter {
     /// Stops reading until `future` (the caller's socket taking a piece) completes, unless it already has (then
     /// the callback below runs at once).
     private func pause(for future: EventLoopFuture<Void>) {
+        // The caller's socket took the piece at once (the event loop's one succeeded future): nothing to wait for,
+        // and no callback to allocate.
+        if future === self.pool.eventLoop.makeSucceededVoidFuture() { return }
         let generation = self.generation
         self.outstanding += 1
         future.assumeIsolated().whenComplete { _ in
