@@ -103,6 +103,42 @@ import VaultLocks
         }
     }
 
+    /// A caller that takes none of the answer must not hold the upstream connection (and its share of the cap) for
+    /// as long as it likes: after the read time-out without progress the answer is cut, as nginx's `send_timeout`
+    /// does, and the connection to Personio closed.
+    @Test func aCallerThatStopsReadingIsCutAtTheReadTimeOut() async throws {
+        try await self.withUpstream(answering: .partial) { upstream in
+            try await self.withProxy(Self.configuration(readTimeout: .milliseconds(300))) { proxy, loop in
+                let sink = StallingSink(eventLoop: loop)
+                let destination = try Self.destination(upstream.baseURL)
+                let started = ContinuousClock.now
+                _ = try await loop.submit {
+                    try proxy.start(
+                        PersonioProxy.RequestHead(method: "GET", path: "/v2/persons", query: nil, headers: []),
+                        body: nil,
+                        to: destination,
+                        on: loop,
+                        timeout: Self.longTimeout,
+                        sink: sink
+                    )
+                }.get()
+                let cut = try await Self.eventually { sink.failure != nil }
+                let elapsed = ContinuousClock.now - started
+                try await loop.submit { sink.release() }.get()
+                #expect(cut, "the stalled caller's exchange was never cut")
+                #expect(
+                    sink.failure?.message.contains("stopped reading") == true,
+                    "\(String(describing: sink.failure))"
+                )
+                #expect(elapsed >= .milliseconds(270) && elapsed < TimeScale.scaled(.seconds(10)), "\(elapsed)")
+                #expect(
+                    try await Self.eventually { upstream.closedByClient == 1 },
+                    "the upstream connection stays open"
+                )
+            }
+        }
+    }
+
     @Test func anIdleConnectionIsClosedAfterTheIdleTimeOut() async throws {
         try await self.withUpstream(answering: .ok) { upstream in
             try await self.withProxy(Self.configuration(idleTimeout: .milliseconds(300))) { proxy, _ in
@@ -530,7 +566,7 @@ final class UpstreamTestServer: Sendable {
         case status(Int, headers: [(String, String)] = [])
         /// Nothing until ``release(_:)``, then 200 with the body `released`.
         case hold
-        /// The head (`Content-Length: 1000`) and 10 bytes of the body, then silence.
+        /// The head (`Content-Length: 1000`) and 100 bytes of the body, then silence.
         case partial
         /// Closes the connection without an answer.
         case close
@@ -745,7 +781,10 @@ private final class UpstreamTestConnection: ChannelInboundHandler {
                 promise: nil
             )
             context.writeAndFlush(
-                self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "0123456789")))),
+                // More than the scrubbing holds back, so that a piece reaches the sink.
+                self.wrapOutboundOut(
+                    .body(.byteBuffer(ByteBuffer(string: String(repeating: "0123456789", count: 10))))
+                ),
                 promise: nil
             )
         case .close:
@@ -820,6 +859,42 @@ final class UpstreamTestSink: ProxyResponseSink, Sendable {
 
     func proxyFailed(_ error: PersonioAuthError) {
         self.state.withLock { $0.failure = error }
+    }
+}
+
+/// A caller that takes nothing: every piece's future stays pending until ``release()`` (on the loop), so the
+/// connection's back-pressure holds.
+final class StallingSink: ProxyResponseSink, @unchecked Sendable {
+    private let eventLoop: any EventLoop
+    private var pending: [EventLoopPromise<Void>] = []
+    private let failed = Locked<PersonioAuthError?>(nil)
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    var failure: PersonioAuthError? { self.failed.withLock { $0 } }
+
+    func proxyHead(status: Int, headers: [(String, String)]) -> EventLoopFuture<Void> {
+        self.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func proxyBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        let promise = self.eventLoop.makePromise(of: Void.self)
+        self.pending.append(promise)
+        return promise.futureResult
+    }
+
+    func proxyEnd() {}
+
+    func proxyFailed(_ error: PersonioAuthError) {
+        self.failed.withLock { $0 = error }
+    }
+
+    /// Completes every pending piece (a promise must not be dropped uncompleted).
+    func release() {
+        for promise in self.pending { promise.succeed(()) }
+        self.pending.removeAll()
     }
 }
 
