@@ -109,19 +109,10 @@ import VaultLocks
     @Test func aCallerThatStopsReadingIsCutAtTheReadTimeOut() async throws {
         try await self.withUpstream(answering: .partial) { upstream in
             try await self.withProxy(Self.configuration(readTimeout: .milliseconds(300))) { proxy, loop in
-                let sink = StallingSink(eventLoop: loop)
-                let destination = try Self.destination(upstream.baseURL)
                 let started = ContinuousClock.now
-                _ = try await loop.submit {
-                    try proxy.start(
-                        PersonioProxy.RequestHead(method: "GET", path: "/v2/persons", query: nil, headers: []),
-                        body: nil,
-                        to: destination,
-                        on: loop,
-                        timeout: Self.longTimeout,
-                        sink: sink
-                    )
-                }.get()
+                let sink = try await Self.start(proxy, on: loop, baseURL: upstream.baseURL, paths: ["/v2/persons"]) {
+                    StallingSink(eventLoop: loop)
+                }[0].sink
                 let cut = try await Self.eventually { sink.failure != nil }
                 let elapsed = ContinuousClock.now - started
                 try await loop.submit { sink.release() }.get()
@@ -523,10 +514,21 @@ import VaultLocks
         baseURL: String,
         paths: [String]
     ) async throws -> [(exchange: ProxyExchange, sink: UpstreamTestSink)] {
+        try await Self.start(proxy, on: loop, baseURL: baseURL, paths: paths) { UpstreamTestSink(eventLoop: loop) }
+    }
+
+    /// ``start(_:on:baseURL:paths:)`` with sinks of the test's own kind, made on the loop.
+    static func start<Sink: ProxyResponseSink & Sendable>(
+        _ proxy: PersonioProxy,
+        on loop: any EventLoop,
+        baseURL: String,
+        paths: [String],
+        sink makeSink: @escaping @Sendable () -> Sink
+    ) async throws -> [(exchange: ProxyExchange, sink: Sink)] {
         let destination = try Self.destination(baseURL)
         return try await loop.submit {
             try paths.map { path in
-                let sink = UpstreamTestSink(eventLoop: loop)
+                let sink = makeSink()
                 let exchange = try proxy.start(
                     PersonioProxy.RequestHead(method: "GET", path: path, query: nil, headers: []),
                     body: nil,
