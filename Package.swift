@@ -237,7 +237,7 @@ let package = Package(
             name: "PersonioClientTests",
             dependencies: [
                 "PersonioClient", "PersonioStandIn", "VaultCrypto", "TestSupport", "VaultLocks", logging, nioCore,
-                nioHTTP1, nioPosix,
+                nioHTTP1, nioPosix, .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],

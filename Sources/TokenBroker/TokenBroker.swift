@@ -241,12 +241,19 @@ public final class TokenBroker: Sendable {
         minTTL: Int,
         at now: ContinuousClock.Instant = .now
     ) -> FastAnswer? {
-        let (answer, rule, firstIssue) = self.withEntries {
-            entries,
-            _ -> (answer: FastAnswer?, rule: MatchedRule?, firstIssue: CachedToken?) in
-            guard let entry = entries[id] else { return (nil, nil, nil) }
-            return entry.fastAnswer(caller: caller, minTTL: minTTL, at: now)
+        // `withEntries`' work, written out: this runs for every cached token, and the generic helper's closures and
+        // `Result` cost it a third of its instructions (the answer tuple copied in and out of each).
+        var answer: FastAnswer?
+        var rule: MatchedRule?
+        var firstIssue: CachedToken?
+        let released = self.entries.withLock { entries -> [Waiter] in
+            let released = self.catchUp(&entries)
+            if let entry = entries[id] {
+                (answer, rule, firstIssue) = entry.fastAnswer(caller: caller, minTTL: minTTL, at: now)
+            }
+            return released
         }
+        for waiter in released { waiter.resume() }
         switch answer {
         case .token:
             self.metrics.cacheHit()

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOEmbedded
 import NIOHTTP1
 import Testing
 import VaultCrypto
@@ -27,6 +28,28 @@ import VaultCrypto
                 #expect(PersonioProxy.isReturned(name, chunked: chunked) == expected, "\(name), chunked: \(chunked)")
             }
         }
+    }
+
+    /// The server writes the headers of a proxied answer without NIO's outbound validator: whatever Personio sends,
+    /// the ones returned must pass it. An attacker who controls an answer (a compromised or impersonated upstream)
+    /// must not split the caller's response or smuggle a header into it.
+    @Test func everyReturnedHeaderPassesNIOsValidator() throws {
+        let hostile: [(String, String)] = [
+            ("Content-Type", "application/json"), ("X-RateLimit-Limit", "60"), ("x-ratelimit-a b", "1"),
+            ("x-ratelimit-(x)", "1"), ("X-RateLimit-a:b", "1"), ("Retry-After", "1\r\nSet-Cookie: a=b"),
+            ("Location", "/a\nb"), ("ETag", "\"\u{7f}\""), ("Last-Modified", "a\u{0}b"),
+            ("Content-Disposition", "tab\tx"),
+        ]
+        var headers = HTTPHeaders()
+        for (name, value) in hostile { headers.add(name: name, value: value) }
+        let (returned, _) = PersonioProxy.returnedResponseHeaders(headers, redactor: Redactor(secrets: []))
+        #expect(returned.map(\.0) == ["Content-Type", "X-RateLimit-Limit"])
+        let channel = EmbeddedChannel(handlers: [HTTPResponseEncoder(), NIOHTTPResponseHeadersValidator()])
+        var head = HTTPResponseHead(version: .http1_1, status: .ok)
+        for (name, value) in returned { head.headers.add(name: name, value: value) }
+        try channel.writeOutbound(HTTPServerResponsePart.head(head))
+        #expect(try channel.readOutbound(as: ByteBuffer.self) != nil)
+        _ = try channel.finish()
     }
 
     @Test func isCleanAgreesWithSanitizing() {

@@ -99,7 +99,11 @@ extension PersonioProxy {
             func equals(_ word: StaticString) -> Bool {
                 bytes.count == word.utf8CodeUnitCount && Self.hasASCIIPrefix(bytes, word)
             }
-            if bytes.count > 12, Self.hasASCIIPrefix(bytes, "x-ratelimit-") { return true }
+            if bytes.count > 12, Self.hasASCIIPrefix(bytes, "x-ratelimit-") {
+                // The rest of the name is Personio's: NIO's parser lets only token characters into a name, and this
+                // holds it to that as well, because the server writes the names it returns unchecked.
+                return bytes[12...].allSatisfy(Self.isTokenByte)
+            }
             switch bytes.count {
             case 4: return equals("etag")
             case 8: return equals("location")
@@ -110,6 +114,21 @@ extension PersonioProxy {
             case 19: return equals("content-disposition")
             default: return false
             }
+        }
+    }
+
+    /// A `tchar` of RFC 9110 §5.6.2: what a header name is made of.
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+            UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+            UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
         }
     }
 

@@ -81,13 +81,13 @@ package final class InProcessServer: Sendable {
     }
 
     /// Adds the connection pipeline of `socket` to `channel` (which must be on its event loop), serving `caller`:
-    /// the byte-level deadlines, NIO's HTTP/1.1 server pipeline without its error handler, and the connection
+    /// the byte-level deadlines, NIO's HTTP/1.1 server handlers (``HTTPServer/addHTTPHandlers(to:)``), and the connection
     /// handler in front of the socket's dispatcher, as ``HTTPServer`` sets up each accepted connection.
     package func configure(_ channel: any Channel, socket: SocketKind, caller: Caller) throws {
         let dispatcher = socket == .admin ? self.admin : self.app
         let deadlines = ConnectionDeadlines(timeouts: self.timeouts, eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(RequestBytesHandler(deadlines: deadlines))
-        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+        try HTTPServer.addHTTPHandlers(to: channel.pipeline.syncOperations)
         try channel.pipeline.syncOperations.addHandler(
             HTTPConnectionHandler(
                 dispatcher: dispatcher,

@@ -121,6 +121,20 @@ final class HTTPServer: Service, Sendable {
     ///
     /// Everything here runs once per connection, on the connection's event loop, where NIO completes the socket
     /// option calls at once.
+    /// NIO's HTTP/1.1 server handlers, as every connection of both sockets has them: the decoder, the encoder and
+    /// the pipelining handler.
+    ///
+    /// Two of NIO's handlers are left out. The protocol error handler: the connection handler answers malformed
+    /// requests itself, with a problem+json body like every other error. And the outbound header validator, which
+    /// re-checks every byte of every header of every response (about 7,000 instructions per answer, 11 % of a cached
+    /// token request's): no header the vault writes can fail it. Its own are fixed names with values it makes
+    /// (numbers, validated connection ids, fixed media types), and the only ones from outside, those of a proxied
+    /// answer, pass `PersonioProxy.returnedResponseHeaders` first: allow-listed token names, values of printable
+    /// ASCII only (docs/decisions.md, "No outbound header validator on the server").
+    static func addHTTPHandlers(to pipeline: ChannelPipeline.SynchronousOperations) throws {
+        try pipeline.configureHTTPServerPipeline(withErrorHandling: false, withOutboundHeaderValidation: false)
+    }
+
     private static func initializeConnection(
         _ channel: any Channel,
         listener: Listener,
@@ -172,9 +186,7 @@ final class HTTPServer: Service, Sendable {
             logger.trace("connection accepted", metadata: ["peer.gid": "\(caller.gid)"])
             let deadlines = ConnectionDeadlines(timeouts: policy.timeouts, eventLoop: channel.eventLoop)
             try channel.pipeline.syncOperations.addHandler(RequestBytesHandler(deadlines: deadlines, drain: drain))
-            // The protocol error handler is left out: the connection handler answers malformed requests itself, with
-            // a problem+json body like every other error.
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+            try Self.addHTTPHandlers(to: channel.pipeline.syncOperations)
             try channel.pipeline.syncOperations.addHandler(
                 HTTPConnectionHandler(dispatcher: dispatcher, caller: caller, logger: logger, deadlines: deadlines)
             )

@@ -74,7 +74,7 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
                 parameters.append(name, Self.string(path, start..<path.count))
                 return parameters
             case .literal(let literal):
-                guard end - start == literal.count, path[start..<end].elementsEqual(literal) else { return nil }
+                guard end - start == literal.count, Self.bytes(of: path, at: start, equal: literal) else { return nil }
             case .parameter(let name):
                 guard end > start else { return nil }
                 parameters.append(name, Self.string(path, start..<end))
@@ -85,6 +85,15 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
             start = end + 1
         }
         return parameters
+    }
+
+    /// Whether `path` holds `literal` from `start` on (which the caller has checked it has room for). A plain loop:
+    /// `elementsEqual` on the slice was left a generic call out of line.
+    private static func bytes(of path: UnsafeBufferPointer<UInt8>, at start: Int, equal literal: [UInt8]) -> Bool {
+        literal.withUnsafeBufferPointer { literal in
+            for index in literal.indices where path[start + index] != literal[index] { return false }
+            return true
+        }
     }
 
     /// The bytes in `range` of `path` as a string; they come from a `String`, so they are valid UTF-8 cut at '/'.
