@@ -121,24 +121,49 @@ extension TokenBroker {
 
     /// Permission to forward one request of a caller: where it goes, with which credential, and how large its body
     /// may be. Holds a live credential: use it for one request and drop it.
-    public struct ForwardGrant: Sendable {
-        public var connection: String
-        public var destination: ProxyDestination
+    ///
+    /// A class, and immutable: it is made on every proxied request and handed on several times (to the route, the
+    /// sink, the admission), and as a struct of a dozen parts each hand-over copied them all.
+    public final class ForwardGrant: Sendable {
+        public let connection: String
+        public let destination: ProxyDestination
         /// The most body bytes the request may send.
-        public var bodyLimit: Int
+        public let bodyLimit: Int
         /// The request's head, checked once (``PersonioProxy/check(_:)``).
-        public var head: PersonioProxy.CheckedHead
+        public let head: PersonioProxy.CheckedHead
         /// The access token injected, so that a 401 can drop it from the cache; nil for a recruiting key.
-        var accessToken: String?
-        var actor: AuditActor
-        /// The caller's uid: its share of the proxy's upstream connections (``ProxyAdmission``).
-        var uid: UInt32
+        let accessToken: String?
         /// Who asks, for the access trail of a refusal.
-        var caller: Caller
+        let caller: Caller
         /// The rule that lets the caller: its budget is spent by ``startForward``.
-        var rule: MatchedRule
+        let rule: MatchedRule
         /// Whether the connection is a recruiting one (Personio's limit per company applies).
-        var recruiting: Bool
+        let recruiting: Bool
+
+        init(
+            connection: String,
+            destination: ProxyDestination,
+            bodyLimit: Int,
+            head: PersonioProxy.CheckedHead,
+            accessToken: String?,
+            caller: Caller,
+            rule: MatchedRule,
+            recruiting: Bool
+        ) {
+            self.connection = connection
+            self.destination = destination
+            self.bodyLimit = bodyLimit
+            self.head = head
+            self.accessToken = accessToken
+            self.caller = caller
+            self.rule = rule
+            self.recruiting = recruiting
+        }
+
+        /// The caller as the audit log names it.
+        var actor: AuditActor { self.caller.auditActor }
+        /// The caller's uid: its share of the proxy's upstream connections (``ProxyAdmission``).
+        var uid: UInt32 { self.caller.uid }
     }
 
     /// Checks `head` and authorizes `caller` from memory: the grant for a connection whose access token is cached
@@ -159,11 +184,24 @@ extension TokenBroker {
             throw Self.vaultError(error)
         }
         let now = self.clock.now
-        let (grant, rule) = try self.withEntries { entries, _ throws(VaultError) -> (ForwardGrant?, MatchedRule?) in
-            guard let entry = entries[id] else { return (nil, nil) }
-            let rule = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: .proxy).get()
-            return (try entry.cachedForwardGrant(caller: caller, rule: rule, head: checked, now: now), rule)
+        // `withEntries`' work, written out as in `cachedResponse`: this runs for every proxied request.
+        var grant: ForwardGrant?
+        var rule: MatchedRule?
+        let (released, refusal) = self.entries.withLock { entries -> ([Waiter], VaultError?) in
+            let released = self.catchUp(&entries)
+            guard let entry = entries[id] else { return (released, nil) }
+            do throws(VaultError) {
+                let granted = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: .proxy)
+                    .get()
+                rule = granted
+                grant = try entry.cachedForwardGrant(caller: caller, rule: granted, head: checked, now: now)
+                return (released, nil)
+            } catch {
+                return (released, error)
+            }
         }
+        for waiter in released { waiter.resume() }
+        if let refusal { throw refusal }
         if let rule { try self.checkAllowList(id, rule: rule, head: head, caller: caller) }
         if grant != nil { self.metrics.cacheHit() }
         return grant
@@ -244,8 +282,6 @@ extension TokenBroker {
             bodyLimit: limit ?? ConnectionSettings.defaultProxyMaxBody,
             head: checked,
             accessToken: accessToken,
-            actor: caller.auditActor,
-            uid: caller.uid,
             caller: caller,
             rule: rule,
             recruiting: provider == .personioRecruiting
@@ -462,8 +498,6 @@ extension TokenBroker.Entry {
             bodyLimit: TokenBroker.proxyBodyLimit(self.snapshot.settings),
             head: head,
             accessToken: token.accessToken,
-            actor: caller.auditActor,
-            uid: caller.uid,
             caller: caller,
             rule: rule,
             recruiting: false

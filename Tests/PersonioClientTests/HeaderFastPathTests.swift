@@ -52,6 +52,16 @@ import VaultCrypto
         _ = try channel.finish()
     }
 
+    /// A header that Personio's `Connection` names is for that hop only: every spelling of the list finds it.
+    @Test func headersNamedByConnectionAreDropped() {
+        let headers: HTTPHeaders = [
+            "X-RateLimit-A": "1", "x-ratelimit-b": "2", "X-RateLimit-C": "3", "X-RateLimit-D": "4",
+            "Connection": " close ,  X-RateLimit-A\t, ,KEEP-ALIVE,x-RATELIMIT-b", "connection": "X-RateLimit-D",
+        ]
+        let (returned, _) = PersonioProxy.returnedResponseHeaders(headers, redactor: Redactor(secrets: []))
+        #expect(returned.map(\.0) == ["X-RateLimit-C"])
+    }
+
     @Test func isCleanAgreesWithSanitizing() {
         let redactor = Redactor(secrets: [secret(Self.token), secret("short")])
         let fragment = String(Self.token.dropFirst(5).prefix(12))

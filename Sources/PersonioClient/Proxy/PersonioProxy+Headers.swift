@@ -34,7 +34,10 @@ extension PersonioProxy {
         _ headers: [(String, String)]
     ) throws(ProxyRequestError) -> [(String, String)] {
         var forwarded: [(String, String)] = []
-        let hopByHop = Self.connectionOptions(headers.lazy.filter { $0.0.lowercased() == "connection" }.map(\.1))
+        var hopByHop: Set<String> = []
+        for (name, value) in headers where Self.isASCIICaseInsensitive(name.utf8[...], "connection") {
+            Self.addConnectionOptions(of: value, to: &hopByHop)
+        }
         for (name, value) in headers {
             let lowercased = name.lowercased()
             // A header the caller's `Connection` names is for this hop only (RFC 9110 §7.6.1).
@@ -74,9 +77,10 @@ extension PersonioProxy {
         var returned: [(String, String)] = []
         returned.reserveCapacity(headers.count)
         var echoed = false
-        let hopByHop = Self.connectionOptions(
-            headers.lazy.filter { Self.isASCIICaseInsensitive($0.name.utf8[...], "connection") }.map(\.value)
-        )
+        var hopByHop: Set<String> = []
+        for (name, value) in headers where Self.isASCIICaseInsensitive(name.utf8[...], "connection") {
+            Self.addConnectionOptions(of: value, to: &hopByHop)
+        }
         for (name, original) in headers {
             // Every header is scrubbed, the dropped ones too: an echo anywhere in the answer is reported.
             let (value, found) = scrubber.scrub(original)
@@ -102,7 +106,7 @@ extension PersonioProxy {
             if bytes.count > 12, Self.hasASCIIPrefix(bytes, "x-ratelimit-") {
                 // The rest of the name is Personio's: NIO's parser lets only token characters into a name, and this
                 // holds it to that as well, because the server writes the names it returns unchecked.
-                return bytes[12...].allSatisfy(Self.isTokenByte)
+                return bytes[12...].allSatisfy(Self.isTokenCharacter)
             }
             switch bytes.count {
             case 4: return equals("etag")
@@ -114,21 +118,6 @@ extension PersonioProxy {
             case 19: return equals("content-disposition")
             default: return false
             }
-        }
-    }
-
-    /// A `tchar` of RFC 9110 §5.6.2: what a header name is made of.
-    static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-            UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
-            UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
-            UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            return true
-        default:
-            return false
         }
     }
 
@@ -145,26 +134,35 @@ extension PersonioProxy {
         }
     }
 
-    /// The header names listed in `Connection` values, lower-cased. `close` and `keep-alive` (what nearly every
-    /// answer carries) are left out without building a string: neither names a header either allow-list passes.
-    private static func connectionOptions(_ values: some Sequence<String>) -> Set<String> {
-        var names: Set<String> = []
-        for value in values {
-            for option in value.utf8.split(separator: UInt8(ascii: ",")) {
-                var name = option.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }[...]
-                while let last = name.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") {
-                    name = name.dropLast()
+    /// Adds the header names a `Connection` value lists to `names`, lower-cased. `close` and `keep-alive` (what
+    /// nearly every answer carries) are left out without building a string: neither names a header either
+    /// allow-list passes. Scanned in place, without splitting the value into an array of pieces.
+    private static func addConnectionOptions(of value: String, to names: inout Set<String>) {
+        var value = value
+        value.withUTF8 { bytes in
+            func isSpace(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+            var start = 0
+            while start < bytes.count {
+                var end = start
+                while end < bytes.count && bytes[end] != UInt8(ascii: ",") { end += 1 }
+                var first = start
+                var last = end
+                while first < last && isSpace(bytes[first]) { first += 1 }
+                while last > first && isSpace(bytes[last - 1]) { last -= 1 }
+                let option = UnsafeBufferPointer(rebasing: bytes[first..<last])
+                if !option.isEmpty, !Self.equalsIgnoringCase(option, "close"),
+                    !Self.equalsIgnoringCase(option, "keep-alive")
+                {
+                    names.insert(String(decoding: option.filter { !isSpace($0) }, as: UTF8.self).lowercased())
                 }
-                guard !name.isEmpty, !Self.isASCIICaseInsensitive(name, "close"),
-                    !Self.isASCIICaseInsensitive(name, "keep-alive")
-                else { continue }
-                names.insert(
-                    String(decoding: name.filter { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") }, as: UTF8.self)
-                        .lowercased()
-                )
+                start = end + 1
             }
         }
-        return names
+    }
+
+    /// Whether `bytes` spell `word` (lower-case ASCII) in any letter case.
+    private static func equalsIgnoringCase(_ bytes: UnsafeBufferPointer<UInt8>, _ word: StaticString) -> Bool {
+        bytes.count == word.utf8CodeUnitCount && Self.hasASCIIPrefix(bytes, word)
     }
 
     /// Whether `bytes` spell `word` (lower-case ASCII) in any letter case.
