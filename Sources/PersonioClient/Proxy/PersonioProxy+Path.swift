@@ -57,6 +57,20 @@ extension PersonioProxy {
     private static func canonicalPath(_ rawPath: String) throws(ProxyRequestError) -> String {
         func refuse(_ reason: String) -> ProxyRequestError { ProxyRequestError(.invalidPath, "the path " + reason) }
 
+        // The usual path: '/' and path characters only, no escape. It decodes to itself, is ASCII, and goes upstream
+        // as it is: only its segments are checked, in place, and the caller's string is returned without a copy.
+        var scanned = rawPath
+        let plain = scanned.withUTF8 { bytes -> (isPlain: Bool, problem: String?) in
+            guard bytes.count <= Self.maximumPathBytes, bytes.first == UInt8(ascii: "/"),
+                bytes.allSatisfy({ $0 == UInt8(ascii: "/") || Self.isPathCharacter($0) })
+            else { return (false, nil) }
+            return (true, Self.segmentProblem(bytes))
+        }
+        if plain.isPlain {
+            if let problem = plain.problem { throw refuse(problem) }
+            return rawPath
+        }
+
         let raw = Array(rawPath.utf8)
         guard raw.count <= Self.maximumPathBytes else {
             throw refuse("is longer than \(Self.maximumPathBytes) bytes")
@@ -67,28 +81,8 @@ extension PersonioProxy {
         }
         let decoded = try Self.percentDecoded(raw)
         guard String(validating: decoded, as: UTF8.self) != nil else { throw refuse("is not valid UTF-8") }
-
         // Split on the slashes that were literally there; an encoded one was refused while decoding.
-        let segments = decoded.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst()
-        for (index, segment) in segments.enumerated() {
-            guard !segment.isEmpty else { throw refuse("must not contain empty segments ('//' or a trailing '/')") }
-            // `..;x` is `..` to servers that strip path parameters before resolving dot segments.
-            let name = segment.prefix { $0 != UInt8(ascii: ";") }
-            guard !name.isEmpty else { throw refuse("must not contain segments without a name") }
-            guard !name.allSatisfy({ $0 == UInt8(ascii: ".") }) else {
-                throw refuse("must not contain '.' or '..' segments")
-            }
-            for byte in segment {
-                switch byte {
-                case 0x00..<0x20, 0x7F: throw refuse("must not contain control characters")
-                case UInt8(ascii: "\\"): throw refuse("must not contain backslashes")
-                case UInt8(ascii: "%"): throw refuse("must not be percent-encoded twice")
-                case UInt8(ascii: "?"), UInt8(ascii: "#"): throw refuse("must not contain '?' or '#'")
-                case UInt8(ascii: ":") where index == 0: throw refuse("must not start with a scheme or authority")
-                default: continue
-                }
-            }
-        }
+        if let problem = decoded.withUnsafeBufferPointer({ Self.segmentProblem($0) }) { throw refuse(problem) }
 
         // What goes upstream is the caller's own spelling, so that `%2B` stays `%2B` (not `+`, another character to
         // the server) and escapes keep their letter case: decoding it once gives exactly what was checked, and the
@@ -99,6 +93,38 @@ extension PersonioProxy {
             throw refuse("is longer than \(Self.maximumPathBytes) bytes once encoded")
         }
         return String(decoding: encoded, as: UTF8.self)
+    }
+
+    /// Why the segments of `path` (decoded once, starting with '/') are refused, or nil: each is checked in order,
+    /// walking the bytes once without splitting them.
+    private static func segmentProblem(_ path: UnsafeBufferPointer<UInt8>) -> String? {
+        var start = 1
+        var first = true
+        while true {
+            var end = start
+            while end < path.count && path[end] != UInt8(ascii: "/") { end += 1 }
+            guard end > start else { return "must not contain empty segments ('//' or a trailing '/')" }
+            // `..;x` is `..` to servers that strip path parameters before resolving dot segments.
+            var nameEnd = start
+            while nameEnd < end && path[nameEnd] != UInt8(ascii: ";") { nameEnd += 1 }
+            guard nameEnd > start else { return "must not contain segments without a name" }
+            guard !path[start..<nameEnd].allSatisfy({ $0 == UInt8(ascii: ".") }) else {
+                return "must not contain '.' or '..' segments"
+            }
+            for byte in path[start..<end] {
+                switch byte {
+                case 0x00..<0x20, 0x7F: return "must not contain control characters"
+                case UInt8(ascii: "\\"): return "must not contain backslashes"
+                case UInt8(ascii: "%"): return "must not be percent-encoded twice"
+                case UInt8(ascii: "?"), UInt8(ascii: "#"): return "must not contain '?' or '#'"
+                case UInt8(ascii: ":") where first: return "must not start with a scheme or authority"
+                default: continue
+                }
+            }
+            if end == path.count { return nil }
+            start = end + 1
+            first = false
+        }
     }
 
     /// The query to send upstream: the caller's, with the bytes RFC 3986 does not allow in a query (`[`, `]`, `{`,
