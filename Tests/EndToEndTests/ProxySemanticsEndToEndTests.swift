@@ -326,6 +326,7 @@ struct ProxySemanticsEndToEndTests {
                     ("Upgrade", "h2c"),
                     ("Proxy-Authenticate", "Basic realm=\"CANARY-upstream\""),
                     ("X-RateLimit-Remaining", "5"),
+                    ("Cache-Control", "public, max-age=600"),
                     ("Transfer-Encoding", "chunked"),
                 ],
                 body: "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
@@ -344,6 +345,8 @@ struct ProxySemanticsEndToEndTests {
             let codings = Self.headerValues("Transfer-Encoding", in: response.head)
             #expect(codings.isEmpty || codings == ["chunked"], "\(response.head)")
             #expect(response.header("X-RateLimit-Remaining") == "5", "\(response.head)")
+            // Answers with HR data are never cached on the way, whatever Personio says.
+            #expect(Self.headerValues("Cache-Control", in: response.head) == ["no-store"], "\(response.head)")
         }
     }
 

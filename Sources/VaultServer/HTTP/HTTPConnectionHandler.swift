@@ -362,13 +362,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// A response head for `request`: `headers` with `Connection` set as keep-alive requires.
+    ///
+    /// `headers` is consumed, and the head should be handed on the same way: NIO's encoder edits the headers it
+    /// writes (it removes a `Transfer-Encoding` beside `Content-Length`), and an array another reference still holds
+    /// is copied for that, even when nothing is removed.
     private static func responseHead(
         _ status: HTTPResponseStatus,
-        headers: HTTPHeaders,
+        headers: consuming HTTPHeaders,
         for request: HTTPRequestHead,
         keepAlive: Bool
     ) -> HTTPResponseHead {
-        var headers = headers
         if !keepAlive {
             headers.replaceOrAdd(name: "Connection", value: "close")
         } else if request.version == .http1_0 {
@@ -393,18 +396,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// connection stays open after it.
     func startForwardedResponse(
         status: HTTPResponseStatus,
-        headers: HTTPHeaders,
+        headers: consuming HTTPHeaders,
         head request: HTTPRequestHead,
         resolution: RequestDispatcher.Resolution,
         start: ContinuousClock.Instant?,
         context: ChannelHandlerContext
     ) -> Bool {
         let keepAlive = request.isKeepAlive && !self.inputClosed
-        var headers = headers
-        // A relayed response may carry its own Cache-Control: it is replaced.
-        headers.replaceOrAdd(name: "Cache-Control", value: "no-store")
+        // `headers` ends with `Cache-Control: no-store` (``ForwardingExchange`` replaced a relayed one).
         let head = Self.responseHead(status, headers: headers, for: request, keepAlive: keepAlive)
-        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        context.write(self.wrapOutboundOut(.head(consume head)), promise: nil)
         self.answered(
             status,
             route: resolution.routeName,
