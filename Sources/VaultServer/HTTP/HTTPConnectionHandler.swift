@@ -362,10 +362,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// A response head for `request`: `headers` with `Connection` set as keep-alive requires.
-    ///
-    /// `headers` is consumed, and the head should be handed on the same way: NIO's encoder edits the headers it
-    /// writes (it removes a `Transfer-Encoding` beside `Content-Length`), and an array another reference still holds
-    /// is copied for that, even when nothing is removed.
+    /// `headers` is consumed: edited in place when no one else holds it, not copied first.
     private static func responseHead(
         _ status: HTTPResponseStatus,
         headers: consuming HTTPHeaders,

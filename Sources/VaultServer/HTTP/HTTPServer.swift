@@ -116,11 +116,6 @@ final class HTTPServer: Service, Sendable {
         )
     }
 
-    /// Reads what the kernel knows about the peer, admits the connection or closes it at once when a cap is reached,
-    /// then sets up the HTTP/1.1 pipeline with a handler that knows the caller.
-    ///
-    /// Everything here runs once per connection, on the connection's event loop, where NIO completes the socket
-    /// option calls at once.
     /// NIO's HTTP/1.1 server handlers, as every connection of both sockets has them: the decoder, the encoder and
     /// the pipelining handler.
     ///
@@ -135,6 +130,11 @@ final class HTTPServer: Service, Sendable {
         try pipeline.configureHTTPServerPipeline(withErrorHandling: false, withOutboundHeaderValidation: false)
     }
 
+    /// Reads what the kernel knows about the peer, admits the connection or closes it at once when a cap is reached,
+    /// then sets up the HTTP/1.1 pipeline with a handler that knows the caller.
+    ///
+    /// Everything here runs once per connection, on the connection's event loop, where NIO completes the socket
+    /// option calls at once.
     private static func initializeConnection(
         _ channel: any Channel,
         listener: Listener,
