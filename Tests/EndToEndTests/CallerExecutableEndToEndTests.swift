@@ -40,12 +40,11 @@ struct CallerExecutableEndToEndTests {
         defer { free(source) }
         let path = directory.file("granted-py")
         // Bytes after the ELF image change nothing about how it runs, but make its hash its own.
-        var contents = try Data(contentsOf: URL(fileURLWithPath: String(cString: source)))
-        contents.append(contentsOf: Array("CANARY-executable-copy-\(getpid())\n".utf8))
-        guard FileManager.default.createFile(atPath: path, contents: contents) else {
-            throw TestSupportError("cannot write \(path)")
-        }
-        chmod(path, 0o755)
+        try ExecutableFile.copy(
+            String(cString: source),
+            to: path,
+            appending: Array("CANARY-executable-copy-\(getpid())\n".utf8)
+        )
         let resolved = try #require(realpath(path, nil))
         defer { free(resolved) }
         return Copy(directory: directory, path: String(cString: resolved), sha256: try Self.sha256sum(path))

@@ -79,15 +79,7 @@ struct LookalikeExecutableEndToEndTests {
 
     /// Root's copy of Python's interpreter at `path`, mode 0755.
     static func installInterpreter(at path: String) throws {
-        let source = try Self.resolved(ScriptProcess.python)
-        let contents = try Data(contentsOf: URL(fileURLWithPath: source))
-        let written = contents.withUnsafeBytes { bytes -> Bool in
-            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o755)
-            guard fd >= 0 else { return false }
-            defer { close(fd) }
-            return write(fd, bytes.baseAddress, bytes.count) == bytes.count
-        }
-        guard written, chmod(path, 0o755) == 0 else { throw TestSupportError("cannot write \(path)") }
+        try ExecutableFile.copy(try Self.resolved(ScriptProcess.python), to: path)
     }
 
     /// The attacker's step: uid nobody copies `source` to `destination` with cp(1).

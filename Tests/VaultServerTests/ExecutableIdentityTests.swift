@@ -370,8 +370,7 @@ struct ExecutableIdentityTests {
     }
 
     static func copy(_ source: String, to destination: String) throws {
-        try FileManager.default.copyItem(atPath: source, toPath: destination)
-        chmod(destination, 0o755)
+        try ExecutableFile.copy(source, to: destination)
     }
 
     static func realPath(_ path: String) -> String? {
