@@ -114,10 +114,20 @@ final class ScriptProcess: @unchecked Sendable {
     /// Reads a line that is a pid and remembers it.
     func readPID(timeout: Duration = .seconds(10)) throws -> Int32 {
         guard let line = self.readLine(timeout: timeout), let pid = Int32(line) else {
-            throw TestSupportError("the helper script reported no pid")
+            throw TestSupportError("the helper script reported no pid (\(self.exitStatus()))")
         }
         self.reportedPIDs.append(pid)
         return pid
+    }
+
+    /// How the started process ended, for an error text: reaps it when it has.
+    private func exitStatus() -> String {
+        guard !self.reaped else { return "reaped" }
+        var status: Int32 = 0
+        guard waitpid(self.pid, &status, WNOHANG) == self.pid else { return "still running" }
+        self.reaped = true
+        let signal = status & 0x7f
+        return signal == 0 ? "exit \((status >> 8) & 0xff)" : "signal \(signal)"
     }
 
     /// Writes one line to the script's standard input.
