@@ -2,8 +2,10 @@
 # Instructions per proxied request, counted by valgrind's callgrind: repeatable on a noisy machine where CPU time
 # is not. Starts an nginx upstream like connvault-bench's (a fixed 2,048-byte JSON body for GET /v2/persons, a
 # fixed v2 token for POST /v2/auth/token), then each proxy under `valgrind --tool=callgrind --instr-atstart=no`:
-# the vault (`connvaultd --dev` with a connection `bench-proxy` to the upstream) and the bare NIO proxy
-# (`bench-nio-server --proxy-upstream`), and nginx's `proxy_pass` configured as connvault-bench does. One keep-alive client connection sends WARMUP requests uninstrumented
+# the vault (`connvaultd --dev` with a connection `bench-proxy` to the upstream), the bare NIO proxy
+# (`bench-nio-server --proxy-upstream`), the raw NIO proxy (the same with `--raw`: an HTTP/1.1 codec of its own), and
+# nginx's `proxy_pass` configured as connvault-bench does. One keep-alive client connection sends WARMUP requests
+# uninstrumented
 # (the first makes the vault's one token exchange), then instrumentation goes on, REQUESTS more are sent, the
 # counts are dumped, and Benchmarks/callgrind-modules.py divides them by REQUESTS and groups them by module. The
 # kernel is not counted (callgrind sees user space only): these are the proxy's own instructions per request.
@@ -11,14 +13,14 @@
 #   Benchmarks/callgrind-proxy.sh [BIN_DIR] [OUT_DIR]
 #     BIN_DIR   release build: connvaultd, connvaultctl, bench-nio-server (default .build/release)
 #     OUT_DIR   callgrind files and reports (default bench-results/callgrind-proxy)
-#   REQUESTS (default 2000), WARMUP (default 500), PROXIES (default "vault nio nginx"), TAG (file name suffix)
+#   REQUESTS (default 2000), WARMUP (default 500), PROXIES (default "vault nio raw nginx"), TAG (file name suffix)
 # Needs valgrind (callgrind_control), nginx and python3.
 set -euo pipefail
 bin_dir=$(realpath "${1:-.build/release}")
 out=${2:-bench-results/callgrind-proxy}
 requests=${REQUESTS:-2000}
 warmup=${WARMUP:-500}
-proxies=${PROXIES:-vault nio nginx}
+proxies=${PROXIES:-vault nio raw nginx}
 tag=${TAG:-}
 here=$(dirname "$(realpath "$0")")
 mkdir -p "$out"
@@ -196,6 +198,11 @@ EOF
         echo "== bare NIO proxy (bench-nio-server --proxy-upstream), $requests requests after $warmup"
         measure nio "$work/nio.sock" "$work" "$work/bin/bench-nio-server" --socket "$work/nio.sock" \
             --proxy-upstream "127.0.0.1:$port" --proxy-prefix "$prefix" --authorization "Bearer $token"
+        ;;
+    raw)
+        echo "== raw NIO proxy (bench-nio-server --proxy-upstream --raw), $requests requests after $warmup"
+        measure raw "$work/raw.sock" "$work" "$work/bin/bench-nio-server" --socket "$work/raw.sock" \
+            --proxy-upstream "127.0.0.1:$port" --proxy-prefix "$prefix" --authorization "Bearer $token" --raw
         ;;
     esac
 done

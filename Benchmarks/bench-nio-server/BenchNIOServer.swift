@@ -28,6 +28,9 @@ struct BenchNIOServer: ParsableCommand {
     @Option(help: "With --proxy-upstream: the Authorization header sent upstream instead of the caller's.")
     var authorization: String = ""
 
+    @Flag(help: "With --proxy-upstream: proxy with an HTTP/1.1 codec of its own instead of NIO's (a reference).")
+    var raw = false
+
     func run() throws {
         if let upstream = self.proxyUpstream {
             guard let colon = upstream.lastIndex(of: ":"), let port = Int(upstream[upstream.index(after: colon)...])
@@ -41,7 +44,11 @@ struct BenchNIOServer: ParsableCommand {
                 hostHeader: upstream,
                 authorization: self.authorization
             )
-            try ProxyServer(socketPath: self.socket, settings: settings, threads: self.threads).run()
+            if self.raw {
+                try RawProxyServer(socketPath: self.socket, settings: settings, threads: self.threads).run()
+            } else {
+                try ProxyServer(socketPath: self.socket, settings: settings, threads: self.threads).run()
+            }
             return
         }
         try FixedResponseServer(socketPath: self.socket, body: self.body, threads: self.threads).run()

@@ -221,7 +221,18 @@ final class Benchmark {
                 requestPath: requestPath
             )
         }
-        if let nioProbe { probes.append(("bare NIO proxy", nioProbe)) }
+        if let nioProbe { probes.append((NIOBenchProxy.name, nioProbe)) }
+        let rawProbe = self.start(&servers) {
+            try NIOBenchProxy(
+                binDirectory: self.configuration.binDirectory,
+                directory: directory,
+                upstream: upstream,
+                prefix: VaultBench.proxyPrefix,
+                requestPath: requestPath,
+                raw: true
+            )
+        }
+        if let rawProbe { probes.append((NIOBenchProxy.rawName, rawProbe)) }
         if let vault {
             let vaultProbe = self.start(&servers) { try vault.proxyRoute(upstream: upstream) }
             if let vaultProbe { probes.append(("vault proxy", vaultProbe)) }
@@ -277,7 +288,7 @@ final class Benchmark {
     /// The servers of the token path, in the order of the summary table.
     private static let tokenPathServers = ["nginx", "bare NIO", "vault"]
     /// The servers of the proxy case.
-    private static let proxyServers = ["nginx proxy", "bare NIO proxy", "vault proxy"]
+    private static let proxyServers = ["nginx proxy", NIOBenchProxy.name, NIOBenchProxy.rawName, "vault proxy"]
 
     /// The median of each figure over the rounds, per server and connection count, then the ratios against the
     /// targets: each ratio is taken within a round (the servers measured minutes apart at most) and the median of
@@ -374,9 +385,10 @@ final class Benchmark {
         } else {
             self.report.say("ratios: no vault proxy figures at \(most) connections, so no ratios against the targets")
         }
-        self.proxyRatios("bare NIO proxy", against: nginx, most: most, least: least, targets: true)
-        self.proxyRatios(vault, against: "bare NIO proxy", most: most, least: least, targets: false)
-        for proxy in [nginx, "bare NIO proxy", vault] {
+        self.proxyRatios(NIOBenchProxy.name, against: nginx, most: most, least: least, targets: true)
+        self.proxyRatios(NIOBenchProxy.rawName, against: nginx, most: most, least: least, targets: true)
+        self.proxyRatios(vault, against: NIOBenchProxy.name, most: most, least: least, targets: false)
+        for proxy in [nginx, NIOBenchProxy.name, NIOBenchProxy.rawName, vault] {
             let upstream = self.figures(proxy, most, \.upstreamCPUPerRequest)
             guard !upstream.isEmpty else { continue }
             self.ratio(
@@ -397,9 +409,10 @@ final class Benchmark {
     }
 
     /// Throughput at `most` connections, p50 at `least`, CPU per request (proxy alone) at both, of `proxy` against
-    /// `reference`; judged against issue 11's targets when `targets` (the bare NIO proxy against nginx: could a
-    /// Swift+NIO proxy meet them at all), printed as plain ratios otherwise (the vault against the bare NIO proxy:
-    /// what the vault and its HTTP client add to NIO's own cost).
+    /// `reference`; judged against issue 11's targets when `targets` (the bare and the raw NIO proxy against nginx:
+    /// could a Swift+NIO proxy meet them at all, with NIO's HTTP layer and with a codec of its own), printed as plain
+    /// ratios otherwise (the vault against the bare NIO proxy: what the vault and its HTTP client add to NIO's own
+    /// cost).
     private func proxyRatios(_ proxy: String, against reference: String, most: Int, least: Int, targets: Bool) {
         guard !self.figures(proxy, most, \.requestsPerSecond).isEmpty,
             !self.figures(reference, most, \.requestsPerSecond).isEmpty

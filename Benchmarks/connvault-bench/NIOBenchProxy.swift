@@ -5,9 +5,14 @@ import TestSupport
 /// server pipeline, a per-event-loop pool of keep-alive upstream connections with NIO's HTTP/1.1 client codec), doing
 /// what ``NginxProxy`` does: maps the vault's path to the upstream's, injects `Authorization`, drops hop-by-hop
 /// headers, streams the answer back. It shows what Swift and NIO cost for a proxied request on this machine without
-/// an HTTP client library or any of the vault's work.
+/// an HTTP client library or any of the vault's work. With `raw`, `bench-nio-server --raw`: the same on NIO's channels
+/// with an HTTP/1.1 codec of its own instead of NIO's (`RawProxyServer`), what a Swift proxy could reach below NIO's
+/// HTTP layer.
 final class NIOBenchProxy: ServerUnderTest {
-    let name = "bare NIO proxy"
+    static let name = "bare NIO proxy"
+    static let rawName = "raw NIO proxy"
+
+    let name: String
     let socketPath: String
     let requestPath: String
     let upstreamPID: pid_t?
@@ -22,7 +27,8 @@ final class NIOBenchProxy: ServerUnderTest {
         directory: TemporaryDirectory,
         upstream: NginxUpstream,
         prefix: String,
-        requestPath: String
+        requestPath: String,
+        raw: Bool = false
     ) throws {
         let executable = "\(binDirectory)/bench-nio-server"
         guard FileSystem.isExecutable(executable) else {
@@ -30,7 +36,8 @@ final class NIOBenchProxy: ServerUnderTest {
                 "\(executable) not found; build it with `swift build -c release --product bench-nio-server`"
             )
         }
-        self.socketPath = directory.file("nio-proxy.sock")
+        self.name = raw ? Self.rawName : Self.name
+        self.socketPath = directory.file(raw ? "nio-raw-proxy.sock" : "nio-proxy.sock")
         self.requestPath = requestPath
         self.upstreamPID = upstream.pid
         self.process = try ServerProcess(
@@ -38,8 +45,8 @@ final class NIOBenchProxy: ServerUnderTest {
             arguments: [
                 "--socket", self.socketPath, "--proxy-upstream", "127.0.0.1:\(upstream.port)", "--proxy-prefix",
                 prefix, "--authorization", "Bearer \(NginxUpstream.accessToken)",
-            ],
-            logPath: directory.file("bench-nio-proxy.log")
+            ] + (raw ? ["--raw"] : []),
+            logPath: directory.file(raw ? "bench-nio-raw-proxy.log" : "bench-nio-proxy.log")
         )
         do {
             try self.process.waitUntilAccepting(self.socketPath)
