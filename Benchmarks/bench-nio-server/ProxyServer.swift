@@ -23,18 +23,40 @@ struct ProxyServer {
     var threads: Int?
 
     func run() throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads ?? System.coreCount)
+        let settings = self.settings
+        try ProxyListener.run(
+            socketPath: self.socketPath,
+            settings: settings,
+            threads: self.threads,
+            codec: "NIO's HTTP/1.1 codec",
+            makePool: { UpstreamPool(eventLoop: $0, settings: settings) },
+            addHandlers: { pipeline, pool in
+                try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
+                try pipeline.addHandler(ProxyServerHandler(pool: pool, settings: settings))
+            }
+        )
+    }
+}
+
+/// What both proxies share: the event loops, one upstream pool per loop (only ever touched on its loop: no lock on
+/// the path), and the listening Unix socket whose connections get `addHandlers` with their loop's pool.
+enum ProxyListener {
+    static func run<Pool>(
+        socketPath: String,
+        settings: ProxyServer.Settings,
+        threads: Int?,
+        codec: String,
+        makePool: @escaping @Sendable (any EventLoop) -> Pool,
+        addHandlers: @escaping @Sendable (ChannelPipeline.SynchronousOperations, Pool) throws -> Void
+    ) throws {
+        let threads = threads ?? System.coreCount
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         defer { try? group.syncShutdownGracefully() }
-        // One pool per event loop, only ever touched on its loop: no lock on the path.
-        var pools: [ObjectIdentifier: NIOLoopBound<UpstreamPool>] = [:]
+        var pools: [ObjectIdentifier: NIOLoopBound<Pool>] = [:]
         for loop in group.makeIterator() {
-            let settings = self.settings
-            pools[ObjectIdentifier(loop)] = try loop.submit {
-                NIOLoopBound(UpstreamPool(eventLoop: loop, settings: settings), eventLoop: loop)
-            }.wait()
+            pools[ObjectIdentifier(loop)] = try loop.submit { NIOLoopBound(makePool(loop), eventLoop: loop) }.wait()
         }
         let byLoop = pools
-        let settings = self.settings
         let channel = try ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -43,18 +65,14 @@ struct ProxyServer {
                     guard let pool = byLoop[ObjectIdentifier(channel.eventLoop)]?.value else {
                         throw ChannelError.inappropriateOperationForState
                     }
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(
-                        ProxyServerHandler(pool: pool, settings: settings)
-                    )
+                    try addHandlers(channel.pipeline.syncOperations, pool)
                 }
             }
-            .bind(unixDomainSocketPath: self.socketPath, cleanupExistingSocketFile: true)
+            .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true)
             .wait()
         print(
-            "bench-nio-server proxying \(self.settings.prefix) on \(self.socketPath) to "
-                + "\(self.settings.upstreamHost):\(self.settings.upstreamPort) with "
-                + "\(self.threads ?? System.coreCount) event loops"
+            "bench-nio-server proxying \(settings.prefix) on \(socketPath) to "
+                + "\(settings.upstreamHost):\(settings.upstreamPort) with \(codec) and \(threads) event loops"
         )
         try channel.closeFuture.wait()
     }

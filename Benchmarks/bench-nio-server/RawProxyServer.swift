@@ -15,36 +15,18 @@ struct RawProxyServer {
     var threads: Int?
 
     func run() throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads ?? System.coreCount)
-        defer { try? group.syncShutdownGracefully() }
-        var pools: [ObjectIdentifier: NIOLoopBound<RawUpstreamPool>] = [:]
-        for loop in group.makeIterator() {
-            let settings = self.settings
-            pools[ObjectIdentifier(loop)] = try loop.submit {
-                NIOLoopBound(RawUpstreamPool(eventLoop: loop, settings: settings), eventLoop: loop)
-            }.wait()
-        }
-        let byLoop = pools
-        let prepared = RawRequestPrefix(settings: self.settings)
-        let channel = try ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    guard let pool = byLoop[ObjectIdentifier(channel.eventLoop)]?.value else {
-                        throw ChannelError.inappropriateOperationForState
-                    }
-                    try channel.pipeline.syncOperations.addHandler(RawDownstreamHandler(pool: pool, prefix: prepared))
-                }
+        let settings = self.settings
+        let prefix = RawRequestPrefix(settings: settings)
+        try ProxyListener.run(
+            socketPath: self.socketPath,
+            settings: settings,
+            threads: self.threads,
+            codec: "an HTTP/1.1 codec of its own",
+            makePool: { RawUpstreamPool(eventLoop: $0, settings: settings) },
+            addHandlers: { pipeline, pool in
+                try pipeline.addHandler(RawDownstreamHandler(pool: pool, prefix: prefix))
             }
-            .bind(unixDomainSocketPath: self.socketPath, cleanupExistingSocketFile: true)
-            .wait()
-        print(
-            "bench-nio-server proxying \(self.settings.prefix) on \(self.socketPath) to "
-                + "\(self.settings.upstreamHost):\(self.settings.upstreamPort) with its own HTTP/1.1 codec and "
-                + "\(self.threads ?? System.coreCount) event loops"
         )
-        try channel.closeFuture.wait()
     }
 }
 
@@ -378,6 +360,7 @@ final class RawDownstreamHandler: ChannelInboundHandler {
                 upstream.send(out, to: self)
             case .failure:
                 self.inFlight = false
+                guard let context = self.context else { return }
                 self.answer(502, context: context, close: true)
             }
         }
