@@ -29,7 +29,7 @@ struct ProxyServer {
             settings: settings,
             threads: self.threads,
             codec: "NIO's HTTP/1.1 codec",
-            makePool: { UpstreamPool(eventLoop: $0, settings: settings) },
+            makePool: { UpstreamPool<UpstreamHandler>(eventLoop: $0, settings: settings) },
             addHandlers: { pipeline, pool in
                 try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
                 try pipeline.addHandler(ProxyServerHandler(pool: pool, settings: settings))
@@ -96,11 +96,19 @@ enum HopByHop {
     }
 }
 
+/// The end of an upstream connection's pipeline, as ``UpstreamPool`` keeps it.
+protocol PooledUpstream: ChannelHandler {
+    /// Adds the handlers in front of it and itself to a new connection's pipeline.
+    static func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations) throws
+    var isUsable: Bool { get }
+    func close()
+}
+
 /// The idle keep-alive connections of one event loop to the upstream. Only touched on `eventLoop`.
-final class UpstreamPool {
+final class UpstreamPool<Upstream: PooledUpstream> {
     let eventLoop: any EventLoop
     private let settings: ProxyServer.Settings
-    private var idle: [UpstreamHandler] = []
+    private var idle: [Upstream] = []
     /// Idle connections kept beyond this are closed (nginx's `keepalive 32` is per worker).
     private let maximumIdle = 32
 
@@ -110,7 +118,7 @@ final class UpstreamPool {
     }
 
     /// An idle connection, or a new one once it is connected.
-    func acquire() -> EventLoopFuture<UpstreamHandler> {
+    func acquire() -> EventLoopFuture<Upstream> {
         self.eventLoop.assertInEventLoop()
         while let handler = self.idle.popLast() {
             if handler.isUsable { return self.eventLoop.makeSucceededFuture(handler) }
@@ -119,18 +127,17 @@ final class UpstreamPool {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
+                    try Upstream.addHandlers(to: channel.pipeline.syncOperations)
                 }
             }
             .connect(host: self.settings.upstreamHost, port: self.settings.upstreamPort)
             .flatMapThrowing { channel in
-                try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
+                try channel.pipeline.syncOperations.handler(type: Upstream.self)
             }
     }
 
     /// Back to the pool after a complete keep-alive exchange.
-    func release(_ handler: UpstreamHandler) {
+    func release(_ handler: Upstream) {
         self.eventLoop.assertInEventLoop()
         guard handler.isUsable, self.idle.count < self.maximumIdle else {
             handler.close()
@@ -150,9 +157,14 @@ protocol UpstreamResponseReceiver: AnyObject {
 }
 
 /// The end of one upstream connection's pipeline: passes the response of the exchange in flight to its receiver.
-final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler, PooledUpstream {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
+
+    static func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations) throws {
+        try pipeline.addHTTPClientHandlers()
+        try pipeline.addHandler(UpstreamHandler())
+    }
 
     private var context: ChannelHandlerContext?
     private weak var receiver: (any UpstreamResponseReceiver)?
@@ -240,14 +252,14 @@ final class ProxyServerHandler: ChannelInboundHandler, UpstreamResponseReceiver 
         case answeredLocally
     }
 
-    private let pool: UpstreamPool
+    private let pool: UpstreamPool<UpstreamHandler>
     private let settings: ProxyServer.Settings
     private var context: ChannelHandlerContext?
     private var state = State.idle
     private var keepAlive = true
     private var responseStarted = false
 
-    init(pool: UpstreamPool, settings: ProxyServer.Settings) {
+    init(pool: UpstreamPool<UpstreamHandler>, settings: ProxyServer.Settings) {
         self.pool = pool
         self.settings = settings
     }

@@ -22,7 +22,7 @@ struct RawProxyServer {
             settings: settings,
             threads: self.threads,
             codec: "an HTTP/1.1 codec of its own",
-            makePool: { RawUpstreamPool(eventLoop: $0, settings: settings) },
+            makePool: { UpstreamPool<RawUpstreamHandler>(eventLoop: $0, settings: settings) },
             addHandlers: { pipeline, pool in
                 try pipeline.addHandler(RawDownstreamHandler(pool: pool, prefix: prefix))
             }
@@ -121,49 +121,15 @@ enum RawHTTP {
     }
 }
 
-/// The idle keep-alive upstream connections of one event loop. Only touched on `eventLoop`.
-final class RawUpstreamPool {
-    let eventLoop: any EventLoop
-    private let settings: ProxyServer.Settings
-    private var idle: [RawUpstreamHandler] = []
-    private let maximumIdle = 32
-
-    init(eventLoop: any EventLoop, settings: ProxyServer.Settings) {
-        self.eventLoop = eventLoop
-        self.settings = settings
-    }
-
-    func acquire() -> EventLoopFuture<RawUpstreamHandler> {
-        while let handler = self.idle.popLast() {
-            if handler.isUsable { return self.eventLoop.makeSucceededFuture(handler) }
-        }
-        return ClientBootstrap(group: self.eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RawUpstreamHandler())
-                }
-            }
-            .connect(host: self.settings.upstreamHost, port: self.settings.upstreamPort)
-            .flatMapThrowing { channel in
-                try channel.pipeline.syncOperations.handler(type: RawUpstreamHandler.self)
-            }
-    }
-
-    func release(_ handler: RawUpstreamHandler) {
-        guard handler.isUsable, self.idle.count < self.maximumIdle else {
-            handler.close()
-            return
-        }
-        self.idle.append(handler)
-    }
-}
-
 /// One upstream connection: writes a prepared request, parses the answer's head, passes the head (hop-by-hop lines
 /// dropped) and then the body's bytes to the caller's handler until `Content-Length` bytes have gone.
-final class RawUpstreamHandler: ChannelInboundHandler {
+final class RawUpstreamHandler: ChannelInboundHandler, PooledUpstream {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+
+    static func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations) throws {
+        try pipeline.addHandler(RawUpstreamHandler())
+    }
 
     private var context: ChannelHandlerContext?
     private var receiver: RawDownstreamHandler?
@@ -289,7 +255,7 @@ final class RawDownstreamHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let pool: RawUpstreamPool
+    private let pool: UpstreamPool<RawUpstreamHandler>
     private let prefix: RawRequestPrefix
     private var context: ChannelHandlerContext?
     /// Bytes read and not yet part of a forwarded request.
@@ -302,7 +268,7 @@ final class RawDownstreamHandler: ChannelInboundHandler {
     /// A `read` held back while a next request's bytes waited.
     private var readHeld = false
 
-    init(pool: RawUpstreamPool, prefix: RawRequestPrefix) {
+    init(pool: UpstreamPool<RawUpstreamHandler>, prefix: RawRequestPrefix) {
         self.pool = pool
         self.prefix = prefix
     }
