@@ -179,12 +179,15 @@ public final class Vault: Sendable {
 
     // MARK: - Helpers shared by the operations
 
-    /// Runs `body` in one write transaction and maps store failures to `storage_failed`.
+    /// Runs `body` in one write transaction and maps store failures to `storage_failed`. A task cancelled before or
+    /// during it gets `CancellationError` (nothing was written): the caller went away, the store did not fail.
     func write<T: Sendable>(_ body: @escaping @Sendable (StoreTransaction) throws -> T) async throws -> T {
         do {
             return try await self.database.write(body)
         } catch let error as VaultError {
             throw error
+        } catch is CancellationError {
+            throw CancellationError()
         } catch let error as VaultCryptoError {
             throw VaultError(.decryptionFailed, error.message)
         } catch let error as StoreError where error.code == .io {
@@ -197,11 +200,14 @@ public final class Vault: Sendable {
         }
     }
 
+    /// Runs `body` in one read transaction, with the failures of ``write(_:)``.
     func read<T: Sendable>(_ body: @escaping @Sendable (StoreTransaction) throws -> T) async throws -> T {
         do {
             return try await self.database.read(body)
         } catch let error as VaultError {
             throw error
+        } catch is CancellationError {
+            throw CancellationError()
         } catch let error as VaultCryptoError {
             throw VaultError(.decryptionFailed, error.message)
         } catch {

@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 import VaultAPI
 import VaultCore
@@ -6,6 +7,29 @@ import VaultStore
 import VaultTestSupport
 
 @Suite struct ConcurrencyTests {
+    /// A caller's task cancelled before its store access: the store did not fail, so neither `storage_failed` nor an
+    /// error-level "store … failed" line, and a cancelled change is not made.
+    @Test func aCancelledTaskGetsCancellationNotAStorageFailure() async throws {
+        try await VaultFixture.with { fixture, vault in
+            _ = try await vault.create(v2Request("acme", clientSecret: "fake-acme-secret"), by: admin)
+            let read = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await vault.view("acme")
+            }
+            await #expect(throws: CancellationError.self) { _ = try await read.value }
+            let write = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await vault.disable("acme", reason: "cancelled", by: admin)
+            }
+            await #expect(throws: CancellationError.self) { _ = try await write.value }
+            #expect(try await vault.view("acme").state == .active)
+            let failures = fixture.logs.lines.filter {
+                $0.contains("store read failed") || $0.contains("store write failed")
+            }
+            #expect(failures.isEmpty, "\(failures)")
+        }
+    }
+
     /// 32 edits of different connections race a master key rotation; all succeed, and everything still decrypts.
     @Test func concurrentEditsAndARotation() async throws {
         try await VaultFixture.with { fixture, vault in
