@@ -395,6 +395,8 @@ extension TokenBroker {
         }
         return try await withTaskCancellationHandler {
             try await eventLoop.flatSubmit { () -> EventLoopFuture<ProxyResponse> in
+                // Cancelled before this ran on the loop (`onCancel` ran first): nothing is sent.
+                guard !collector.isFinished else { return collector.result.futureResult }
                 var body: ProxyRequestBody?
                 if let content = request.body, content.readableBytes > 0 {
                     body = ProxyRequestBody(eventLoop: eventLoop, declaredLength: content.readableBytes)
@@ -414,7 +416,10 @@ extension TokenBroker {
                 return collector.result.futureResult
             }.get()
         } onCancel: {
-            eventLoop.execute { collector.exchange?.cancel() }
+            let connection = grant.connection
+            eventLoop.execute {
+                collector.cancel(failure: Self.vaultError(ProxyExchange.cancelled, connection: connection))
+            }
         }
     }
 

@@ -555,6 +555,28 @@ import VaultLocks
         }
     }
 
+    @Test func aForwardCancelledBeforeItReachesTheEventLoopSendsNothing() async throws {
+        try await withProxy { fixture, proxy in
+            let call = Task {
+                // Cancelled before the exchange is started on the loop: `onCancel` runs first, at once.
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await proxy.forward(
+                    ProxyRequest(method: "POST", path: "/v2/persons", body: ByteBuffer(string: "{}")),
+                    baseURL: fixture.standIn.baseURL,
+                    authorization: .bearer("papi-fake"),
+                    appID: nil,
+                    partnerID: nil,
+                    timeout: .seconds(2)
+                )
+            }
+            let error = await #expect(throws: PersonioAuthError.self) { _ = try await call.value }
+            #expect(error?.code == .unavailable)
+            // A request that did go out would have arrived by now.
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(fixture.standIn.totalCalls == 0)
+        }
+    }
+
     @Test func requestsFailingTheChecksAreInvalidAndNeverSent() async throws {
         try await withProxy { fixture, proxy in
             let requests = [

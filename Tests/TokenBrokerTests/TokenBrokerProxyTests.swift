@@ -297,6 +297,37 @@ struct TokenBrokerProxyTests {
         }
     }
 
+    @Test("a proxy call whose task is cancelled first sends nothing to Personio and fails as cancelled")
+    func cancelledFirstSendsNothing() async throws {
+        try await Setup.with { setup in
+            for id in ["acme", "hiring"] {
+                let call = Task {
+                    withUnsafeCurrentTask { $0?.cancel() }
+                    return try await setup.broker.proxy(
+                        id,
+                        request: ProxyRequest(method: "POST", path: "/v1/recruiting/applications"),
+                        for: Self.caller
+                    )
+                }
+                do {
+                    let answer = try await call.value
+                    Issue.record("\(id): cancelled, and still answered \(answer.status)")
+                } catch let error as VaultError {
+                    // Cancelled on the event loop before the exchange began (the proxy's own check).
+                    #expect(error.code == .upstreamUnavailable, "\(id): \(error)")
+                } catch {
+                    // Cancelled at the grant's store read: a cancellation, not a storage failure.
+                    #expect(error is CancellationError, "\(id): \(error)")
+                }
+            }
+            // A request that did go out would have arrived by now.
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(setup.standIn.calls(.resource) == 0, "a cancelled call reached Personio")
+            let failures = setup.fixture.logs.lines.filter { $0.contains("store read failed") }
+            #expect(failures.isEmpty, "\(failures)")
+        }
+    }
+
     @Test("an unreachable base URL is upstream_unavailable")
     func unreachable() async throws {
         try await Setup.with { setup in

@@ -170,6 +170,8 @@ public final class PersonioProxy: Sendable {
         let collector = ProxyResponseCollector(eventLoop: eventLoop, limit: maximumResponseBytes)
         let result: Result<ProxyResponse, any Error> = await withTaskCancellationHandler {
             let answer = eventLoop.flatSubmit { () -> EventLoopFuture<ProxyResponse> in
+                // Cancelled before this ran on the loop (`onCancel` ran first): nothing is sent.
+                guard !collector.isFinished else { return collector.result.futureResult }
                 var body: ProxyRequestBody?
                 if let content = request.body, content.readableBytes > 0 {
                     body = ProxyRequestBody(eventLoop: eventLoop, declaredLength: content.readableBytes)
@@ -199,7 +201,7 @@ public final class PersonioProxy: Sendable {
                 return .failure(error)
             }
         } onCancel: {
-            eventLoop.execute { collector.exchange?.cancel() }
+            eventLoop.execute { collector.cancel() }
         }
         switch result {
         case .success(let response):

@@ -213,11 +213,14 @@ public final class ProxyExchange: @unchecked Sendable {
             }
             return Self.unreachable(cause, redactor: self.redactor)
         case .cancelled:
-            return PersonioAuthError(.unavailable, "the request to Personio was cancelled")
+            return Self.cancelled
         case .shutDown:
             return PersonioAuthError(.unavailable, "the proxy is shutting down")
         }
     }
+
+    /// How a cancelled exchange fails.
+    public static let cancelled = PersonioAuthError(.unavailable, "the request to Personio was cancelled")
 
     private static func unreachable(_ cause: any Error, redactor: Redactor) -> PersonioAuthError {
         let detail = redactor.sanitize("\(type(of: cause)): \(cause)", limit: 150)

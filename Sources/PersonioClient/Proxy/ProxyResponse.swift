@@ -202,6 +202,20 @@ public final class ProxyResponseCollector: ProxyResponseSink, @unchecked Sendabl
         self.fail(error)
     }
 
+    /// Whether the collection has ended: an exchange begun now would go to nobody.
+    public var isFinished: Bool { self.done }
+
+    /// Cancels the exchange being collected, or, before it has begun, ends the collection with `failure` (what the
+    /// exchange would have failed with): a caller's task cancelled before its exchange was started on the event loop
+    /// then sends nothing.
+    public func cancel(failure: @autoclosure () -> any Error = ProxyExchange.cancelled) {
+        if let exchange = self.exchange {
+            exchange.cancel()
+        } else {
+            self.fail(failure())
+        }
+    }
+
     /// Ends the collection with `error`, unless it has ended.
     public func fail(_ error: any Error) {
         self.finish(.failure(error))
