@@ -8,7 +8,10 @@ import NIOPosix
 /// to the upstream's root, hop-by-hop headers dropped both ways, `Host` and `Authorization` replaced, the answer
 /// streamed back as it arrives) for the requests the bench sends: bodiless requests, and answers framed by
 /// `Content-Length`. Anything else is refused (a request with a body: 501; an answer without `Content-Length`: the
-/// connection closed), and it checks nothing else a real proxy must: a reference figure, not a design.
+/// connection closed). Every head, both ways, is first held to the strict syntax a real codec must check
+/// (``RawHTTP/isWellFormed(_:request:)``: 400, or the upstream connection closed), so that its cost is in the figure;
+/// the rest of what a real proxy does (chunked bodies, time-outs, limits per caller) is not: a reference, not a
+/// design.
 struct RawProxyServer {
     var socketPath: String
     var settings: ProxyServer.Settings
@@ -89,6 +92,70 @@ enum RawHTTP {
             if same { return true }
         }
         return false
+    }
+
+    /// What each byte may be: `token` in a method or header name (RFC 9110 tchar), `target` in a request target
+    /// (visible ASCII), `value` in a field value or reason phrase (visible ASCII, SP, HTAB, obs-text).
+    static let token: UInt8 = 1
+    static let target: UInt8 = 2
+    static let value: UInt8 = 4
+    static let classes: [UInt8] = (0..<256).map { byte -> UInt8 in
+        let visible = byte > 0x20 && byte < 0x7F
+        let alphanumeric =
+            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+        let tokenSymbols = Array("!#$%&'*+-.^_`|~".utf8)
+        var classes: UInt8 = 0
+        if alphanumeric || tokenSymbols.contains(UInt8(byte)) { classes |= Self.token }
+        if visible { classes |= Self.target }
+        if visible || byte == 0x20 || byte == 0x09 || byte >= 0x80 { classes |= Self.value }
+        return classes
+    }
+
+    /// Whether `head` (through its empty line) is a strict HTTP/1.1 request or response head: CRLF line ends only,
+    /// `METHOD SP target SP HTTP/1.x` or `HTTP/1.x SP 3DIGIT SP reason`, header lines of a token name directly
+    /// followed by `:` and a value without control characters other than HTAB, no obs-fold. What a real codec
+    /// checks on every head; one pass, a table lookup per byte.
+    static func isWellFormed(_ head: UnsafeRawBufferPointer, request: Bool) -> Bool {
+        let classes = Self.classes
+        func lineEnd(from start: Int) -> Int? {
+            guard let newline = head[start...].firstIndex(of: UInt8(ascii: "\n")), newline > start,
+                head[newline - 1] == UInt8(ascii: "\r")
+            else { return nil }
+            return newline - 1
+        }
+        func isVersion(_ at: Int) -> Bool {
+            head.count >= at + 8 && head[at..<(at + 7)].elementsEqual("HTTP/1.".utf8)
+                && (head[at + 7] == UInt8(ascii: "0") || head[at + 7] == UInt8(ascii: "1"))
+        }
+        guard let first = lineEnd(from: 0) else { return false }
+        if request {
+            var index = 0
+            while index < first && classes[Int(head[index])] & Self.token != 0 { index += 1 }
+            guard index > 0, index < first, head[index] == UInt8(ascii: " ") else { return false }
+            let targetStart = index + 1
+            index = targetStart
+            while index < first && classes[Int(head[index])] & Self.target != 0 { index += 1 }
+            guard index > targetStart, head[targetStart] == UInt8(ascii: "/"), index < first,
+                head[index] == UInt8(ascii: " "), first - index - 1 == 8, isVersion(index + 1)
+            else { return false }
+        } else {
+            guard first >= 12, isVersion(0), head[8] == UInt8(ascii: " "),
+                head[9..<12].allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                first == 12 || head[12] == UInt8(ascii: " ")
+            else { return false }
+            for byte in head[12..<first] where classes[Int(byte)] & Self.value == 0 { return false }
+        }
+        var start = first + 2
+        while true {
+            guard let end = lineEnd(from: start) else { return false }
+            // The empty line ends the head, and nothing may follow it here.
+            if end == start { return end + 2 == head.count }
+            var index = start
+            while index < end && classes[Int(head[index])] & Self.token != 0 { index += 1 }
+            guard index > start, index < end, head[index] == UInt8(ascii: ":") else { return false }
+            for byte in head[(index + 1)..<end] where classes[Int(byte)] & Self.value == 0 { return false }
+            start = end + 2
+        }
     }
 
     /// Calls `body` with each header line of `head` (the bytes after the first line, up to the empty line), without
@@ -197,6 +264,7 @@ final class RawUpstreamHandler: ChannelInboundHandler, PooledUpstream {
         let parsed = buffer.withUnsafeReadableBytes { bytes -> Parsed? in
             guard let end = RawHTTP.headEnd(bytes) else { return nil }
             let head = UnsafeRawBufferPointer(rebasing: bytes[..<end])
+            guard RawHTTP.isWellFormed(head, request: false) else { return (end, ByteBuffer(), nil, true) }
             var out = ByteBuffer()
             out.reserveCapacity(end)
             let statusLineEnd = head.firstIndex(of: UInt8(ascii: "\n"))! + 1
@@ -303,7 +371,11 @@ final class RawDownstreamHandler: ChannelInboundHandler {
         guard var buffer = self.buffered, buffer.readableBytes > 0 else { return }
         let request = buffer.withUnsafeReadableBytes { bytes -> UpstreamRequest? in
             guard let end = RawHTTP.headEnd(bytes) else { return nil }
-            return self.upstreamRequest(UnsafeRawBufferPointer(rebasing: bytes[..<end]), end: end)
+            let head = UnsafeRawBufferPointer(rebasing: bytes[..<end])
+            guard RawHTTP.isWellFormed(head, request: true) else {
+                return UpstreamRequest(end: end, refusal: 400, keepAlive: false)
+            }
+            return self.upstreamRequest(head, end: end)
         }
         guard let request else {
             if buffer.readableBytes > 16_384 { self.answer(431, context: context, close: true) }
