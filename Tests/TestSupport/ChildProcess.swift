@@ -184,7 +184,9 @@ public final class ChildProcess: Sendable {
         // ETXTBSY: a test that has just written the executable (a copy of a program) shares the process with tests
         // that spawn children; a child forked while the copy's descriptor was open holds it until its exec closes it
         // (or, for a descriptor without close-on-exec, until the child exits). The kernel refuses to run a file open
-        // for writing, so the spawn is tried again for a bounded time, as Go's os/exec does.
+        // for writing, so the spawn is tried again for a bounded time, as Go's os/exec does. (Programs the tests write
+        // go through `ExecutableFile`, which leaves no such descriptor anywhere; this stays for anything else, and
+        // cannot help a program that a child execs itself, such as `setpriv`.)
         let busyDeadline = ContinuousClock.now + .seconds(10)
         var result: Int32
         repeat {
