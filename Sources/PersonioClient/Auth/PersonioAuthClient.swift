@@ -273,6 +273,14 @@ public final class PersonioAuthClient: Sendable {
     /// not by a `Task` that needs a free thread of the cooperative pool: the `async` `execute(_:deadline:)` hands its
     /// deadline to such a task, and while the pool was busy elsewhere, an answer that came seconds after the deadline
     /// was taken as a success. Cancelling the calling task cancels the request.
+    ///
+    /// Each call asks for its connection to be closed after the answer (`Connection: close`), so that no connection
+    /// of these calls goes back to AsyncHTTPClient's pool. That pool (1.37.0) has a race: when a complete answer
+    /// arrives before the client has written its request's end, the connection is marked idle and handed back to
+    /// the pool only once that write completes; closed in between (the server closing a kept-alive connection right
+    /// after answering), it is removed first and then handed back, and the pool stops the process on a precondition
+    /// ("A connection that we don't know was released?"). A test run hit it twice. Token calls are rare (one per
+    /// token lifetime, verify, revocation), so a connection per call costs nothing that matters.
     private func post(
         url: String,
         contentType: String,
@@ -285,6 +293,7 @@ public final class PersonioAuthClient: Sendable {
             var requestHeaders = HTTPHeaders()
             requestHeaders.add(name: "Content-Type", value: contentType)
             requestHeaders.add(name: "Accept", value: "application/json")
+            requestHeaders.add(name: "Connection", value: "close")
             requestHeaders.add(contentsOf: headers)
             let request = try HTTPClient.Request(
                 url: url,
