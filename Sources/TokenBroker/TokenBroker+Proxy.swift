@@ -457,6 +457,9 @@ extension TokenBroker {
                 "Personio is unavailable for '\(id)': \(error.message)",
                 retryAfter: error.retryAfter?.retryAfterSeconds ?? 1
             )
+        case .invalidResponse:
+            // Bytes that are not an answer the vault can frame: nothing of them is relayed.
+            return VaultError(.upstreamError, "Personio's answer for '\(id)' was not relayed: \(error.message)")
         default:
             return VaultError(
                 .upstreamRejected,

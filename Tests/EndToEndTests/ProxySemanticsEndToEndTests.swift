@@ -548,6 +548,37 @@ struct ProxySemanticsEndToEndTests {
         }
     }
 
+    /// Answers whose framing two parsers could read differently: the shapes of response splitting.
+    static let unframeable: [(name: String, headers: [(String, String)], body: String)] = [
+        (
+            "Content-Length with Transfer-Encoding",
+            [("Content-Length", "5"), ("Transfer-Encoding", "chunked")],
+            "0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nCANARY-split!"
+        ),
+        ("two lengths", [("Content-Length", "13"), ("Content-Length", "0")], "CANARY-split!"),
+        ("a tab after the length", [("Content-Length", "13\t")], "CANARY-split!"),
+        ("a coding other than chunked", [("Transfer-Encoding", "gzip, chunked")], "d\r\nCANARY-split!\r\n0\r\n\r\n"),
+        ("a bare LF in a value", [("X-A", "b\nContent-Length: 0"), ("Content-Length", "13")], "CANARY-split!"),
+    ]
+
+    @Test("an answer whose framing is not plain HTTP/1.1 is 502 upstream_error, nothing of it relayed")
+    func unframeableAnswersAreNotRelayed() async throws {
+        try await Self.withVault { vault in
+            vault.upstream.register(path: "/v2/fine", headers: [("Content-Type", "application/json")], body: "{}")
+            for (index, answer) in Self.unframeable.enumerated() {
+                vault.upstream.register(path: "/v2/split/\(index)", headers: answer.headers, body: answer.body)
+                let response = try await vault.proxy("GET", "/v2/split/\(index)")
+                #expect(response.status == 502, "\(answer.name): \(response.raw)")
+                #expect(response.problem?.code == .upstreamError, "\(answer.name): \(response.content)")
+                #expect(response.mediaType == "application/problem+json", "\(answer.name): \(response.head)")
+                #expect(!response.raw.contains("CANARY-split"), "\(answer.name): the answer came back")
+                // The next request goes out on a connection of its own and is answered as usual.
+                let next = try await vault.proxy("GET", "/v2/fine")
+                #expect(next.status == 200 && next.content == "{}", "after \(answer.name): \(next.raw)")
+            }
+        }
+    }
+
     // MARK: - 7. A caller that disconnects
 
     @Test("a caller that disconnects mid-request cancels the upstream request")

@@ -73,7 +73,22 @@ extension PersonioProxy {
         redactor: Redactor,
         scrubber: CredentialScrubber = .none
     ) -> (headers: [(String, String)], echoed: Bool) {
-        let isChunked = headers.contains(name: "Transfer-Encoding")
+        Self.returnedResponseHeaders(
+            Array(headers),
+            chunked: headers.contains(name: "Transfer-Encoding"),
+            redactor: redactor,
+            scrubber: scrubber
+        )
+    }
+
+    /// ``returnedResponseHeaders(_:redactor:scrubber:)`` for the headers as the upstream parser hands them on, with
+    /// the framing it found: `Content-Length` is returned only when the body is not `chunked`.
+    static func returnedResponseHeaders(
+        _ headers: [(name: String, value: String)],
+        chunked isChunked: Bool,
+        redactor: Redactor,
+        scrubber: CredentialScrubber = .none
+    ) -> (headers: [(String, String)], echoed: Bool) {
         var returned: [(String, String)] = []
         returned.reserveCapacity(headers.count)
         var echoed = false

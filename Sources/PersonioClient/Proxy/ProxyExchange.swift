@@ -136,15 +136,16 @@ public final class ProxyExchange: @unchecked Sendable {
         return true
     }
 
-    func upstreamHead(_ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+    func upstreamHead(_ head: UpstreamResponseParser.Head) -> EventLoopFuture<Void> {
         guard case .active = self.state else { return self.eventLoop.makeSucceededVoidFuture() }
         let (headers, echoed) = PersonioProxy.returnedResponseHeaders(
             head.headers,
+            chunked: head.chunked,
             redactor: self.redactor,
             scrubber: self.scrubber
         )
         if echoed { self.reportEcho() }
-        return self.sink.proxyHead(status: Int(head.status.code), headers: headers)
+        return self.sink.proxyHead(status: head.status, headers: headers)
     }
 
     func upstreamBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
@@ -199,6 +200,9 @@ public final class ProxyExchange: @unchecked Sendable {
             return PersonioAuthError(.unavailable, "Personio stopped sending its answer halfway")
         case .callerStalled:
             return PersonioAuthError(.unavailable, "the caller stopped reading the answer")
+        case .closedMidAnswer(.some(let cause as UpstreamResponseParser.Failure)),
+            .closedBeforeHead(.some(let cause as UpstreamResponseParser.Failure)):
+            return PersonioAuthError(.invalidResponse, cause.description)
         case .closedMidAnswer:
             return PersonioAuthError(.unavailable, "Personio closed the connection before the end of its answer")
         case .closedBeforeHead(let cause):

@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import VaultLocks
@@ -141,13 +140,8 @@ final class UpstreamClient: @unchecked Sendable {
                         let name = origin.host.isIPAddressLiteral ? nil : origin.host
                         try pipeline.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: name))
                     }
-                    // The request is encoded by the vault (`UpstreamRequestHead`) and written in front of NIO's
-                    // response decoder; a handler of its own for each of NIO's attempts: only the winner's is
-                    // attached to the connection.
-                    try pipeline.addHandler(UpstreamRequestWriter())
-                    try pipeline.addHandler(
-                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes))
-                    )
+                    // The request is encoded and the answer parsed by the vault; a handler of its own for each of
+                    // NIO's attempts: only the winner's is attached to the connection.
                     try pipeline.addHandler(UpstreamChannelHandler())
                 }
             }

@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHTTP1
 
 /// One keep-alive HTTP/1.1 connection to Personio, as its pool keeps it: carries one ``ProxyExchange`` at a time and
 /// hands it the answer's parts, which its channel's ``UpstreamChannelHandler`` passes on.
@@ -129,10 +128,7 @@ final class UpstreamConnection: UpstreamBodyWriter {
         guard let context = self.context else { return }
         self.framing = head.framing
         self.requestEnded = head.framing == .none
-        // The marker tells NIO's response decoder, which watches the writes, that a request went out (and its
-        // method); the writer in front of it drops it and sends the encoded bytes.
-        context.write(NIOAny(HTTPClientRequestPart.head(UpstreamRequestWriter.marker(head.method))), promise: nil)
-        context.writeAndFlush(NIOAny(HTTPClientRequestPart.body(.byteBuffer(head.bytes))), promise: nil)
+        context.writeAndFlush(NIOAny(head.bytes), promise: nil)
         self.lastActivity = .now()
     }
 
@@ -155,9 +151,8 @@ final class UpstreamConnection: UpstreamBodyWriter {
         }
     }
 
-    /// Encoded bytes, as the pipeline's request parts carry them to the writer.
     private static func bytes(_ buffer: ByteBuffer) -> NIOAny {
-        NIOAny(HTTPClientRequestPart.body(.byteBuffer(buffer)))
+        NIOAny(buffer)
     }
 
     /// The exchange gives up (cancelled, its body abandoned): the connection cannot carry another request.
@@ -176,7 +171,10 @@ final class UpstreamConnection: UpstreamBodyWriter {
 
     // MARK: - The channel's side (UpstreamChannelHandler)
 
-    func read(_ part: HTTPClientResponsePart) {
+    /// Whether an answer is expected: bytes that come while none is were not asked for.
+    var expectsAnswer: Bool { self.exchange != nil }
+
+    func read(_ part: UpstreamResponseParser.Event) {
         guard let exchange = self.exchange else {
             // Bytes nobody asked for (an answer after the exchange gave up, or unasked while idle): the stream
             // cannot be trusted to frame another answer.
@@ -186,7 +184,7 @@ final class UpstreamConnection: UpstreamBodyWriter {
         switch part {
         case .head(let head):
             self.headReceived = true
-            self.responseKeepAlive = head.isKeepAlive
+            self.responseKeepAlive = head.keepAlive
             self.lastActivity = .now()
             // The timer may be armed for the later head deadline: each silence from here on ends at the read time-out.
             self.pool.watch(self.lastActivity + self.readTimeout)
@@ -274,19 +272,22 @@ final class UpstreamConnection: UpstreamBodyWriter {
     }
 }
 
-/// The last handler of an upstream channel's pipeline (after the ``UpstreamRequestWriter``, NIO's response decoder
-/// and, for `https`, NIOSSL's handler): passes what the channel reads to the ``UpstreamConnection`` it carries.
+/// The last handler of an upstream channel's pipeline (after NIOSSL's handler, for `https`): parses what the channel
+/// reads with the vault's own ``UpstreamResponseParser`` and passes the answer to the ``UpstreamConnection`` it
+/// carries. The connection writes the bytes the vault encoded (``UpstreamRequestHead``) through it as they are: no
+/// part of NIO's HTTP codec is involved.
 ///
 /// One per channel, not per connection: for a host with several addresses NIO tries more than one channel at once
 /// (happy eyeballs) and keeps the first that connects. Until that one is attached, the handler belongs to no
 /// connection, and a channel that loses closes without touching any.
 final class UpstreamChannelHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private(set) var context: ChannelHandlerContext?
     /// Set by ``UpstreamConnection/attach(_:channel:)``.
     var connection: UpstreamConnection?
+    private var parser = UpstreamResponseParser()
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -297,11 +298,34 @@ final class UpstreamChannelHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let connection = self.connection else {
+        guard let connection = self.connection, connection.expectsAnswer else {
+            // Bytes nobody asked for (an answer after the exchange gave up, or unasked while idle): the stream
+            // cannot be trusted to frame another answer.
+            self.connection?.close()
             context.close(promise: nil)
             return
         }
-        connection.read(self.unwrapInboundIn(data))
+        self.parser.feed(self.unwrapInboundIn(data))
+        while true {
+            let event: UpstreamResponseParser.Event?
+            do {
+                event = try self.parser.next()
+            } catch {
+                connection.caught(error)
+                return
+            }
+            guard let event else { return }
+            connection.read(event)
+            // The answer's end may have released the connection, or a caller gone away closed it: what follows in
+            // this read is then not for anyone.
+            guard self.connection != nil, connection.isUsable else { return }
+            if case .end = event, self.parser.hasUnparsedBytes {
+                // More after a complete answer, before the next request went out (even if the pool has handed the
+                // connection on already): not asked for.
+                connection.close()
+                return
+            }
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -311,6 +335,10 @@ final class UpstreamChannelHandler: ChannelInboundHandler, RemovableChannelHandl
     func channelInactive(context: ChannelHandlerContext) {
         let connection = self.connection
         self.connection = nil
+        // An answer framed by the end of the connection is complete now.
+        if let connection, connection.expectsAnswer, let end = self.parser.connectionClosed() {
+            connection.read(end)
+        }
         connection?.inactive()
         context.fireChannelInactive()
     }
@@ -322,40 +350,4 @@ final class UpstreamChannelHandler: ChannelInboundHandler, RemovableChannelHandl
         }
         connection.caught(error)
     }
-}
-
-/// The first handler of an upstream channel's pipeline after TLS: takes the request parts the connection writes, and
-/// sends only the bytes the vault encoded (``UpstreamRequestHead``), which travel as body parts. The head part before
-/// them is a marker for NIO's response decoder behind it, which watches writes to pair each answer with its request
-/// (and its method); it is dropped here. No part of NIO's request encoder is involved.
-final class UpstreamRequestWriter: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = IOData
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch self.unwrapOutboundIn(data) {
-        case .body(let bytes):
-            context.write(self.wrapOutboundOut(bytes), promise: promise)
-        case .head, .end:
-            promise?.succeed(())
-        }
-    }
-
-    /// A request head of `method` with nothing else, one per method, made once.
-    static func marker(_ method: HTTPMethod) -> HTTPRequestHead {
-        switch method {
-        case .GET: Self.get
-        case .POST: Self.post
-        case .PUT: Self.put
-        case .PATCH: Self.patch
-        case .DELETE: Self.delete
-        default: HTTPRequestHead(version: .http1_1, method: method, uri: "/")
-        }
-    }
-
-    private static let get = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
-    private static let post = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/")
-    private static let put = HTTPRequestHead(version: .http1_1, method: .PUT, uri: "/")
-    private static let patch = HTTPRequestHead(version: .http1_1, method: .PATCH, uri: "/")
-    private static let delete = HTTPRequestHead(version: .http1_1, method: .DELETE, uri: "/")
 }
