@@ -204,6 +204,28 @@ import VaultLocks
         }
     }
 
+    /// An answer on a kept-alive connection that the parser refuses (here two `Content-Length`s) came from Personio:
+    /// the request is not sent again, even a GET, and the failure names the rule.
+    @Test func aRefusedAnswerOnAKeptAliveConnectionIsNotRetried() async throws {
+        let twoLengths = UpstreamTestServer.Answer.status(200, headers: [("Content-Length", "2")])
+        try await self.withUpstream(answering: .ok, thenOnTheSameConnection: twoLengths) { upstream in
+            try await self.withProxy { proxy, _ in
+                let first = try await Self.get(proxy, upstream.baseURL, path: "/v2/first")
+                #expect(try await Self.text(first) == "ok")
+                let error = await #expect(throws: PersonioAuthError.self) {
+                    _ = try await Self.get(proxy, upstream.baseURL, path: "/v2/refused")
+                }
+                #expect(error?.code == .invalidResponse)
+                #expect(
+                    error?.message.contains("Content-Length comes more than once") == true,
+                    "\(String(describing: error))"
+                )
+            }
+            #expect(upstream.requests.map(\.uri) == ["/v2/first", "/v2/refused"])
+            #expect(upstream.requests.map(\.connection) == [0, 0])
+        }
+    }
+
     // MARK: - Redirects
 
     @Test func aRedirectIsAnAnswerAndIsNeverFollowed() async throws {

@@ -216,7 +216,10 @@ final class UpstreamConnection: UpstreamBodyWriter {
         self.pool.remove(self)
         guard let exchange = self.exchange else { return }
         self.exchange = nil
-        if !self.headReceived, self.reused, exchange.retryOnFreshConnection() {
+        // A parse failure means bytes of an answer came: the request reached Personio, and is not sent again.
+        if !self.headReceived, self.reused, !(self.failure is UpstreamResponseParser.Failure),
+            exchange.retryOnFreshConnection()
+        {
             // A keep-alive connection Personio had closed: the request went nowhere, and it is sent again once.
             self.pool.lease(for: exchange)
             return
