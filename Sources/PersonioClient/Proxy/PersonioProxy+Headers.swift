@@ -35,7 +35,7 @@ extension PersonioProxy {
     ) throws(ProxyRequestError) -> [(String, String)] {
         var forwarded: [(String, String)] = []
         var hopByHop: Set<String> = []
-        for (name, value) in headers where Self.isASCIICaseInsensitive(name.utf8[...], "connection") {
+        for (name, value) in headers where HTTPBytes.equalsIgnoringCase(name.utf8[...], "connection") {
             Self.addConnectionOptions(of: value, to: &hopByHop)
         }
         for (name, value) in headers {
@@ -45,7 +45,7 @@ extension PersonioProxy {
             let isPersonio =
                 lowercased.hasPrefix("x-personio-") && !Self.reservedPersonioHeaderNames.contains(lowercased)
             guard Self.forwardedRequestHeaderNames.contains(lowercased) || isPersonio else { continue }
-            guard lowercased.utf8.count <= 64, lowercased.utf8.allSatisfy(Self.isTokenCharacter) else {
+            guard lowercased.utf8.count <= 64, lowercased.utf8.allSatisfy(HTTPBytes.isToken) else {
                 throw ProxyRequestError(.invalidHeader, "an X-Personio-* header name is malformed")
             }
             guard value.utf8.count <= Self.maximumHeaderValueBytes,
@@ -93,7 +93,7 @@ extension PersonioProxy {
         returned.reserveCapacity(headers.count)
         var echoed = false
         var hopByHop: Set<String> = []
-        for (name, value) in headers where Self.isASCIICaseInsensitive(name.utf8[...], "connection") {
+        for (name, value) in headers where HTTPBytes.equalsIgnoringCase(name.utf8[...], "connection") {
             Self.addConnectionOptions(of: value, to: &hopByHop)
         }
         for (name, original) in headers {
@@ -115,13 +115,11 @@ extension PersonioProxy {
     static func isReturned(_ name: String, chunked: Bool) -> Bool {
         var name = name
         return name.withUTF8 { bytes in
-            func equals(_ word: StaticString) -> Bool {
-                bytes.count == word.utf8CodeUnitCount && Self.hasASCIIPrefix(bytes, word)
-            }
-            if bytes.count > 12, Self.hasASCIIPrefix(bytes, "x-ratelimit-") {
+            func equals(_ word: StaticString) -> Bool { HTTPBytes.equalsIgnoringCase(bytes, word) }
+            if bytes.count > 12, HTTPBytes.hasPrefixIgnoringCase(bytes, "x-ratelimit-") {
                 // The rest of the name is Personio's: NIO's parser lets only token characters into a name, and this
                 // holds it to that as well, because the server writes the names it returns unchecked.
-                return bytes[12...].allSatisfy(Self.isTokenCharacter)
+                return bytes[12...].allSatisfy(HTTPBytes.isToken)
             }
             switch bytes.count {
             case 4: return equals("etag")
@@ -133,19 +131,6 @@ extension PersonioProxy {
             case 19: return equals("content-disposition")
             default: return false
             }
-        }
-    }
-
-    /// Whether `bytes` start with `prefix` (lower-case ASCII) in any letter case.
-    private static func hasASCIIPrefix(_ bytes: UnsafeBufferPointer<UInt8>, _ prefix: StaticString) -> Bool {
-        guard bytes.count >= prefix.utf8CodeUnitCount else { return false }
-        return prefix.withUTF8Buffer { expected in
-            for index in expected.indices {
-                let byte = bytes[index]
-                let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
-                if folded != expected[index] { return false }
-            }
-            return true
         }
     }
 
@@ -165,42 +150,13 @@ extension PersonioProxy {
                 while first < last && isSpace(bytes[first]) { first += 1 }
                 while last > first && isSpace(bytes[last - 1]) { last -= 1 }
                 let option = UnsafeBufferPointer(rebasing: bytes[first..<last])
-                if !option.isEmpty, !Self.equalsIgnoringCase(option, "close"),
-                    !Self.equalsIgnoringCase(option, "keep-alive")
+                if !option.isEmpty, !HTTPBytes.equalsIgnoringCase(option, "close"),
+                    !HTTPBytes.equalsIgnoringCase(option, "keep-alive")
                 {
                     names.insert(String(decoding: option.filter { !isSpace($0) }, as: UTF8.self).lowercased())
                 }
                 start = end + 1
             }
-        }
-    }
-
-    /// Whether `bytes` spell `word` (lower-case ASCII) in any letter case.
-    private static func equalsIgnoringCase(_ bytes: UnsafeBufferPointer<UInt8>, _ word: StaticString) -> Bool {
-        bytes.count == word.utf8CodeUnitCount && Self.hasASCIIPrefix(bytes, word)
-    }
-
-    /// Whether `bytes` spell `word` (lower-case ASCII) in any letter case.
-    private static func isASCIICaseInsensitive(_ bytes: Substring.UTF8View.SubSequence, _ word: StaticString) -> Bool {
-        guard bytes.count == word.utf8CodeUnitCount else { return false }
-        return word.withUTF8Buffer { expected in
-            zip(bytes, expected).allSatisfy { byte, letter in
-                byte == letter || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && byte | 0x20 == letter)
-            }
-        }
-    }
-
-    /// RFC 9110 `tchar`.
-    private static func isTokenCharacter(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"),
-            UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"),
-            UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"),
-            UInt8(ascii: "|"), UInt8(ascii: "~"):
-            true
-        default:
-            false
         }
     }
 }

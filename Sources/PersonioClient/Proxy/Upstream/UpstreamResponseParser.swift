@@ -114,10 +114,8 @@ struct UpstreamResponseParser {
                     self.state = .head(scanned: 0)
                     return .end
                 case .fixed(let remaining):
-                    guard buffer.readableBytes > 0 else { return nil }
-                    let count = min(remaining, buffer.readableBytes)
-                    let piece = buffer.readSlice(length: count)!
-                    self.state = count == remaining ? .endNext : .fixed(remaining: remaining - count)
+                    guard let (piece, left) = Self.piece(of: &buffer, remaining: remaining) else { return nil }
+                    self.state = left == 0 ? .endNext : .fixed(remaining: left)
                     return .body(piece)
                 case .untilClose:
                     guard buffer.readableBytes > 0 else { return nil }
@@ -125,10 +123,8 @@ struct UpstreamResponseParser {
                 case .chunkLine(let scanned):
                     guard try self.parseChunkLine(&buffer, scanned: scanned) else { return nil }
                 case .chunkData(let remaining):
-                    guard buffer.readableBytes > 0 else { return nil }
-                    let count = min(remaining, buffer.readableBytes)
-                    let piece = buffer.readSlice(length: count)!
-                    self.state = count == remaining ? .chunkDataEnd : .chunkData(remaining: remaining - count)
+                    guard let (piece, left) = Self.piece(of: &buffer, remaining: remaining) else { return nil }
+                    self.state = left == 0 ? .chunkDataEnd : .chunkData(remaining: left)
                     return .body(piece)
                 case .chunkDataEnd:
                     guard buffer.readableBytes >= 2 else { return nil }
@@ -150,6 +146,14 @@ struct UpstreamResponseParser {
         }
     }
 
+    /// Up to `remaining` bytes of a body (or a chunk) from what was read, as a slice, and how many are left after
+    /// them; nil when nothing was read.
+    private static func piece(of buffer: inout ByteBuffer, remaining: Int) -> (ByteBuffer, left: Int)? {
+        guard buffer.readableBytes > 0 else { return nil }
+        let count = min(remaining, buffer.readableBytes)
+        return (buffer.readSlice(length: count)!, remaining - count)
+    }
+
     /// The connection has closed: the end of an answer framed by the close, or nil (no answer in progress, or one
     /// cut short).
     mutating func connectionClosed() -> Event? {
@@ -161,14 +165,14 @@ struct UpstreamResponseParser {
     // MARK: - The head
 
     private mutating func parseHead(_ buffer: inout ByteBuffer, scanned: Int) throws(Failure) -> Head? {
-        let readable = buffer.readableBytes
-        let end: Int? = buffer.withUnsafeReadableBytes { bytes in
-            Self.endOfHead(in: UnsafeRawBufferPointer(rebasing: bytes.prefix(Self.maximumHeadBytes)), from: scanned)
-        }
+        let end = try Self.endOfSection(
+            in: buffer,
+            from: scanned,
+            limit: Self.maximumHeadBytes,
+            tooLarge: "the head is too large"
+        )
         guard let end else {
-            guard readable < Self.maximumHeadBytes else { throw Failure(reason: "the head is too large") }
-            // Up to three bytes of a terminator may be at the end: search them again with the next read.
-            self.state = .head(scanned: max(0, readable - 3))
+            self.state = .head(scanned: Self.resumeSearch(buffer))
             return nil
         }
         let head = try buffer.withUnsafeReadableBytes { bytes throws(Failure) in
@@ -200,6 +204,29 @@ struct UpstreamResponseParser {
                 || head.status == 304),
             chunked: head.chunked
         )
+    }
+
+    /// Where a section of header lines (a head, or the trailers) ends in `buffer`, after its CRLF CRLF, searching
+    /// from `scanned`; nil when its end has not arrived yet.
+    ///
+    /// - Throws: ``Failure`` with `tooLarge` when `limit` bytes have come without the end.
+    private static func endOfSection(
+        in buffer: ByteBuffer,
+        from scanned: Int,
+        limit: Int,
+        tooLarge: String
+    ) throws(Failure) -> Int? {
+        let end: Int? = buffer.withUnsafeReadableBytes { bytes in
+            Self.endOfHead(in: UnsafeRawBufferPointer(rebasing: bytes.prefix(limit)), from: scanned)
+        }
+        if end == nil, buffer.readableBytes >= limit { throw Failure(reason: tooLarge) }
+        return end
+    }
+
+    /// Where the search for a section's end resumes with the next read: up to three bytes of its terminator may be
+    /// at the end of this one.
+    private static func resumeSearch(_ buffer: ByteBuffer) -> Int {
+        max(0, buffer.readableBytes - 3)
     }
 
     /// Where the head ends (after its CRLF CRLF) in `bytes`, searching from `start`.
@@ -274,19 +301,19 @@ struct UpstreamResponseParser {
             let nameBytes = UnsafeRawBufferPointer(rebasing: bytes[name])
             let valueBytes = UnsafeRawBufferPointer(rebasing: bytes[value])
             switch nameBytes.count {
-            case 10 where Self.equalsIgnoringCase(nameBytes, "connection"):
+            case 10 where HTTPBytes.equalsIgnoringCase(nameBytes, "connection"):
                 connectionClose = connectionClose || Self.hasCloseOption(valueBytes)
-            case 14 where Self.equalsIgnoringCase(nameBytes, "content-length"):
+            case 14 where HTTPBytes.equalsIgnoringCase(nameBytes, "content-length"):
                 try Self.requireNoTab(bytes, framingWhiteSpace)
                 guard parsed.contentLength == nil else {
                     throw Failure(reason: "Content-Length comes more than once")
                 }
                 parsed.contentLength = try Self.decimal(valueBytes)
-            case 17 where Self.equalsIgnoringCase(nameBytes, "transfer-encoding"):
+            case 17 where HTTPBytes.equalsIgnoringCase(nameBytes, "transfer-encoding"):
                 try Self.requireNoTab(bytes, framingWhiteSpace)
                 guard !sawTransferEncoding else { throw Failure(reason: "Transfer-Encoding comes more than once") }
                 sawTransferEncoding = true
-                guard Self.equalsIgnoringCase(valueBytes, "chunked") else {
+                guard HTTPBytes.equalsIgnoringCase(valueBytes, "chunked") else {
                     throw Failure(reason: "the only transfer coding accepted is chunked")
                 }
                 parsed.chunked = true
@@ -320,7 +347,7 @@ struct UpstreamResponseParser {
         at start: Int
     ) throws(Failure) -> (name: Range<Int>, value: Range<Int>, next: Int) {
         var index = start
-        while Self.isTokenByte(bytes[index]) { index += 1 }
+        while HTTPBytes.isToken(bytes[index]) { index += 1 }
         guard index > start, bytes[index] == UInt8(ascii: ":") else {
             // A line that starts with white space is obs-fold, which is refused like every other malformed name.
             throw Failure(reason: "a header name is malformed")
@@ -364,7 +391,7 @@ struct UpstreamResponseParser {
             while first < last && (bytes[first] == UInt8(ascii: " ") || bytes[first] == 0x09) { first += 1 }
             while last > first && (bytes[last - 1] == UInt8(ascii: " ") || bytes[last - 1] == 0x09) { last -= 1 }
             let option = UnsafeRawBufferPointer(rebasing: bytes[first..<last])
-            if Self.equalsIgnoringCase(option, "close") { return true }
+            if HTTPBytes.equalsIgnoringCase(option, "close") { return true }
             start = end + 1
         }
         return false
@@ -412,12 +439,12 @@ struct UpstreamResponseParser {
             guard line[index] == UInt8(ascii: ";") else { throw Failure(reason: "a chunk size is not hexadecimal") }
             index += 1
             let nameStart = index
-            while index < line.count && Self.isTokenByte(line[index]) { index += 1 }
+            while index < line.count && HTTPBytes.isToken(line[index]) { index += 1 }
             guard index > nameStart else { throw Failure(reason: "a chunk extension is malformed") }
             guard index < line.count, line[index] == UInt8(ascii: "=") else { continue }
             index += 1
             let valueStart = index
-            while index < line.count && Self.isTokenByte(line[index]) { index += 1 }
+            while index < line.count && HTTPBytes.isToken(line[index]) { index += 1 }
             guard index > valueStart else { throw Failure(reason: "a chunk extension is malformed") }
         }
         return size
@@ -426,19 +453,20 @@ struct UpstreamResponseParser {
     /// Reads the trailer section after the last chunk, up to and with its empty line, and drops it; false when it is
     /// not complete yet.
     private mutating func parseTrailers(_ buffer: inout ByteBuffer, scanned: Int) throws(Failure) -> Bool {
-        let readable = buffer.readableBytes
         // No trailers: the empty line follows at once (nearly every answer).
-        if readable >= 2, buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) == 0x0D0A {
+        if buffer.readableBytes >= 2, buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) == 0x0D0A {
             buffer.moveReaderIndex(forwardBy: 2)
             return true
         }
         // Trailers: a head without a status line, checked line by line once complete.
-        let end: Int? = buffer.withUnsafeReadableBytes { bytes in
-            Self.endOfHead(in: UnsafeRawBufferPointer(rebasing: bytes.prefix(Self.maximumTrailerBytes)), from: scanned)
-        }
+        let end = try Self.endOfSection(
+            in: buffer,
+            from: scanned,
+            limit: Self.maximumTrailerBytes,
+            tooLarge: "the trailers are too large"
+        )
         guard let end else {
-            guard readable < Self.maximumTrailerBytes else { throw Failure(reason: "the trailers are too large") }
-            self.state = .trailers(scanned: max(0, readable - 3))
+            self.state = .trailers(scanned: Self.resumeSearch(buffer))
             return false
         }
         try buffer.withUnsafeReadableBytes { bytes throws(Failure) in
@@ -469,34 +497,5 @@ struct UpstreamResponseParser {
     /// A byte of a field value or reason phrase: HTAB, SP, visible ASCII, or obs-text.
     private static func isFieldByte(_ byte: UInt8) -> Bool {
         byte == 0x09 || (byte >= 0x20 && byte != 0x7F)
-    }
-
-    /// RFC 9110 `tchar`.
-    static func isTokenByte(_ byte: UInt8) -> Bool {
-        Self.tokenBytes[Int(byte)]
-    }
-
-    private static let tokenBytes: [Bool] = (0..<256).map { value in
-        let byte = UInt8(value)
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-            UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        default:
-            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
-        }
-    }
-
-    /// Whether `bytes` spell `word` (lower-case ASCII) in any letter case.
-    private static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ word: StaticString) -> Bool {
-        guard bytes.count == word.utf8CodeUnitCount else { return false }
-        return word.withUTF8Buffer { expected in
-            for index in expected.indices {
-                let byte = bytes[index]
-                let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
-                if folded != expected[index] { return false }
-            }
-            return true
-        }
     }
 }
