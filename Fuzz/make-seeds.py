@@ -163,3 +163,20 @@ cli = {
 }
 for name, data in cli.items():
     write("cli-args", name, data)
+
+# upstream-answer: one byte that picks the reads' size, then what Personio sends on one connection.
+answers = {
+    "length": "\x00HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"data\":[]}",
+    "chunked": "\x03HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-RateLimit-Remaining: 9\r\n\r\n"
+    "5;a=b\r\nhello\r\n6\r\n world\r\n0\r\nExpires: never\r\n\r\n",
+    "close-delimited": "\x05HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+    "interim": "\x01HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    "HTTP/1.1 204 No Content\r\nETag: \"x\"\r\n\r\n",
+    "http10": "\x02HTTP/1.0 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 2\r\n\r\n{}",
+    "not-modified": "\x07HTTP/1.1 304 Not Modified\r\nContent-Length: 120\r\nConnection: keep-alive\r\n\r\n",
+    "split": "\x04HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nCANARY",
+    "redirect": "\x06HTTP/1.1 302 Found\r\nLocation: https://elsewhere.invalid/x\r\nContent-Length: 0\r\n\r\n",
+}
+for name, data in answers.items():
+    write("upstream-answer", name, data)

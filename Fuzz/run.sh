@@ -10,7 +10,7 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SCRATCH=${FUZZ_SCRATCH:-$ROOT/.build-fuzz}
 BIN=${FUZZ_BIN:-$SCRATCH/debug/connvault-fuzz}
-ALL="http-admin http-app json-requests store-records proc-parsers proxy-path cli-args"
+ALL="http-admin http-app json-requests store-records proc-parsers proxy-path upstream-answer cli-args"
 
 if [ "${1:-}" = "--short" ]; then
 	# Fixed seed and a fixed number of runs (the HTTP targets are slower per input), bounded in time as well.

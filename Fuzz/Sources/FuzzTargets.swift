@@ -20,6 +20,7 @@ enum FuzzTargets {
         ("store-records", { StoreRecordsTarget() }),
         ("proc-parsers", { ProcParsersTarget() }),
         ("proxy-path", { ProxyPathTarget() }),
+        ("upstream-answer", { UpstreamAnswerTarget() }),
         ("cli-args", { CLIArgsTarget() }),
     ]
 

@@ -9,7 +9,8 @@ import Testing
 @Suite("Fuzz corpus replay", .offCooperativePool, .timeLimit(.minutes(5)))
 struct FuzzCorpusTests {
     static let targets = [
-        "http-admin", "http-app", "json-requests", "store-records", "proc-parsers", "proxy-path", "cli-args",
+        "http-admin", "http-app", "json-requests", "store-records", "proc-parsers", "proxy-path", "upstream-answer",
+        "cli-args",
     ]
 
     static var root: URL {

@@ -110,7 +110,9 @@ struct GeneratedAnswer {
         func ows() -> String { pick(["", "", "", " ", "\t", "  "]) }
 
         var text = ""
-        if chance(10) { text += pick(["HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"]) }
+        if chance(10) {
+            text += pick(["HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"])
+        }
         let http10 = chance(10)
         let status = pick([200, 200, 200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 409, 429, 500, 502, 503])
         let reason = pick(["OK", "", "Something Else", "Too Many Requests", "\u{00E9}t\u{00E9}"])
@@ -131,7 +133,9 @@ struct GeneratedAnswer {
         // The vault reuses only HTTP/1.1 connections.
         var keepAlive = !http10
         switch random.below(6) {
-        case 0: headers.append(("Connection", "close")); keepAlive = false
+        case 0:
+            headers.append(("Connection", "close"))
+            keepAlive = false
         case 1: headers.append(("Connection", "keep-alive"))
         default: break
         }

@@ -91,7 +91,8 @@ enum ParsedAnswer: Equatable, CustomStringConvertible {
                 case .end:
                     guard let head else { return .notAccepted("an end before the head") }
                     let framed =
-                        head.headers.contains(name: "Content-Length") || head.headers.contains(name: "Transfer-Encoding")
+                        head.headers.contains(name: "Content-Length")
+                        || head.headers.contains(name: "Transfer-Encoding")
                         || head.status.code == 204 || head.status.code == 304
                     return .answer(
                         status: Int(head.status.code),
@@ -355,7 +356,9 @@ enum ParsedAnswer: Equatable, CustomStringConvertible {
     @Test func aRefusalNamesTheRuleNotTheBytes() {
         let secret = "echoed-credential-not-a-secret"
         let answer = ParsedAnswer.vault(Self.bytes("HTTP/1.1 200 OK\r\nX-A: \(secret)\u{1}\r\n\r\n"))
-        #expect(answer == .notAccepted("Personio's answer is not valid HTTP/1.1: a header value holds a control character"))
+        #expect(
+            answer == .notAccepted("Personio's answer is not valid HTTP/1.1: a header value holds a control character")
+        )
     }
 
     @Test func bodyPiecesAreSlicesOfTheReadNotCopies() throws {

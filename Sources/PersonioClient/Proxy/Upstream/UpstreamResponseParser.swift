@@ -18,17 +18,19 @@ import NIOCore
 ///
 /// Heads are small and parsed from one buffer once they are complete; body bytes are handed on as slices of the
 /// buffers the connection read, never copied.
-struct UpstreamResponseParser {
+///
+/// `package`, not internal, for the fuzz harness's `upstream-answer` target.
+package struct UpstreamResponseParser {
     /// A response head: the status, every header in arrival order, and whether the connection may carry another
     /// request after this answer.
-    struct Head {
-        var status: Int
-        var headers: [(name: String, value: String)]
-        var keepAlive: Bool
-        var chunked: Bool
+    package struct Head {
+        package var status: Int
+        package var headers: [(name: String, value: String)]
+        package var keepAlive: Bool
+        package var chunked: Bool
     }
 
-    enum Event {
+    package enum Event {
         case head(Head)
         case body(ByteBuffer)
         case end
@@ -36,20 +38,20 @@ struct UpstreamResponseParser {
 
     /// Why the bytes are not an answer this parser accepts. The message names the rule, never the bytes: they may
     /// hold anything Personio echoed.
-    struct Failure: Error, Equatable, CustomStringConvertible {
-        var reason: String
-        var description: String { "Personio's answer is not valid HTTP/1.1: \(self.reason)" }
+    package struct Failure: Error, Equatable, CustomStringConvertible {
+        package var reason: String
+        package var description: String { "Personio's answer is not valid HTTP/1.1: \(self.reason)" }
     }
 
     /// The longest head, status line and headers together (NIO's limit).
-    static let maximumHeadBytes = 80 * 1024
-    static let maximumHeaders = 256
+    package static let maximumHeadBytes = 80 * 1024
+    package static let maximumHeaders = 256
     /// The longest chunk-size line, extensions included.
-    static let maximumChunkLineBytes = 1024
+    package static let maximumChunkLineBytes = 1024
     /// The most trailer bytes after the last chunk.
-    static let maximumTrailerBytes = 16 * 1024
+    package static let maximumTrailerBytes = 16 * 1024
     /// The largest body length or chunk size accepted (2^48 bytes: no answer comes near it, and no sum overflows).
-    static let maximumLength = 1 << 48
+    package static let maximumLength = 1 << 48
 
     private enum State {
         /// Before a head: `scanned` bytes of the buffer have been searched for its end.
@@ -70,11 +72,13 @@ struct UpstreamResponseParser {
     /// The bytes read and not parsed yet.
     private var unparsed: ByteBuffer?
 
+    package init() {}
+
     /// Whether bytes are waiting to be parsed (after an answer's end: bytes nobody asked for).
-    var hasUnparsedBytes: Bool { (self.unparsed?.readableBytes ?? 0) > 0 }
+    package var hasUnparsedBytes: Bool { (self.unparsed?.readableBytes ?? 0) > 0 }
 
     /// Adds what the connection read; ``next()`` parses it.
-    mutating func feed(_ bytes: ByteBuffer) {
+    package mutating func feed(_ bytes: ByteBuffer) {
         guard var unparsed = self.unparsed, unparsed.readableBytes > 0 else {
             self.unparsed = bytes
             return
@@ -90,7 +94,7 @@ struct UpstreamResponseParser {
     /// The next event of what was fed, or nil when more bytes are needed.
     ///
     /// - Throws: ``Failure`` when the bytes are not an answer the parser accepts; every later call throws as well.
-    mutating func next() throws(Failure) -> Event? {
+    package mutating func next() throws(Failure) -> Event? {
         // An answer's end may need no more bytes (the body's last piece came with the read before).
         var buffer = self.unparsed ?? Self.noBytes
         self.unparsed = nil
@@ -156,7 +160,7 @@ struct UpstreamResponseParser {
 
     /// The connection has closed: the end of an answer framed by the close, or nil (no answer in progress, or one
     /// cut short).
-    mutating func connectionClosed() -> Event? {
+    package mutating func connectionClosed() -> Event? {
         guard case .untilClose = self.state else { return nil }
         self.state = .head(scanned: 0)
         return .end
@@ -200,8 +204,9 @@ struct UpstreamResponseParser {
         return Head(
             status: head.status,
             headers: head.headers,
-            keepAlive: head.keepAlive && (head.chunked || head.contentLength != nil || head.status == 204
-                || head.status == 304),
+            keepAlive: head.keepAlive
+                && (head.chunked || head.contentLength != nil || head.status == 204
+                    || head.status == 304),
             chunked: head.chunked
         )
     }
