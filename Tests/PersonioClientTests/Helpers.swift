@@ -3,10 +3,11 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
-import PersonioClient
 import PersonioStandIn
 import TestSupport
 import VaultCrypto
+
+@testable import PersonioClient
 
 /// Obviously fake credentials; nothing here resembles a real Personio secret.
 enum Fake {
@@ -144,3 +145,20 @@ func formBody(
 
 let formContentType = ("Content-Type", "application/x-www-form-urlencoded")
 let jsonContentType = ("Content-Type", "application/json")
+
+extension PersonioProxy {
+    /// ``returnedResponseHeaders(_:chunked:redactor:scrubber:)`` for headers a test writes as `HTTPHeaders`, chunked
+    /// when they hold `Transfer-Encoding`.
+    static func returnedResponseHeaders(
+        _ headers: HTTPHeaders,
+        redactor: Redactor,
+        scrubber: CredentialScrubber = .none
+    ) -> (headers: [(String, String)], echoed: Bool) {
+        Self.returnedResponseHeaders(
+            Array(headers),
+            chunked: headers.contains(name: "Transfer-Encoding"),
+            redactor: redactor,
+            scrubber: scrubber
+        )
+    }
+}

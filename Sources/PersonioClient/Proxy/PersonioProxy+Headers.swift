@@ -1,5 +1,3 @@
-import NIOHTTP1
-
 /// Which headers cross the proxy, each way. Both directions are allow-lists: what is not named here stays behind,
 /// so a header invented tomorrow (or a caller's own `Authorization`, `Cookie`, `Host`, `Connection`) never slips
 /// through.
@@ -64,25 +62,12 @@ extension PersonioProxy {
         return forwarded
     }
 
-    /// The response headers that go back to the caller, and whether one of them carried the credential. Every
-    /// occurrence of the credential the request carried is overwritten with `*`; a value that is not printable ASCII,
-    /// is over 2 KiB, or still contains a long fragment of the credential is dropped: an upstream that echoes
-    /// `Authorization` into some header must not hand the recruiting key to the caller.
-    static func returnedResponseHeaders(
-        _ headers: HTTPHeaders,
-        redactor: Redactor,
-        scrubber: CredentialScrubber = .none
-    ) -> (headers: [(String, String)], echoed: Bool) {
-        Self.returnedResponseHeaders(
-            Array(headers),
-            chunked: headers.contains(name: "Transfer-Encoding"),
-            redactor: redactor,
-            scrubber: scrubber
-        )
-    }
-
-    /// ``returnedResponseHeaders(_:redactor:scrubber:)`` for the headers as the upstream parser hands them on, with
-    /// the framing it found: `Content-Length` is returned only when the body is not `chunked`.
+    /// The response headers that go back to the caller, and whether one of them carried the credential, from the
+    /// headers as the upstream parser hands them on, with the framing it found: `Content-Length` is returned only
+    /// when the body is not `chunked`. Every occurrence of the credential the request carried is overwritten with
+    /// `*`; a value that is not printable ASCII, is over 2 KiB, or still contains a long fragment of the credential is
+    /// dropped: an upstream that echoes `Authorization` into some header must not hand the recruiting key to the
+    /// caller.
     static func returnedResponseHeaders(
         _ headers: [(name: String, value: String)],
         chunked isChunked: Bool,
