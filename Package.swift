@@ -82,10 +82,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        /// HTTP/1.1 on the wire, as the vault's own parsers read it: byte classes, header lines and message bodies,
+        /// shared by the server's request parser and the proxy's upstream answer parser.
+        .target(name: "HTTP1Wire", dependencies: [nioCore], swiftSettings: swiftSettings),
         .target(
             name: "PersonioClient",
             dependencies: [
-                "VaultCrypto", "ZeroedBuffers", "VaultLocks", nioCore, nioPosix, nioHTTP1, logging,
+                "HTTP1Wire", "VaultCrypto", "ZeroedBuffers", "VaultLocks", nioCore, nioPosix, nioHTTP1, logging,
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
@@ -94,7 +97,7 @@ let package = Package(
         .target(
             name: "VaultServer",
             dependencies: [
-                "VaultCore", "TokenBroker", "VaultAPI", "PersonioClient", "CVaultShims", "ZeroedBuffers",
+                "VaultCore", "TokenBroker", "VaultAPI", "PersonioClient", "HTTP1Wire", "CVaultShims", "ZeroedBuffers",
                 "VaultCrypto", "VaultLocks", nioCore, nioPosix, nioHTTP1, logging, serviceLifecycle,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -24,8 +24,10 @@ struct ModuleGraphTests {
         "VaultCore": ["VaultAPI", "VaultCrypto", "VaultStore", "VaultLocks", "Logging"],
         "VaultMetrics": ["CoreMetrics", "VaultLocks"],
         "ZeroedBuffers": ["CVaultShims", "VaultLocks", "NIOCore"],
+        "HTTP1Wire": ["NIOCore"],
         "PersonioClient": [
-            "VaultCrypto", "CVaultShims", "ZeroedBuffers", "VaultLocks", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOSSL",
+            "HTTP1Wire", "VaultCrypto", "CVaultShims", "ZeroedBuffers", "VaultLocks", "NIOCore", "NIOPosix", "NIOHTTP1",
+            "NIOSSL",
             "AsyncHTTPClient", "Logging",
         ],
         "TokenBroker": [
@@ -33,8 +35,9 @@ struct ModuleGraphTests {
             "NIOCore", "Logging",
         ],
         "VaultServer": [
-            "VaultCore", "TokenBroker", "VaultAPI", "PersonioClient", "VaultMetrics", "CVaultShims", "ZeroedBuffers",
-            "NIOCore", "NIOPosix", "NIOHTTP1", "NIOExtras", "Logging", "ServiceLifecycle", "UnixSignals", "CoreMetrics",
+            "VaultCore", "TokenBroker", "VaultAPI", "PersonioClient", "HTTP1Wire", "VaultMetrics", "CVaultShims",
+            "ZeroedBuffers", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOExtras", "Logging", "ServiceLifecycle",
+            "UnixSignals", "CoreMetrics",
             "Prometheus", "AsyncHTTPClient", "VaultCrypto", "VaultLocks",
         ],
         "VaultClient": [

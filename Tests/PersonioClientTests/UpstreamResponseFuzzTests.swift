@@ -188,10 +188,3 @@ struct GeneratedAnswer {
         return GeneratedAnswer(bytes: Array(text.utf8) + bodyBytes, expected: expected)
     }
 }
-
-extension SeededGenerator {
-    /// A number in `0..<bound`.
-    mutating func below(_ bound: Int) -> Int {
-        Int(self.next(upperBound: UInt64(bound)))
-    }
-}

@@ -62,7 +62,7 @@ struct HTTPConnectionHandlerTests {
             logger: Logger(label: "test"),
             bodyLimit: Self.limit
         )
-        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+        try HTTPServer.addHTTPHandlers(to: channel.pipeline.syncOperations)
         try channel.pipeline.syncOperations.addHandler(
             HTTPConnectionHandler(
                 dispatcher: dispatcher,

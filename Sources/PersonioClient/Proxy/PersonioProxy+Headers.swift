@@ -1,3 +1,5 @@
+import HTTP1Wire
+
 /// Which headers cross the proxy, each way. Both directions are allow-lists: what is not named here stays behind,
 /// so a header invented tomorrow (or a caller's own `Authorization`, `Cookie`, `Host`, `Connection`) never slips
 /// through.
@@ -33,7 +35,7 @@ extension PersonioProxy {
     ) throws(ProxyRequestError) -> [(String, String)] {
         var forwarded: [(String, String)] = []
         var hopByHop: Set<String> = []
-        for (name, value) in headers where HTTPBytes.equalsIgnoringCase(name.utf8[...], "connection") {
+        for (name, value) in headers where HTTPBytes.equalsIgnoringCase(name, "connection") {
             Self.addConnectionOptions(of: value, to: &hopByHop)
         }
         for (name, value) in headers {
@@ -78,7 +80,7 @@ extension PersonioProxy {
         returned.reserveCapacity(headers.count)
         var echoed = false
         var hopByHop: Set<String> = []
-        for (name, value) in headers where HTTPBytes.equalsIgnoringCase(name.utf8[...], "connection") {
+        for (name, value) in headers where HTTPBytes.equalsIgnoringCase(name, "connection") {
             Self.addConnectionOptions(of: value, to: &hopByHop)
         }
         for (name, original) in headers {

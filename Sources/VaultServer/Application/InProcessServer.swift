@@ -81,7 +81,7 @@ package final class InProcessServer: Sendable {
     }
 
     /// Adds the connection pipeline of `socket` to `channel` (which must be on its event loop), serving `caller`:
-    /// the byte-level deadlines, NIO's HTTP/1.1 server handlers (``HTTPServer/addHTTPHandlers(to:)``), and the connection
+    /// the byte-level deadlines, the HTTP/1.1 codec (``HTTPServer/addHTTPHandlers(to:)``), and the connection
     /// handler in front of the socket's dispatcher, as ``HTTPServer`` sets up each accepted connection.
     package func configure(_ channel: any Channel, socket: SocketKind, caller: Caller) throws {
         let dispatcher = socket == .admin ? self.admin : self.app

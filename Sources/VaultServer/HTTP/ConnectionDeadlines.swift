@@ -216,7 +216,7 @@ final class RequestBytesHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // NIO's HTTP pipeline handler behind this one finishes the request in progress and closes; this bounds how
+        // The HTTP codec behind this one (``HTTPServerCodec``) finishes the request in progress and closes; this bounds how
         // long that may take.
         if event is ChannelShouldQuiesceEvent, let deadline = self.drain?.deadline {
             self.deadlines.drain(until: deadline)

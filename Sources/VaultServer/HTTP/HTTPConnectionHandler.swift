@@ -7,7 +7,7 @@ import VaultCore
 /// The last handler of a connection's pipeline: collects each request's body (at most the dispatcher's limit), hands
 /// the complete request to the ``RequestDispatcher`` and writes its response.
 ///
-/// `HTTPServerPipelineHandler` sits in front of it, so it sees one request at a time, and keep-alive and pipelining
+/// ``HTTPServerCodec`` sits in front of it, so it sees one request at a time, and keep-alive and pipelining
 /// need no bookkeeping here. A request whose body is too large, or bytes that are not HTTP, get an answer and the
 /// connection is closed: the rest of such a stream cannot be trusted to frame another request.
 final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
@@ -212,7 +212,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        guard error is HTTPParserError else {
+        guard let failure = error as? HTTPRequestParser.Failure else {
             self.logger.debug("connection error", metadata: ["error": "\(error)"])
             context.close(promise: nil)
             return
@@ -224,7 +224,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             context.close(promise: nil)
         case .idle, .receiving:
             // Not HTTP, or not HTTP this server speaks: say so once and hang up.
-            let error = HTTPError(.badRequest, "the request is not valid HTTP/1.1")
+            // The reason names the rule broken, never the bytes.
+            let error = HTTPError(.badRequest, failure.description)
             self.refuse(error, version: .http1_1, start: self.requestStart, context: context)
         case .responding, .closing:
             context.close(promise: nil)

@@ -116,18 +116,18 @@ final class HTTPServer: Service, Sendable {
         )
     }
 
-    /// NIO's HTTP/1.1 server handlers, as every connection of both sockets has them: the decoder, the encoder and
-    /// the pipelining handler.
+    /// The HTTP/1.1 handler every connection of both sockets has: ``HTTPServerCodec``, the vault's own parser and
+    /// writer in one handler, where NIO's decoder, pipelining handler and encoder stood (docs/decisions.md, "The app
+    /// socket's half").
     ///
-    /// Two of NIO's handlers are left out. The protocol error handler: the connection handler answers malformed
-    /// requests itself, with a problem+json body like every other error. And the outbound header validator, which
-    /// re-checks every byte of every header of every response (about 3,800 instructions per answer, 6 % of a cached
-    /// token request's): no header the vault writes can fail it. Its own are fixed names with values it makes
-    /// (numbers, validated connection ids, fixed media types), and the only ones from outside, those of a proxied
-    /// answer, pass `PersonioProxy.returnedResponseHeaders` first: allow-listed token names, values of printable
-    /// ASCII only (docs/decisions.md, "No outbound header validator on the server").
+    /// It writes answer heads as they are, with no outbound header validation (NIO's validator re-checked every byte
+    /// of every header of every response, about 3,800 instructions per answer): no header the vault writes can fail
+    /// it. Its own are fixed names with values it makes (numbers, validated connection ids, fixed media types), and
+    /// the only ones from outside, those of a proxied answer, pass `PersonioProxy.returnedResponseHeaders` first:
+    /// allow-listed token names, values of printable ASCII only (docs/decisions.md, "No outbound header validator on
+    /// the server").
     static func addHTTPHandlers(to pipeline: ChannelPipeline.SynchronousOperations) throws {
-        try pipeline.configureHTTPServerPipeline(withErrorHandling: false, withOutboundHeaderValidation: false)
+        try pipeline.addHandler(HTTPServerCodec())
     }
 
     /// Reads what the kernel knows about the peer, admits the connection or closes it at once when a cap is reached,

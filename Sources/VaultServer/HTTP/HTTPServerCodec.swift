@@ -1,0 +1,262 @@
+import HTTP1Wire
+import NIOCore
+import NIOHTTP1
+
+/// HTTP/1.1 for one server connection, in one handler: parses requests from the bytes read (``HTTPRequestParser``),
+/// hands them on one at a time, and writes the answers' parts as bytes. It stands where NIO's request decoder,
+/// pipelining handler and response encoder stood (three handlers, each part passing through each), and behaves as
+/// they did towards ``HTTPConnectionHandler`` (docs/decisions.md, "The app socket's half").
+///
+/// - Pipelining: once a request's end is handed on, the next request is not parsed, and the socket not read, until
+///   the answer's end is written. Bytes already read wait in the parser.
+/// - Framing of answers: an answer with `Content-Length` is sent as it is; without one, an HTTP/1.1 answer that may
+///   have a body is chunked, an HTTP/1.0 one is ended by the connection (the connection handler closes it). An answer
+///   that may not have a body (1xx, 204, 304) loses any framing header. The answer to `HEAD` keeps its head and sends
+///   no body. Interim answers (`100 Continue`) go out as they are and answer nothing.
+/// - Half-closure: the peer's end of input reaches the connection handler once the requests read before it are handed
+///   on (so the last one is answered, then the connection closes); a request cut by it is an error of its own.
+/// - Graceful shutdown (`ChannelShouldQuiesceEvent`): an idle connection closes at once, a busy one after the answer
+///   in progress.
+///
+/// A malformed request is reported once through `errorCaught` (``HTTPRequestParser/Failure``), and nothing more is
+/// parsed: the connection handler answers 400 and closes.
+final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = IOData
+
+    private var parser = HTTPRequestParser()
+    /// A request's end was handed on and its answer's end is not written yet: nothing more is parsed or read.
+    private var awaitingAnswerEnd = false
+    /// A read was asked for while parsing waited.
+    private var readPending = false
+    /// Inside ``deliver(context:)``: an answer ended during it lets the loop go on, without a second one.
+    private var delivering = false
+    /// A malformed request was reported: what follows is dropped.
+    private var failed = false
+    /// The peer's end of input came while requests read before it were waiting.
+    private var inputClosedPending = false
+    /// Shutdown began: the connection closes after the answer in progress.
+    private var quiescing = false
+    /// The request being answered is a `HEAD`: its answer has no body.
+    private var answeringHead = false
+    /// How the answer in progress frames its body.
+    private var chunked = false
+    private var suppressingBody = false
+
+    init() {}
+
+    // MARK: - Reading
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.failed else { return }
+        self.parser.feed(self.unwrapInboundIn(data))
+        self.deliver(context: context)
+    }
+
+    /// Hands on what the parser finds, until it needs more bytes or a request's answer is awaited.
+    private func deliver(context: ChannelHandlerContext) {
+        guard !self.delivering else { return }
+        self.delivering = true
+        defer { self.delivering = false }
+        var needsBytes = false
+        while !self.awaitingAnswerEnd && !self.failed {
+            let event: HTTPRequestParser.Event?
+            do {
+                event = try self.parser.next()
+            } catch {
+                self.failed = true
+                context.fireErrorCaught(error)
+                return
+            }
+            guard let event else {
+                needsBytes = true
+                break
+            }
+            switch event {
+            case .head(let head):
+                self.answeringHead = head.method == .HEAD
+                context.fireChannelRead(self.wrapInboundOut(.head(head)))
+            case .body(let bytes):
+                context.fireChannelRead(self.wrapInboundOut(.body(bytes)))
+            case .end:
+                self.awaitingAnswerEnd = true
+                context.fireChannelRead(self.wrapInboundOut(.end(nil)))
+            }
+        }
+        // The end of input follows what was read before it: once every request read is handed on, or the parser
+        // waits for bytes that will never come.
+        if self.inputClosedPending && (needsBytes || !self.parser.hasUnparsedBytes) {
+            self.inputClosedPending = false
+            self.inputClosed(context: context)
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.awaitingAnswerEnd {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is ChannelShouldQuiesceEvent:
+            if self.awaitingAnswerEnd || self.parser.isInsideRequest {
+                self.quiescing = true
+            } else {
+                context.close(promise: nil)
+            }
+        case ChannelEvent.inputClosed:
+            if self.awaitingAnswerEnd && self.parser.hasUnparsedBytes {
+                self.inputClosedPending = true
+            } else {
+                self.inputClosed(context: context)
+            }
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    /// The peer will send nothing more: a request it cut short is an error, then the event goes on.
+    private func inputClosed(context: ChannelHandlerContext) {
+        if !self.failed && (self.parser.isInsideRequest || self.parser.hasUnparsedBytes) {
+            self.failed = true
+            context.fireErrorCaught(HTTPRequestParser.Failure(reason: "the request ended before it was complete"))
+        }
+        context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+    }
+
+    // MARK: - Writing
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch self.unwrapOutboundIn(data) {
+        case .head(var head):
+            let code = head.status.code
+            if code >= 100 && code < 200 && code != 101 {
+                // Interim: the final answer follows.
+                context.write(self.wrapOutboundOut(.byteBuffer(Self.encode(head, context: context))), promise: promise)
+                return
+            }
+            self.frame(&head)
+            context.write(self.wrapOutboundOut(.byteBuffer(Self.encode(head, context: context))), promise: promise)
+        case .body(let body):
+            self.writeBody(body, context: context, promise: promise)
+        case .end:
+            self.writeEnd(context: context, promise: promise)
+        }
+    }
+
+    /// Sets the framing headers of a final answer as its status, its version and the request's method require.
+    ///
+    /// The headers are changed only when they must be: a head the handler keeps and sends again (the cached token's
+    /// prepared head) is then written without being copied.
+    private func frame(_ head: inout HTTPResponseHead) {
+        self.suppressingBody = self.answeringHead
+        var hasLength = false
+        var hasTransferEncoding = false
+        for (name, _) in head.headers {
+            // One pass, by length first: most names are neither.
+            switch name.utf8.count {
+            case 14: hasLength = hasLength || HTTPBytes.equalsIgnoringCase(name, "content-length")
+            case 17:
+                hasTransferEncoding = hasTransferEncoding || HTTPBytes.equalsIgnoringCase(name, "transfer-encoding")
+            default: break
+            }
+        }
+        if !head.status.mayHaveResponseBody {
+            if hasLength { head.headers.remove(name: "content-length") }
+            if hasTransferEncoding { head.headers.remove(name: "transfer-encoding") }
+            self.chunked = false
+        } else if hasLength {
+            if hasTransferEncoding { head.headers.remove(name: "transfer-encoding") }
+            self.chunked = false
+        } else if head.version == .http1_1 {
+            head.headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+            // The answer to HEAD says what a GET would have had, and sends none of it.
+            self.chunked = !self.suppressingBody
+        } else {
+            self.chunked = false
+        }
+    }
+
+    private func writeBody(_ body: IOData, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        if self.suppressingBody || body.readableBytes == 0 {
+            // Nothing goes out (an empty chunk would end the body); the promise completes in order.
+            context.write(self.wrapOutboundOut(.byteBuffer(Self.noBytes)), promise: promise)
+            return
+        }
+        guard self.chunked else {
+            context.write(self.wrapOutboundOut(body), promise: promise)
+            return
+        }
+        var size = context.channel.allocator.buffer(capacity: 18)
+        size.writeString(String(body.readableBytes, radix: 16))
+        size.writeStaticString("\r\n")
+        context.write(self.wrapOutboundOut(.byteBuffer(size)), promise: nil)
+        context.write(self.wrapOutboundOut(body), promise: nil)
+        context.write(self.wrapOutboundOut(.byteBuffer(Self.lineEnd)), promise: promise)
+    }
+
+    private func writeEnd(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        let last = self.chunked ? Self.lastChunk : Self.noBytes
+        self.chunked = false
+        self.suppressingBody = false
+        self.answeringHead = false
+        let requestComplete = !self.parser.isInsideRequest
+        if requestComplete { self.awaitingAnswerEnd = false }
+        if self.quiescing && requestComplete {
+            // Shutdown: this answer was the last one.
+            context.write(self.wrapOutboundOut(.byteBuffer(last))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+            promise?.succeed()
+            return
+        }
+        if promise != nil || last.readableBytes > 0 {
+            context.write(self.wrapOutboundOut(.byteBuffer(last)), promise: promise)
+        }
+        guard requestComplete else { return }
+        // The next request, if one was read already; else the socket is read again.
+        self.deliver(context: context)
+        if !self.awaitingAnswerEnd && self.readPending {
+            self.readPending = false
+            context.read()
+        }
+    }
+
+    // MARK: - Bytes
+
+    /// A response head as bytes: the status line, the headers and the empty line. The buffer is sized for a head of
+    /// the usual size and grows for a larger one: summing the headers' sizes first costs more than it saves.
+    private static func encode(_ head: HTTPResponseHead, context: ChannelHandlerContext) -> ByteBuffer {
+        var buffer = context.channel.allocator.buffer(capacity: 512)
+        let code = head.status.code
+        switch (head.version == .http1_0, code) {
+        case (false, 200): buffer.writeStaticString("HTTP/1.1 200 OK\r\n")
+        case (true, 200): buffer.writeStaticString("HTTP/1.0 200 OK\r\n")
+        case (let http10, _):
+            buffer.writeStaticString(http10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 100 % 10))
+            buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+            buffer.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
+            buffer.writeInteger(UInt8(ascii: " "))
+            buffer.writeString(head.status.reasonPhrase)
+            buffer.writeStaticString("\r\n")
+        }
+        for (name, value) in head.headers {
+            buffer.writeString(name)
+            buffer.writeStaticString(": ")
+            buffer.writeString(value)
+            buffer.writeStaticString("\r\n")
+        }
+        buffer.writeStaticString("\r\n")
+        return buffer
+    }
+
+    private static let noBytes = ByteBuffer()
+    private static let lineEnd = ByteBuffer(string: "\r\n")
+    private static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
+}
