@@ -14,6 +14,8 @@
 #     BIN_DIR   release build: connvaultd, connvaultctl, bench-nio-server (default .build/release)
 #     OUT_DIR   callgrind files and reports (default bench-results/callgrind-proxy)
 #   REQUESTS (default 2000), WARMUP (default 500), PROXIES (default "vault nio raw nginx"), TAG (file name suffix)
+#   ROUTE=token counts the vault's cached token route instead (`GET /v1/connections/bench-proxy/token`; set
+#   PROXIES=vault): issue 11's item 6, the token path's instructions per request.
 # Needs valgrind (callgrind_control), nginx and python3.
 set -euo pipefail
 bin_dir=$(realpath "${1:-.build/release}")
@@ -22,6 +24,7 @@ requests=${REQUESTS:-2000}
 warmup=${WARMUP:-500}
 proxies=${PROXIES:-vault nio raw nginx}
 tag=${TAG:-}
+route=${ROUTE:-proxy}
 here=$(dirname "$(realpath "$0")")
 mkdir -p "$out"
 out=$(realpath "$out")
@@ -95,7 +98,8 @@ for attempt in range(1200):
         time.sleep(0.1)
 else:
     sys.exit("no proxy on " + path)
-request = ("GET %sv2/persons HTTP/1.1\r\nHost: localhost\r\n\r\n" % sys.argv[4]).encode()
+target = sys.argv[4] + "v2/persons" if sys.argv[4].endswith("/") else sys.argv[4]
+request = ("GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % target).encode()
 buffer = b""
 for _ in range(count):
     s.sendall(request)
@@ -111,7 +115,7 @@ for _ in range(count):
     length = next(int(l.split(":")[1]) for l in lines if l.lower().startswith("content-length:"))
     while len(buffer) < length:
         buffer += s.recv(65536)
-    if length != expected_length:
+    if expected_length >= 0 and length != expected_length:
         sys.exit("unexpected body length %d" % length)
     buffer = buffer[length:]
 EOF
@@ -133,9 +137,11 @@ measure() {
             --provider personio-v2 --client-id bench-client --secret-stdin --api-base-url "http://127.0.0.1:$port" \
             --allow-uid "$(id -u)" <<<"bench-secret-proxy-canary" >/dev/null
     fi
-    python3 "$work/client.py" "$socket" "$warmup" 2048 "$prefix"
+    local target=$prefix length=2048
+    if [ "$route" = token ]; then target=/v1/connections/bench-proxy/token length=-1; fi
+    python3 "$work/client.py" "$socket" "$warmup" "$length" "$target"
     callgrind_control -i on "$pid" >/dev/null
-    python3 "$work/client.py" "$socket" "$requests" 2048 "$prefix"
+    python3 "$work/client.py" "$socket" "$requests" "$length" "$target"
     callgrind_control -d "$pid" >/dev/null
     callgrind_control -i off "$pid" >/dev/null
     kill "$pid" 2>/dev/null || true
