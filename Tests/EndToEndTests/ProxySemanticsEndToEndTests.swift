@@ -579,6 +579,48 @@ struct ProxySemanticsEndToEndTests {
         }
     }
 
+    /// Requests whose framing two parsers could read differently, each hiding a second request to the proxy route in
+    /// what its own framing would leave over: the shapes of request smuggling, as a local user would send them.
+    static let smuggling: [(name: String, headers: String, body: String)] = [
+        ("Content-Length with Transfer-Encoding", "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"),
+        ("two lengths", "Content-Length: 0\r\nContent-Length: 61\r\n", ""),
+        ("a tab after the length", "Content-Length: 0\t\r\n", ""),
+        ("a tab before the coding", "Transfer-Encoding:\tchunked\r\n", "0\r\n\r\n"),
+        ("a coding other than chunked", "Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n"),
+        ("a space before the colon", "Transfer-Encoding : chunked\r\nContent-Length: 0\r\n", "0\r\n\r\n"),
+        ("obs-fold", "X-A: b\r\n Transfer-Encoding: chunked\r\nContent-Length: 0\r\n", "0\r\n\r\n"),
+        ("a bare LF in a value", "X-A: b\nContent-Length: 0\r\n", ""),
+        ("a tab after keep-alive", "Connection: keep-alive\t\r\nContent-Length: 0\r\n", ""),
+    ]
+
+    @Test("a caller's request whose framing is not plain HTTP/1.1 is 400, and nothing of it reaches Personio")
+    func smuggledRequestsAreRefused() async throws {
+        try await Self.withVault { vault in
+            vault.upstream.register(path: "/v2/fine", headers: [("Content-Type", "application/json")], body: "{}")
+            let hidden = "GET \(Self.proxyTarget("acme", "/v2/smuggled")) HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            for shape in Self.smuggling {
+                let request =
+                    "POST \(Self.proxyTarget("acme", "/v2/fine")) HTTP/1.1\r\nHost: localhost\r\n\(shape.headers)\r\n"
+                    + shape.body + hidden
+                let response = try await Blocking.run { [socket = vault.daemon.appSocket] in
+                    try RawHTTP.request(socket: socket, request, timeout: .seconds(10))
+                }
+                #expect(response.status == 400, "\(shape.name): \(response.raw)")
+                #expect(response.mediaType == "application/problem+json", "\(shape.name): \(response.head)")
+                #expect(response.header("Connection") == "close", "\(shape.name): \(response.head)")
+                #expect(
+                    response.problem?.detail.hasPrefix("the request is not valid HTTP/1.1: ") == true,
+                    "\(shape.name): \(response.body)"
+                )
+            }
+            #expect(vault.requests(to: "/v2/fine").isEmpty, "a refused request went out")
+            #expect(vault.requests(to: "/v2/smuggled").isEmpty, "a hidden request went out")
+            // The daemon goes on serving.
+            let next = try await vault.proxy("GET", "/v2/fine")
+            #expect(next.status == 200 && next.content == "{}", "\(next.raw)")
+        }
+    }
+
     // MARK: - 7. A caller that disconnects
 
     @Test("a caller that disconnects mid-request cancels the upstream request")
