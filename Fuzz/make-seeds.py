@@ -78,6 +78,13 @@ app = {
     "unknown": request("GET", "/v1/connections/nope/token"),
     "admin-route": request("POST", "/v1/keys/rotate"),
     "pipelined": request("GET", "/v1/health") + request("GET", "/v1/connections/fuzz/token"),
+    # The codec's own paths: a chunked body with an extension and a trailer, an empty line before a request line,
+    # HEAD, and a request after one that ends its connection (never read).
+    "proxy-chunked": "POST /v1/connections/fuzz/proxy/v2/persons HTTP/1.1\r\nHost: vault\r\n"
+    "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "5;x=y\r\n{\"a\":\r\n2\r\n1}\r\n0\r\nX-Trailer: t\r\n\r\n",
+    "crlf-head-close": "\r\n" + request("HEAD", "/v1/health") + request("GET", "/v1/health", headers=["Connection: close"])
+    + request("GET", "/v1/connections/fuzz/token"),
 }
 for name, data in app.items():
     write("http-app", name, data)
