@@ -38,6 +38,23 @@ package enum HTTP1Syntax {
         return end
     }
 
+    /// Where a head ends in `buffer` (after its CRLF CRLF, at most ``maximumHeadBytes`` in), searching from `scanned`;
+    /// when it has not arrived yet, nil and where the search resumes with the next read.
+    ///
+    /// - Throws: ``Violation`` when the head is too large.
+    package static func endOfHead(
+        in buffer: ByteBuffer,
+        from scanned: Int
+    ) throws(Violation) -> (end: Int?, resume: Int) {
+        let end = try Self.endOfSection(
+            in: buffer,
+            from: scanned,
+            limit: Self.maximumHeadBytes,
+            tooLarge: "the head is too large"
+        )
+        return (end, end == nil ? Self.resumeSearch(buffer) : 0)
+    }
+
     /// Where the search for a section's end resumes with the next read: up to three bytes of its terminator may be
     /// at the end of this one.
     package static func resumeSearch(_ buffer: ByteBuffer) -> Int {
@@ -87,6 +104,50 @@ package enum HTTP1Syntax {
         }
         guard bytes[index + 1] == 0x0A else { throw Violation("a header line does not end with CRLF") }
         return (name, valueStart..<valueEnd, index + 2)
+    }
+
+    /// The framing a head's headers set, read by the narrow rules: `Content-Length` once, as digits;
+    /// `Transfer-Encoding` once, as exactly `chunked`; no tab around either value; never both.
+    package struct Framing {
+        package private(set) var contentLength: Int?
+        package private(set) var chunked = false
+
+        package init() {}
+
+        /// Reads one header line of a complete head (`bytes`): true when `name` is `Content-Length` or
+        /// `Transfer-Encoding`, false for any other name. `whiteSpace` is the line's range between the colon and the
+        /// line end, the value's surrounding white space included.
+        package mutating func read(
+            name: UnsafeRawBufferPointer,
+            value: UnsafeRawBufferPointer,
+            whiteSpace: Range<Int>,
+            of bytes: UnsafeRawBufferPointer
+        ) throws(Violation) -> Bool {
+            switch name.count {
+            case 14 where HTTPBytes.equalsIgnoringCase(name, "content-length"):
+                try HTTP1Syntax.requireNoTab(bytes, whiteSpace)
+                guard self.contentLength == nil else { throw Violation("Content-Length comes more than once") }
+                self.contentLength = try HTTP1Syntax.decimal(value)
+                return true
+            case 17 where HTTPBytes.equalsIgnoringCase(name, "transfer-encoding"):
+                try HTTP1Syntax.requireNoTab(bytes, whiteSpace)
+                guard !self.chunked else { throw Violation("Transfer-Encoding comes more than once") }
+                guard HTTPBytes.equalsIgnoringCase(value, "chunked") else {
+                    throw Violation("the only transfer coding accepted is chunked")
+                }
+                self.chunked = true
+                return true
+            default:
+                return false
+            }
+        }
+
+        /// Refuses a head with both `Content-Length` and `Transfer-Encoding`; called once its headers are read.
+        package func check() throws(Violation) {
+            if self.chunked && self.contentLength != nil {
+                throw Violation("Content-Length and Transfer-Encoding come together")
+            }
+        }
     }
 
     /// Refuses a tab in the white space around a framing header's value (`Content-Length`, `Transfer-Encoding`, and

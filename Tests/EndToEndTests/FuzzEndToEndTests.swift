@@ -8,8 +8,8 @@ import VaultAPI
 /// `CONNVAULT_FUZZ_ITERATIONS` (and optionally `CONNVAULT_FUZZ_SEED`) for a long run.
 @Suite("Fuzz end to end", .offCooperativePool, .timeLimit(.minutes(20)))
 struct FuzzEndToEndTests {
-    static var iterations: Int { Int(ProcessInfo.processInfo.environment["CONNVAULT_FUZZ_ITERATIONS"] ?? "") ?? 300 }
-    static var seed: UInt64 { UInt64(ProcessInfo.processInfo.environment["CONNVAULT_FUZZ_SEED"] ?? "") ?? 0xC0FFEE }
+    static let iterations = FuzzProfile.iterations(standard: 300)
+    static let seed = FuzzProfile.seed(fixed: 0xC0FFEE)
 
     static let seeds: [String] = [
         #"{"id":"fz","provider":"personio-v2","settings":{"api_base_url":"https://api.personio.de","scope":"personio:persons:read"},"secrets":{"client_id":"fake-id","client_secret":"fake-secret"},"grants":{"uids":[1000],"groups":["staff"],"units":["a.service"]}}"#,

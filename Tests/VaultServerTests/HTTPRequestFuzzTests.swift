@@ -15,8 +15,8 @@ import Testing
 /// A short fixed-seed run in `make test`; `make fuzz` sets `CONNVAULT_FUZZ_ITERATIONS` (and `CONNVAULT_FUZZ_SEED`
 /// replays another seed).
 @Suite struct HTTPRequestFuzzTests {
-    static var iterations: Int { Int(ProcessInfo.processInfo.environment["CONNVAULT_FUZZ_ITERATIONS"] ?? "") ?? 3000 }
-    static var seed: UInt64 { UInt64(ProcessInfo.processInfo.environment["CONNVAULT_FUZZ_SEED"] ?? "") ?? 0x5EED_0012 }
+    static let iterations = FuzzProfile.iterations(standard: 3000)
+    static let seed = FuzzProfile.seed(fixed: 0x5EED_0012)
 
     @Test func neverAcceptsWhatLlhttpRefusesAndAgreesWhereBothAccept() {
         var random = SeededGenerator(seed: Self.seed)
@@ -29,12 +29,13 @@ import Testing
             let requests = (0...random.below(3)).map { _ in GeneratedRequest.make(using: &random) }
             let wellFormed = requests.flatMap(\.bytes)
             let mutated = random.below(10) < 6
-            let bytes = mutated ? Self.mutate(wellFormed, using: &random) : wellFormed
+            let bytes =
+                mutated ? HTTPMutations.mutate(wellFormed, framingLines: Self.framingLines, using: &random) : wellFormed
             let splits = (0..<random.below(4)).map { _ in random.below(bytes.count + 1) }
             let vault = ParsedRequests.vault(bytes)
             let pieces = ParsedRequests.vault(bytes, splits: splits)
             let nio = ParsedRequests.nio(bytes)
-            let context = "iteration \(iteration) (seed \(Self.seed)): \(Self.printable(bytes))"
+            let context = "iteration \(iteration) (seed \(Self.seed)): \(HTTPMutations.printable(bytes))"
             if pieces != vault {
                 failures += 1
                 Issue.record("pieces \(splits) change the outcome: \(pieces) vs \(vault); \(context)")
@@ -70,37 +71,8 @@ import Testing
         #expect(refusedByTheVaultOnly < Self.iterations / 4, "refused by the vault only \(refusedByTheVaultOnly)")
     }
 
-    /// One to three edits of the kinds that break framing: a byte changed to one that matters to the grammar, a byte
-    /// dropped or added, a line doubled, a framing header slipped in, the end cut off.
-    static func mutate(_ bytes: [UInt8], using random: inout SeededGenerator) -> [UInt8] {
-        var bytes = bytes
-        let interesting: [UInt8] = [0x00, 0x09, 0x0A, 0x0D, 0x20, 0x3A, 0x3B, 0x2C, 0x7F, 0xFF, 0x80, 0x41, 0x30, 0x2F]
-        for _ in 0...random.below(3) where !bytes.isEmpty {
-            let at = random.below(bytes.count)
-            switch random.below(7) {
-            case 0: bytes[at] = interesting[random.below(interesting.count)]
-            case 1: bytes.remove(at: at)
-            case 2: bytes.insert(interesting[random.below(interesting.count)], at: at)
-            case 3:
-                // Doubles the line `at` is in.
-                let start = bytes[..<at].lastIndex(of: 0x0A).map { $0 + 1 } ?? 0
-                let end = bytes[at...].firstIndex(of: 0x0A).map { $0 + 1 } ?? bytes.count
-                bytes.insert(contentsOf: bytes[start..<end], at: end)
-            case 4:
-                let lines = ["Content-Length: 3\r\n", "Transfer-Encoding: chunked\r\n", "Content-Length: 0\r\n"]
-                let line = Array(lines[random.below(lines.count)].utf8)
-                let afterFirstLine = (bytes.firstIndex(of: 0x0A) ?? 0) + 1
-                bytes.insert(contentsOf: line, at: min(afterFirstLine, bytes.count))
-            case 5: bytes.removeLast(random.below(min(bytes.count, 8)) + 1)
-            default: bytes[at] = UInt8(truncatingIfNeeded: random.next())
-            }
-        }
-        return bytes
-    }
-
-    static func printable(_ bytes: [UInt8]) -> String {
-        String(decoding: bytes.prefix(600), as: UTF8.self).debugDescription
-    }
+    /// The framing lines a mutation may slip in.
+    static let framingLines = ["Content-Length: 3\r\n", "Transfer-Encoding: chunked\r\n", "Content-Length: 0\r\n"]
 }
 
 /// What a parser made of a stream of requests: the complete requests in order, and why it stopped, if it did.

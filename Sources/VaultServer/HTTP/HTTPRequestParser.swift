@@ -47,12 +47,12 @@ struct HTTPRequestParser {
 
     private var state = State.head(scanned: 0)
     /// The bytes read and not parsed yet.
-    private var unparsed: ByteBuffer?
+    private var input = HTTP1Input()
 
     init() {}
 
     /// Whether bytes are waiting to be parsed.
-    var hasUnparsedBytes: Bool { (self.unparsed?.readableBytes ?? 0) > 0 }
+    var hasUnparsedBytes: Bool { self.input.hasBytes }
 
     /// Whether a request's head was handed on and its end was not yet.
     var isInsideRequest: Bool {
@@ -66,25 +66,15 @@ struct HTTPRequestParser {
 
     /// Adds what the connection read; ``next()`` parses it.
     mutating func feed(_ bytes: ByteBuffer) {
-        guard var unparsed = self.unparsed, unparsed.readableBytes > 0 else {
-            self.unparsed = bytes
-            return
-        }
-        // What a read left (a head, a chunk-size line or a chunk's CRLF cut by its end) comes first: copied once,
-        // at most a head's worth of bytes.
-        self.unparsed = nil
-        var bytes = bytes
-        unparsed.writeBuffer(&bytes)
-        self.unparsed = unparsed
+        self.input.feed(bytes)
     }
 
     /// The next event of what was fed, or nil when more bytes are needed.
     ///
     /// - Throws: ``Failure`` when the bytes are not a request the parser accepts; every later call throws as well.
     mutating func next() throws(Failure) -> Event? {
-        var buffer = self.unparsed ?? Self.noBytes
-        self.unparsed = nil
-        defer { self.unparsed = buffer.readableBytes > 0 ? buffer : nil }
+        var buffer = self.input.take()
+        defer { self.input.keep(buffer) }
         do throws(HTTP1Syntax.Violation) {
             switch self.state {
             case .head(let scanned):
@@ -132,14 +122,9 @@ struct HTTPRequestParser {
             self.state = .head(scanned: 0)
             return nil
         }
-        let end = try HTTP1Syntax.endOfSection(
-            in: buffer,
-            from: scanned,
-            limit: Self.maximumHeadBytes,
-            tooLarge: "the head is too large"
-        )
+        let (end, resume) = try HTTP1Syntax.endOfHead(in: buffer, from: scanned)
         guard let end else {
-            self.state = .head(scanned: HTTP1Syntax.resumeSearch(buffer))
+            self.state = .head(scanned: resume)
             return nil
         }
         let (head, framing, keepAlive) = try buffer.withUnsafeReadableBytes { bytes throws(HTTP1Syntax.Violation) in
@@ -184,8 +169,7 @@ struct HTTPRequestParser {
 
         var headers: [(String, String)] = []
         headers.reserveCapacity(8)
-        var contentLength: Int?
-        var sawTransferEncoding = false
+        var framing = HTTP1Syntax.Framing()
         while !(bytes[index] == 0x0D && bytes[index + 1] == 0x0A) {
             let (name, value, next) = try HTTP1Syntax.headerLine(bytes, at: index)
             let framingWhiteSpace = name.upperBound + 1..<next - 2
@@ -193,33 +177,17 @@ struct HTTPRequestParser {
             guard headers.count < Self.maximumHeaders else { throw HTTP1Syntax.Violation("too many headers") }
             let nameBytes = UnsafeRawBufferPointer(rebasing: bytes[name])
             let valueBytes = UnsafeRawBufferPointer(rebasing: bytes[value])
-            switch nameBytes.count {
-            case 10 where HTTPBytes.equalsIgnoringCase(nameBytes, "connection"):
+            if try !framing.read(name: nameBytes, value: valueBytes, whiteSpace: framingWhiteSpace, of: bytes),
+                nameBytes.count == 10, HTTPBytes.equalsIgnoringCase(nameBytes, "connection")
+            {
                 // Whether the stream goes on after this request: llhttp reads a tab after the value as part of it.
                 try HTTP1Syntax.requireNoTab(bytes, framingWhiteSpace)
-            case 14 where HTTPBytes.equalsIgnoringCase(nameBytes, "content-length"):
-                try HTTP1Syntax.requireNoTab(bytes, framingWhiteSpace)
-                guard contentLength == nil else { throw HTTP1Syntax.Violation("Content-Length comes more than once") }
-                contentLength = try HTTP1Syntax.decimal(valueBytes)
-            case 17 where HTTPBytes.equalsIgnoringCase(nameBytes, "transfer-encoding"):
-                try HTTP1Syntax.requireNoTab(bytes, framingWhiteSpace)
-                guard !sawTransferEncoding else {
-                    throw HTTP1Syntax.Violation("Transfer-Encoding comes more than once")
-                }
-                sawTransferEncoding = true
-                guard HTTPBytes.equalsIgnoringCase(valueBytes, "chunked") else {
-                    throw HTTP1Syntax.Violation("the only transfer coding accepted is chunked")
-                }
-            default:
-                break
             }
             headers.append((String(decoding: nameBytes, as: UTF8.self), String(decoding: valueBytes, as: UTF8.self)))
         }
         guard index + 2 == bytes.count else { throw HTTP1Syntax.Violation("the head does not end where it should") }
-        if sawTransferEncoding && contentLength != nil {
-            throw HTTP1Syntax.Violation("Content-Length and Transfer-Encoding come together")
-        }
-        let framing: HTTP1Body.Framing = sawTransferEncoding ? .chunked : .length(contentLength ?? 0)
+        try framing.check()
+        let bodyFraming: HTTP1Body.Framing = framing.chunked ? .chunked : .length(framing.contentLength ?? 0)
         let head = HTTPRequestHead(
             version: minor == UInt8(ascii: "1") ? .http1_1 : .http1_0,
             method: method,
@@ -227,7 +195,7 @@ struct HTTPRequestParser {
             headers: HTTPHeaders(headers)
         )
         // NIO's reading, the one the connection handler acts on: the two never differ on whether the connection ends.
-        return (head, framing, head.isKeepAlive)
+        return (head, bodyFraming, head.isKeepAlive)
     }
 
     /// The method a request line names: one of those HTTP defines (and llhttp knows). The router answers those it
@@ -247,6 +215,5 @@ struct HTTPRequestParser {
         return method
     }
 
-    private static let noBytes = ByteBuffer()
     private static let httpSlash1Dot: [UInt8] = Array("HTTP/1.".utf8)
 }

@@ -66,25 +66,16 @@ package struct UpstreamResponseParser {
 
     private var state = State.head(scanned: 0)
     /// The bytes read and not parsed yet.
-    private var unparsed: ByteBuffer?
+    private var input = HTTP1Input()
 
     package init() {}
 
     /// Whether bytes are waiting to be parsed (after an answer's end: bytes nobody asked for).
-    package var hasUnparsedBytes: Bool { (self.unparsed?.readableBytes ?? 0) > 0 }
+    package var hasUnparsedBytes: Bool { self.input.hasBytes }
 
     /// Adds what the connection read; ``next()`` parses it.
     package mutating func feed(_ bytes: ByteBuffer) {
-        guard var unparsed = self.unparsed, unparsed.readableBytes > 0 else {
-            self.unparsed = bytes
-            return
-        }
-        // What a read left (a head, a chunk-size line or a chunk's CRLF cut by its end) comes first: copied once,
-        // at most a head's worth of bytes.
-        self.unparsed = nil
-        var bytes = bytes
-        unparsed.writeBuffer(&bytes)
-        self.unparsed = unparsed
+        self.input.feed(bytes)
     }
 
     /// The next event of what was fed, or nil when more bytes are needed.
@@ -92,9 +83,8 @@ package struct UpstreamResponseParser {
     /// - Throws: ``Failure`` when the bytes are not an answer the parser accepts; every later call throws as well.
     package mutating func next() throws(Failure) -> Event? {
         // An answer's end may need no more bytes (the body's last piece came with the read before).
-        var buffer = self.unparsed ?? Self.noBytes
-        self.unparsed = nil
-        defer { self.unparsed = buffer.readableBytes > 0 ? buffer : nil }
+        var buffer = self.input.take()
+        defer { self.input.keep(buffer) }
         return try self.parse(&buffer)
     }
 
@@ -152,14 +142,9 @@ package struct UpstreamResponseParser {
         _ buffer: inout ByteBuffer,
         scanned: Int
     ) throws(HTTP1Syntax.Violation) -> Head? {
-        let end = try HTTP1Syntax.endOfSection(
-            in: buffer,
-            from: scanned,
-            limit: Self.maximumHeadBytes,
-            tooLarge: "the head is too large"
-        )
+        let (end, resume) = try HTTP1Syntax.endOfHead(in: buffer, from: scanned)
         guard let end else {
-            self.state = .head(scanned: HTTP1Syntax.resumeSearch(buffer))
+            self.state = .head(scanned: resume)
             return nil
         }
         let head = try buffer.withUnsafeReadableBytes { bytes throws(HTTP1Syntax.Violation) in
@@ -236,7 +221,7 @@ package struct UpstreamResponseParser {
 
         var parsed = ParsedHead(status: status, headers: [], keepAlive: minor == UInt8(ascii: "1"), chunked: false)
         parsed.headers.reserveCapacity(16)
-        var sawTransferEncoding = false
+        var framing = HTTP1Syntax.Framing()
         var connectionClose = false
         while !(bytes[index] == 0x0D && bytes[index + 1] == 0x0A) {
             let (name, value, next) = try HTTP1Syntax.headerLine(bytes, at: index)
@@ -247,36 +232,19 @@ package struct UpstreamResponseParser {
             guard parsed.headers.count < Self.maximumHeaders else { throw HTTP1Syntax.Violation("too many headers") }
             let nameBytes = UnsafeRawBufferPointer(rebasing: bytes[name])
             let valueBytes = UnsafeRawBufferPointer(rebasing: bytes[value])
-            switch nameBytes.count {
-            case 10 where HTTPBytes.equalsIgnoringCase(nameBytes, "connection"):
+            if try !framing.read(name: nameBytes, value: valueBytes, whiteSpace: framingWhiteSpace, of: bytes),
+                nameBytes.count == 10, HTTPBytes.equalsIgnoringCase(nameBytes, "connection")
+            {
                 connectionClose = connectionClose || HTTP1Syntax.hasOption(valueBytes, "close")
-            case 14 where HTTPBytes.equalsIgnoringCase(nameBytes, "content-length"):
-                try HTTP1Syntax.requireNoTab(bytes, framingWhiteSpace)
-                guard parsed.contentLength == nil else {
-                    throw HTTP1Syntax.Violation("Content-Length comes more than once")
-                }
-                parsed.contentLength = try HTTP1Syntax.decimal(valueBytes)
-            case 17 where HTTPBytes.equalsIgnoringCase(nameBytes, "transfer-encoding"):
-                try HTTP1Syntax.requireNoTab(bytes, framingWhiteSpace)
-                guard !sawTransferEncoding else {
-                    throw HTTP1Syntax.Violation("Transfer-Encoding comes more than once")
-                }
-                sawTransferEncoding = true
-                guard HTTPBytes.equalsIgnoringCase(valueBytes, "chunked") else {
-                    throw HTTP1Syntax.Violation("the only transfer coding accepted is chunked")
-                }
-                parsed.chunked = true
-            default:
-                break
             }
             parsed.headers.append(
                 (String(decoding: nameBytes, as: UTF8.self), String(decoding: valueBytes, as: UTF8.self))
             )
         }
         guard index + 2 == bytes.count else { throw HTTP1Syntax.Violation("the head does not end where it should") }
-        if parsed.chunked && parsed.contentLength != nil {
-            throw HTTP1Syntax.Violation("Content-Length and Transfer-Encoding come together")
-        }
+        try framing.check()
+        parsed.chunked = framing.chunked
+        parsed.contentLength = framing.contentLength
         // Only an HTTP/1.1 connection is reused, and not after `close`; an HTTP/1.0 answer ends its connection
         // whatever it says (Personio speaks HTTP/1.1: one rule fewer to get wrong).
         parsed.keepAlive = minor == UInt8(ascii: "1") && !connectionClose
@@ -285,6 +253,5 @@ package struct UpstreamResponseParser {
 
     // MARK: - Bytes
 
-    private static let noBytes = ByteBuffer()
     private static let httpSlash1Dot: [UInt8] = Array("HTTP/1.".utf8)
 }
