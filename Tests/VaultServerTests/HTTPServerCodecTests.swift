@@ -241,6 +241,30 @@ import Testing
         #expect(connection.recorder.parts == ["head GET /a", "end"])
     }
 
+    @Test func shutdownWithAnAnswerThatEndsItsConnectionWritesTheAnswerBeforeClosing() throws {
+        let connection = try Connection()
+        try connection.send("GET /a HTTP/1.1\r\nConnection: close\r\n\r\n")
+        connection.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        let head = HTTPResponseHead(
+            version: .http1_1,
+            status: .ok,
+            headers: ["Content-Length": "1", "Connection": "close"]
+        )
+        connection.channel.write(HTTPServerResponsePart.head(head), promise: nil)
+        connection.channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "a"))), promise: nil)
+        // As the connection handler ends an answer that closes its connection: close once the end is written.
+        let ended = connection.channel.embeddedEventLoop.makePromise(of: Void.self)
+        var writtenWhenEnded: String?
+        ended.futureResult.whenComplete { _ in
+            writtenWhenEnded = try? connection.written()
+            connection.channel.close(promise: nil)
+        }
+        connection.channel.write(HTTPServerResponsePart.end(nil), promise: ended)
+        connection.channel.flush()
+        #expect(writtenWhenEnded?.hasSuffix("\r\n\r\na") == true, "the end's write completed before its bytes went out")
+        #expect(!connection.channel.isActive)
+    }
+
     @Test func bodyPiecesAreSlicesOfTheReadNotCopies() throws {
         let connection = try Connection()
         final class Pieces: ChannelInboundHandler {

@@ -39,11 +39,10 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
     private var inputClosedPending = false
     /// Shutdown began: the connection closes after the answer in progress.
     private var quiescing = false
-    /// The request being answered is a `HEAD`: its answer has no body.
+    /// The request being answered is a `HEAD`: its answer keeps its head and sends no body.
     private var answeringHead = false
     /// How the answer in progress frames its body.
     private var chunked = false
-    private var suppressingBody = false
 
     init() {}
 
@@ -154,7 +153,6 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
     /// The headers are changed only when they must be: a head the handler keeps and sends again (the cached token's
     /// prepared head) is then written without being copied.
     private func frame(_ head: inout HTTPResponseHead) {
-        self.suppressingBody = self.answeringHead
         var hasLength = false
         var hasTransferEncoding = false
         for (name, _) in head.headers {
@@ -176,14 +174,14 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         } else if head.version == .http1_1 {
             head.headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
             // The answer to HEAD says what a GET would have had, and sends none of it.
-            self.chunked = !self.suppressingBody
+            self.chunked = !self.answeringHead
         } else {
             self.chunked = false
         }
     }
 
     private func writeBody(_ body: IOData, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
-        if self.suppressingBody || body.readableBytes == 0 {
+        if self.answeringHead || body.readableBytes == 0 {
             // Nothing goes out (an empty chunk would end the body); the promise completes in order.
             context.write(self.wrapOutboundOut(.byteBuffer(Self.noBytes)), promise: promise)
             return
@@ -203,16 +201,16 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
     private func writeEnd(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         let last = self.chunked ? Self.lastChunk : Self.noBytes
         self.chunked = false
-        self.suppressingBody = false
         self.answeringHead = false
         let requestComplete = !self.parser.isInsideRequest
         if requestComplete { self.awaitingAnswerEnd = false }
         if self.quiescing && requestComplete {
-            // Shutdown: this answer was the last one.
-            context.write(self.wrapOutboundOut(.byteBuffer(last))).assumeIsolated().whenComplete { _ in
+            // Shutdown: this answer was the last one. Its writer hears of the write when it is done, then the
+            // connection closes.
+            context.write(self.wrapOutboundOut(.byteBuffer(last))).assumeIsolated().whenComplete { result in
+                promise?.completeWith(result)
                 context.close(promise: nil)
             }
-            promise?.succeed()
             return
         }
         if promise != nil || last.readableBytes > 0 {
