@@ -186,6 +186,29 @@ import Testing
         #expect(connection.recorder.errors.count == 1)
     }
 
+    @Test func aHeadPastTheLimitIsRefusedBeforeItEnds() throws {
+        let connection = try Connection()
+        try connection.send("GET / HTTP/1.1\r\n")
+        let line = "X-Filler: " + String(repeating: "a", count: 1000) + "\r\n"
+        var sent = 0
+        while connection.recorder.errors.isEmpty, sent < 200 {
+            try connection.send(line)
+            sent += 1
+        }
+        #expect(connection.recorder.errors == ["the request is not valid HTTP/1.1: the head is too large"])
+        // Refused once 80 KiB had come, not at the end of the head (which never came).
+        #expect(sent <= 82, "refused after \(sent) KiB")
+        #expect(connection.recorder.parts.isEmpty)
+    }
+
+    @Test func moreThan256HeadersAreRefused() throws {
+        let connection = try Connection()
+        let headers = (0...256).map { "X-H\($0): v\r\n" }.joined()
+        try connection.send("GET / HTTP/1.1\r\n\(headers)\r\n")
+        #expect(connection.recorder.errors == ["the request is not valid HTTP/1.1: too many headers"])
+        #expect(connection.recorder.parts.isEmpty)
+    }
+
     @Test func halfClosureReachesTheHandlerAfterTheRequestsReadBeforeIt() throws {
         let connection = try Connection()
         try connection.send("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")

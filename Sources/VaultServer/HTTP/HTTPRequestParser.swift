@@ -7,13 +7,13 @@ import NIOHTTP1
 ///
 /// It refuses at least what llhttp (NIO's parser) refuses, and more: lines end in CRLF only; the request line is a
 /// method HTTP names, one space, a path of visible ASCII starting with `/` (so never the authority of a `CONNECT`:
-/// the vault tunnels nothing), one space and `HTTP/1.1` or `HTTP/1.0`; header names are token characters with the colon right after them;
-/// values hold no control character but HTAB; there is no obs-fold; `Content-Length` comes once, as digits;
-/// `Transfer-Encoding` is exactly `chunked` and never comes with `Content-Length`; neither, nor `Connection`, has a tab
-/// around its value. Nothing after a request that ends its connection is parsed.
-/// Empty lines before a request line are skipped (RFC 9112 §2.2). `Upgrade` is an ordinary header: the vault never
-/// switches protocols, and a client that asked goes on with HTTP/1.1 (RFC 9110 §7.8). `HTTPRequestParserTests` and
-/// `HTTPRequestFuzzTests` hold it to that against NIO's decoder.
+/// the vault tunnels nothing), one space and `HTTP/1.1` or `HTTP/1.0`; header names are token characters with the
+/// colon right after them; values hold no control character but HTAB; there is no obs-fold; `Content-Length` comes
+/// once, as digits; `Transfer-Encoding` is exactly `chunked` and never comes with `Content-Length`; neither, nor
+/// `Connection`, has a tab around its value; a head is at most 80 KiB and 256 headers. Nothing after a request that
+/// ends its connection is parsed. Empty lines before a request line are skipped (RFC 9112 §2.2). `Upgrade` is an
+/// ordinary header: the vault never switches protocols, and a client that asked goes on with HTTP/1.1 (RFC 9110
+/// §7.8). `HTTPRequestFuzzTests` holds it to that against NIO's decoder, `HTTPServerCodecTests` to the rest.
 ///
 /// Heads are parsed from one buffer once complete; body bytes are handed on as slices of the buffers read, never
 /// copied.
@@ -29,9 +29,6 @@ struct HTTPRequestParser {
         var reason: String
         var description: String { "the request is not valid HTTP/1.1: \(self.reason)" }
     }
-
-    static let maximumHeadBytes = HTTP1Syntax.maximumHeadBytes
-    static let maximumHeaders = HTTP1Syntax.maximumHeaders
 
     private enum State {
         /// Before a head: `scanned` bytes of the buffer have been searched for its end.
@@ -57,11 +54,6 @@ struct HTTPRequestParser {
     /// Whether a request's head was handed on and its end was not yet.
     var isInsideRequest: Bool {
         if case .body = self.state { true } else { false }
-    }
-
-    /// Whether a request that ends its connection was read in full.
-    var isFinished: Bool {
-        if case .finished = self.state { true } else { false }
     }
 
     /// Adds what the connection read; ``next()`` parses it.
@@ -174,7 +166,7 @@ struct HTTPRequestParser {
             let (name, value, next) = try HTTP1Syntax.headerLine(bytes, at: index)
             let framingWhiteSpace = name.upperBound + 1..<next - 2
             index = next
-            guard headers.count < Self.maximumHeaders else { throw HTTP1Syntax.Violation("too many headers") }
+            guard headers.count < HTTP1Syntax.maximumHeaders else { throw HTTP1Syntax.Violation("too many headers") }
             let nameBytes = UnsafeRawBufferPointer(rebasing: bytes[name])
             let valueBytes = UnsafeRawBufferPointer(rebasing: bytes[value])
             if try !framing.read(name: nameBytes, value: valueBytes, whiteSpace: framingWhiteSpace, of: bytes),

@@ -47,12 +47,6 @@ package struct UpstreamResponseParser {
     /// The longest head, status line and headers together (NIO's limit).
     package static let maximumHeadBytes = HTTP1Syntax.maximumHeadBytes
     package static let maximumHeaders = HTTP1Syntax.maximumHeaders
-    /// The longest chunk-size line, extensions included.
-    package static let maximumChunkLineBytes = HTTP1Body.maximumChunkLineBytes
-    /// The most trailer bytes after the last chunk.
-    package static let maximumTrailerBytes = HTTP1Body.maximumTrailerBytes
-    /// The largest body length or chunk size accepted.
-    package static let maximumLength = HTTP1Syntax.maximumLength
 
     private enum State {
         /// Before a head: `scanned` bytes of the buffer have been searched for its end.
