@@ -350,6 +350,32 @@ struct ProxySemanticsEndToEndTests {
         }
     }
 
+    @Test("an HTTP/1.0 caller that keeps its connection alive gets a chunked answer ended by the connection")
+    func anHTTP10AnswerWithoutALengthEndsItsConnection() async throws {
+        try await Self.withVault { vault in
+            vault.upstream.register(
+                path: "/v2/chunked",
+                headers: [("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")],
+                body: "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            )
+            // HTTP/1.0 has no chunks: the body's end can only be the connection's, whatever the caller asked for.
+            let request =
+                "GET \(Self.proxyTarget("acme", "/v2/chunked")) HTTP/1.0\r\nHost: localhost\r\n"
+                + "Connection: keep-alive\r\n\r\n"
+            let started = ContinuousClock.now
+            let response = try await Blocking.run { [socket = vault.daemon.appSocket] in
+                try RawHTTP.request(socket: socket, request, timeout: .seconds(8))
+            }
+            let elapsed = ContinuousClock.now - started
+            #expect(response.status == 200, "\(response.raw)")
+            #expect(response.head.hasPrefix("HTTP/1.0 200"), "\(response.head)")
+            #expect(response.body == "hello world", "\(response.raw)")
+            #expect(Self.headerValues("Transfer-Encoding", in: response.head).isEmpty, "\(response.head)")
+            #expect(Self.headerValues("Connection", in: response.head) == ["close"], "\(response.head)")
+            #expect(elapsed < .seconds(5), "the connection stayed open after a body only its end could end")
+        }
+    }
+
     @Test("a header the upstream names in Connection is not relayed")
     func responseConnectionNominatedHeadersStay() async throws {
         try await Self.withVault { vault in

@@ -11,7 +11,7 @@ import Testing
     /// Records request parts and errors; the test writes the answers.
     final class Recorder: ChannelInboundHandler {
         typealias InboundIn = HTTPServerRequestPart
-        typealias OutboundOut = HTTPServerResponsePart
+        typealias OutboundOut = HTTPAnswerPart
 
         var parts: [String] = []
         var errors: [String] = []
@@ -52,11 +52,11 @@ import Testing
 
         func answer(_ status: HTTPResponseStatus = .ok, headers: HTTPHeaders = [:], body: String? = nil) throws {
             let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
-            try self.channel.writeOutbound(HTTPServerResponsePart.head(head))
+            try self.channel.writeOutbound(HTTPAnswerPart.head(head))
             if let body {
-                try self.channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: body))))
+                try self.channel.writeOutbound(HTTPAnswerPart.body(.byteBuffer(ByteBuffer(string: body))))
             }
-            try self.channel.writeOutbound(HTTPServerResponsePart.end(nil))
+            try self.channel.writeOutbound(HTTPAnswerPart.end)
         }
 
         /// Everything written to the socket so far, as text.
@@ -141,10 +141,10 @@ import Testing
         let connection = try Connection()
         try connection.send("GET / HTTP/1.0\r\n\r\n")
         try connection.channel.writeOutbound(
-            HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_0, status: .ok))
+            HTTPAnswerPart.head(HTTPResponseHead(version: .http1_0, status: .ok))
         )
-        try connection.channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "abc"))))
-        try connection.channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        try connection.channel.writeOutbound(HTTPAnswerPart.body(.byteBuffer(ByteBuffer(string: "abc"))))
+        try connection.channel.writeOutbound(HTTPAnswerPart.end)
         #expect(try connection.written() == "HTTP/1.0 200 OK\r\n\r\nabc")
     }
 
@@ -152,7 +152,7 @@ import Testing
         let connection = try Connection()
         try connection.send("POST / HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
         try connection.channel.writeOutbound(
-            HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))
+            HTTPAnswerPart.head(HTTPResponseHead(version: .http1_1, status: .continue))
         )
         try connection.send("ok")
         try connection.answer(headers: ["Content-Length": "0"])
@@ -273,8 +273,8 @@ import Testing
             status: .ok,
             headers: ["Content-Length": "1", "Connection": "close"]
         )
-        connection.channel.write(HTTPServerResponsePart.head(head), promise: nil)
-        connection.channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "a"))), promise: nil)
+        connection.channel.write(HTTPAnswerPart.head(head), promise: nil)
+        connection.channel.write(HTTPAnswerPart.body(.byteBuffer(ByteBuffer(string: "a"))), promise: nil)
         // As the connection handler ends an answer that closes its connection: close once the end is written.
         let ended = connection.channel.embeddedEventLoop.makePromise(of: Void.self)
         var writtenWhenEnded: String?
@@ -282,7 +282,7 @@ import Testing
             writtenWhenEnded = try? connection.written()
             connection.channel.close(promise: nil)
         }
-        connection.channel.write(HTTPServerResponsePart.end(nil), promise: ended)
+        connection.channel.write(HTTPAnswerPart.end, promise: ended)
         connection.channel.flush()
         #expect(writtenWhenEnded?.hasSuffix("\r\n\r\na") == true, "the end's write completed before its bytes went out")
         #expect(!connection.channel.isActive)
@@ -305,5 +305,89 @@ import Testing
         let start = read.withUnsafeReadableBytes { $0.baseAddress! }
         try connection.channel.writeInbound(read)
         #expect(pieces.pointers == [start + 38])
+    }
+
+    // MARK: - Forwarded heads written as bytes
+
+    /// The head `encodeForwardedHead` writes is the one the codec frames from an `HTTPResponseHead` with the same
+    /// headers (a relayed `Cache-Control` replaced, `Connection` as keep-alive requires), status by status, for both
+    /// versions, with and without a length: but that an HTTP/1.0 answer ended by its connection says `close`.
+    @Test func aForwardedHeadWrittenAsBytesIsTheHeadTheCodecFrames() throws {
+        let statuses: [HTTPResponseStatus] = [.ok, .created, .noContent, .movedPermanently, .notModified, .notFound]
+        let headerSets: [[(String, String)]] = [
+            [("Content-Type", "application/json"), ("X-RateLimit-Remaining", "9")],
+            [("content-length", "2"), ("ETag", "\"a\"")],
+            [("Cache-Control", "public"), ("Content-Length", "0"), ("Connection", "x"), ("Transfer-Encoding", "gzip")],
+            [],
+        ]
+        for status in statuses {
+            for headers in headerSets {
+                for http10 in [false, true] {
+                    for keepAlive in [true, false] {
+                        let encoded = HTTPServerCodec.encodeForwardedHead(
+                            status: status,
+                            headers: headers,
+                            http10: http10,
+                            keepAlive: keepAlive,
+                            allocator: ByteBufferAllocator()
+                        )
+                        let hasLength =
+                            status.mayHaveResponseBody && headers.contains { $0.0.lowercased() == "content-length" }
+                        let endsByClose = http10 && status.mayHaveResponseBody && !hasLength
+                        #expect(encoded.keepAlive == (keepAlive && !endsByClose))
+                        #expect(encoded.chunked == (status.mayHaveResponseBody && !hasLength && !http10))
+
+                        var expected = HTTPHeaders(
+                            headers.filter {
+                                !["cache-control", "connection", "transfer-encoding"].contains($0.0.lowercased())
+                            }
+                        )
+                        expected.add(name: "Cache-Control", value: "no-store")
+                        if !encoded.keepAlive {
+                            expected.add(name: "Connection", value: "close")
+                        } else if http10 {
+                            expected.add(name: "Connection", value: "keep-alive")
+                        }
+                        let connection = try Connection()
+                        try connection.send(http10 ? "GET / HTTP/1.0\r\n\r\n" : "GET / HTTP/1.1\r\n\r\n")
+                        let head = HTTPResponseHead(
+                            version: http10 ? .http1_0 : .http1_1,
+                            status: status,
+                            headers: expected
+                        )
+                        try connection.channel.writeOutbound(HTTPAnswerPart.head(head))
+                        let framed = try connection.written()
+                        #expect(
+                            String(buffer: encoded.bytes) == framed,
+                            "\(status.code) HTTP/1.\(http10 ? 0 : 1) keep-alive \(keepAlive) \(headers)"
+                        )
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func aForwardedHeadWrittenAsBytesFramesItsBodyAndTheAnswerToHEADSendsNone() throws {
+        for method in ["GET", "HEAD"] {
+            let connection = try Connection()
+            try connection.send("\(method) /x HTTP/1.1\r\n\r\n")
+            let encoded = HTTPServerCodec.encodeForwardedHead(
+                status: .ok,
+                headers: [("Content-Type", "text/plain")],
+                http10: false,
+                keepAlive: true,
+                allocator: ByteBufferAllocator()
+            )
+            try connection.channel.writeOutbound(HTTPAnswerPart.encodedHead(encoded.bytes, chunked: encoded.chunked))
+            try connection.channel.writeOutbound(HTTPAnswerPart.body(.byteBuffer(ByteBuffer(string: "hello"))))
+            try connection.channel.writeOutbound(HTTPAnswerPart.end)
+            let head =
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: no-store\r\n"
+                + "transfer-encoding: chunked\r\n\r\n"
+            #expect(try connection.written() == head + (method == "HEAD" ? "" : "5\r\nhello\r\n0\r\n\r\n"))
+            // The next request is read: the answer ended.
+            try connection.send("GET /y HTTP/1.1\r\n\r\n")
+            #expect(connection.recorder.parts.suffix(2) == ["head GET /y", "end"])
+        }
     }
 }

@@ -115,24 +115,14 @@ public final class ForwardingExchange: TokenBroker.ResponseWriter, @unchecked Se
         }
     }
 
-    /// Whether `name` is `Cache-Control`, in any letter case.
-    private static func isCacheControl(_ name: String) -> Bool {
-        name.utf8.count == 13 && name.lowercased() == "cache-control"
-    }
-
     // MARK: - TokenBroker.ResponseWriter
 
     public func forwardedHead(status: Int, headers: [(String, String)]) -> EventLoopFuture<Void> {
         guard case .waiting = self.phase else { return self.eventLoop.makeSucceededVoidFuture() }
-        // Built as one list, handed to `HTTPHeaders` whole: `add` per header checks each name for `Connection`. A
-        // relayed answer's own `Cache-Control` (the proxy's allow-list passes none) would be replaced.
-        var list: [(String, String)] = []
-        list.reserveCapacity(headers.count + 2)
-        for header in headers where !Self.isCacheControl(header.0) { list.append(header) }
-        list.append(("Cache-Control", "no-store"))
+        // Written as bytes as they are: a relayed `Cache-Control` becomes `no-store` there.
         let keepAlive = self.handler.startForwardedResponse(
             status: HTTPResponseStatus(statusCode: status),
-            headers: HTTPHeaders(consume list),
+            headers: headers,
             head: self.head,
             resolution: self.resolution,
             start: self.start,

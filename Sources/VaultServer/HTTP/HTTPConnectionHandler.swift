@@ -12,7 +12,7 @@ import VaultCore
 /// connection is closed: the rest of such a stream cannot be trusted to frame another request.
 final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundOut = HTTPAnswerPart
 
     private enum State {
         /// Between requests.
@@ -298,9 +298,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
         if keepAlive {
             self.deadlines?.responseFinished()
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end), promise: nil)
         } else {
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.writeAndFlush(self.wrapOutboundOut(.end)).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
         }
@@ -319,7 +319,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let writer = ResponseBodyWriter { buffer in
             try await eventLoop.flatSubmit {
                 let before = previous.value ?? eventLoop.makeSucceededVoidFuture()
-                previous.value = bound.value.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))))
+                previous.value = bound.value.writeAndFlush(NIOAny(HTTPAnswerPart.body(.byteBuffer(buffer))))
                 return before
             }.get()
         }
@@ -328,10 +328,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             case .success where keepAlive && !self.inputClosed:
                 if case .responding = self.state { self.state = .idle }
                 self.deadlines?.responseFinished()
-                context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+                context.writeAndFlush(self.wrapOutboundOut(.end), promise: nil)
             case .success:
                 self.state = .closing
-                context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                context.writeAndFlush(self.wrapOutboundOut(.end)).assumeIsolated().whenComplete { _ in
                     context.close(promise: nil)
                 }
             case .failure(let error):
@@ -390,20 +390,24 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if reading { context.read() }
     }
 
-    /// Writes a forwarded answer's head (chunked unless `headers` has a `Content-Length`); returns whether the
-    /// connection stays open after it.
+    /// Writes a forwarded answer's head (``HTTPServerCodec/encodeForwardedHead(status:headers:http10:keepAlive:allocator:)``
+    /// frames it); returns whether the connection stays open after it.
     func startForwardedResponse(
         status: HTTPResponseStatus,
-        headers: consuming HTTPHeaders,
+        headers: [(String, String)],
         head request: HTTPRequestHead,
         resolution: RequestDispatcher.Resolution,
         start: ContinuousClock.Instant?,
         context: ChannelHandlerContext
     ) -> Bool {
-        let keepAlive = request.isKeepAlive && !self.inputClosed
-        // `headers` ends with `Cache-Control: no-store` (``ForwardingExchange`` replaced a relayed one).
-        let head = Self.responseHead(status, headers: headers, for: request, keepAlive: keepAlive)
-        context.write(self.wrapOutboundOut(.head(consume head)), promise: nil)
+        let encoded = HTTPServerCodec.encodeForwardedHead(
+            status: status,
+            headers: headers,
+            http10: request.version == .http1_0,
+            keepAlive: request.isKeepAlive && !self.inputClosed,
+            allocator: context.channel.allocator
+        )
+        context.write(self.wrapOutboundOut(.encodedHead(encoded.bytes, chunked: encoded.chunked)), promise: nil)
         self.answered(
             status,
             route: resolution.routeName,
@@ -414,7 +418,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             ),
             start: start
         )
-        return keepAlive
+        return encoded.keepAlive
     }
 
     /// Writes a piece of a forwarded body. The future completes at once while the socket takes more (the pieces of
@@ -438,10 +442,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if keepAlive {
             self.state = .idle
             self.deadlines?.responseFinished()
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end), promise: nil)
         } else {
             self.state = .closing
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.writeAndFlush(self.wrapOutboundOut(.end)).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
         }

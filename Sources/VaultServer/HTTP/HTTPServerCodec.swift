@@ -2,6 +2,18 @@ import HTTP1Wire
 import NIOCore
 import NIOHTTP1
 
+/// What ``HTTPConnectionHandler`` writes to ``HTTPServerCodec``: NIO's answer parts, and a head written as bytes by
+/// its writer (``HTTPServerCodec/encodeForwardedHead(status:headers:http10:keepAlive:allocator:)``), which the proxy
+/// route uses so that a relayed head is neither built as `HTTPHeaders` nor copied again.
+enum HTTPAnswerPart {
+    case head(HTTPResponseHead)
+    /// A final answer's head, from its status line to the empty line, framed by its writer: `chunked` says that the
+    /// body, if the request may have one, goes in chunks.
+    case encodedHead(ByteBuffer, chunked: Bool)
+    case body(IOData)
+    case end
+}
+
 /// HTTP/1.1 for one server connection, in one handler: parses requests from the bytes read (``HTTPRequestParser``),
 /// hands them on one at a time, and writes the answers' parts as bytes. It stands where NIO's request decoder,
 /// pipelining handler and response encoder stood (three handlers, each part passing through each), and behaves as
@@ -23,7 +35,7 @@ import NIOHTTP1
 final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundIn = HTTPAnswerPart
     typealias OutboundOut = IOData
 
     private var parser = HTTPRequestParser()
@@ -141,6 +153,10 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             }
             self.frame(&head)
             context.write(self.wrapOutboundOut(.byteBuffer(Self.encode(head, context: context))), promise: promise)
+        case .encodedHead(let bytes, let chunked):
+            // The answer to HEAD says what a GET would have had, and sends none of it.
+            self.chunked = chunked && !self.answeringHead
+            context.write(self.wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
         case .body(let body):
             self.writeBody(body, context: context, promise: promise)
         case .end:
@@ -231,19 +247,7 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
     /// the usual size and grows for a larger one: summing the headers' sizes first costs more than it saves.
     private static func encode(_ head: HTTPResponseHead, context: ChannelHandlerContext) -> ByteBuffer {
         var buffer = context.channel.allocator.buffer(capacity: 512)
-        let code = head.status.code
-        switch (head.version == .http1_0, code) {
-        case (false, 200): buffer.writeStaticString("HTTP/1.1 200 OK\r\n")
-        case (true, 200): buffer.writeStaticString("HTTP/1.0 200 OK\r\n")
-        case (let http10, _):
-            buffer.writeStaticString(http10 ? "HTTP/1.0 " : "HTTP/1.1 ")
-            buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 100 % 10))
-            buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
-            buffer.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
-            buffer.writeInteger(UInt8(ascii: " "))
-            buffer.writeString(head.status.reasonPhrase)
-            buffer.writeStaticString("\r\n")
-        }
+        Self.writeStatusLine(head.status, http10: head.version == .http1_0, to: &buffer)
         for (name, value) in head.headers {
             buffer.writeString(name)
             buffer.writeStaticString(": ")
@@ -252,6 +256,119 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         }
         buffer.writeStaticString("\r\n")
         return buffer
+    }
+
+    private static func writeStatusLine(_ status: HTTPResponseStatus, http10: Bool, to buffer: inout ByteBuffer) {
+        let code = status.code
+        switch (http10, code) {
+        case (false, 200): buffer.writeStaticString("HTTP/1.1 200 OK\r\n")
+        case (true, 200): buffer.writeStaticString("HTTP/1.0 200 OK\r\n")
+        case (let http10, _):
+            buffer.writeStaticString(http10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 100 % 10))
+            buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+            buffer.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
+            buffer.writeInteger(UInt8(ascii: " "))
+            buffer.writeString(status.reasonPhrase)
+            buffer.writeStaticString("\r\n")
+        }
+    }
+
+    /// A forwarded answer's head as bytes, for ``HTTPAnswerPart/encodedHead(_:chunked:)``: what
+    /// `frame(_:)` and `encode(_:context:)` make of a head, without building one.
+    ///
+    /// - `headers` go out in their order and spelling, but for `Cache-Control` (replaced by `no-store`: an answer
+    ///   that carries HR data is not for caches) and the framing and connection headers, which are the vault's to
+    ///   set: `Connection`, `Keep-Alive` and `Transfer-Encoding` are dropped, `Content-Length` too when the status
+    ///   allows no body.
+    /// - `Connection` says `close` when the connection ends after the answer, and `keep-alive` to an HTTP/1.0 caller
+    ///   when it does not.
+    /// - A body without a length is chunked (HTTP/1.1) or ended by the connection (HTTP/1.0): the answer then says
+    ///   `close` and `keepAlive` comes back false.
+    ///
+    /// The bytes are copied once, into a buffer of their exact size.
+    static func encodeForwardedHead(
+        status: HTTPResponseStatus,
+        headers: [(String, String)],
+        http10: Bool,
+        keepAlive: Bool,
+        allocator: ByteBufferAllocator
+    ) -> (bytes: ByteBuffer, chunked: Bool, keepAlive: Bool) {
+        let mayHaveBody = status.mayHaveResponseBody
+        var hasLength = false
+        var size = 0
+        for (name, value) in headers {
+            switch Self.forwardedHeaderKind(name) {
+            case .passed: break
+            case .length:
+                guard mayHaveBody else { continue }
+                hasLength = true
+            case .dropped: continue
+            }
+            size += name.utf8.count + value.utf8.count + 4
+        }
+        let chunked = mayHaveBody && !hasLength && !http10
+        let keepAlive = keepAlive && !(mayHaveBody && !hasLength && http10)
+        let connection: StaticString? =
+            !keepAlive ? "Connection: close\r\n" : (http10 ? "Connection: keep-alive\r\n" : nil)
+        let cacheControl: StaticString = "Cache-Control: no-store\r\n"
+        let transferEncoding: StaticString = "transfer-encoding: chunked\r\n"
+        size += cacheControl.utf8CodeUnitCount + 2
+        size += connection?.utf8CodeUnitCount ?? 0
+        size += chunked ? transferEncoding.utf8CodeUnitCount : 0
+
+        var buffer = allocator.buffer(capacity: size + 64)
+        Self.writeStatusLine(status, http10: http10, to: &buffer)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            var at = 0
+            func put(_ bytes: UnsafeBufferPointer<UInt8>) {
+                guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+                out.baseAddress!.advanced(by: at).copyMemory(from: base, byteCount: bytes.count)
+                at += bytes.count
+            }
+            func put(_ text: String) {
+                var text = text
+                text.withUTF8 { put($0) }
+            }
+            func put(_ text: StaticString) {
+                text.withUTF8Buffer { put($0) }
+            }
+            for (name, value) in headers {
+                switch Self.forwardedHeaderKind(name) {
+                case .passed: break
+                case .length where mayHaveBody: break
+                case .length, .dropped: continue
+                }
+                put(name)
+                put(": ")
+                put(value)
+                put("\r\n")
+            }
+            put(cacheControl)
+            if let connection { put(connection) }
+            if chunked { put(transferEncoding) }
+            put("\r\n")
+            assert(at == size)
+            return at
+        }
+        return (buffer, chunked, keepAlive)
+    }
+
+    private enum ForwardedHeaderKind { case passed, length, dropped }
+
+    /// How ``encodeForwardedHead(status:headers:http10:keepAlive:allocator:)`` treats a header, by its name in any
+    /// letter case: compared by length first, since most names are none of these.
+    private static func forwardedHeaderKind(_ name: String) -> ForwardedHeaderKind {
+        switch name.utf8.count {
+        case 10:
+            let isHopByHop =
+                HTTPBytes.equalsIgnoringCase(name, "connection") || HTTPBytes.equalsIgnoringCase(name, "keep-alive")
+            return isHopByHop ? .dropped : .passed
+        case 13: return HTTPBytes.equalsIgnoringCase(name, "cache-control") ? .dropped : .passed
+        case 14: return HTTPBytes.equalsIgnoringCase(name, "content-length") ? .length : .passed
+        case 17: return HTTPBytes.equalsIgnoringCase(name, "transfer-encoding") ? .dropped : .passed
+        default: return .passed
+        }
     }
 
     private static let noBytes = ByteBuffer()
