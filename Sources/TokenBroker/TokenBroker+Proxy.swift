@@ -485,7 +485,9 @@ extension TokenBroker.Entry {
             token.expiresAt - now >= .seconds(TokenBroker.proxyMinimumTTL)
         else { return nil }
         let destination: ProxyDestination
-        if let cached = slot.proxyDestination, cached.token == token {
+        if let cached = slot.proxyDestination, cached.revision == token.revision,
+            cached.accessToken == token.accessToken
+        {
             destination = cached.destination
         } else {
             do {
@@ -498,7 +500,7 @@ extension TokenBroker.Entry {
             } catch {
                 throw TokenBroker.vaultError(error, connection: self.snapshot.id)
             }
-            slot.proxyDestination = (token, destination)
+            slot.proxyDestination = (token.accessToken, token.revision, destination)
         }
         return TokenBroker.ForwardGrant(
             connection: self.snapshot.id,

@@ -154,8 +154,10 @@ public final class TokenBroker: Sendable {
         }
         /// The caller identities the current `prepared` token was handed to (and recorded for, `token.issued`).
         var issuedTo: [CallerIdentity] = []
-        /// The proxy's destination for the token it was built for (see `cachedForwardGrant`): built once per token.
-        var proxyDestination: (token: CachedToken, destination: ProxyDestination)?
+        /// The proxy's destination for the token it was built for (see `cachedForwardGrant`): built once per token, and
+        /// found again by the token's text and revision (the destination's header holds the text), without copying
+        /// the whole token on every request.
+        var proxyDestination: (accessToken: String, revision: Int64, destination: ProxyDestination)?
 
         init(scope: String?, state: TokenState<Waiter>) {
             self.scope = scope

@@ -313,6 +313,8 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             !keepAlive ? "Connection: close\r\n" : (http10 ? "Connection: keep-alive\r\n" : nil)
         let cacheControl: StaticString = "Cache-Control: no-store\r\n"
         let transferEncoding: StaticString = "transfer-encoding: chunked\r\n"
+        let separator: StaticString = ": "
+        let crlf: StaticString = "\r\n"
         size += cacheControl.utf8CodeUnitCount + 2
         size += connection?.utf8CodeUnitCount ?? 0
         size += chunked ? transferEncoding.utf8CodeUnitCount : 0
@@ -320,38 +322,48 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         var buffer = allocator.buffer(capacity: size + 64)
         Self.writeStatusLine(status, http10: http10, to: &buffer)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            // Each write returns where the next begins: a position captured and changed by nested functions would be
+            // checked for exclusive access at run time on every write.
             var at = 0
-            func put(_ bytes: UnsafeBufferPointer<UInt8>) {
-                guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-                out.baseAddress!.advanced(by: at).copyMemory(from: base, byteCount: bytes.count)
-                at += bytes.count
-            }
-            func put(_ text: String) {
-                var text = text
-                text.withUTF8 { put($0) }
-            }
-            func put(_ text: StaticString) {
-                text.withUTF8Buffer { put($0) }
-            }
             for (name, value) in headers {
                 switch Self.forwardedHeaderKind(name) {
                 case .passed: break
                 case .length where mayHaveBody: break
                 case .length, .dropped: continue
                 }
-                put(name)
-                put(": ")
-                put(value)
-                put("\r\n")
+                at = Self.put(name, into: out, at: at)
+                at = Self.put(separator, into: out, at: at)
+                at = Self.put(value, into: out, at: at)
+                at = Self.put(crlf, into: out, at: at)
             }
-            put(cacheControl)
-            if let connection { put(connection) }
-            if chunked { put(transferEncoding) }
-            put("\r\n")
+            at = Self.put(cacheControl, into: out, at: at)
+            if let connection { at = Self.put(connection, into: out, at: at) }
+            if chunked { at = Self.put(transferEncoding, into: out, at: at) }
+            at = Self.put(crlf, into: out, at: at)
             assert(at == size)
             return at
         }
         return (buffer, chunked, keepAlive)
+    }
+
+    /// Copies `bytes` into `out` at `at`; returns the position after them.
+    private static func put(
+        _ bytes: UnsafeBufferPointer<UInt8>,
+        into out: UnsafeMutableRawBufferPointer,
+        at: Int
+    ) -> Int {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return at }
+        out.baseAddress!.advanced(by: at).copyMemory(from: base, byteCount: bytes.count)
+        return at + bytes.count
+    }
+
+    private static func put(_ text: String, into out: UnsafeMutableRawBufferPointer, at: Int) -> Int {
+        var text = text
+        return text.withUTF8 { Self.put($0, into: out, at: at) }
+    }
+
+    private static func put(_ text: StaticString, into out: UnsafeMutableRawBufferPointer, at: Int) -> Int {
+        text.withUTF8Buffer { Self.put($0, into: out, at: at) }
     }
 
     private enum ForwardedHeaderKind { case passed, length, dropped }
