@@ -37,9 +37,15 @@ public final class RequestCounters: Sendable {
     ///   - route: The route's name (`GET /v1/connections/{id}`), or a fixed word for requests that matched none.
     ///   - status: The status code sent.
     public func record(socket: String, route: String, status: UInt) {
+        self.counter(socket: socket, route: route, status: status).increment()
+    }
+
+    /// The counter of `socket`, `route` and `status` (see ``record(socket:route:status:)``), for a caller that keeps
+    /// it: a connection counts its requests without looking it up again while they share a route and a status.
+    public func counter(socket: String, route: String, status: UInt) -> Counter {
         let shard = self.shards[Int(UInt(bitPattern: pthread_self().hashValue) % UInt(Self.shardCount))]
         let key = Key(socket: socket, route: route, status: status)
-        let counter = shard.counters.withLock { counters in
+        return shard.counters.withLock { counters in
             if let counter = counters[key] { return counter }
             // Once per socket, route, status and shard: the factory hands every shard the same series.
             let counter = Counter(
@@ -50,6 +56,5 @@ public final class RequestCounters: Sendable {
             counters[key] = counter
             return counter
         }
-        counter.increment()
     }
 }

@@ -376,4 +376,20 @@ struct HTTPConnectionHandlerTests {
         #expect(text.contains("connvault_process_uptime_seconds "))
         _ = try? channel.finish()
     }
+
+    @Test("a connection that changes route or status between requests counts each under its own labels")
+    func metricsAcrossRoutesOnOneConnection() throws {
+        let metrics = ServerMetrics()
+        let channel = try self.makeChannel(metrics: metrics)
+        let byID = "GET /v1/connections/acme HTTP/1.1\r\nHost: x\r\n\r\n"
+        let invalidID = "GET /v1/connections/-bad HTTP/1.1\r\nHost: x\r\n\r\n"
+        let health = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        _ = try self.exchange(channel, byID + byID + invalidID + byID + health + health + invalidID)
+        let text = metrics.render(status: nil)
+        let prefix = #"connvault_http_requests_total{socket="admin",route="#
+        #expect(text.contains(prefix + #""GET /v1/connections/{id}",status="200"} 3"#))
+        #expect(text.contains(prefix + #""GET /v1/connections/{id}",status="400"} 2"#))
+        #expect(text.contains(prefix + #""GET /v1/health",status="200"} 2"#))
+        _ = try? channel.finish()
+    }
 }

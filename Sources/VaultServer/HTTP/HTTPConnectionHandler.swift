@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -39,6 +40,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// The current request's route, resolved when its head arrived; kept apart from `state`, so that the state's
     /// payload stays small (it is copied on every body part and at the end of every request).
     private var resolution: RequestDispatcher.Resolution?
+    /// The request counter of the last answer's route and status: a connection's requests mostly share both, and
+    /// finding the counter by its labels costs two strings hashed per request.
+    private var lastCounter: (route: String, status: UInt, counter: CoreMetrics.Counter)?
 
     init(dispatcher: RequestDispatcher, caller: Caller, logger: Logger, deadlines: ConnectionDeadlines? = nil) {
         self.dispatcher = dispatcher
@@ -352,7 +356,17 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         logger: @autoclosure () -> Logger,
         start: ContinuousClock.Instant?
     ) {
-        self.dispatcher.metrics.record(socket: self.dispatcher.socket, route: route, status: status.code)
+        if let last = self.lastCounter, last.status == status.code, last.route == route {
+            last.counter.increment()
+        } else {
+            let counter = self.dispatcher.metrics.requestCounter(
+                socket: self.dispatcher.socket,
+                route: route,
+                status: status.code
+            )
+            self.lastCounter = (route, status.code, counter)
+            counter.increment()
+        }
         guard self.logger.logLevel <= .debug else { return }
         var metadata: Logger.Metadata = ["http.route": "\(route)", "http.status": "\(status.code)"]
         if let start {

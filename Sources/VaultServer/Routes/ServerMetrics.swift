@@ -33,6 +33,11 @@ public final class ServerMetrics: Sendable {
         self.requests.record(socket: socket, route: route, status: status)
     }
 
+    /// The counter ``record(socket:route:status:)`` adds to, for a caller that keeps it.
+    public func requestCounter(socket: String, route: String, status: UInt) -> CoreMetrics.Counter {
+        self.requests.counter(socket: socket, route: route, status: status)
+    }
+
     /// The exposition: every series of ``registry``, then the figures of `status` (connections by state, audit rows,
     /// key id, revocations pending; left out without one) and the uptime, read now.
     public func render(status: StatusView?) -> String {
