@@ -19,8 +19,8 @@ enum HTTPAnswerPart {
 /// pipelining handler and response encoder stood (three handlers, each part passing through each), and behaves as
 /// they did towards ``HTTPConnectionHandler`` (docs/decisions.md, "The app socket's half").
 ///
-/// - Pipelining: once a request's end is handed on, the next request is not parsed, and the socket not read, until
-///   the answer's end is written. Bytes already read wait in the parser.
+/// - Pipelining: once a request's end is handed on, the next request is not parsed until the answer's end is
+///   written, and the socket is not read once bytes of it wait in the parser.
 /// - Framing of answers: an answer with `Content-Length` is sent as it is; without one, an HTTP/1.1 answer that may
 ///   have a body is chunked, an HTTP/1.0 one is ended by the connection (the connection handler closes it). An answer
 ///   that may not have a body (1xx, 204, 304) loses any framing header. The answer to `HEAD` keeps its head and sends
@@ -104,8 +104,12 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// While an answer is awaited the socket is read on until bytes of a next request wait; then reading stops until
+    /// the answer's end is written. A caller that waits for each answer (nearly every one) so never has its socket's
+    /// read interest taken away and given back, two `epoll_ctl` calls per request; one that pipelines has at most one
+    /// read's worth of bytes waiting (NIO's receive buffer, a few reads of it at the most).
     func read(context: ChannelHandlerContext) {
-        if self.awaitingAnswerEnd {
+        if self.awaitingAnswerEnd && self.parser.hasUnparsedBytes {
             self.readPending = true
         } else {
             context.read()
