@@ -308,6 +308,45 @@ import VaultLocks
         }
     }
 
+    // MARK: - Several addresses
+
+    /// A host with an IPv6 and an IPv4 address: NIO tries the IPv6 one first and, when it has not connected within
+    /// 250 ms, the IPv4 one beside it (happy eyeballs), running the channel initializer for each attempt. Here the
+    /// IPv6 address never answers (a listener on ::1 whose accept queue is full: the kernel drops the SYN), so the
+    /// IPv4 attempt wins and NIO closes the other. The losing attempt must not close or clear the connection the
+    /// requests then share: every request is answered, on the one connection the upstream accepted.
+    /// Needs an IPv6 loopback address (a host without one cannot make the IPv6 attempt wait).
+    @Test(.enabled(if: UnansweredIPv6Address.isAvailable))
+    func aHostWithTwoAddressesKeepsTheAttemptThatConnectedAndReusesIt() async throws {
+        let unanswered = try UnansweredIPv6Address()
+        defer { unanswered.close() }
+        try await self.withUpstream(answering: .ok) { upstream in
+            var configuration = PersonioProxy.UpstreamConfiguration()
+            let queries = TwoAddressResolver.Queries()
+            let v6 = try SocketAddress(ipAddress: "::1", port: unanswered.port)
+            let v4 = try SocketAddress(ipAddress: "127.0.0.1", port: upstream.port)
+            configuration.resolver = { loop in TwoAddressResolver(loop: loop, v6: v6, v4: v4, queries: queries) }
+            try await self.withProxy(configuration) { proxy, _ in
+                let baseURL = "http://dual-stack.invalid:\(upstream.port)"
+                let started = ContinuousClock.now
+                let first = try await Self.get(proxy, baseURL, path: "/v2/persons/0")
+                let elapsed = ContinuousClock.now - started
+                #expect(first.status == 200)
+                #expect(try await Self.text(first) == "ok")
+                // Not sooner than NIO's connection delay: the IPv6 attempt was made first and was still in flight.
+                #expect(elapsed >= .milliseconds(200), "\(elapsed)")
+                for index in 1..<10 {
+                    let response = try await Self.get(proxy, baseURL, path: "/v2/persons/\(index)")
+                    #expect(response.status == 200)
+                    #expect(try await Self.text(response) == "ok")
+                }
+            }
+            #expect(queries.aaaa.withLock { $0 } >= 1, "the IPv6 address was never asked for")
+            #expect(upstream.requests.map(\.uri) == (0..<10).map { "/v2/persons/\($0)" })
+            #expect(upstream.accepted == 1, "the connection that won was not the one reused")
+        }
+    }
+
     // MARK: - Cancellation
 
     @Test func cancellingAnExchangeClosesItsConnectionAndFailsTheSink() async throws {
@@ -995,5 +1034,93 @@ struct UpstreamTestCertificates {
         guard termination == ChildProcess.Termination(status: 0, signaled: false, timedOut: false) else {
             throw TestSupportError("openssl \(arguments[0]): \(termination): \(child.standardError())")
         }
+    }
+}
+
+/// Answers A and AAAA queries with one fixed address each, and counts the AAAA queries.
+private final class TwoAddressResolver: Resolver {
+    final class Queries: Sendable {
+        let aaaa = Locked(0)
+    }
+
+    private let loop: any EventLoop
+    private let v6: SocketAddress
+    private let v4: SocketAddress
+    private let queries: Queries
+
+    init(loop: any EventLoop, v6: SocketAddress, v4: SocketAddress, queries: Queries) {
+        (self.loop, self.v6, self.v4, self.queries) = (loop, v6, v4, queries)
+    }
+
+    func initiateAQuery(host: String, port: Int) -> EventLoopFuture<[SocketAddress]> {
+        self.loop.makeSucceededFuture([self.v4])
+    }
+
+    func initiateAAAAQuery(host: String, port: Int) -> EventLoopFuture<[SocketAddress]> {
+        self.queries.aaaa.withLock { $0 += 1 }
+        return self.loop.makeSucceededFuture([self.v6])
+    }
+
+    func cancelQueries() {}
+}
+
+/// A TCP port on ::1 that takes no connection: a listener with an accept queue of one, filled by a connection of
+/// its own and never accepted, so the kernel drops every further SYN and a connect to it waits (as to a host that
+/// does not answer) until its caller gives up.
+private struct UnansweredIPv6Address {
+    let port: Int
+    private let listener: Int32
+    private let filler: Int32
+
+    init() throws {
+        struct Failure: Error {
+            var call: String
+            var errno: Int32
+        }
+        func check(_ result: Int32, _ call: String) throws {
+            guard result >= 0 else { throw Failure(call: call, errno: errno) }
+        }
+        func withAddress<T>(
+            _ address: inout sockaddr_in6,
+            _ body: (UnsafeMutablePointer<sockaddr>) throws -> T
+        ) rethrows -> T {
+            try withUnsafeMutablePointer(to: &address) { pointer in
+                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { try body($0) }
+            }
+        }
+        var address = sockaddr_in6()
+        address.sin6_family = sa_family_t(AF_INET6)
+        address.sin6_addr = in6addr_loopback
+        var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        let listener = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        try check(listener, "socket")
+        var filler: Int32 = -1
+        do {
+            try withAddress(&address) { try check(bind(listener, $0, length), "bind") }
+            try check(listen(listener, 0), "listen")
+            try withAddress(&address) { try check(getsockname(listener, $0, &length), "getsockname") }
+            // The one connection the queue holds.
+            filler = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+            try check(filler, "socket")
+            try withAddress(&address) { try check(connect(filler, $0, length), "connect") }
+        } catch {
+            if filler >= 0 { _ = Glibc.close(filler) }
+            _ = Glibc.close(listener)
+            throw error
+        }
+        (self.listener, self.filler) = (listener, filler)
+        self.port = Int(UInt16(bigEndian: address.sin6_port))
+    }
+
+    /// Whether ::1 can be bound here.
+    static var isAvailable: Bool {
+        guard let address = try? UnansweredIPv6Address() else { return false }
+        address.close()
+        return true
+    }
+
+    func close() {
+        _ = Glibc.close(self.filler)
+        _ = Glibc.close(self.listener)
     }
 }

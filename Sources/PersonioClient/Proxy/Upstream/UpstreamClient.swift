@@ -34,6 +34,10 @@ extension PersonioProxy {
         /// Every connection goes to this host and port instead of the base URL's (the `Host` header and TLS name
         /// stay the base URL's): for test servers that must never reach a network.
         public var connectOverride: (host: String, port: Int)?
+        /// Resolves the base URL's host in place of the system's resolver, one per connection to be made: for tests
+        /// of a name with an IPv6 and an IPv4 address, which this machine's hosts file may not have.
+        /// ``connectOverride`` wins over it.
+        package var resolver: (@Sendable (any EventLoop) -> any Resolver)?
 
         public init() {}
     }
@@ -128,7 +132,7 @@ final class UpstreamClient: @unchecked Sendable {
     /// Opens a channel to `origin`, with TLS for `https`; its last handler is an ``UpstreamChannelHandler``.
     func connect(to origin: UpstreamOrigin) -> EventLoopFuture<any Channel> {
         let sslContext = self.sslContext
-        let bootstrap = ClientBootstrap(group: self.eventLoop)
+        var bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(TimeAmount(self.configuration.connectTimeout))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -147,6 +151,9 @@ final class UpstreamClient: @unchecked Sendable {
             }
         if let override = self.configuration.connectOverride {
             return bootstrap.connect(host: override.host, port: override.port)
+        }
+        if let resolver = self.configuration.resolver {
+            bootstrap = bootstrap.resolver(resolver(self.eventLoop))
         }
         return bootstrap.connect(host: origin.host, port: origin.port)
     }
