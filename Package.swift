@@ -252,6 +252,7 @@ let package = Package(
                 "VaultServer", "VaultCore", "TokenBroker", "VaultClient", "VaultAPI", "TestSupport", "PersonioStandIn",
                 "VaultLocks", logging, nioCore, nioHTTP1,
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -28,7 +28,7 @@ enum MetricsBench {
         switch mode {
         case "prometheus":
             let counters = RequestCounters(factory: PrometheusMetricsFactory(registry: registry))
-            record = { counters.record(socket: $0, route: $1, status: $2) }
+            record = { counters.counter(socket: $0, route: $1, status: $2).increment() }
         case "handwritten":
             let counters = HandWrittenCounters()
             record = { counters.record(socket: $0, route: $1, status: $2) }

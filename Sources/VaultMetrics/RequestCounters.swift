@@ -31,17 +31,12 @@ public final class RequestCounters: Sendable {
         self.factory = factory
     }
 
-    /// Counts one answered request.
+    /// The counter of answered requests of `socket`, `route` and `status`, for a caller that keeps it: a connection
+    /// counts its requests without looking it up again while they share a route and a status.
     /// - Parameters:
     ///   - socket: `admin` or `app`.
     ///   - route: The route's name (`GET /v1/connections/{id}`), or a fixed word for requests that matched none.
     ///   - status: The status code sent.
-    public func record(socket: String, route: String, status: UInt) {
-        self.counter(socket: socket, route: route, status: status).increment()
-    }
-
-    /// The counter of `socket`, `route` and `status` (see ``record(socket:route:status:)``), for a caller that keeps
-    /// it: a connection counts its requests without looking it up again while they share a route and a status.
     public func counter(socket: String, route: String, status: UInt) -> Counter {
         let shard = self.shards[Int(UInt(bitPattern: pthread_self().hashValue) % UInt(Self.shardCount))]
         let key = Key(socket: socket, route: route, status: status)

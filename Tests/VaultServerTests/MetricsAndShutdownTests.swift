@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import PersonioStandIn
 import TestSupport
@@ -217,9 +218,9 @@ struct MetricsAndShutdownTests {
     func instancesApart() {
         let first = ServerMetrics()
         let second = ServerMetrics()
-        first.record(socket: "app", route: "GET /v1/health", status: 200)
-        first.record(socket: "app", route: "GET /v1/health", status: 200)
-        second.record(socket: "app", route: "GET /v1/health", status: 200)
+        first.requestCounter(socket: "app", route: "GET /v1/health", status: 200).increment()
+        first.requestCounter(socket: "app", route: "GET /v1/health", status: 200).increment()
+        second.requestCounter(socket: "app", route: "GET /v1/health", status: 200).increment()
         let series = #"connvault_http_requests_total{socket="app",route="GET /v1/health",status="200"}"#
         #expect(metricValue(series, in: first.render(status: nil)) == 2)
         #expect(metricValue(series, in: second.render(status: nil)) == 1)
@@ -228,7 +229,7 @@ struct MetricsAndShutdownTests {
     @Test("label values are escaped as the text format requires")
     func escaping() {
         let metrics = ServerMetrics()
-        metrics.record(socket: "app", route: "GET /a\"b\\c\nd", status: 404)
+        metrics.requestCounter(socket: "app", route: "GET /a\"b\\c\nd", status: 404).increment()
         #expect(
             metrics.render(status: nil).contains(
                 #"connvault_http_requests_total{socket="app",route="GET /a\"b\\c\nd",status="404"} 1"#

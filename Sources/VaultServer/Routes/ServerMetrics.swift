@@ -24,16 +24,12 @@ public final class ServerMetrics: Sendable {
         self.requests = RequestCounters(factory: self.factory)
     }
 
-    /// Counts one answered request.
+    /// The counter of answered requests of `socket`, `route` and `status`; a connection keeps it while its answers
+    /// share both (``RequestCounters/counter(socket:route:status:)``).
     /// - Parameters:
     ///   - socket: `admin` or `app`.
     ///   - route: The route's name (`GET /v1/connections/{id}`), or a fixed word for requests that matched none.
     ///   - status: The status code sent.
-    public func record(socket: String, route: String, status: UInt) {
-        self.requests.record(socket: socket, route: route, status: status)
-    }
-
-    /// The counter ``record(socket:route:status:)`` adds to, for a caller that keeps it.
     public func requestCounter(socket: String, route: String, status: UInt) -> CoreMetrics.Counter {
         self.requests.counter(socket: socket, route: route, status: status)
     }
