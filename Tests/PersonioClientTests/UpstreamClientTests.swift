@@ -1073,43 +1073,15 @@ private struct UnansweredIPv6Address {
     private let filler: Int32
 
     init() throws {
-        struct Failure: Error {
-            var call: String
-            var errno: Int32
-        }
-        func check(_ result: Int32, _ call: String) throws {
-            guard result >= 0 else { throw Failure(call: call, errno: errno) }
-        }
-        func withAddress<T>(
-            _ address: inout sockaddr_in6,
-            _ body: (UnsafeMutablePointer<sockaddr>) throws -> T
-        ) rethrows -> T {
-            try withUnsafeMutablePointer(to: &address) { pointer in
-                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { try body($0) }
-            }
-        }
-        var address = sockaddr_in6()
-        address.sin6_family = sa_family_t(AF_INET6)
-        address.sin6_addr = in6addr_loopback
-        var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        let listener = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
-        try check(listener, "socket")
-        var filler: Int32 = -1
+        let (listener, port) = try LoopbackListener.open(.ipv6, backlog: 0)
         do {
-            try withAddress(&address) { try check(bind(listener, $0, length), "bind") }
-            try check(listen(listener, 0), "listen")
-            try withAddress(&address) { try check(getsockname(listener, $0, &length), "getsockname") }
             // The one connection the queue holds.
-            filler = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
-            try check(filler, "socket")
-            try withAddress(&address) { try check(connect(filler, $0, length), "connect") }
+            self.filler = try LoopbackListener.connect(.ipv6, port: port)
         } catch {
-            if filler >= 0 { _ = Glibc.close(filler) }
             _ = Glibc.close(listener)
             throw error
         }
-        (self.listener, self.filler) = (listener, filler)
-        self.port = Int(UInt16(bigEndian: address.sin6_port))
+        (self.listener, self.port) = (listener, port)
     }
 
     /// Whether ::1 can be bound here.
