@@ -59,32 +59,55 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
         )
     }
 
-    /// The parameters when `path` (absolute, without its query, as UTF-8) matches. Walks the bytes once, without
-    /// splitting them: this runs for every route tried on every request.
+    /// The parameters when `path` (absolute, without its query, as UTF-8) matches. Walks the bytes without
+    /// splitting them, and makes the parameters' strings only once the whole path matched: this runs for every route
+    /// tried on every request, and most routes tried fail on a literal after a parameter (`/v1/connections/{id}/…`).
     func match(_ path: UnsafeBufferPointer<UInt8>) -> PathParameters? {
-        guard path.first == UInt8(ascii: "/") else { return nil }
+        guard self.matches(path) else { return nil }
         var parameters = PathParameters()
+        var start = 1
+        for segment in self.segments {
+            var end = start
+            while end < path.count && path[end] != UInt8(ascii: "/") { end += 1 }
+            switch segment {
+            case .remainder(let name):
+                // Everything after the '/' that ends the fixed part, kept as sent.
+                parameters.append(name, Self.string(path, start..<path.count))
+                return parameters
+            case .literal:
+                break
+            case .parameter(let name):
+                parameters.append(name, Self.string(path, start..<end))
+            }
+            start = end + 1
+        }
+        return parameters
+    }
+
+    /// Whether `path` matches: its segments against the literals, a non-empty one for each parameter, and as many
+    /// as the pattern has (one or more for a remainder).
+    private func matches(_ path: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard path.first == UInt8(ascii: "/") else { return false }
         var start = 1
         for position in self.segments.indices {
             var end = start
             while end < path.count && path[end] != UInt8(ascii: "/") { end += 1 }
             switch self.segments[position] {
-            case .remainder(let name):
-                // Everything after the '/' that ends the fixed part, kept as sent.
-                parameters.append(name, Self.string(path, start..<path.count))
-                return parameters
+            case .remainder:
+                return true
             case .literal(let literal):
-                guard end - start == literal.count, Self.bytes(of: path, at: start, equal: literal) else { return nil }
-            case .parameter(let name):
-                guard end > start else { return nil }
-                parameters.append(name, Self.string(path, start..<end))
+                guard end - start == literal.count, Self.bytes(of: path, at: start, equal: literal) else {
+                    return false
+                }
+            case .parameter:
+                guard end > start else { return false }
             }
-            if position == self.segments.count - 1 { return end == path.count ? parameters : nil }
+            if position == self.segments.count - 1 { return end == path.count }
             // More pattern segments follow: the path must go on after a '/'.
-            guard end < path.count else { return nil }
+            guard end < path.count else { return false }
             start = end + 1
         }
-        return parameters
+        return true
     }
 
     /// Whether `path` holds `literal` from `start` on (which the caller has checked it has room for). A plain loop:
