@@ -480,7 +480,7 @@ extension TokenBroker.Entry {
         now: ContinuousClock.Instant
     ) throws(VaultError) -> TokenBroker.ForwardGrant? {
         let slot = self.slot(for: rule)
-        guard self.snapshot.provider.isTokenExportable, slot.prepared != nil, let token = slot.state.token,
+        guard self.snapshot.provider.isTokenExportable, slot.prepared != nil, let token = slot.token,
             token.revision == self.snapshot.revision,
             token.expiresAt - now >= .seconds(TokenBroker.proxyMinimumTTL)
         else { return nil }

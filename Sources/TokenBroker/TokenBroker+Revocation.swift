@@ -112,7 +112,7 @@ extension TokenBroker {
         let id = snapshot.id
         let known = self.entries.withLock { entries in
             guard let entry = entries[id], entry.snapshot.revision == snapshot.revision else { return false }
-            return entry.slots.contains { $0.state.token?.accessToken == issued.accessToken }
+            return entry.slots.contains { $0.token?.accessToken == issued.accessToken }
         }
         if known { return .serve }
         let recording: TokenRecording

@@ -199,6 +199,12 @@ public struct TokenState<Waiter: Sendable>: Sendable {
         }
     }
 
+    /// The token `state` holds, read in place (``token`` on a copy): for a state stored in a class, whose property
+    /// read copies the whole state first.
+    static func token(in state: inout TokenState) -> CachedToken? {
+        state.token
+    }
+
     /// Whether a token call is under way.
     public var isCalling: Bool {
         if case .calling = self.phase { true } else { false }
