@@ -326,8 +326,7 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         var buffer = allocator.buffer(capacity: size + 64)
         Self.writeStatusLine(status, http10: http10, to: &buffer)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
-            // Each write returns where the next begins: a position captured and changed by nested functions would be
-            // checked for exclusive access at run time on every write.
+            // Each write returns where the next begins (HTTPBytes.put).
             var at = 0
             for (name, value) in headers {
                 switch Self.forwardedHeaderKind(name) {
@@ -335,39 +334,19 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
                 case .length where mayHaveBody: break
                 case .length, .dropped: continue
                 }
-                at = Self.put(name, into: out, at: at)
-                at = Self.put(separator, into: out, at: at)
-                at = Self.put(value, into: out, at: at)
-                at = Self.put(crlf, into: out, at: at)
+                at = HTTPBytes.put(name, into: out, at: at)
+                at = HTTPBytes.put(separator, into: out, at: at)
+                at = HTTPBytes.put(value, into: out, at: at)
+                at = HTTPBytes.put(crlf, into: out, at: at)
             }
-            at = Self.put(cacheControl, into: out, at: at)
-            if let connection { at = Self.put(connection, into: out, at: at) }
-            if chunked { at = Self.put(transferEncoding, into: out, at: at) }
-            at = Self.put(crlf, into: out, at: at)
+            at = HTTPBytes.put(cacheControl, into: out, at: at)
+            if let connection { at = HTTPBytes.put(connection, into: out, at: at) }
+            if chunked { at = HTTPBytes.put(transferEncoding, into: out, at: at) }
+            at = HTTPBytes.put(crlf, into: out, at: at)
             assert(at == size)
             return at
         }
         return (buffer, chunked, keepAlive)
-    }
-
-    /// Copies `bytes` into `out` at `at`; returns the position after them.
-    private static func put(
-        _ bytes: UnsafeBufferPointer<UInt8>,
-        into out: UnsafeMutableRawBufferPointer,
-        at: Int
-    ) -> Int {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return at }
-        out.baseAddress!.advanced(by: at).copyMemory(from: base, byteCount: bytes.count)
-        return at + bytes.count
-    }
-
-    private static func put(_ text: String, into out: UnsafeMutableRawBufferPointer, at: Int) -> Int {
-        var text = text
-        return text.withUTF8 { Self.put($0, into: out, at: at) }
-    }
-
-    private static func put(_ text: StaticString, into out: UnsafeMutableRawBufferPointer, at: Int) -> Int {
-        text.withUTF8Buffer { Self.put($0, into: out, at: at) }
     }
 
     private enum ForwardedHeaderKind { case passed, length, dropped }

@@ -1,3 +1,4 @@
+import HTTP1Wire
 import NIOCore
 import NIOHTTP1
 import VaultCrypto
@@ -52,28 +53,36 @@ struct UpstreamRequestHead {
             framingLine = "Transfer-Encoding: chunked\r\n"
         }
         self.method = method
-        var size = method.rawValue.utf8.count + 1 + target.utf8.count + 11
+        let methodName = method.rawValue
+        var size = methodName.utf8.count + 1 + target.utf8.count + 11
         for (name, value) in callerHeaders { size += name.utf8.count + value.utf8.count + 4 }
         size += destination.headerLines.readableBytes + framingLine.utf8.count + 2
         let secret = destination.secretHeaderLines
         if let secret { size += secret.count }
-        // Sized exactly: a buffer of the zeroing allocator must not grow (the move would go through its own
-        // reallocation, which wipes the old block, but there is no reason to make it).
+        // Sized exactly, and written in one pass (HTTPBytes.put): a buffer of the zeroing allocator must not grow
+        // (the move would go through its own reallocation, which wipes the old block, but there is no reason to make
+        // it), and a ByteBuffer write per piece costs more than the copy it makes.
         var bytes = (secret == nil ? Self.plain : ZeroingAllocator.allocator).buffer(capacity: size)
-        bytes.writeString(method.rawValue)
-        bytes.writeStaticString(" ")
-        bytes.writeString(target)
-        bytes.writeStaticString(" HTTP/1.1\r\n")
-        for (name, value) in callerHeaders {
-            bytes.writeString(name)
-            bytes.writeStaticString(": ")
-            bytes.writeString(value)
-            bytes.writeStaticString("\r\n")
+        let (space, version, separator, crlf): (StaticString, StaticString, StaticString, StaticString) =
+            (" ", " HTTP/1.1\r\n", ": ", "\r\n")
+        bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            var at = HTTPBytes.put(methodName, into: out, at: 0)
+            at = HTTPBytes.put(space, into: out, at: at)
+            at = HTTPBytes.put(target, into: out, at: at)
+            at = HTTPBytes.put(version, into: out, at: at)
+            for (name, value) in callerHeaders {
+                at = HTTPBytes.put(name, into: out, at: at)
+                at = HTTPBytes.put(separator, into: out, at: at)
+                at = HTTPBytes.put(value, into: out, at: at)
+                at = HTTPBytes.put(crlf, into: out, at: at)
+            }
+            at = destination.headerLines.withUnsafeReadableBytes { HTTPBytes.put($0, into: out, at: at) }
+            if let secret { at = secret.withUnsafeBytes { HTTPBytes.put($0, into: out, at: at) } }
+            at = HTTPBytes.put(framingLine, into: out, at: at)
+            at = HTTPBytes.put(crlf, into: out, at: at)
+            assert(at == size)
+            return at
         }
-        bytes.writeImmutableBuffer(destination.headerLines)
-        if let secret { secret.withUnsafeBytes { _ = bytes.writeBytes($0) } }
-        bytes.writeString(framingLine)
-        bytes.writeStaticString("\r\n")
         self.bytes = bytes
     }
 
