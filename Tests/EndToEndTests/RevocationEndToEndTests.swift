@@ -56,6 +56,11 @@ struct RevocationEndToEndTests {
         return (try? await condition()) == true
     }
 
+    /// The daemon's log lines about revocations (the last 40), for a failure to say what the revoker did.
+    static func revocationLines(_ fixture: BrokerFixture) -> String {
+        fixture.daemon.log().split(separator: "\n").filter { $0.contains("revo") }.suffix(40).joined(separator: "\n")
+    }
+
     static func restart(_ fixture: BrokerFixture, signal: Int32 = SIGTERM) async throws {
         try await Blocking.run { [daemon = fixture.daemon] in
             daemon.stop(signal: signal)
@@ -103,9 +108,14 @@ struct RevocationEndToEndTests {
             default: result = try await fixture.ctl(["reset", "acme", "--secret-stdin"], stdin: "\(Self.secret)\n")
             }
             #expect(result.status == 0, "\(result)")
+            let refused = await Self.eventually { try await Self.resourceStatus(fixture, token: token) == 401 }
             #expect(
-                await Self.eventually { try await Self.resourceStatus(fixture, token: token) == 401 },
-                "the app's token still works at Personio after \(interruption.rawValue) and \(operation)"
+                refused,
+                """
+                the app's token still works at Personio after \(interruption.rawValue) and \(operation); \
+                revoke calls at the stand-in: \(fixture.standIn.calls(.v2Revoke)); the daemon's revocation lines:
+                \(Self.revocationLines(fixture))
+                """
             )
             #expect(await Self.eventually { try await Self.actions(fixture).contains { $0.action == "token.revoked" } })
             let status = try await fixture.ctlJSON(StatusView.self, ["status"])
