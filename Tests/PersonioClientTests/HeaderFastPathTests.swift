@@ -86,6 +86,35 @@ import VaultCrypto
             #expect(scrubbed == String(decoding: bytes, as: UTF8.self), "\(text)")
         }
     }
+
+    /// The proxy reads a parsed head's headers where they arrived, through their offsets into the bytes read: it
+    /// returns what it returns for the same headers written out as strings, with the white space around values
+    /// gone, an echo scrubbed and reported, and a header named by `Connection` dropped.
+    @Test func aParsedHeadReturnsWhatItsHeadersAsStringsReturn() throws {
+        let scrubber = CredentialScrubber(secrets: [secret(Self.token)])
+        let redactor = Redactor(secrets: [secret(Self.token)])
+        let text =
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type:  application/json \r\nETag: \"x-\(Self.token)\"\r\n"
+            + "X-RateLimit-Remaining:\t59\r\nConnection: keep-alive, X-RateLimit-Reset\r\nX-RateLimit-Reset: 5\r\n"
+            + "Content-Length: 2\r\n\r\n{}"
+        var parser = UpstreamResponseParser()
+        parser.feed(ByteBuffer(string: text))
+        guard case .head(let head) = try parser.next() else {
+            Issue.record("the answer's head was not parsed")
+            return
+        }
+        let stars = String(repeating: "*", count: Self.token.utf8.count)
+        let expected = [
+            "Content-Type: application/json", "ETag: \"x-\(stars)\"", "X-RateLimit-Remaining: 59", "Content-Length: 2",
+        ]
+        let fromBytes = PersonioProxy.returnedResponseHeaders(head, redactor: redactor, scrubber: scrubber)
+        #expect(fromBytes.headers.map { "\($0.0): \($0.1)" } == expected)
+        #expect(fromBytes.echoed)
+        let asStrings = UpstreamResponseParser.Head(status: 200, headers: head.headers, keepAlive: true, chunked: false)
+        let fromStrings = PersonioProxy.returnedResponseHeaders(asStrings, redactor: redactor, scrubber: scrubber)
+        #expect(fromStrings.headers.map { "\($0.0): \($0.1)" } == expected)
+        #expect(fromStrings.echoed)
+    }
 }
 
 /// The request head the proxy sends upstream, encoded by the vault: byte for byte what HTTP/1.1 wants, and for a

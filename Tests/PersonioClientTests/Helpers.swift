@@ -147,16 +147,20 @@ let formContentType = ("Content-Type", "application/x-www-form-urlencoded")
 let jsonContentType = ("Content-Type", "application/json")
 
 extension PersonioProxy {
-    /// ``returnedResponseHeaders(_:chunked:redactor:scrubber:)`` for headers a test writes as `HTTPHeaders`, chunked
-    /// when they hold `Transfer-Encoding`.
+    /// ``returnedResponseHeaders(_:redactor:scrubber:)`` for headers a test writes as `HTTPHeaders`, chunked when
+    /// they hold `Transfer-Encoding`.
     static func returnedResponseHeaders(
         _ headers: HTTPHeaders,
         redactor: Redactor,
         scrubber: CredentialScrubber = .none
     ) -> (headers: [(String, String)], echoed: Bool) {
         Self.returnedResponseHeaders(
-            Array(headers),
-            chunked: headers.contains(name: "Transfer-Encoding"),
+            UpstreamResponseParser.Head(
+                status: 200,
+                headers: Array(headers),
+                keepAlive: true,
+                chunked: headers.contains(name: "Transfer-Encoding")
+            ),
             redactor: redactor,
             scrubber: scrubber
         )

@@ -68,13 +68,18 @@ struct CredentialScrubber: Sendable {
 
     /// `value` with every occurrence overwritten, and whether there was one.
     func scrub(_ value: String) -> (String, Bool) {
-        guard !self.isEmpty, value.utf8.count >= self.shortest else { return (value, false) }
-        // Nearly every value holds no occurrence: look first, and copy only to overwrite.
-        let present = value.utf8.withContiguousStorageIfAvailable { self.occurs(in: UnsafeRawBufferPointer($0)) }
-        guard present ?? true else { return (value, false) }
-        var bytes = Array(value.utf8)
-        let found = bytes.withUnsafeMutableBytes { self.scrub($0) }
-        return found ? (String(decoding: bytes, as: UTF8.self), true) : (value, false)
+        var value = value
+        let scrubbed = value.withUTF8 { self.scrubbed(UnsafeRawBufferPointer($0)) }
+        return scrubbed.map { ($0, true) } ?? (value, false)
+    }
+
+    /// `value`'s bytes with every occurrence overwritten, as a string; nil when there is none (nearly always: it
+    /// looks first, and copies only to overwrite).
+    func scrubbed(_ value: UnsafeRawBufferPointer) -> String? {
+        guard !self.isEmpty, value.count >= self.shortest, self.occurs(in: value) else { return nil }
+        var bytes = Array(value)
+        bytes.withUnsafeMutableBytes { _ = self.scrub($0) }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Whether any pattern occurs in `bytes`.

@@ -65,59 +65,71 @@ extension PersonioProxy {
     }
 
     /// The response headers that go back to the caller, and whether one of them carried the credential, from the
-    /// headers as the upstream parser hands them on, with the framing it found: `Content-Length` is returned only
-    /// when the body is not `chunked`. Every occurrence of the credential the request carried is overwritten with
-    /// `*`; a value that is not printable ASCII, is over 2 KiB, or still contains a long fragment of the credential is
-    /// dropped: an upstream that echoes `Authorization` into some header must not hand the recruiting key to the
-    /// caller.
+    /// head as the upstream parser hands it on, with the framing it found: `Content-Length` is returned only when the
+    /// body is not `chunked`. Every occurrence of the credential the request carried is overwritten with `*`; a value
+    /// that is not printable ASCII, is over 2 KiB, or still contains a long fragment of the credential is dropped: an
+    /// upstream that echoes `Authorization` into some header must not hand the recruiting key to the caller.
+    ///
+    /// Read from the head's bytes in place: only the headers returned become strings.
     static func returnedResponseHeaders(
-        _ headers: [(name: String, value: String)],
-        chunked isChunked: Bool,
+        _ head: UpstreamResponseParser.Head,
         redactor: Redactor,
         scrubber: CredentialScrubber = .none
     ) -> (headers: [(String, String)], echoed: Bool) {
-        var returned: [(String, String)] = []
-        returned.reserveCapacity(headers.count)
-        var echoed = false
-        var hopByHop: Set<String> = []
-        for (name, value) in headers where HTTPBytes.equalsIgnoringCase(name, "connection") {
-            Self.addConnectionOptions(of: value, to: &hopByHop)
+        head.withFieldBytes { bytes in
+            func name(_ field: UpstreamResponseParser.Head.Field) -> UnsafeRawBufferPointer {
+                UnsafeRawBufferPointer(rebasing: bytes[field.name])
+            }
+            func value(_ field: UpstreamResponseParser.Head.Field) -> UnsafeRawBufferPointer {
+                UnsafeRawBufferPointer(rebasing: bytes[field.value])
+            }
+            var hopByHop: Set<String> = []
+            for field in head.fields where HTTPBytes.equalsIgnoringCase(name(field), "connection") {
+                Self.addConnectionOptions(of: value(field), to: &hopByHop)
+            }
+            var returned: [(String, String)] = []
+            returned.reserveCapacity(head.fields.count)
+            var echoed = false
+            for field in head.fields {
+                // Every header is scrubbed, the dropped ones too: an echo anywhere in the answer is reported.
+                let scrubbed = scrubber.scrubbed(value(field))
+                echoed = echoed || scrubbed != nil
+                guard Self.isReturned(name(field), chunked: head.chunked) else { continue }
+                guard scrubbed.map(redactor.isClean) ?? redactor.isClean(value(field)) else { continue }
+                let returnedName = String(decoding: name(field), as: UTF8.self)
+                // A header Personio's `Connection` names is for that hop only (RFC 9110 §7.6.1).
+                guard hopByHop.isEmpty || !hopByHop.contains(returnedName.lowercased()) else { continue }
+                returned.append((returnedName, scrubbed ?? String(decoding: value(field), as: UTF8.self)))
+            }
+            return (returned, echoed)
         }
-        for (name, original) in headers {
-            // Every header is scrubbed, the dropped ones too: an echo anywhere in the answer is reported.
-            let (value, found) = scrubber.scrub(original)
-            echoed = echoed || found
-            let allowed = Self.isReturned(name, chunked: isChunked)
-            guard allowed, redactor.isClean(value) else { continue }
-            // A header Personio's `Connection` names is for that hop only (RFC 9110 §7.6.1).
-            guard hopByHop.isEmpty || !hopByHop.contains(name.lowercased()) else { continue }
-            returned.append((name, value))
-        }
-        return (returned, echoed)
     }
 
     /// Whether a response header named `name` goes back to the caller: one of ``returnedResponseHeaderNames``,
-    /// `X-RateLimit-*`, or `Content-Length` of a body that is not chunked. Compared in any letter case without
-    /// building a lower-cased copy (this runs for every header of every proxied answer).
+    /// `X-RateLimit-*`, or `Content-Length` of a body that is not chunked.
     static func isReturned(_ name: String, chunked: Bool) -> Bool {
         var name = name
-        return name.withUTF8 { bytes in
-            func equals(_ word: StaticString) -> Bool { HTTPBytes.equalsIgnoringCase(bytes, word) }
-            if bytes.count > 12, HTTPBytes.hasPrefixIgnoringCase(bytes, "x-ratelimit-") {
-                // The rest of the name is Personio's: NIO's parser lets only token characters into a name, and this
-                // holds it to that as well, because the server writes the names it returns unchecked.
-                return bytes[12...].allSatisfy(HTTPBytes.isToken)
-            }
-            switch bytes.count {
-            case 4: return equals("etag")
-            case 8: return equals("location")
-            case 11: return equals("retry-after")
-            case 12: return equals("content-type")
-            case 13: return equals("last-modified")
-            case 14: return !chunked && equals("content-length")
-            case 19: return equals("content-disposition")
-            default: return false
-            }
+        return name.withUTF8 { Self.isReturned(UnsafeRawBufferPointer($0), chunked: chunked) }
+    }
+
+    /// ``isReturned(_:chunked:)`` for a name's bytes, compared in any letter case without building a lower-cased
+    /// copy (this runs for every header of every proxied answer).
+    static func isReturned(_ bytes: UnsafeRawBufferPointer, chunked: Bool) -> Bool {
+        func equals(_ word: StaticString) -> Bool { HTTPBytes.equalsIgnoringCase(bytes, word) }
+        if bytes.count > 12, HTTPBytes.hasPrefixIgnoringCase(bytes, "x-ratelimit-") {
+            // The rest of the name is Personio's: the upstream parser lets only token characters into a name, and
+            // this holds it to that as well, because the server writes the names it returns unchecked.
+            return bytes[12...].allSatisfy(HTTPBytes.isToken)
+        }
+        switch bytes.count {
+        case 4: return equals("etag")
+        case 8: return equals("location")
+        case 11: return equals("retry-after")
+        case 12: return equals("content-type")
+        case 13: return equals("last-modified")
+        case 14: return !chunked && equals("content-length")
+        case 19: return equals("content-disposition")
+        default: return false
         }
     }
 
@@ -126,24 +138,26 @@ extension PersonioProxy {
     /// allow-list passes. Scanned in place, without splitting the value into an array of pieces.
     private static func addConnectionOptions(of value: String, to names: inout Set<String>) {
         var value = value
-        value.withUTF8 { bytes in
-            func isSpace(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-            var start = 0
-            while start < bytes.count {
-                var end = start
-                while end < bytes.count && bytes[end] != UInt8(ascii: ",") { end += 1 }
-                var first = start
-                var last = end
-                while first < last && isSpace(bytes[first]) { first += 1 }
-                while last > first && isSpace(bytes[last - 1]) { last -= 1 }
-                let option = UnsafeBufferPointer(rebasing: bytes[first..<last])
-                if !option.isEmpty, !HTTPBytes.equalsIgnoringCase(option, "close"),
-                    !HTTPBytes.equalsIgnoringCase(option, "keep-alive")
-                {
-                    names.insert(String(decoding: option.filter { !isSpace($0) }, as: UTF8.self).lowercased())
-                }
-                start = end + 1
+        value.withUTF8 { Self.addConnectionOptions(of: UnsafeRawBufferPointer($0), to: &names) }
+    }
+
+    private static func addConnectionOptions(of bytes: UnsafeRawBufferPointer, to names: inout Set<String>) {
+        func isSpace(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        var start = 0
+        while start < bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != UInt8(ascii: ",") { end += 1 }
+            var first = start
+            var last = end
+            while first < last && isSpace(bytes[first]) { first += 1 }
+            while last > first && isSpace(bytes[last - 1]) { last -= 1 }
+            let option = UnsafeRawBufferPointer(rebasing: bytes[first..<last])
+            if !option.isEmpty, !HTTPBytes.equalsIgnoringCase(option, "close"),
+                !HTTPBytes.equalsIgnoringCase(option, "keep-alive")
+            {
+                names.insert(String(decoding: option.filter { !isSpace($0) }, as: UTF8.self).lowercased())
             }
+            start = end + 1
         }
     }
 }

@@ -139,8 +139,7 @@ public final class ProxyExchange: @unchecked Sendable {
     func upstreamHead(_ head: UpstreamResponseParser.Head) -> EventLoopFuture<Void> {
         guard case .active = self.state else { return self.eventLoop.makeSucceededVoidFuture() }
         let (headers, echoed) = PersonioProxy.returnedResponseHeaders(
-            head.headers,
-            chunked: head.chunked,
+            head,
             redactor: self.redactor,
             scrubber: self.scrubber
         )

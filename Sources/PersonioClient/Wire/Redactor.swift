@@ -69,26 +69,28 @@ struct Redactor {
     /// the bytes in place (this runs for every header returned of every proxied answer).
     func isClean(_ text: String) -> Bool {
         var text = text
-        return text.withUTF8 { bytes in
-            guard bytes.count <= Self.inspectedLength else { return false }
-            for byte in bytes where byte < 0x20 || byte > 0x7E { return false }
-            // Shorter than every fragment: nothing to find.
-            guard bytes.count >= self.shortestFragment else { return true }
-            // Printable text is its own printable form: both pattern lists are matched against the same bytes.
-            for pattern in self.patterns where pattern.withUnsafeBytes({ Self.hasFragment(of: $0, in: bytes) }) {
-                return false
-            }
-            for pattern in self.filteredPatterns where pattern.withUnsafeBytes({ Self.hasFragment(of: $0, in: bytes) })
-            {
-                return false
-            }
-            return true
+        return text.withUTF8 { self.isClean(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// ``isClean(_:)`` for text as UTF-8 bytes.
+    func isClean(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count <= Self.inspectedLength else { return false }
+        for byte in bytes where byte < 0x20 || byte > 0x7E { return false }
+        // Shorter than every fragment: nothing to find.
+        guard bytes.count >= self.shortestFragment else { return true }
+        // Printable text is its own printable form: both pattern lists are matched against the same bytes.
+        for pattern in self.patterns where pattern.withUnsafeBytes({ Self.hasFragment(of: $0, in: bytes) }) {
+            return false
         }
+        for pattern in self.filteredPatterns where pattern.withUnsafeBytes({ Self.hasFragment(of: $0, in: bytes) }) {
+            return false
+        }
+        return true
     }
 
     /// Whether `text` contains a run of `min(pattern.count, fragmentLength)` bytes that also occurs in `pattern`:
     /// exactly when ``redact(_:_:)`` would change it.
-    private static func hasFragment(of pattern: UnsafeRawBufferPointer, in text: UnsafeBufferPointer<UInt8>) -> Bool {
+    private static func hasFragment(of pattern: UnsafeRawBufferPointer, in text: UnsafeRawBufferPointer) -> Bool {
         let threshold = min(pattern.count, Self.fragmentLength)
         guard threshold > 0, text.count >= threshold, let textBase = text.baseAddress,
             let patternBase = pattern.baseAddress

@@ -24,11 +24,65 @@ import NIOCore
 package struct UpstreamResponseParser {
     /// A response head: the status, every header in arrival order, and whether the connection may carry another
     /// request after this answer.
+    ///
+    /// The headers stay where they arrived: ``bytes`` is the head as read (a slice of the connection's buffer, not a
+    /// copy) and ``fields`` says where each name and value lie in it. The proxy returns two or three of the headers
+    /// Personio sends, so only those become strings (``PersonioProxy/returnedResponseHeaders(_:redactor:scrubber:)``).
     package struct Head {
+        /// Where one header's name and value lie in ``bytes``' readable bytes; the value without the white space
+        /// around it.
+        package struct Field {
+            package var name: Range<Int>
+            package var value: Range<Int>
+        }
+
         package var status: Int
-        package var headers: [(name: String, value: String)]
         package var keepAlive: Bool
         package var chunked: Bool
+        /// The bytes ``fields`` point into.
+        package var bytes: ByteBuffer
+        /// Every header, in arrival order.
+        package var fields: [Field]
+
+        fileprivate init(status: Int, keepAlive: Bool, chunked: Bool, bytes: ByteBuffer, fields: [Field]) {
+            self.status = status
+            self.keepAlive = keepAlive
+            self.chunked = chunked
+            self.bytes = bytes
+            self.fields = fields
+        }
+
+        /// A head with `headers`, as if parsed: for tests, and for the fuzz harness's expectations.
+        package init(status: Int, headers: [(name: String, value: String)], keepAlive: Bool, chunked: Bool) {
+            var bytes = ByteBuffer()
+            var fields: [Field] = []
+            for (name, value) in headers {
+                let nameStart = bytes.readableBytes
+                bytes.writeString(name)
+                let valueStart = bytes.readableBytes
+                bytes.writeString(value)
+                fields.append(Field(name: nameStart..<valueStart, value: valueStart..<bytes.readableBytes))
+            }
+            self.init(status: status, keepAlive: keepAlive, chunked: chunked, bytes: bytes, fields: fields)
+        }
+
+        /// Calls `body` with the bytes of the head, which each field's ranges index.
+        package func withFieldBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+            try self.bytes.withUnsafeReadableBytes(body)
+        }
+
+        /// Every header as strings, in arrival order. The proxy itself reads ``fields``; this is for tests and the
+        /// fuzz harness.
+        package var headers: [(name: String, value: String)] {
+            self.withFieldBytes { bytes in
+                self.fields.map { field in
+                    (
+                        String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.name]), as: UTF8.self),
+                        String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.value]), as: UTF8.self)
+                    )
+                }
+            }
+        }
     }
 
     package enum Event {
@@ -144,7 +198,8 @@ package struct UpstreamResponseParser {
         let head = try buffer.withUnsafeReadableBytes { bytes throws(HTTP1Syntax.Violation) in
             try Self.head(UnsafeRawBufferPointer(rebasing: bytes[..<end]))
         }
-        buffer.moveReaderIndex(forwardBy: end)
+        // The head's fields index these bytes: a slice shares the buffer's storage.
+        let headBytes = buffer.readSlice(length: end)!
         if head.status == 101 { throw HTTP1Syntax.Violation("an upgrade was not asked for") }
         if (100..<200).contains(head.status) {
             // An interim answer frames nothing: one that speaks of framing or of ending the connection is refused
@@ -152,7 +207,7 @@ package struct UpstreamResponseParser {
             guard !head.chunked, head.contentLength == nil, head.keepAlive else {
                 throw HTTP1Syntax.Violation("an interim answer carries framing or connection headers")
             }
-            return Head(status: head.status, headers: [], keepAlive: true, chunked: false)
+            return Head(status: head.status, keepAlive: true, chunked: false, bytes: headBytes, fields: [])
         }
         if head.status == 204 || head.status == 304 {
             self.state = .endNext
@@ -165,17 +220,18 @@ package struct UpstreamResponseParser {
         }
         return Head(
             status: head.status,
-            headers: head.headers,
             keepAlive: head.keepAlive
                 && (head.chunked || head.contentLength != nil || head.status == 204
                     || head.status == 304),
-            chunked: head.chunked
+            chunked: head.chunked,
+            bytes: headBytes,
+            fields: head.fields
         )
     }
 
     private struct ParsedHead {
         var status: Int
-        var headers: [(name: String, value: String)]
+        var fields: [Head.Field]
         var keepAlive: Bool
         var chunked: Bool
         var contentLength: Int?
@@ -213,8 +269,8 @@ package struct UpstreamResponseParser {
         }
         index += 2
 
-        var parsed = ParsedHead(status: status, headers: [], keepAlive: minor == UInt8(ascii: "1"), chunked: false)
-        parsed.headers.reserveCapacity(16)
+        var parsed = ParsedHead(status: status, fields: [], keepAlive: minor == UInt8(ascii: "1"), chunked: false)
+        parsed.fields.reserveCapacity(16)
         var framing = HTTP1Syntax.Framing()
         var connectionClose = false
         while !(bytes[index] == 0x0D && bytes[index + 1] == 0x0A) {
@@ -223,7 +279,7 @@ package struct UpstreamResponseParser {
             // value, so a tab would make the two parsers frame the answer differently).
             let framingWhiteSpace = name.upperBound + 1..<next - 2
             index = next
-            guard parsed.headers.count < Self.maximumHeaders else { throw HTTP1Syntax.Violation("too many headers") }
+            guard parsed.fields.count < Self.maximumHeaders else { throw HTTP1Syntax.Violation("too many headers") }
             let nameBytes = UnsafeRawBufferPointer(rebasing: bytes[name])
             let valueBytes = UnsafeRawBufferPointer(rebasing: bytes[value])
             if try !framing.read(name: nameBytes, value: valueBytes, whiteSpace: framingWhiteSpace, of: bytes),
@@ -231,9 +287,7 @@ package struct UpstreamResponseParser {
             {
                 connectionClose = connectionClose || HTTP1Syntax.hasOption(valueBytes, "close")
             }
-            parsed.headers.append(
-                (String(decoding: nameBytes, as: UTF8.self), String(decoding: valueBytes, as: UTF8.self))
-            )
+            parsed.fields.append(Head.Field(name: name, value: value))
         }
         guard index + 2 == bytes.count else { throw HTTP1Syntax.Violation("the head does not end where it should") }
         try framing.check()
