@@ -51,7 +51,7 @@ extension TokenBroker {
         let (cached, policy) = try self.entries.withLock {
             entries throws(VaultError) -> (ConnectionSnapshot, GrantPolicy) in
             guard let entry = entries[id] else { throw Self.forbidden }
-            _ = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: .proxy).get()
+            _ = try entry.authorization(caller: caller, use: .proxy).get()
             return (entry.snapshot, entry.policy)
         }
         switch cached.provider {
@@ -191,8 +191,7 @@ extension TokenBroker {
             let released = self.catchUp(&entries)
             guard let entry = entries[id] else { return (released, nil) }
             do throws(VaultError) {
-                let granted = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: .proxy)
-                    .get()
+                let granted = try entry.authorization(caller: caller, use: .proxy).get()
                 rule = granted
                 grant = try entry.cachedForwardGrant(caller: caller, rule: granted, head: checked, now: now)
                 return (released, nil)
@@ -253,7 +252,7 @@ extension TokenBroker {
         try await self.loadEntry(id)
         let (rule, provider) = try self.withEntries { entries, _ throws(VaultError) -> (MatchedRule, Provider) in
             guard let entry = entries[id] else { throw Self.forbidden }
-            let rule = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: .proxy).get()
+            let rule = try entry.authorization(caller: caller, use: .proxy).get()
             return (rule, entry.snapshot.provider)
         }
         try self.checkAllowList(id, rule: rule, head: head, caller: caller)

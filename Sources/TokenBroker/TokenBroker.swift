@@ -108,6 +108,18 @@ public final class TokenBroker: Sendable {
             self.generation = generation
         }
 
+        /// ``TokenBroker/authorization(_:policy:caller:use:)`` for this entry. The usual grant is checked field by
+        /// field: passing `snapshot` on would copy it out of the entry (a dozen reference counts), on every request.
+        /// A refusal is worded by the one function that words them.
+        func authorization(caller: Caller, use: TokenBroker.Use) -> TokenBroker.Authorization {
+            if self.snapshot.state == .active, let rule = self.policy.firstMatch(caller),
+                use == .proxy || (self.snapshot.provider.isTokenExportable && rule.tokenAllowed)
+            {
+                return .granted(rule)
+            }
+            return TokenBroker.authorization(self.snapshot, policy: self.policy, caller: caller, use: use)
+        }
+
         /// The slot `rule` (matched in this entry's ``policy``) is served from.
         @inline(__always)
         func slot(for rule: MatchedRule) -> TokenSlot {
@@ -121,15 +133,10 @@ public final class TokenBroker: Sendable {
             minTTL: Int,
             at now: ContinuousClock.Instant
         ) -> (answer: FastAnswer?, rule: MatchedRule?, firstIssue: CachedToken?) {
-            // The usual case is checked field by field, without copying the snapshot; a refusal is built by the one
-            // function that words them.
-            guard self.snapshot.state == .active, self.snapshot.provider.isTokenExportable,
-                let rule = self.policy.firstMatch(caller), rule.tokenAllowed
-            else {
-                switch TokenBroker.authorization(self.snapshot, policy: self.policy, caller: caller, use: .token) {
-                case .granted(let rule): return (nil, rule, nil)
-                case .refused(let error, let rule): return (.refused(error), rule, nil)
-                }
+            let rule: MatchedRule
+            switch self.authorization(caller: caller, use: .token) {
+            case .granted(let granted): rule = granted
+            case .refused(let error, let rule): return (.refused(error), rule, nil)
             }
             let slot = self.slot(for: rule)
             guard let prepared = slot.prepared, prepared.expiresAt - now >= .seconds(minTTL) else {
@@ -327,7 +334,7 @@ public final class TokenBroker: Sendable {
                 entries,
                 _ throws(VaultError) -> (TokenState<Waiter>.RequestAction, SlotCall, MatchedRule, Bool) in
                 guard let entry = entries[id] else { throw Self.forbidden }
-                let rule = try Self.authorization(entry.snapshot, policy: entry.policy, caller: caller, use: use).get()
+                let rule = try entry.authorization(caller: caller, use: use).get()
                 // The rule's scope chooses the token (slot 0: the connection's own scope).
                 let index = entry.slotOfRule[rule.index]
                 let slot = entry.slots[index]
