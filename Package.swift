@@ -239,8 +239,8 @@ let package = Package(
         .testTarget(
             name: "PersonioClientTests",
             dependencies: [
-                "PersonioClient", "PersonioStandIn", "VaultCrypto", "TestSupport", "VaultLocks", logging, nioCore,
-                nioHTTP1, nioPosix, .product(name: "NIOEmbedded", package: "swift-nio"),
+                "PersonioClient", "PersonioStandIn", "HTTP1Wire", "VaultCrypto", "TestSupport", "VaultLocks", logging,
+                nioCore, nioHTTP1, nioPosix, .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],

@@ -11,16 +11,41 @@ package enum HTTPBytes {
     }
 
     /// Whether `bytes` start with `prefix` (lower-case ASCII) in any letter case.
+    ///
+    /// Eight bytes at a time once `prefix` has eight: most names compared are 10 to 19 bytes long, and a byte at a
+    /// time cost about 90 instructions a name.
     package static func hasPrefixIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ prefix: StaticString) -> Bool {
         let count = prefix.utf8CodeUnitCount
         guard bytes.count >= count else { return false }
-        let expected = prefix.utf8Start
-        for index in 0..<count {
-            let byte = bytes[index]
-            let letter = expected[index]
-            guard byte == letter || (byte &- UInt8(ascii: "A") < 26 && byte | 0x20 == letter) else { return false }
+        guard count > 0, let base = bytes.baseAddress else { return true }
+        let expected = UnsafeRawPointer(prefix.utf8Start)
+        guard count >= 8 else {
+            for index in 0..<count {
+                let byte = bytes[index]
+                let letter = expected.load(fromByteOffset: index, as: UInt8.self)
+                guard byte == letter || (byte &- UInt8(ascii: "A") < 26 && byte | 0x20 == letter) else { return false }
+            }
+            return true
         }
-        return true
+        var index = 0
+        while true {
+            let word = expected.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+            let seen = base.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+            guard seen | Self.lowerCaseLetterBits(word) == word else { return false }
+            if index + 8 == count { return true }
+            // The last eight bytes may overlap the ones compared before.
+            index = min(index + 8, count - 8)
+        }
+    }
+
+    /// `0x20` in each byte of `word` that is a lower-case ASCII letter, 0 in the others (every byte of `word` is
+    /// ASCII, so no sum carries into the next byte). A byte seen matches a lower-case letter of `word` when setting
+    /// its `0x20` bit gives the letter (it is the letter or its capital), any other byte of `word` only as it is.
+    @inline(__always) private static func lowerCaseLetterBits(_ word: UInt64) -> UInt64 {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let fromA = word &+ ones &* (0x80 - 0x61)  // high bit set where the byte is at least "a"
+        let pastZ = word &+ ones &* (0x80 - 0x7B)  // high bit set where the byte is past "z"
+        return (fromA & ~pastZ & (ones &* 0x80)) >> 2
     }
 
     /// Whether `bytes` spell `word` (lower-case ASCII) in any letter case.

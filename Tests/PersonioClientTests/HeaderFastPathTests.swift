@@ -1,3 +1,4 @@
+import HTTP1Wire
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -60,6 +61,53 @@ import VaultCrypto
         ]
         let (returned, _) = PersonioProxy.returnedResponseHeaders(headers, redactor: Redactor(secrets: []))
         #expect(returned.map(\.0) == ["X-RateLimit-C"])
+    }
+
+    /// `HTTPBytes.hasPrefixIgnoringCase` compares eight bytes at a time: for every word the vault compares names
+    /// with, it gives the byte-wise verdict for the word in any letter case, with any byte at any position, cut short
+    /// and followed by more.
+    @Test func caseInsensitiveComparisonAgreesWithComparingByteByByte() {
+        let words: [StaticString] = [
+            "etag", "close", "chunked", "location", "connection", "keep-alive", "retry-after", "x-personio-",
+            "content-type", "x-ratelimit-", "last-modified", "content-length", "transfer-encoding",
+            "content-disposition", "",
+        ]
+        func byteByByte(_ bytes: [UInt8], _ word: [UInt8]) -> Bool {
+            bytes.count >= word.count
+                && zip(bytes, word).allSatisfy { byte, letter in
+                    byte == letter || ((0x41...0x5A).contains(byte) && byte | 0x20 == letter)
+                }
+        }
+        func check(_ bytes: [UInt8], _ word: StaticString, _ letters: [UInt8]) {
+            bytes.withUnsafeBytes { raw in
+                #expect(
+                    HTTPBytes.hasPrefixIgnoringCase(raw, word) == byteByByte(bytes, letters),
+                    "\(bytes) starts with \(word)"
+                )
+                #expect(
+                    HTTPBytes.equalsIgnoringCase(raw, word)
+                        == (bytes.count == letters.count && byteByByte(bytes, letters)),
+                    "\(bytes) is \(word)"
+                )
+            }
+        }
+        var compared = 0
+        for word in words {
+            let letters = Array("\(word)".utf8)
+            check(letters, word, letters)
+            check(Array("\(word)".uppercased().utf8), word, letters)
+            check(letters + Array("x".utf8), word, letters)
+            for length in 0..<letters.count { check(Array(letters.prefix(length)), word, letters) }
+            for position in letters.indices {
+                for byte in UInt8.min...UInt8.max {
+                    var bytes = letters
+                    bytes[position] = byte
+                    check(bytes, word, letters)
+                    compared += 1
+                }
+            }
+        }
+        #expect(compared == words.map(\.utf8CodeUnitCount).reduce(0, +) * 256)
     }
 
     @Test func isCleanAgreesWithSanitizing() {
