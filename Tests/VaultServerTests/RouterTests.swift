@@ -179,6 +179,20 @@ struct RouterTests {
         #expect(RequestDispatcher.split("") == ("", ""))
     }
 
+    @Test("methods compared by case agree with NIO's ==, raw spellings included")
+    func methodsCompareAsNIODoes() {
+        let names = [
+            "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT", "PROPFIND", "get", "X-KIND",
+        ]
+        let methods =
+            names.map { HTTPMethod(rawValue: $0) } + [.RAW(value: "GET"), .RAW(value: "POST"), .RAW(value: "X")]
+        for left in methods {
+            for right in methods {
+                #expect(left.isSame(as: right) == (left == right), "\(left.rawValue) and \(right.rawValue)")
+            }
+        }
+    }
+
     @Test("application/json with parameters and any case is JSON; nothing else is")
     func mediaTypes() {
         #expect(RequestDispatcher.isJSON("application/json"))

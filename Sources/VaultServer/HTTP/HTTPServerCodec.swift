@@ -87,7 +87,7 @@ final class HTTPServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
             }
             switch event {
             case .head(let head):
-                self.answeringHead = head.method == .HEAD
+                self.answeringHead = head.method.isSame(as: .HEAD)
                 context.fireChannelRead(self.wrapInboundOut(.head(head)))
             case .body(let bytes):
                 context.fireChannelRead(self.wrapInboundOut(.body(bytes)))

@@ -44,7 +44,11 @@ struct UpstreamRequestHead {
         case .none:
             self.framing = .none
             // A request that has a body by definition says it is empty; a GET or DELETE says nothing.
-            framingLine = method == .POST || method == .PUT || method == .PATCH ? "Content-Length: 0\r\n" : ""
+            // Matched by case: NIO's `==` compares the methods' `rawValue` strings.
+            switch method {
+            case .POST, .PUT, .PATCH: framingLine = "Content-Length: 0\r\n"
+            default: framingLine = ""
+            }
         case .some(.some(let length)):
             self.framing = .contentLength
             framingLine = "Content-Length: \(length)\r\n"
