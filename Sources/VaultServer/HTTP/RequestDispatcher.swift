@@ -98,6 +98,7 @@ public struct RequestDispatcher: Sendable {
             self.connectionID = connectionID
             self.matched = matched
         }
+
         /// The route streams its body: it runs when the head arrives.
         var forwardAction: (@Sendable (Request, ForwardingExchange) -> Void)? {
             guard case .success(let matched) = self.matched, case .forward(let action) = matched.route.action else {
