@@ -51,7 +51,8 @@ struct HTTPConnectionHandlerTests {
 
     func makeChannel(
         authorize: @escaping @Sendable (Caller) -> Bool = { _ in true },
-        metrics: ServerMetrics = ServerMetrics()
+        metrics: ServerMetrics = ServerMetrics(),
+        linked: Bool = true
     ) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         let dispatcher = RequestDispatcher(
@@ -62,14 +63,17 @@ struct HTTPConnectionHandlerTests {
             logger: Logger(label: "test"),
             bodyLimit: Self.limit
         )
-        try HTTPServer.addHTTPHandlers(to: channel.pipeline.syncOperations)
-        try channel.pipeline.syncOperations.addHandler(
-            HTTPConnectionHandler(
-                dispatcher: dispatcher,
-                caller: Caller(uid: 1000, gid: 1000, pid: 42, comm: "test"),
-                logger: Logger(label: "test")
-            )
+        let handler = HTTPConnectionHandler(
+            dispatcher: dispatcher,
+            caller: Caller(uid: 1000, gid: 1000, pid: 42, comm: "test"),
+            logger: Logger(label: "test")
         )
+        if linked {
+            try HTTPServer.addHTTPHandlers(handler, to: channel.pipeline.syncOperations)
+        } else {
+            try HTTPServer.addHTTPHandlers(to: channel.pipeline.syncOperations)
+            try channel.pipeline.syncOperations.addHandler(handler)
+        }
         try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x.sock")).wait()
         return channel
     }
@@ -156,6 +160,48 @@ struct HTTPConnectionHandlerTests {
         #expect(Self.count("Cache-Control", in: keptOutput) == 1)
         #expect(kept.isActive)
         _ = try? kept.finish()
+    }
+
+    @Test("linked to its codec, the handler answers byte for byte as it does through the pipeline, and unlinks")
+    func linkedAsThroughThePipeline() throws {
+        // Pipelined, a prepared answer, a body, 100-continue, a refusal that closes: every way the handler writes.
+        let stream =
+            "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/prepared HTTP/1.1\r\nHost: x\r\n\r\n"
+            + Self.post("/echo", "{}", extra: "Expect: 100-continue\r\n")
+            + "GET /v1/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+            + "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+            + Self.post("/echo", String(repeating: "a", count: Self.limit + 1))
+        let linked = try self.makeChannel()
+        let unlinked = try self.makeChannel(linked: false)
+        let linkedOutput = try self.exchange(linked, stream)
+        let unlinkedOutput = try self.exchange(unlinked, stream)
+        #expect(Self.statusLines(linkedOutput).count == 7)
+        #expect(
+            Self.masked(linkedOutput) == Self.masked(unlinkedOutput),
+            "the request ids differ; nothing else may"
+        )
+        #expect(!linked.isActive && !unlinked.isActive)
+
+        // Removing either handler ends the link: what follows goes through the pipeline.
+        let channel = try self.makeChannel()
+        let handler = try channel.pipeline.syncOperations.handler(type: HTTPConnectionHandler.self)
+        try channel.pipeline.syncOperations.removeHandler(handler).wait()
+        try channel.pipeline.syncOperations.addHandler(PartRecorder())
+        try channel.writeInbound(ByteBuffer(string: "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"))
+        #expect(try channel.readInbound(as: HTTPServerRequestPart.self).map { "\($0)" }?.contains("/v1/health") == true)
+        _ = try? channel.finish()
+    }
+
+    /// `output` with every request id (a problem's `request_id`, the `X-Request-Id` header) blanked.
+    static func masked(_ output: String) -> String {
+        output.replacingOccurrences(of: #"[0-9a-f]{16,}"#, with: "ID", options: .regularExpression)
+    }
+
+    /// Passes request parts on, so that a test reads them with `readInbound`.
+    final class PartRecorder: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias InboundOut = HTTPServerRequestPart
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { context.fireChannelRead(data) }
     }
 
     @Test("a prepared response that is changed afterwards loses its prepared head, and is framed anew")

@@ -81,20 +81,20 @@ package final class InProcessServer: Sendable {
     }
 
     /// Adds the connection pipeline of `socket` to `channel` (which must be on its event loop), serving `caller`:
-    /// the byte-level deadlines, the HTTP/1.1 codec (``HTTPServer/addHTTPHandlers(to:)``), and the connection
-    /// handler in front of the socket's dispatcher, as ``HTTPServer`` sets up each accepted connection.
+    /// the byte-level deadlines, then the HTTP/1.1 codec and the connection handler in front of the socket's
+    /// dispatcher, linked (``HTTPServer/addHTTPHandlers(_:to:)``), as ``HTTPServer`` sets up each accepted connection.
     package func configure(_ channel: any Channel, socket: SocketKind, caller: Caller) throws {
         let dispatcher = socket == .admin ? self.admin : self.app
         let deadlines = ConnectionDeadlines(timeouts: self.timeouts, eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(RequestBytesHandler(deadlines: deadlines))
-        try HTTPServer.addHTTPHandlers(to: channel.pipeline.syncOperations)
-        try channel.pipeline.syncOperations.addHandler(
+        try HTTPServer.addHTTPHandlers(
             HTTPConnectionHandler(
                 dispatcher: dispatcher,
                 caller: caller,
                 logger: dispatcher.logger,
                 deadlines: deadlines
-            )
+            ),
+            to: channel.pipeline.syncOperations
         )
     }
 

@@ -43,6 +43,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// The request counter of the last answer's route and status: a connection's requests mostly share both, and
     /// finding the counter by its labels costs two strings hashed per request.
     private var lastCounter: (route: String, status: UInt, counter: CoreMetrics.Counter)?
+    /// The codec right in front of this handler, with its context, once ``HTTPServer/addHTTPHandlers(_:to:)``
+    /// linked them: answer parts then reach it by a call, not through the pipeline (``HTTPServerCodec/link(_:context:)``).
+    private var codec: (codec: HTTPServerCodec, context: ChannelHandlerContext)?
 
     init(dispatcher: RequestDispatcher, caller: Caller, logger: Logger, deadlines: ConnectionDeadlines? = nil) {
         self.dispatcher = dispatcher
@@ -56,10 +59,51 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.logger.logLevel <= .debug ? .now : nil
     }
 
+    /// Writes answer parts to `codec`, which stands right in front of this handler in the same pipeline, by calling
+    /// it with `context` (its own); see ``HTTPServerCodec/link(_:context:)``.
+    func link(_ codec: HTTPServerCodec, context: ChannelHandlerContext) {
+        self.codec = (codec, context)
+    }
+
+    func unlink() {
+        self.codec = nil
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.codec?.codec.unlink()
+        self.codec = nil
+    }
+
+    /// Writes an answer's part to the codec: by a call when linked, else through the pipeline.
+    private func send(_ part: HTTPAnswerPart, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        if let codec = self.codec {
+            codec.codec.write(part, context: codec.context, promise: promise)
+        } else {
+            context.write(self.wrapOutboundOut(part), promise: promise)
+        }
+    }
+
+    private func sendAndFlush(_ part: HTTPAnswerPart, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext)
+    {
+        self.send(part, promise: promise, context: context)
+        context.flush()
+    }
+
+    private func sendAndFlush(_ part: HTTPAnswerPart, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        self.sendAndFlush(part, promise: promise, context: context)
+        return promise.futureResult
+    }
+
     // MARK: - Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch self.unwrapInboundIn(data) {
+        self.receive(self.unwrapInboundIn(data), context: context)
+    }
+
+    /// Takes a request's part: what a read through the pipeline hands on, called directly by the linked codec.
+    func receive(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             self.receiveHead(head, context: context)
         case .body(let part):
@@ -95,7 +139,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func continueIfExpected(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         if head.headers.first(name: "Expect")?.lowercased() == "100-continue" {
             let continueHead = HTTPResponseHead(version: head.version, status: .continue)
-            context.writeAndFlush(self.wrapOutboundOut(.head(continueHead)), promise: nil)
+            self.sendAndFlush(.head(continueHead), promise: nil, context: context)
         }
     }
 
@@ -282,7 +326,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             )
         }
         if let stream = response.bodyStream {
-            context.writeAndFlush(self.wrapOutboundOut(.head(head)), promise: nil)
+            self.sendAndFlush(.head(head), promise: nil, context: context)
             self.answered(response.status, route: dispatch.route, logger: dispatch.logger, start: start)
             self.streamBody(stream, keepAlive: keepAlive, context: context)
             return
@@ -296,15 +340,15 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             case .idle, .receiving, .closing: break
             }
         }
-        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        self.send(.head(head), promise: nil, context: context)
         if let body = response.body, body.readableBytes > 0 {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            self.send(.body(.byteBuffer(body)), promise: nil, context: context)
         }
         if keepAlive {
             self.deadlines?.responseFinished()
-            context.writeAndFlush(self.wrapOutboundOut(.end), promise: nil)
+            self.sendAndFlush(.end, promise: nil, context: context)
         } else {
-            context.writeAndFlush(self.wrapOutboundOut(.end)).assumeIsolated().whenComplete { _ in
+            self.sendAndFlush(.end, context: context).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
         }
@@ -332,10 +376,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             case .success where keepAlive && !self.inputClosed:
                 if case .responding = self.state { self.state = .idle }
                 self.deadlines?.responseFinished()
-                context.writeAndFlush(self.wrapOutboundOut(.end), promise: nil)
+                self.sendAndFlush(.end, promise: nil, context: context)
             case .success:
                 self.state = .closing
-                context.writeAndFlush(self.wrapOutboundOut(.end)).assumeIsolated().whenComplete { _ in
+                self.sendAndFlush(.end, context: context).assumeIsolated().whenComplete { _ in
                     context.close(promise: nil)
                 }
             case .failure(let error):
@@ -421,7 +465,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             keepAlive: request.isKeepAlive && !self.inputClosed,
             allocator: context.channel.allocator
         )
-        context.write(self.wrapOutboundOut(.encodedHead(encoded.bytes, chunked: encoded.chunked)), promise: nil)
+        self.send(.encodedHead(encoded.bytes, chunked: encoded.chunked), promise: nil, context: context)
         self.answered(
             status,
             route: resolution.routeName,
@@ -440,9 +484,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// otherwise: Personio is read no faster.
     func writeForwardedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
         guard context.channel.isWritable else {
-            return context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))))
+            return self.sendAndFlush(.body(.byteBuffer(buffer)), context: context)
         }
-        context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        self.send(.body(.byteBuffer(buffer)), promise: nil, context: context)
         return context.eventLoop.makeSucceededVoidFuture()
     }
 
@@ -456,10 +500,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if keepAlive {
             self.state = .idle
             self.deadlines?.responseFinished()
-            context.writeAndFlush(self.wrapOutboundOut(.end), promise: nil)
+            self.sendAndFlush(.end, promise: nil, context: context)
         } else {
             self.state = .closing
-            context.writeAndFlush(self.wrapOutboundOut(.end)).assumeIsolated().whenComplete { _ in
+            self.sendAndFlush(.end, context: context).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
         }

@@ -130,6 +130,21 @@ final class HTTPServer: Service, Sendable {
         try pipeline.addHandler(HTTPServerCodec())
     }
 
+    /// ``addHTTPHandlers(to:)`` with `handler` right behind the codec, the two linked so that request and answer
+    /// parts pass between them by a call rather than through the pipeline (``HTTPServerCodec/link(_:context:)``).
+    static func addHTTPHandlers(
+        _ handler: HTTPConnectionHandler,
+        to pipeline: ChannelPipeline.SynchronousOperations
+    ) throws {
+        let codec = HTTPServerCodec()
+        try pipeline.addHandler(codec)
+        try pipeline.addHandler(handler)
+        let codecContext = try pipeline.context(handler: codec)
+        let handlerContext = try pipeline.context(handler: handler)
+        codec.link(handler, context: handlerContext)
+        handler.link(codec, context: codecContext)
+    }
+
     /// Reads what the kernel knows about the peer, admits the connection or closes it at once when a cap is reached,
     /// then sets up the HTTP/1.1 pipeline with a handler that knows the caller.
     ///
@@ -186,9 +201,9 @@ final class HTTPServer: Service, Sendable {
             logger.trace("connection accepted", metadata: ["peer.gid": "\(caller.gid)"])
             let deadlines = ConnectionDeadlines(timeouts: policy.timeouts, eventLoop: channel.eventLoop)
             try channel.pipeline.syncOperations.addHandler(RequestBytesHandler(deadlines: deadlines, drain: drain))
-            try Self.addHTTPHandlers(to: channel.pipeline.syncOperations)
-            try channel.pipeline.syncOperations.addHandler(
-                HTTPConnectionHandler(dispatcher: dispatcher, caller: caller, logger: logger, deadlines: deadlines)
+            try Self.addHTTPHandlers(
+                HTTPConnectionHandler(dispatcher: dispatcher, caller: caller, logger: logger, deadlines: deadlines),
+                to: channel.pipeline.syncOperations
             )
         }
     }
